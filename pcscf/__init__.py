@@ -1,0 +1,1 @@
+"""P-CSCF (IMS-ALG): SDP model, e2ae rewrite, SIP proxy."""

@@ -1,0 +1,57 @@
+"""Shared test helpers.
+
+Real peers (openssl, tshark, sipp, stunnel, haproxy) come from Debian packages that
+``.ci/run`` installs. Where one is missing a test that needs it is skipped on a developer's
+machine, but fails under CI (``CI`` set), so that a missing install step cannot hide behind a
+green run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def require_tool(name: str) -> str:
+    """Path of an external tool, or skip (fail under CI) if it is not installed."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (Debian package; .ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def e2ae_command() -> list[str]:
+    """The ``e2ae`` CLI as a separate process, run from this checkout."""
+    return [sys.executable, "-m", "lab.cli"]
+
+
+def run_e2ae(
+    args: Sequence[str],
+    *,
+    input: bytes | None = None,
+    cwd: Path | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``e2ae ARGS`` as a real process and capture its output."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run(
+        [*e2ae_command(), *args],
+        input=input,
+        capture_output=True,
+        cwd=cwd or REPO,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )

@@ -327,7 +327,10 @@ class SessionDescription:
             except UnsupportedHash:
                 continue
             except InvalidFingerprint as exc:
-                raise SdpError(self.line_number_of(index, "fingerprint"), exc.reason) from None
+                raise SdpError(
+                    self.line_number_of(index, "fingerprint"),
+                    f"bad a=fingerprint {value!r}: {exc.reason}",
+                ) from None
             if accepted is None or fp.hash_func in accepted:
                 out.append(fp)
         return out

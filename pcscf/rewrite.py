@@ -297,7 +297,7 @@ def _move_session_fingerprints(sdp: SessionDescription, rewritten: set[int]) -> 
         return
     for i, section in enumerate(sdp.media):
         if i not in rewritten and _relies_on_fingerprint(section):
-            section.lines.extend(lines)
+            section.add_lines(lines)
     sdp.session.remove_attributes("fingerprint")
 
 
@@ -340,25 +340,31 @@ def plan_offer(
     plans: list[StreamPlan] = []
     for index, section in enumerate(sdp.media):
         proto = _canonical_proto(section.proto)
-        base = StreamPlan(index, section.media, section.proto, section.proto, "passthrough")
         if step == "orig-offer":
             fps = _ue_fingerprints(sdp, index, accepted)
-            base = attrs.evolve(base, fingerprints=fps)
             if section.port == 0:
-                plans.append(attrs.evolve(base, treatment="rejected"))
+                treatment: Treatment = "rejected"
             elif proto in PLAIN_PROTO:
-                plans.append(_plan_orig_tls(sdp, index, proto, base, mechanisms, policy))
+                plan = _plan_orig_tls(sdp, index, proto, fps, mechanisms, policy)
+                if plan is not None:
+                    plans.append(plan)
+                    continue
+                e2e = not _requested(section) and _has_key_mgmt(sdp, index)
+                treatment = "e2e" if e2e else "passthrough"
             else:
-                plans.append(base)
+                treatment = "passthrough"
         else:
+            fps = ()
             if section.port == 0:
-                plans.append(attrs.evolve(base, treatment="rejected"))
+                treatment = "rejected"
             elif proto in TLS_PROTO and _mechanism_ok(proto, mechanisms, policy):
-                plans.append(_plan_term_e2ae(sdp, index, proto, base))
+                plans.append(_plan_term_e2ae(sdp, index, proto))
+                continue
             elif proto in PLAIN_PROTO and _has_key_mgmt(sdp, index):
-                plans.append(attrs.evolve(base, treatment="e2e"))
+                treatment = "e2e"
             else:
-                plans.append(base)
+                treatment = "passthrough"
+        plans.append(StreamPlan(index, section.media, section.proto, section.proto, treatment, fps))
     return OfferPlan(step, tuple(plans), accepted)
 
 
@@ -366,21 +372,25 @@ def _plan_orig_tls(
     sdp: SessionDescription,
     index: int,
     proto: str,
-    base: StreamPlan,
+    fps: tuple[Fingerprint, ...],
     mechanisms: frozenset[str],
     policy: Policy,
-) -> StreamPlan:
+) -> StreamPlan | None:
+    """The plan of an e2ae stream, or None for e2e / passthrough (or raise per policy)."""
     section = sdp.media[index]
     requested = _requested(section)
     if requested and _mechanism_ok(proto, mechanisms, policy):
-        fps = _require_fingerprints(sdp, index, policy.accepted_hash_funcs, "a=3ge2ae:requested")
+        if not fps:
+            _require_fingerprints(sdp, index, policy.accepted_hash_funcs, "a=3ge2ae:requested")
         ue_setup = _setup_of(sdp, index, "active")
         access_setup = _OPPOSITE[ue_setup]
-        return attrs.evolve(
-            base,
-            proto_out=PLAIN_PROTO[proto],
-            treatment="e2ae",
-            fingerprints=fps,
+        return StreamPlan(
+            index,
+            section.media,
+            section.proto,
+            PLAIN_PROTO[proto],
+            "e2ae",
+            fps,
             offer_setup=ue_setup,
             ue_setup=ue_setup,
             access_setup=access_setup,
@@ -390,7 +400,7 @@ def _plan_orig_tls(
             remote_port=section.port,
         )
     if not requested and _has_key_mgmt(sdp, index):
-        return attrs.evolve(base, treatment="e2e")
+        return None
     if policy.non_e2ae_tls == "reject":
         why = (
             f"a=3ge2ae:requested but {MECHANISM[proto]} was not registered"
@@ -398,12 +408,11 @@ def _plan_orig_tls(
             else "TLS stream with neither a=3ge2ae:requested nor a=key-mgmt"
         )
         raise RemoteRewriteError(index, f"{why} (policy non_e2ae_tls = reject)")
-    return base
+    return None
 
 
-def _plan_term_e2ae(
-    sdp: SessionDescription, index: int, proto: str, base: StreamPlan
-) -> StreamPlan:
+def _plan_term_e2ae(sdp: SessionDescription, index: int, proto: str) -> StreamPlan:
+    section = sdp.media[index]
     core_offer = _setup_of(sdp, index, "active")
     if core_offer == "actpass":
         access_setup: Setup = "actpass"
@@ -411,15 +420,17 @@ def _plan_term_e2ae(
         access_setup = "holdconn"
     else:
         access_setup = "passive"
-    return attrs.evolve(
-        base,
-        proto_out=TLS_PROTO[proto],
-        treatment="e2ae",
+    return StreamPlan(
+        index,
+        section.media,
+        section.proto,
+        TLS_PROTO[proto],
+        "e2ae",
         offer_setup=core_offer,
         access_setup=access_setup,
         access_role=_access_role(access_setup),
         remote_address=_remote(sdp, index, "the core"),
-        remote_port=sdp.media[index].port,
+        remote_port=section.port,
     )
 
 

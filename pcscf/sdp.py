@@ -32,18 +32,24 @@ Pure: no I/O, no Twisted.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import ipaddress
+import re
+from collections.abc import Callable
 
 import attrs
 
 from certs.errors import InvalidFingerprint, UnsupportedHash
-from certs.fingerprint import Fingerprint
+from certs.fingerprint import HASH_FUNCS, Fingerprint
 from pcscf.errors import LocalPcscfError, SdpError
 
 _TYPE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz")
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ^_`abcdefghijklmnopqrstuvwxyz{|}~"
 )
+_FINGERPRINT = re.compile(r"[ \t]*([A-Za-z0-9-]+) +((?:[0-9A-Fa-f]{2}:)*[0-9A-Fa-f]{2})[ \t]*")
+_DIGEST_SIZE = {name: hashlib.new(name.replace("-", "")).digest_size for name in HASH_FUNCS}
 #: Media-level lines that RFC 8866 places before ``c=`` (after ``m=``).
 _BEFORE_C = frozenset("mi")
 
@@ -68,11 +74,7 @@ class Connection:
     @classmethod
     def for_ip(cls, ip: str) -> Connection:
         """``IN IP4`` or ``IN IP6`` for a literal IP address (raises LocalPcscfError if not)."""
-        try:
-            parsed = ipaddress.ip_address(ip)
-        except ValueError as exc:
-            raise LocalPcscfError(f"not an IP address: {ip!r}") from exc
-        return cls("IN", "IP4" if parsed.version == 4 else "IP6", str(parsed))
+        return _connection_for_ip(ip)
 
     @classmethod
     def parse_value(cls, value: str, lineno: int) -> Connection:
@@ -82,25 +84,48 @@ class Connection:
         return cls(parts[0], parts[1], parts[2])
 
 
+@functools.lru_cache(maxsize=256)
+def _attribute_pattern(name: str) -> Callable[[str], object]:
+    """A matcher for ``a=name`` / ``a=name:...`` lines, case-insensitive on the name."""
+    return re.compile("a=" + re.escape(name) + "(?::|$)", re.IGNORECASE).match
+
+
 def _attribute_name_matches(line: str, name: str) -> bool:
     """Is ``line`` an ``a=`` line of attribute ``name`` (case-insensitive)?"""
-    end = 2 + len(name)
-    return (
-        line[:2] == "a=" and line[2:end].lower() == name and (len(line) == end or line[end] == ":")
-    )
+    return _attribute_pattern(name)(line) is not None
 
 
 @attrs.define
 class Section:
-    """Session-level lines (before the first ``m=``) or one media section (``m=`` first)."""
+    """Session-level lines (before the first ``m=``) or one media section (``m=`` first).
+
+    Edit through the methods. ``names`` (lower-case attribute names that may be present, filled
+    by the parser) lets lookups skip sections that cannot hold an attribute; code that changes
+    ``lines`` directly must call :meth:`lines_changed`.
+    """
 
     lines: list[str]
+    names: set[str] | None = attrs.field(default=None, kw_only=True, eq=False, repr=False)
+
+    def lines_changed(self) -> None:
+        """Forget the attribute-name index after ``lines`` was changed directly."""
+        self.names = None
+
+    def _may_have(self, name: str) -> bool:
+        return self.names is None or name in self.names
+
+    def _note(self, name: str) -> None:
+        if self.names is not None:
+            self.names.add(name.lower())
 
     def attribute_values(self, name: str) -> list[str]:
         """Values of every ``a=name[:value]`` line at this level, in order (flag: ``""``)."""
         name = name.lower()
+        if not self._may_have(name):
+            return []
         start = 3 + len(name)
-        return [line[start:] for line in self.lines if _attribute_name_matches(line, name)]
+        match = _attribute_pattern(name)
+        return [line[start:] for line in self.lines if match(line)]
 
     def has_attribute(self, name: str, value: str | None = None) -> bool:
         """Is there an ``a=name`` line (with this value, compared case-insensitively)?"""
@@ -113,15 +138,28 @@ class Section:
     def remove_attributes(self, name: str) -> int:
         """Remove every ``a=name`` line; return how many were removed."""
         name = name.lower()
-        kept = [line for line in self.lines if not _attribute_name_matches(line, name)]
+        if not self._may_have(name):
+            return 0
+        match = _attribute_pattern(name)
+        kept = [line for line in self.lines if not match(line)]
         removed = len(self.lines) - len(kept)
         if removed:
             self.lines[:] = kept
+        if self.names is not None:
+            self.names.discard(name)
         return removed
 
     def add_attribute(self, name: str, value: str | None = None) -> None:
         """Append ``a=name`` or ``a=name:value`` at the end of the section."""
         self.lines.append(f"a={name}" if value is None else f"a={name}:{value}")
+        self._note(name)
+
+    def add_lines(self, lines: list[str]) -> None:
+        """Append whole lines (e.g. attribute lines copied from another level)."""
+        self.lines.extend(lines)
+        for line in lines:
+            if line[:2] == "a=":
+                self._note(line[2:].partition(":")[0])
 
     def set_attribute(self, name: str, value: str | None = None) -> None:
         """Make ``a=name[:value]`` the only such line: the first replaced in place, else added."""
@@ -139,11 +177,15 @@ class Section:
         if not placed:
             out.append(new)
         self.lines[:] = out
+        self._note(lname)
 
     def attribute_lines(self, name: str) -> list[str]:
         """The whole ``a=name...`` lines at this level, as written."""
         name = name.lower()
-        return [line for line in self.lines if _attribute_name_matches(line, name)]
+        if not self._may_have(name):
+            return []
+        match = _attribute_pattern(name)
+        return [line for line in self.lines if match(line)]
 
     @property
     def connection(self) -> Connection | None:
@@ -219,6 +261,30 @@ def _parse_m_line(value: str, lineno: int) -> tuple[str, int, int | None, str, t
     return media, int(port_text), count, proto, tuple(parts[3:])
 
 
+@functools.lru_cache(maxsize=64)
+def _connection_for_ip(ip: str) -> Connection:
+    try:
+        parsed = ipaddress.ip_address(ip)
+    except ValueError as exc:
+        raise LocalPcscfError(f"not an IP address: {ip!r}") from exc
+    return Connection("IN", "IP4" if parsed.version == 4 else "IP6", str(parsed))
+
+
+def _parse_fingerprint(value: str) -> Fingerprint:
+    """:meth:`Fingerprint.parse`, with a fast path for the common well-formed value."""
+    match = _FINGERPRINT.fullmatch(value)
+    if match is not None:
+        name = match.group(1).lower()
+        digest = bytes.fromhex(match.group(2).replace(":", ""))
+        if _DIGEST_SIZE.get(name) == len(digest):
+            return Fingerprint(name, digest)
+    return Fingerprint.parse(value)
+
+
+def _copy_names(names: set[str] | None) -> set[str] | None:
+    return None if names is None else set(names)
+
+
 def _bad_utf8(data: bytes, exc: UnicodeDecodeError) -> SdpError:
     lineno = data.count(b"\n", 0, exc.start) + 1
     return SdpError(lineno, f"not UTF-8 (byte 0x{data[exc.start]:02X})")
@@ -241,45 +307,52 @@ class SessionDescription:
                 raise _bad_utf8(data, exc) from None
         else:
             text = data
-        raw = text.split("\n")
-        if raw[-1] == "":
-            raw.pop()
-        while raw and raw[-1] in ("", "\r"):
+        if "\r" not in text:
+            raw = text.split("\n")
+        elif text.count("\r\n") == text.count("\r") == text.count("\n"):
+            raw = text.split("\r\n")
+        else:  # mixed line endings, or a stray CR: line by line
+            raw = [line[:-1] if line[-1:] == "\r" else line for line in text.split("\n")]
+        while raw and raw[-1] == "":
             raw.pop()
         if not raw:
             raise SdpError(1, "empty SDP")
-        session: list[str] = []
+        if raw[0] != "v=0":
+            if raw[0][:2] == "v=":
+                raise SdpError(1, f"unsupported SDP version {raw[0][2:]!r}")
+            raise SdpError(1, f"SDP must start with v=0, got {raw[0][:40]!r}")
+        check_controls = "\x00" in text or "\r" in text
+        names: set[str] = set()
+        session = Section([], names=names)
         media: list[MediaSection] = []
-        current = session
-        for lineno, line in enumerate(raw, 1):
-            if line[-1:] == "\r":
-                line = line[:-1]
-            if len(line) < 2 or line[1] != "=" or line[0] not in _TYPE_CHARS:
+        current = session.lines
+        type_chars = _TYPE_CHARS
+        token_chars = _TOKEN_CHARS
+        lineno = 0
+        for line in raw:
+            lineno += 1
+            kind = line[:1]
+            if line[1:2] != "=" or kind not in type_chars:
                 if not line:
                     raise SdpError(lineno, "empty line")
                 raise SdpError(lineno, f"expected '<type>=<value>', got {line[:40]!r}")
-            if "\r" in line or "\x00" in line:
+            if check_controls and ("\r" in line or "\x00" in line):
                 raise SdpError(lineno, "control character inside the line")
-            kind = line[0]
-            if lineno == 1:
-                if kind != "v":
-                    raise SdpError(1, f"SDP must start with v=0, got {line[:40]!r}")
-                if line != "v=0":
-                    raise SdpError(1, f"unsupported SDP version {line[2:]!r}")
+            if kind == "a":
+                name = line[2:].partition(":")[0]
+                if not name or not token_chars.issuperset(name):
+                    raise SdpError(lineno, f"attribute name must be a token, got {line[:40]!r}")
+                names.add(name.lower())
             elif kind == "m":
-                fields = _parse_m_line(line[2:], lineno)
-                section = MediaSection([line], *fields)
+                names = set()
+                section = MediaSection([line], *_parse_m_line(line[2:], lineno), names=names)
                 media.append(section)
                 current = section.lines
                 continue
-            elif kind == "a":
-                name = line[2:].split(":", 1)[0]
-                if not name or not all(c in _TOKEN_CHARS for c in name):
-                    raise SdpError(lineno, f"attribute name must be a token, got {line[:40]!r}")
             elif kind == "c":
                 Connection.parse_value(line[2:], lineno)
             current.append(line)
-        return cls(Section(session), media)
+        return cls(session, media)
 
     def text(self) -> str:
         """The SDP as text with CRLF line endings."""
@@ -295,9 +368,17 @@ class SessionDescription:
     def copy(self) -> SessionDescription:
         """An independent copy that can be edited without touching this one."""
         return SessionDescription(
-            Section(list(self.session.lines)),
+            Section(list(self.session.lines), names=_copy_names(self.session.names)),
             [
-                MediaSection(list(m.lines), m.media, m.port, m.port_count, m.proto, m.fmts)
+                MediaSection(
+                    list(m.lines),
+                    m.media,
+                    m.port,
+                    m.port_count,
+                    m.proto,
+                    m.fmts,
+                    names=_copy_names(m.names),
+                )
                 for m in self.media
             ],
         )
@@ -323,7 +404,7 @@ class SessionDescription:
         out: list[Fingerprint] = []
         for value in self.effective_attribute_values(index, "fingerprint"):
             try:
-                fp = Fingerprint.parse(value)
+                fp = _parse_fingerprint(value)
             except UnsupportedHash:
                 continue
             except InvalidFingerprint as exc:

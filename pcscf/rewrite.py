@@ -464,16 +464,15 @@ def rewrite_offer(
             section.set_proto(stream.proto_out)
             section.set_port(reservation.core_port)
             section.set_connection(Connection.for_ip(reservation.core_address))
-            section.remove_attributes("fingerprint")
-            section.remove_attributes("3ge2ae")
+            section.remove_attributes("fingerprint", "3ge2ae")
             assert stream.core_setup is not None
-            _write_setup(out, stream.index, stream.core_setup, "active")
+            if stream.core_setup != stream.offer_setup:  # offer_setup: what the line says now
+                _write_setup(out, stream.index, stream.core_setup, "active")
         else:
             section.set_proto(stream.proto_out)
             section.set_port(reservation.access_port)
             section.set_connection(Connection.for_ip(reservation.access_address))
-            section.remove_attributes("fingerprint")
-            section.remove_attributes("3ge2ae")
+            section.remove_attributes("fingerprint", "3ge2ae")
             assert stream.access_setup is not None
             _write_setup(out, stream.index, stream.access_setup, "active")
             section.add_attribute("fingerprint", reservation.fingerprint.value)
@@ -566,8 +565,7 @@ def _orig_answer_stream(
     section.set_proto(stream.proto_in)
     section.set_port(reservation.access_port)
     section.set_connection(Connection.for_ip(reservation.access_address))
-    section.remove_attributes("fingerprint")
-    section.remove_attributes("3ge2ae")
+    section.remove_attributes("fingerprint", "3ge2ae")
     _write_setup(out, index, stream.access_setup, "passive")
     section.add_attribute("fingerprint", reservation.fingerprint.value)
     section.add_attribute("3ge2ae", "applied")
@@ -598,8 +596,7 @@ def _term_answer_stream(
     proto_in = section.proto
     if section.port == 0:
         section.set_proto(stream.proto_in)
-        section.remove_attributes("fingerprint")
-        section.remove_attributes("3ge2ae")
+        section.remove_attributes("fingerprint", "3ge2ae")
         plan = attrs.evolve(
             stream, proto_in=proto_in, proto_out=stream.proto_in, treatment="rejected"
         )
@@ -619,8 +616,7 @@ def _term_answer_stream(
     section.set_proto(stream.proto_in)
     section.set_port(reservation.core_port)
     section.set_connection(Connection.for_ip(reservation.core_address))
-    section.remove_attributes("fingerprint")
-    section.remove_attributes("3ge2ae")
+    section.remove_attributes("fingerprint", "3ge2ae")
     _write_setup(out, index, core_answer, "passive")
     plan = attrs.evolve(
         stream,

@@ -85,9 +85,11 @@ class Connection:
 
 
 @functools.lru_cache(maxsize=256)
-def _attribute_pattern(name: str) -> Callable[[str], object]:
-    """A matcher for ``a=name`` / ``a=name:...`` lines, case-insensitive on the name."""
-    return re.compile("a=" + re.escape(name) + "(?::|$)", re.IGNORECASE).match
+def _attribute_pattern(name: str, escaped: bool = False) -> Callable[[str], object]:
+    """A matcher for ``a=name`` / ``a=name:...`` lines, case-insensitive on the name
+    (``escaped``: ``name`` is already a regex alternation of escaped names)."""
+    alternation = name if escaped else re.escape(name)
+    return re.compile("a=(?:" + alternation + ")(?::|$)", re.IGNORECASE).match
 
 
 def _attribute_name_matches(line: str, name: str) -> bool:
@@ -135,18 +137,18 @@ class Section:
         wanted = value.lower()
         return any(v.strip().lower() == wanted for v in values)
 
-    def remove_attributes(self, name: str) -> int:
-        """Remove every ``a=name`` line; return how many were removed."""
-        name = name.lower()
-        if not self._may_have(name):
+    def remove_attributes(self, *names: str) -> int:
+        """Remove every ``a=name`` line of the given names; return how many were removed."""
+        wanted = tuple(n.lower() for n in names if self._may_have(n.lower()))
+        if not wanted:
             return 0
-        match = _attribute_pattern(name)
+        match = _attribute_pattern("|".join(re.escape(n) for n in wanted), escaped=True)
         kept = [line for line in self.lines if not match(line)]
         removed = len(self.lines) - len(kept)
         if removed:
             self.lines[:] = kept
         if self.names is not None:
-            self.names.discard(name)
+            self.names.difference_update(wanted)
         return removed
 
     def add_attribute(self, name: str, value: str | None = None) -> None:
@@ -290,6 +292,44 @@ def _bad_utf8(data: bytes, exc: UnicodeDecodeError) -> SdpError:
     return SdpError(lineno, f"not UTF-8 (byte 0x{data[exc.start]:02X})")
 
 
+def _parse_lines(raw: list[str], controls: bool) -> tuple[Section, list[MediaSection]]:
+    """Parse the lines (v=0 already checked); raises SdpError at the first malformed line.
+
+    ``controls``: the text may hold a CR or NUL inside a line (check each line for them).
+    """
+    names: set[str] = set()
+    session = Section([], names=names)
+    media: list[MediaSection] = []
+    current = session.lines
+    append = current.append
+    type_chars = _TYPE_CHARS
+    token_chars = _TOKEN_CHARS
+    for lineno, line in enumerate(raw, 1):
+        kind = line[:1]
+        if line[1:2] != "=" or kind not in type_chars:
+            if not line:
+                raise SdpError(lineno, "empty line")
+            raise SdpError(lineno, f"expected '<type>=<value>', got {line[:40]!r}")
+        if controls and ("\r" in line or "\x00" in line):
+            raise SdpError(lineno, "control character inside the line")
+        if kind == "a":
+            colon = line.find(":")
+            name = line[2:colon] if colon > 0 else line[2:]
+            if not name or not token_chars.issuperset(name):
+                raise SdpError(lineno, f"attribute name must be a token, got {line[:40]!r}")
+            names.add(name.lower())
+        elif kind == "m":
+            names = set()
+            section = MediaSection([line], *_parse_m_line(line[2:], lineno), names=names)
+            media.append(section)
+            append = section.lines.append
+            continue
+        elif kind == "c":
+            Connection.parse_value(line[2:], lineno)
+        append(line)
+    return session, media
+
+
 @attrs.define
 class SessionDescription:
     """A whole SDP body: session-level lines and the media sections in order."""
@@ -307,12 +347,14 @@ class SessionDescription:
                 raise _bad_utf8(data, exc) from None
         else:
             text = data
+        controls = "\x00" in text
         if "\r" not in text:
             raw = text.split("\n")
         elif text.count("\r\n") == text.count("\r") == text.count("\n"):
             raw = text.split("\r\n")
         else:  # mixed line endings, or a stray CR: line by line
             raw = [line[:-1] if line[-1:] == "\r" else line for line in text.split("\n")]
+            controls = True
         while raw and raw[-1] == "":
             raw.pop()
         if not raw:
@@ -321,38 +363,7 @@ class SessionDescription:
             if raw[0][:2] == "v=":
                 raise SdpError(1, f"unsupported SDP version {raw[0][2:]!r}")
             raise SdpError(1, f"SDP must start with v=0, got {raw[0][:40]!r}")
-        check_controls = "\x00" in text or "\r" in text
-        names: set[str] = set()
-        session = Section([], names=names)
-        media: list[MediaSection] = []
-        current = session.lines
-        type_chars = _TYPE_CHARS
-        token_chars = _TOKEN_CHARS
-        lineno = 0
-        for line in raw:
-            lineno += 1
-            kind = line[:1]
-            if line[1:2] != "=" or kind not in type_chars:
-                if not line:
-                    raise SdpError(lineno, "empty line")
-                raise SdpError(lineno, f"expected '<type>=<value>', got {line[:40]!r}")
-            if check_controls and ("\r" in line or "\x00" in line):
-                raise SdpError(lineno, "control character inside the line")
-            if kind == "a":
-                name = line[2:].partition(":")[0]
-                if not name or not token_chars.issuperset(name):
-                    raise SdpError(lineno, f"attribute name must be a token, got {line[:40]!r}")
-                names.add(name.lower())
-            elif kind == "m":
-                names = set()
-                section = MediaSection([line], *_parse_m_line(line[2:], lineno), names=names)
-                media.append(section)
-                current = section.lines
-                continue
-            elif kind == "c":
-                Connection.parse_value(line[2:], lineno)
-            current.append(line)
-        return cls(session, media)
+        return cls(*_parse_lines(raw, controls))
 
     def text(self) -> str:
         """The SDP as text with CRLF line endings."""

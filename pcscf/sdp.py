@@ -92,6 +92,13 @@ def _attribute_pattern(name: str, escaped: bool = False) -> Callable[[str], obje
     return re.compile("a=(?:" + alternation + ")(?::|$)", re.IGNORECASE).match
 
 
+#: Matchers of the attributes the rewrite looks up all the time (a plain dict is the fastest).
+_MATCHERS = {
+    name: _attribute_pattern(name)
+    for name in ("fingerprint", "3ge2ae", "setup", "key-mgmt", "connection")
+}
+
+
 def _attribute_name_matches(line: str, name: str) -> bool:
     """Is ``line`` an ``a=`` line of attribute ``name`` (case-insensitive)?"""
     return _attribute_pattern(name)(line) is not None
@@ -123,10 +130,11 @@ class Section:
     def attribute_values(self, name: str) -> list[str]:
         """Values of every ``a=name[:value]`` line at this level, in order (flag: ``""``)."""
         name = name.lower()
-        if not self._may_have(name):
+        names = self.names
+        if names is not None and name not in names:
             return []
         start = 3 + len(name)
-        match = _attribute_pattern(name)
+        match = _MATCHERS.get(name) or _attribute_pattern(name)
         return [line[start:] for line in self.lines if match(line)]
 
     def has_attribute(self, name: str, value: str | None = None) -> bool:

@@ -223,7 +223,7 @@ class RewriteResult:
     agw_updates: tuple[AgwUpdate, ...] = ()
 
 
-# --- helpers ---------------------------------------------------------------------------------
+# --- internals -------------------------------------------------------------------------------
 
 
 def _setup_of(sdp: SessionDescription, index: int, default: Setup) -> Setup:

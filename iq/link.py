@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any, Protocol, TypeAlias, cast
 
 import attrs
@@ -42,8 +41,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from certs.fingerprint import Fingerprint, matching_fingerprint
-from certs.generate import CertAndKey
-from certs.tls import KeyLogWriter, make_context, peer_certificate_der
+from certs.tls import Role, peer_certificate_der
 from iq import codec, profile
 from iq.codec import (
     Action,
@@ -53,6 +51,7 @@ from iq.codec import (
     TransactionReply,
     TransactionRequest,
 )
+from iq.config import IqTlsConfig
 from iq.errors import (
     ERROR_TEXTS,
     CodecError,
@@ -78,23 +77,8 @@ DEFAULT_TIMEOUT = 5.0
 DEFAULT_PENDING_INTERVAL = 1.0
 
 
-@attrs.frozen
-class IqTlsConfig:
-    """Mutual-certificate TLS on Iq: our identity and the pinned fingerprints of the peers we
-    accept (the ALG pins its AGWs' certificates, an AGW pins the ALG's)."""
-
-    identity: CertAndKey
-    peer_fingerprints: tuple[Fingerprint, ...]
-    keylog: Path | None = None
-
-    def __attrs_post_init__(self) -> None:
-        if not self.peer_fingerprints:
-            raise LocalIqError("Iq over TLS needs at least one pinned peer fingerprint")
-
-    def context_factory(self, role: str) -> _ContextFactory:
-        keylog = KeyLogWriter(self.keylog) if self.keylog is not None else None
-        ctx = make_context(self.identity, "server" if role == "server" else "client", keylog=keylog)
-        return _ContextFactory(ctx)
+def _creator(tls: IqTlsConfig, role: Role) -> _ContextFactory:
+    return _ContextFactory(tls.context(role))
 
 
 @implementer(IOpenSSLServerConnectionCreator, IOpenSSLClientConnectionCreator)
@@ -501,7 +485,7 @@ class IqController:
         )
         if self.tls is not None:
             return cast(IReactorSSL, self.reactor).listenSSL(
-                port, factory, self.tls.context_factory("server"), interface=interface
+                port, factory, _creator(self.tls, "server"), interface=interface
             )
         return cast(IReactorTCP, self.reactor).listenTCP(port, factory, interface=interface)
 
@@ -792,7 +776,7 @@ class IqAgent:
         factory = _AgentFactory(self)
         if self.tls is not None:
             cast(IReactorSSL, self.reactor).connectSSL(
-                self.host, self.port, factory, self.tls.context_factory("client")
+                self.host, self.port, factory, _creator(self.tls, "client")
             )
         else:
             cast(IReactorTCP, self.reactor).connectTCP(self.host, self.port, factory)

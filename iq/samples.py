@@ -287,10 +287,12 @@ def errors_and_shutdown() -> list[Step]:
     forced = p.ServiceChangeRequest("forced")
     return [
         Step("alg->agw", "Reserve", _req(31, ALG_MID, reserve), reserve),
-        Step("agw->alg", "port range exhausted", Message(AGW_MID, (TransactionPending(31),))),
+        Step(
+            "agw->alg", "still working on it (Pending)", Message(AGW_MID, (TransactionPending(31),))
+        ),
         Step(
             "agw->alg",
-            "error",
+            "refused: port range exhausted",
             Message(
                 AGW_MID,
                 (
@@ -302,7 +304,7 @@ def errors_and_shutdown() -> list[Step]:
         ),
         Step(
             "agw->alg",
-            "unknown termination",
+            "a Modify for an unknown termination refused",
             Message(
                 AGW_MID,
                 (

@@ -337,3 +337,13 @@ def test_decoder_raises_only_codec_errors_on_bytes(data: bytes) -> None:
         codec.decode(data)
     except CodecError:
         pass
+
+
+def test_documented_examples_are_the_profile_messages() -> None:
+    from tests.conftest import REPO
+
+    doc = (REPO / "docs" / "iq-profile.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in doc.split("```\n")[1:] if b.startswith("; ")]
+    chunks = [c for block in blocks for c in block.split("\n; ") if "MEGACO/" in c]
+    documented = [codec.decode(c[c.index("MEGACO/") :].encode()) for c in chunks]
+    assert documented == [s.message for s in STEPS]

@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-SUBCOMMAND_MODULES: tuple[str, ...] = ("certs.cli",)
+SUBCOMMAND_MODULES: tuple[str, ...] = ("certs.cli", "pcscf.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -394,7 +394,7 @@ class ProxyCore:
             raise RemoteSipError(483, "Too Many Hops")
         own = {self._sent_by("gm"), self._sent_by("core")}
         loop = _loop_hash(msg)
-        for other in msg.vias[1:]:
+        for other in msg.vias:
             if other.sent_by in own and other.branch.startswith(MAGIC + loop + "."):
                 raise RemoteSipError(482, "Loop Detected")
         unsupported = option_tags(msg.get_all("proxy-require")) - SUPPORTED_OPTIONS

@@ -7,10 +7,10 @@ out of it: a malformed message is answered (400) or dropped, and logged.
 
 from __future__ import annotations
 
-import signal
 import sys
 from typing import Any
 
+import attrs
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError, ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
@@ -156,10 +156,15 @@ class SipService:
 
     # ------------------------------------------------------------------ lifecycle
     def listen(self) -> None:
-        """Open UDP and TCP on the Gm and core addresses of the configuration."""
-        for side in ("gm", "core"):
-            host, port = self.config.address(side)  # type: ignore[arg-type]
-            self.listen_side(side, host, port)  # type: ignore[arg-type]
+        """Open UDP and TCP on the Gm and core addresses of the configuration. A port 0 is
+        replaced by the one the system chose (call before any message flows)."""
+        gm = self.listen_side("gm", *self.config.gm)
+        core = self.listen_side("core", *self.config.core)
+        if (gm, core) != (self.config.gm[1], self.config.core[1]):
+            self.config = attrs.evolve(
+                self.config, gm=(self.config.gm[0], gm), core=(self.config.core[0], core)
+            )
+            self.core = ProxyCore(self.config, registrar=self.core.registrar)
 
     def listen_side(self, side: Side, host: str, port: int) -> int:
         """UDP then TCP on the same port (port 0: the system picks); returns the port."""
@@ -314,16 +319,13 @@ def serve(config: PcscfConfig) -> int:
     """Run the P-CSCF until stopped (the ``e2ae pcscf`` command). Prints the bound addresses."""
     from twisted.internet import reactor
 
-    temp = SipService(_proxy_config(config, config.gm, config.core), reactor=reactor)
+    service = SipService(_proxy_config(config), reactor=reactor)
     try:
-        gm_port = temp.listen_side("gm", *config.gm)
-        core_port = temp.listen_side("core", *config.core)
+        service.listen()
     except CannotListenError as exc:
         print(f"e2ae pcscf: cannot listen: {exc}", file=sys.stderr)
         return 1
-    proxy = _proxy_config(config, (config.gm[0], gm_port), (config.core[0], core_port))
-    temp.config = proxy
-    temp.core = ProxyCore(proxy)
+    gm_port, core_port = service.config.gm[1], service.config.core[1]
     log.info(
         "P-CSCF listening: gm {gm}, core {core}, next hop {next_hop}; Iq {iq} (not served yet)",
         gm=f"{config.gm[0]}:{gm_port}",
@@ -332,19 +334,17 @@ def serve(config: PcscfConfig) -> int:
         iq=f"{config.iq[0]}:{config.iq[1]}",
     )
     print(f"pcscf gm={config.gm[0]}:{gm_port} core={config.core[0]}:{core_port}", flush=True)
-    reactor.addSystemEventTrigger("before", "shutdown", temp.stop)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: reactor.callFromThread(reactor.stop))
+    reactor.addSystemEventTrigger("before", "shutdown", service.stop)
     reactor.run()
     return 0
 
 
-def _proxy_config(config: PcscfConfig, gm: tuple[str, int], core: tuple[str, int]) -> ProxyConfig:
+def _proxy_config(config: PcscfConfig) -> ProxyConfig:
     host, port = config.next_hop
     transport: Any = config.next_hop_transport
     return ProxyConfig(
-        gm=gm,
-        core=core,
+        gm=config.gm,
+        core=config.core,
         next_hop=Peer("core", transport, host, port),
         network_mechanisms=config.policy.network_mechanisms,
     )

@@ -739,8 +739,9 @@ class MsrpSession:
     """One side of an MSRP session on one connection.
 
     ``local_uri`` is our ``a=path`` URI (the From-Path of what we send), ``remote_path`` the
-    peer's ``a=path`` (our To-Path). Incoming requests whose To-Path does not end in our
-    session-id are answered ``481``; set ``check_to_path=False`` to accept any.
+    peer's ``a=path`` (our To-Path); left empty, it is learnt from the From-Path of the first
+    request received. Incoming requests whose To-Path does not end in our session-id are
+    answered ``481``; set ``check_to_path=False`` to accept any.
     """
 
     local_uri: str
@@ -757,9 +758,9 @@ class MsrpSession:
     _refused: set[str] = attrs.Factory(set)
 
     def __attrs_post_init__(self) -> None:
-        problem = _check_path("local URI", (self.local_uri,)) or _check_path(
-            "remote path", self.remote_path
-        )
+        problem = _check_path("local URI", (self.local_uri,))
+        if self.remote_path:
+            problem = problem or _check_path("remote path", self.remote_path)
         if problem:
             raise LocalMsrpError(problem, where="session")
         if self.chunk_size < 1:
@@ -781,6 +782,8 @@ class MsrpSession:
 
         An empty body becomes one SEND without content (RFC 4975 section 5.4: the active side
         sends one first to bind the connection)."""
+        if not self.remote_path:
+            raise LocalMsrpError("the peer's path is not known yet", where="session")
         mid = message_id or self.new_id()
         size = chunk_size or self.chunk_size
         if size < 1:
@@ -863,6 +866,8 @@ class MsrpSession:
                 events.extend(self._on_request(frame))
 
     def _respond_raw(self, tid: str, status: int, comment: str) -> None:
+        if not self.remote_path:
+            return  # nowhere to address it: the caller gets the PeerError event only
         text = comment if _TEXT_OK.match(comment) and "\t" not in comment else REASONS.get(status)
         self._out += Response(tid, status, self.remote_path[:1], (self.local_uri,), text).to_bytes()
 
@@ -897,6 +902,8 @@ class MsrpSession:
             if req.method != "REPORT":
                 self._respond(req, 481)
             return []
+        if not self.remote_path:
+            self.remote_path = req.from_path
         if req.method == "SEND":
             return self._on_send(req)
         if req.method == "REPORT":

@@ -509,7 +509,12 @@ def rewrite_answer(step: Step, sdp: SessionDescription, state: RewriteState) -> 
         index = stream.index
         section = out.media[index]
         if stream.treatment != "e2ae":
-            plans.append(attrs.evolve(stream, proto_in=section.proto, proto_out=section.proto))
+            treatment: Treatment = "rejected" if section.port == 0 else stream.treatment
+            plans.append(
+                attrs.evolve(
+                    stream, proto_in=section.proto, proto_out=section.proto, treatment=treatment
+                )
+            )
             continue
         reservation = stream_state.reservation
         if reservation is None:

@@ -96,6 +96,7 @@ def test_bad_values_are_one_line_errors(tmp_path: Path) -> None:
         ["--agw-fingerprint", "md5 00:11"],
         ["--agw-access", "not-an-ip"],
         ["--port-base", "65534"],
+        ["--ue-mechanisms", "msrp-tls,bogus"],
         ["--state", str(tmp_path / "missing" / "dir" / "x.json")],
     ):
         result = run_e2ae(["sdp", "rewrite", "orig-offer", example, *extra])

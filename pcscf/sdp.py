@@ -22,10 +22,17 @@ Public API:
 - Editing: :meth:`MediaSection.set_port`, :meth:`MediaSection.set_proto`,
   :meth:`MediaSection.set_connection` (replaces the media ``c=`` or inserts one where RFC 8866
   puts it: after ``m=`` and ``i=``, before ``b=``, ``k=`` and ``a=``),
-  :meth:`Section.remove_attributes`, :meth:`Section.add_attribute` (appended at the end of the
+  :meth:`Section.remove_attributes` (one or several names in one pass),
+  :meth:`Section.add_attribute` and :meth:`Section.add_lines` (appended at the end of the
   section), :meth:`Section.set_attribute` (first occurrence replaced in place, others removed;
-  appended if absent), :meth:`SessionDescription.copy`.
-- Malformed input raises :class:`pcscf.errors.SdpError` naming the 1-based line and the reason.
+  appended if absent), :meth:`SessionDescription.copy`. Sections keep small attribute indexes;
+  code that edits ``lines`` directly calls :meth:`Section.lines_changed`.
+- Malformed input raises :class:`pcscf.errors.SdpError` naming the 1-based line and the reason:
+  a first line other than ``v=0``, a line that is not ``<letter>=<value>``, an empty line inside
+  the body, a CR or NUL inside a line, bytes that are not UTF-8, an attribute name that is not a
+  token, an ``m=`` line without ``<media> <port>[/<count>] <proto> <fmt>...`` or with a port
+  outside 0-65535, a ``c=`` line without its three fields. Empty lines at the very end are
+  ignored.
 
 Pure: no I/O, no Twisted.
 """

@@ -206,3 +206,14 @@ def test_attribute_lookup_agrees_with_a_plain_scan(text: str, name: str) -> None
         assert section.attribute_values(name) == []
         section.add_attribute(name, "v")
         assert section.attribute_values(name) == ["v"]
+
+
+@given(st.binary(max_size=300) | sdp_texts().map(lambda t: t.encode()[: len(t) // 2]))
+def test_any_bytes_parse_or_sdp_error(data: bytes) -> None:
+    try:
+        sdp = SessionDescription.parse(b"v=0\r\n" + data)
+    except SdpError as exc:
+        assert exc.line >= 1 and "\n" not in str(exc)
+    else:
+        again = SessionDescription.parse(sdp.serialise())
+        assert again.serialise() == sdp.serialise()

@@ -318,8 +318,10 @@ async def test_reject_policy_refuses_an_early_handshake(tmp_path: Path) -> None:
 async def test_establishment_timer_reports_stream_failed(tmp_path: Path) -> None:
     lab = Lab(tmp_path, timers=Timers(establishment=0.5, handshake=0.3))
     try:
-        r = lab.gw.reserve(fingerprints=[lab.ue.fingerprint()])
+        r = lab.gw.reserve(fingerprints=[lab.ue.fingerprint()], core_role="listen")
         assert r.access_port is not None
+        assert lab.gw._sessions[r.termination].term.establishment_deadline is None
+        lab.gw.configure(r.termination)  # the Modify after the answer starts the timer
         # A silent TCP connection never finishes its handshake.
         silent = socket.create_connection(("127.0.0.1", r.access_port))
         await wait_for(lambda: bool(lab.of(StreamFailed)))

@@ -444,3 +444,119 @@ CSeq: 1 BYE"""
     (answer,) = sends(core.receive(UE, msg, 1))
     assert answer.message.status == 400  # type: ignore[union-attr]
     assert "CSeq method BYE does not match INVITE" in answer.message.reason  # type: ignore[union-attr]
+
+
+def _answered_call(core: ProxyCore, extra: str = "") -> tuple[Request, Response]:
+    sent = _forward_first_invite(core)
+    contact = "Contact: <sip:bob@127.0.0.9:6060>"
+    ok = resp_to(sent, 200, body=b"a", extra=f"{contact}\r\n{extra}" if extra else contact)
+    out = core.receive(SCSCF, ok, 2)
+    core.media_result(media(out)[0].token, Forward(b"a'"), 2.1)
+    return sent, ok
+
+
+def test_2xx_retransmission_is_forwarded_not_treated_as_a_race(core: ProxyCore) -> None:
+    _, ok = _answered_call(core)
+    out = core.receive(SCSCF, ok, 2.6)
+    assert [(s.peer, s.message.status, s.message.body) for s in sends(out)] == [  # type: ignore[union-attr]
+        (UE, 200, b"a'")
+    ]
+    assert media(out) == []
+
+
+def test_2xx_after_cancel_race_is_acked_and_the_callee_released_once(core: ProxyCore) -> None:
+    sent = _forward_first_invite(core)
+    cancel = req(
+        """CANCEL sip:bob@ims.test SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.10:40000;branch=z9hG4bKb1
+From: <sip:alice@ims.test>;tag=a1
+To: <sip:bob@ims.test>
+Call-ID: c1
+CSeq: 1 CANCEL"""
+    )
+    core.receive(UE, cancel, 1.5)
+    core.receive(SCSCF, resp_to(sent, 487), 1.6)  # caller gets 487
+    ok = resp_to(sent, 200, body=b"a", extra="Contact: <sip:bob@127.0.0.9:6060>")
+    first = core.receive(SCSCF, ok, 1.7)
+    again = core.receive(SCSCF, ok, 1.8)
+    methods = [s.message.method for s in sends(first) if isinstance(s.message, Request)]
+    assert methods == ["ACK", "BYE"]
+    assert [s.message.method for s in sends(again)] == ["ACK"]  # type: ignore[union-attr]
+    assert sends(first, "gm") == [] and sends(again, "gm") == []
+
+
+def test_in_dialog_request_from_another_ue_is_refused(core: ProxyCore) -> None:
+    _answered_call(core)
+    register(core, Peer("gm", "udp", "192.0.2.66", 40066), user="mallory")
+    bye = req(
+        """BYE sip:bob@127.0.0.9:6060 SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.66:40066;branch=z9hG4bKevil
+Route: <sip:127.0.0.1:5060;lr;e2ae=orig>, <sip:127.0.0.2:5070;lr;e2ae=orig>
+From: <sip:alice@ims.test>;tag=a1
+To: <sip:bob@ims.test>;tag=callee
+Call-ID: c1
+CSeq: 2 BYE"""
+    )
+    out = core.receive(Peer("gm", "udp", "192.0.2.66", 40066), bye, 3)
+    assert [s.message.status for s in sends(out)] == [403]  # type: ignore[union-attr]
+    assert not any(isinstance(a, DialogEnded) for a in out)
+    out = core.receive(
+        UE,
+        bye.evolve(headers=bye.replacing("Via", ["SIP/2.0/UDP 192.0.2.10:40000;branch=z9hG4bKok"])),
+        3,
+    )
+    assert [s.peer for s in sends(out)] == [Peer("core", "udp", "127.0.0.9", 6060)]
+    assert any(isinstance(a, DialogEnded) for a in out)
+
+
+def test_session_timer_expiry_ends_the_call(core: ProxyCore) -> None:
+    _answered_call(core, "Session-Expires: 90;refresher=uac")
+    assert sends(core.tick(60)) == []
+    out = core.tick(2 + 90)
+    assert sorted(s.message.method for s in sends(out) if isinstance(s.message, Request)) == [
+        "BYE",
+        "BYE",
+    ]
+    assert [a.reason for a in out if isinstance(a, DialogEnded)] == ["session timer expired"]
+
+
+def test_proxy_require_mediasec_accepted_unknown_refused(core: ProxyCore) -> None:
+    register(core)
+    msg = req(
+        """OPTIONS sip:bob@ims.test SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.10:40000;branch=z9hG4bKpr
+Proxy-Require: mediasec
+Require: mediasec
+From: <sip:alice@ims.test>;tag=a1
+To: <sip:bob@ims.test>
+Call-ID: pr
+CSeq: 1 OPTIONS"""
+    )
+    assert [s.peer for s in sends(core.receive(UE, msg, 1))] == [SCSCF]
+    msg = msg.evolve(headers=msg.replacing("Proxy-Require", ["mediasec, foo"]))
+    msg = msg.evolve(
+        headers=msg.replacing("Via", ["SIP/2.0/UDP 192.0.2.10:40000;branch=z9hG4bKpr2"])
+    )
+    (answer,) = sends(core.receive(UE, msg, 1))
+    assert answer.message.status == 420 and answer.message.get("Unsupported") == "foo"  # type: ignore[union-attr]
+
+
+def test_reregister_replaces_mechanisms(core: ProxyCore) -> None:
+    register(core)
+    reg = req(
+        """REGISTER sip:ims.test SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.10:40000;branch=z9hG4bKrereg
+From: <sip:alice@ims.test>;tag=r1
+To: <sip:alice@ims.test>
+Call-ID: reg-alice
+CSeq: 9 REGISTER
+Contact: <sip:alice@192.0.2.10:40000>
+Security-Client: bfcp-tls;mediasec, msrp-tls"""
+    )
+    fwd = sends(core.receive(UE, reg, 100))[0].message
+    assert isinstance(fwd, Request)
+    core.receive(
+        SCSCF, resp_to(fwd, 200, extra="Contact: <sip:alice@192.0.2.10:40000>;expires=300"), 100
+    )
+    (binding,) = list(core.registrar)
+    assert binding.mechanisms == {"bfcp-tls"} and binding.expires_at == 400

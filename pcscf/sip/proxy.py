@@ -175,6 +175,7 @@ class ClientTxn:
     offer_in_request: bool = False
     register: PendingRegister | None = None
     answers: dict[bytes, MediaResult] = attrs.field(factory=dict)
+    released: bool = False
     on_final: Callable[[Response, float, list[Action]], None] | None = None
 
     @property
@@ -203,10 +204,12 @@ class Dialog:
     to_hdr: str
     state: str = "early"
     awaiting_answer: bool = False
+    callee_released: bool = False
     busy: bool = False
     queue: deque[Step] = attrs.field(factory=deque)
     server: ServerKey | None = None
     client: ClientKey | None = None
+    expires_at: float | None = None
 
 
 @attrs.define
@@ -293,6 +296,8 @@ class ProxyCore:
         if dialog is not None:
             dialog.busy = False
             self._drain(dialog, now, out)
+            if dialog.state == "ended" and not dialog.busy and not dialog.queue:
+                self.dialogs.pop(dialog.id, None)
         return out
 
     def next_deadline(self) -> float | None:
@@ -307,6 +312,12 @@ class ProxyCore:
                 self._client_timer(key, now, out)  # type: ignore[arg-type]
             elif kind == "server":
                 self._server_timer(key, now, out)  # type: ignore[arg-type]
+            elif kind == "dialog":
+                dialog = self.dialogs.get(key)  # type: ignore[call-overload]
+                if dialog is not None and dialog.expires_at is not None:
+                    if now >= dialog.expires_at and dialog.state == "confirmed":
+                        text = "session timer expired"
+                        self._end(dialog, 408, text, text, now, out)
         if now >= self._next_reap:
             self._next_reap = now + 10.0
             for gone in self.registrar.expire(now):
@@ -318,21 +329,8 @@ class ProxyCore:
         each with ``Reason: SIP;cause=<cause>;text="<text>"``."""
         out: list[Action] = []
         dialog = self.dialogs.get(dialog_id)
-        if dialog is None or dialog.state == "ended":
-            return out
-        reason = _reason(cause, text)
-        if dialog.state == "early":
-            server = self.server_txns.get(dialog.server) if dialog.server else None
-            client = self.client_txns.get(dialog.client) if dialog.client else None
-            if client is not None and client.state in ("trying", "proceeding"):
-                self._send_cancel(client, now, out, reason)
-            if server is not None and not server.final:
-                status = cause if 400 <= cause <= 699 else 500
-                self._respond(server, status, now, out, extra=[("Reason", reason)])
-        else:
-            for party in (dialog.caller, dialog.callee):
-                self._send_in_dialog(dialog, party, "BYE", b"", now, out, [("Reason", reason)])
-        self._ended(dialog, "ended by the media handler: " + text, out)
+        if dialog is not None:
+            self._end(dialog, cause, text, "ended by the media handler: " + text, now, out)
         return out
 
     def reoffer(
@@ -580,6 +578,22 @@ class ProxyCore:
         out: list[Action],
     ) -> None:
         dialog = self._find_dialog(msg.call_id, hint, peer)
+        if (
+            dialog is not None
+            and peer.side == "gm"
+            and dialog.ue.flow is not None
+            and dialog.ue.flow != peer.flow
+        ):
+            out.append(
+                Log(
+                    "warn",
+                    "In-dialog {method} for {call_id} from {peer}, not the call's UE: refused",
+                    {"method": msg.method, "call_id": msg.call_id, "peer": str(peer)},
+                )
+            )
+            if txn is not None:
+                self._respond(txn, 403, now, out, reason="Forbidden (not this call's UE)")
+            return
         out_side: Side = "core" if peer.side == "gm" else "gm"
         dest: Peer | None = None
         if out_side == "gm" and dialog is not None and dialog.ue.flow is not None:
@@ -730,6 +744,31 @@ class ProxyCore:
         if txn.register is not None:
             fwd = self._register_response(txn.register, fwd, now, out)
         dialog = self.dialogs.get(txn.dialog) if txn.dialog else None
+        if (
+            dialog is None
+            and txn.dialog is not None
+            and txn.method == "INVITE"
+            and 200 <= msg.status < 300
+            and server is not None
+            and server.last is not None
+            and server.last.status >= 300
+        ):
+            # A 2xx for a call that is already over for the caller (CANCEL race).
+            stub = Dialog(
+                txn.dialog,
+                UeInfo(registered=False),
+                txn.request,
+                caller=Party(server.peer.side),
+                callee=Party(
+                    txn.peer.side, route=self._callee_route(fwd), cseq=txn.request.cseq[0]
+                ),
+                from_hdr=txn.request.get("from") or "",
+                to_hdr=fwd.get("to") or "",
+                callee_released=txn.released,
+            )
+            self._release_callee(stub, fwd, 487, "call no longer wanted", now, out)
+            txn.released = True
+            return
 
         def go(now: float, out: list[Action]) -> None:
             self._response_step(txn, server, dialog, fwd, now, out)
@@ -755,27 +794,21 @@ class ProxyCore:
                 contact = msg.addresses("contact")
                 if contact:
                     dialog.callee.target = contact[0].uri
-                rr = [a.uri for a in msg.addresses("record-route")]
-                ours = [i for i, uri in enumerate(rr) if self._is_ours(NameAddr(uri))]
-                above = rr[: ours[0]] if ours else rr
-                dialog.callee.route = list(reversed(above))
+                dialog.callee.route = self._callee_route(msg)
             if 200 <= msg.status < 300:
                 dialog.state = "confirmed"
-        if server is not None and server.final:
-            if txn.method == "INVITE" and 200 <= msg.status < 300 and dialog is not None:
-                # The caller already got a final answer (CANCEL race, rejected answer): the
-                # callee must not stay in a call nobody is in.
-                self._send_in_dialog(dialog, dialog.callee, "ACK", b"", now, out, [], response=msg)
-                self._send_in_dialog(
-                    dialog,
-                    dialog.callee,
-                    "BYE",
-                    b"",
-                    now,
-                    out,
-                    [("Reason", _reason(487, "call no longer wanted"))],
-                )
-            return
+        if dialog is not None and txn.method in ("INVITE", "UPDATE") and 200 <= msg.status < 300:
+            self._session_timer(dialog, msg, now)
+        if server is not None and server.final and server.last is not None:
+            accepted = 200 <= msg.status < 300
+            if txn.method == "INVITE" and accepted and server.last.status >= 300:
+                if dialog is not None:
+                    # The caller already got an error (CANCEL race, rejected answer): the
+                    # callee must not stay in a call nobody is in.
+                    self._release_callee(dialog, msg, 487, "call no longer wanted", now, out)
+                return
+            if not (accepted and server.last.status < 300):
+                return  # the caller has its final answer; a 2xx retransmission goes on
 
         def forward(body: bytes, now: float, out: list[Action]) -> None:
             if server is None:
@@ -826,18 +859,7 @@ class ProxyCore:
                 self._respond(
                     server, result.status, now, out, extra=[self._warning(result.warning)]
                 )
-                self._send_in_dialog(
-                    the_dialog, the_dialog.callee, "ACK", b"", now, out, [], response=msg
-                )
-                self._send_in_dialog(
-                    the_dialog,
-                    the_dialog.callee,
-                    "BYE",
-                    b"",
-                    now,
-                    out,
-                    [("Reason", _reason(result.status, result.warning))],
-                )
+                self._release_callee(the_dialog, msg, result.status, result.warning, now, out)
                 self._ended(the_dialog, f"answer rejected: {result.warning}", out)
                 return
             out.extend(self.end_call(the_dialog.id, result.status, result.warning, now))
@@ -846,6 +868,50 @@ class ProxyCore:
             dialog, kind, txn.method, msg.status, initial, txn.peer.side == "gm", msg
         )
         self._ask(dialog, context, msg.body, remember, reject, out)
+
+    def _callee_route(self, msg: Response) -> list[str]:
+        """Our route set towards the callee: the Record-Route entries above ours, reversed."""
+        rr = [a.uri for a in msg.addresses("record-route")]
+        ours = [i for i, uri in enumerate(rr) if self._is_ours(NameAddr(uri))]
+        above = rr[: ours[0]] if ours else rr
+        return list(reversed(above))
+
+    def _session_timer(self, dialog: Dialog, msg: Response, now: float) -> None:
+        """RFC 4028: a 2xx with Session-Expires (re)starts the session timer of the call."""
+        value = (msg.get("session-expires") or "").split(";")[0].strip()
+        if value.isdigit() and 0 < int(value) < 2**31:
+            dialog.expires_at = now + int(value)
+            self._schedule("dialog", dialog.id, dialog.expires_at)
+
+    def _release_callee(
+        self, dialog: Dialog, ok: Response, cause: int, text: str, now: float, out: list[Action]
+    ) -> None:
+        """ACK a 2xx the caller will never see (again, if retransmitted) and BYE the callee once."""
+        self._send_in_dialog(dialog, dialog.callee, "ACK", b"", now, out, [], response=ok)
+        if not dialog.callee_released:
+            dialog.callee_released = True
+            self._send_in_dialog(
+                dialog, dialog.callee, "BYE", b"", now, out, [("Reason", _reason(cause, text))]
+            )
+
+    def _end(
+        self, dialog: Dialog, cause: int, text: str, why: str, now: float, out: list[Action]
+    ) -> None:
+        if dialog.state == "ended":
+            return
+        reason = _reason(cause, text)
+        if dialog.state == "early":
+            server = self.server_txns.get(dialog.server) if dialog.server else None
+            client = self.client_txns.get(dialog.client) if dialog.client else None
+            if client is not None and client.state in ("trying", "proceeding"):
+                self._send_cancel(client, now, out, reason)
+            if server is not None and not server.final:
+                status = cause if 400 <= cause <= 699 else 500
+                self._respond(server, status, now, out, extra=[("Reason", reason)])
+        else:
+            for party in (dialog.caller, dialog.callee):
+                self._send_in_dialog(dialog, party, "BYE", b"", now, out, [("Reason", reason)])
+        self._ended(dialog, why, out)
 
     def _register_response(
         self, pending: PendingRegister, msg: Response, now: float, out: list[Action]

@@ -68,10 +68,13 @@ def make_context(
     *,
     keylog: Callable[[SSL.Connection, bytes], None] | None = None,
     min_version: int = SSL.TLS1_2_VERSION,
+    present_certificate: bool = True,
 ) -> SSL.Context:
     """A context of the 3GPP profile for ``role`` presenting ``identity``.
 
-    The peer must present a certificate (a server fails the handshake otherwise)."""
+    The peer must present a certificate (a server fails the handshake otherwise).
+    ``present_certificate=False`` leaves ``identity`` out: a client that misbehaves on purpose
+    (the lab's "send no certificate" knob); a server needs its certificate to handshake."""
     method = SSL.TLS_SERVER_METHOD if role == "server" else SSL.TLS_CLIENT_METHOD
     ctx = SSL.Context(method)
     ctx.set_min_proto_version(max(min_version, SSL.TLS1_2_VERSION))
@@ -84,9 +87,10 @@ def make_context(
     )
     ctx.set_cipher_list(TLS12_CIPHERS.encode())
     ctx.set_tls13_ciphersuites(TLS13_CIPHERSUITES.encode())
-    ctx.use_certificate(identity.cert)
-    ctx.use_privatekey(identity.key)
-    ctx.check_privatekey()
+    if present_certificate:
+        ctx.use_certificate(identity.cert)
+        ctx.use_privatekey(identity.key)
+        ctx.check_privatekey()
     ctx.set_verify(
         SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT | SSL.VERIFY_CLIENT_ONCE,
         _accept_any_certificate,

@@ -191,6 +191,7 @@ def test_originating_invite_waits_for_media_then_forwards(core: ProxyCore) -> No
         True,
     )
     assert ctx.ue.mechanisms == {"msrp-tls"} and ctx.ue.registered
+    assert ctx.step == "orig-offer"
     assert ask.body == SDP
     out = core.media_result(ask.token, Forward(b"rewritten"), 1.1)
     (fwd,) = sends(out)
@@ -381,7 +382,7 @@ def test_late_offer_in_200_answer_in_ack(core: ProxyCore) -> None:
         SCSCF, resp_to(sent, 200, body=b"offer", extra="Contact: <sip:bob@127.0.0.9:6060>"), 2
     )
     (ask,) = media(out)
-    assert (ask.context.kind, ask.context.status) == ("offer", 200)
+    assert (ask.context.kind, ask.context.status, ask.context.step) == ("offer", 200, "term-offer")
     core.media_result(ask.token, Forward(b"offer'"), 2.1)
     ack = req(
         """ACK sip:bob@127.0.0.9:6060 SIP/2.0
@@ -396,6 +397,7 @@ CSeq: 1 ACK""",
     out = core.receive(UE, ack, 2.5)
     (ask,) = media(out)
     assert (ask.context.kind, ask.context.method, ask.context.initial) == ("answer", "ACK", True)
+    assert ask.context.step == "term-answer"
     (fwd,) = sends(core.media_result(ask.token, Forward(b"answer'"), 2.6))
     assert fwd.peer == SCSCF and fwd.message.body == b"answer'"
 

@@ -562,3 +562,18 @@ Security-Client: bfcp-tls;mediasec, msrp-tls"""
     )
     (binding,) = list(core.registrar)
     assert binding.mechanisms == {"bfcp-tls"} and binding.expires_at == 400
+
+
+def test_in_dialog_request_to_a_name_gets_404_not_a_crash(core: ProxyCore) -> None:
+    register(core)
+    bye = req(
+        """BYE sip:bob@ims.test SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.10:40000;branch=z9hG4bKname
+From: <sip:alice@ims.test>;tag=a1
+To: <sip:bob@ims.test>;tag=x
+Call-ID: nocall
+CSeq: 2 BYE"""
+    )
+    (answer,) = sends(core.receive(UE, bye, 1))
+    assert answer.message.status == 404  # type: ignore[union-attr]
+    assert answer.message.reason == "Not Found (no address for ims.test)"  # type: ignore[union-attr]

@@ -11,6 +11,7 @@ Framing: over UDP one datagram is one message (:func:`parse_datagram`); over TCP
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import attrs
@@ -25,7 +26,7 @@ MAX_MESSAGE = 65_535
 MAX_HEADERS = 200
 MAX_LINE = 8_192
 
-_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
 REASONS: dict[int, str] = {
     100: "Trying",
@@ -53,7 +54,7 @@ Header = tuple[str, str]
 
 
 def _is_token(text: str) -> bool:
-    return bool(text) and all(ch in _TOKEN_CHARS for ch in text)
+    return _TOKEN.fullmatch(text) is not None
 
 
 @attrs.frozen

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import ipaddress
 import itertools
 import secrets
 from collections import deque
@@ -602,6 +603,17 @@ class ProxyCore:
         else:
             uri = routes[0].sip_uri("Route") if routes else SipUri.parse(msg.uri, "Request-URI")
             host, port = uri.address()
+            if not _is_ip(host):
+                out.append(
+                    Log(
+                        "warn",
+                        "No route for in-dialog {method} of {call_id}: {host} is not an address",
+                        {"method": msg.method, "call_id": msg.call_id, "host": host},
+                    )
+                )
+                if txn is not None:
+                    self._respond(txn, 404, now, out, reason=f"Not Found (no address for {host})")
+                return
             dest = Peer(out_side, "tcp" if uri.transport == "tcp" else "udp", host, port)
 
         def go(now: float, out: list[Action]) -> None:
@@ -694,6 +706,8 @@ class ProxyCore:
             if via.sent_by in (self._sent_by("gm"), self._sent_by("core")) and len(msg.vias) > 1:
                 nxt = msg.vias[1]
                 host, port = nxt.response_address()
+                if not _is_ip(host):
+                    return
                 side: Side = "core" if peer.side == "gm" else "gm"
                 transport: Transport = "tcp" if nxt.transport == "TCP" else "udp"
                 out.append(
@@ -1259,6 +1273,8 @@ class ProxyCore:
         else:
             uri = SipUri.parse(party.route[0] if party.route else party.target, "route")
             host, port = uri.address()
+            if not _is_ip(host):
+                return
             dest = Peer(party.side, "tcp" if uri.transport == "tcp" else "udp", host, port)
         branch = f"{MAGIC}{self._new_id()}"
         headers: list[Header] = [
@@ -1281,6 +1297,15 @@ class ProxyCore:
             (branch, method), request, dest, dialog=dialog.id, internal=True, on_final=on_final
         )
         self._start_client(txn, now, out)
+
+
+def _is_ip(host: str) -> bool:
+    """The lab resolves no names: only literal addresses can be sent to."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _reason(cause: int, text: str) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pcscf.sip.media import DialogId, Forward, Reject
 from pcscf.sip.message import Request, Response, parse_datagram
@@ -577,3 +579,72 @@ CSeq: 2 BYE"""
     (answer,) = sends(core.receive(UE, bye, 1))
     assert answer.message.status == 404  # type: ignore[union-attr]
     assert answer.message.reason == "Not Found (no address for ims.test)"  # type: ignore[union-attr]
+
+
+_HEADER_VALUES = st.one_of(
+    st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=30),
+    st.sampled_from(
+        [
+            "",
+            "<>",
+            "<sip:>",
+            "sip:a@b:99999",
+            "SIP/2.0/UDP",
+            "SIP/2.0/UDP [::1",
+            "<sip:127.0.0.1:5060;lr>, <sip:x@[::1]:5;lr>",
+            "1 INVITE",
+            "4294967296 INVITE",
+            '"unterminated <sip:a@b>',
+            "*",
+            "msrp-tls;mediasec;=x",
+            "-1",
+        ]
+    ),
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    name=st.sampled_from(
+        [
+            "Via",
+            "From",
+            "To",
+            "Call-ID",
+            "CSeq",
+            "Route",
+            "Contact",
+            "Max-Forwards",
+            "Security-Client",
+            "Proxy-Require",
+            "Expires",
+            "Record-Route",
+        ]
+    ),
+    value=_HEADER_VALUES,
+    method=st.sampled_from(["INVITE", "REGISTER", "BYE", "ACK", "CANCEL", "OPTIONS"]),
+    side=st.sampled_from([UE, SCSCF]),
+)
+def test_proxy_core_never_raises_on_odd_headers(
+    core: ProxyCore, name: str, value: str, method: str, side: Peer
+) -> None:
+    base = req(
+        f"""{method} sip:bob@127.0.0.1 SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.10:40000;branch=z9hG4bKfuzz
+Max-Forwards: 70
+From: <sip:alice@ims.test>;tag=a1
+To: <sip:bob@ims.test>
+Call-ID: fuzz
+CSeq: 1 {method}
+Contact: <sip:alice@192.0.2.10:40000>"""
+    )
+    msg = base.evolve(headers=base.replacing(name, [value]))
+    try:
+        msg = parse_datagram(msg.serialise())
+    except Exception:
+        return
+    core.receive(side, msg, 1.0)
+    ok = Response(msg.headers, b"", 200, "OK")
+    core.receive(side, ok, 1.1)

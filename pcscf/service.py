@@ -315,11 +315,12 @@ class SipService:
         self.run(actions)
 
 
-def serve(config: PcscfConfig) -> int:
-    """Run the P-CSCF until stopped (the ``e2ae pcscf`` command). Prints the bound addresses."""
+def serve(config: PcscfConfig, handler: MediaHandler | None = None) -> int:
+    """Run the P-CSCF until stopped (the ``e2ae pcscf`` command). Prints the bound addresses.
+    ``handler`` is the media handler (pass-through when None)."""
     from twisted.internet import reactor
 
-    service = SipService(_proxy_config(config), reactor=reactor)
+    service = SipService(_proxy_config(config), handler, reactor=reactor)
     try:
         service.listen()
     except CannotListenError as exc:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
-from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.protocol import ClientCreator, DatagramProtocol, Protocol
 
 from pcscf.mediahook import CallControl
 from pcscf.service import SipService
@@ -230,3 +230,60 @@ def test_port_zero_is_replaced_by_the_chosen_port() -> None:
         assert service.core.config is service.config
     finally:
         service.stop()
+
+
+class _TcpClient(Protocol):
+    def __init__(self) -> None:
+        self.data = b""
+        self.closed: defer.Deferred[None] = defer.Deferred()
+        self.waiting: list[tuple[bytes, defer.Deferred[bytes]]] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+        for needle, d in list(self.waiting):
+            if needle in self.data:
+                self.waiting.remove((needle, d))
+                d.callback(self.data)
+
+    def wait_for(self, needle: bytes) -> defer.Deferred[bytes]:
+        if needle in self.data:
+            return defer.succeed(self.data)
+        d: defer.Deferred[bytes] = defer.Deferred()
+        self.waiting.append((needle, d))
+        d.addTimeout(10, reactor)
+        return d
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.closed.callback(None)
+
+
+@pytest_twisted.inlineCallbacks
+def test_tcp_framing_error_closes_only_that_connection(
+    endpoints: tuple[Endpoint, Endpoint],
+) -> Generator[Any, Any, None]:
+    _, core = endpoints
+    service = _service(core.port, SlowHandler())
+    gm = service.config.gm[1]
+    try:
+        good = yield ClientCreator(reactor, _TcpClient).connectTCP("127.0.0.1", gm)
+        bad = yield ClientCreator(reactor, _TcpClient).connectTCP("127.0.0.1", gm)
+        bad.transport.write(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP a;branch=z9hG4bK1\r\n\r\n")
+        yield bad.closed
+        port = good.transport.getHost().port
+        request = (
+            f"OPTIONS sip:x@ims.test SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bKt"
+            "\r\nFrom: <sip:a@ims.test>;tag=1\r\nTo: <sip:x@ims.test>\r\nCall-ID: tcp\r\n"
+            "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+        # a UE that is not registered is refused on its own connection, which stays usable
+        good.transport.write(request.encode()[:40])
+        good.transport.write(request.encode()[40:])
+        yield good.wait_for(b"403 Forbidden (not registered)")
+        good.transport.write(request.replace("z9hG4bKt", "z9hG4bKu").encode())
+        data = yield good.wait_for(b"z9hG4bKu")
+        assert data.count(b"SIP/2.0 403") == 2
+        assert len(service.connections) == 1
+        good.transport.loseConnection()
+        yield good.closed
+    finally:
+        yield service.stop()

@@ -470,5 +470,37 @@ def make_response(
     return Response(tuple(headers), body, status, reason or REASONS.get(status, "Unknown"))
 
 
+def make_request(
+    method: str,
+    uri: str,
+    *,
+    via: str,
+    from_: str,
+    to: str,
+    call_id: str,
+    cseq: int,
+    max_forwards: int = 70,
+    extra: Iterable[Header] = (),
+    body: bytes = b"",
+    content_type: str = "application/sdp",
+) -> Request:
+    """A new request as a user agent sends it (RFC 3261 section 8.1.1): the mandatory header
+    fields in the usual order, then ``extra``, then Content-Type if there is a body."""
+    if not _is_token(method):
+        raise LocalSipError(f"bad method {method!r}")
+    headers: list[Header] = [
+        ("Via", via),
+        ("Max-Forwards", str(max_forwards)),
+        ("From", from_),
+        ("To", to),
+        ("Call-ID", call_id),
+        ("CSeq", f"{cseq} {method}"),
+        *extra,
+    ]
+    if body:
+        headers.append(("Content-Type", content_type))
+    return Request(tuple(headers), body, method, uri)
+
+
 def is_list_header(name: str) -> bool:
     return canonical(name) in LIST_HEADERS

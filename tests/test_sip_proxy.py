@@ -648,3 +648,15 @@ Contact: <sip:alice@192.0.2.10:40000>"""
     core.receive(side, msg, 1.0)
     ok = Response(msg.headers, b"", 200, "OK")
     core.receive(side, ok, 1.1)
+
+
+def test_ringing_longer_than_timer_b_is_fine_and_timer_c_cancels(core: ProxyCore) -> None:
+    sent = _forward_first_invite(core)
+    core.receive(SCSCF, resp_to(sent, 180), 2)
+    assert sends(core.tick(2 + 64 * 0.5 + 1)) == []  # Timer B does not apply after a 180
+    out = core.tick(2 + 180)
+    (cancel,) = sends(out)
+    assert cancel.message.method == "CANCEL"  # type: ignore[union-attr]
+    assert "Timer C" in (cancel.message.get("Reason") or "")
+    out = core.receive(SCSCF, resp_to(sent, 487), 183)
+    assert [s.message.status for s in sends(out, "gm")] == [487]  # type: ignore[union-attr]

@@ -129,6 +129,8 @@ class ProxyConfig:
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
+    #: Timer C: how long an INVITE may ring (after a provisional response) before CANCEL.
+    timer_c: float = 180.0
     #: Answer requests from UEs that are not registered with 403 (else forward them).
     require_registration: bool = True
 
@@ -177,6 +179,7 @@ class ClientTxn:
     register: PendingRegister | None = None
     answers: dict[bytes, MediaResult] = attrs.field(factory=dict)
     released: bool = False
+    timer_c_fired: bool = False
     on_final: Callable[[Response, float, list[Action]], None] | None = None
 
     @property
@@ -728,10 +731,15 @@ class ProxyCore:
         if not final:
             if txn.state == "trying":
                 txn.state = "proceeding"
-                if txn.method == "INVITE":
-                    txn.retransmit_at = None
-                elif txn.retransmit_at is not None:
+                if txn.method != "INVITE" and txn.retransmit_at is not None:
                     txn.interval = self.config.t2
+            if txn.method == "INVITE" and txn.state == "proceeding":
+                # Timer B no longer applies; Timer C (RFC 3261 16.6 step 11), reset by every
+                # provisional response, bounds how long the callee may ring.
+                txn.retransmit_at = None
+                if not txn.timer_c_fired:
+                    txn.timeout_at = now + self.config.timer_c
+                    self._schedule("client", txn.key, txn.timeout_at)
         else:
             txn.retransmit_at = None
             txn.timeout_at = None
@@ -1125,6 +1133,13 @@ class ProxyCore:
             del self.client_txns[key]
             return
         if txn.timeout_at is not None and now >= txn.timeout_at:
+            if txn.method == "INVITE" and txn.state == "proceeding" and not txn.timer_c_fired:
+                # Timer C: give up on the callee; its 487 (or Timer B after it) ends the call
+                txn.timer_c_fired = True
+                self._send_cancel(txn, now, out, _reason(408, "no answer (Timer C)"))
+                txn.timeout_at = now + 64 * self.config.t1
+                self._schedule("client", key, txn.timeout_at)
+                return
             del self.client_txns[key]
             self._client_timeout(txn, now, out)
             return

@@ -660,3 +660,31 @@ def test_ringing_longer_than_timer_b_is_fine_and_timer_c_cancels(core: ProxyCore
     assert "Timer C" in (cancel.message.get("Reason") or "")
     out = core.receive(SCSCF, resp_to(sent, 487), 183)
     assert [s.message.status for s in sends(out, "gm")] == [487]  # type: ignore[union-attr]
+
+
+def test_ipv6_addresses_in_via_record_route_and_path() -> None:
+    v6 = ProxyCore(
+        ProxyConfig(
+            gm=("2001:db8::1", 5060),
+            core=("2001:db8::2", 5070),
+            next_hop=Peer("core", "udp", "2001:db8::9", 6060),
+        )
+    )
+    ue = Peer("gm", "udp", "2001:db8::10", 40000)
+    reg = req(
+        """REGISTER sip:ims.test SIP/2.0
+Via: SIP/2.0/UDP [2001:db8::10]:40000;branch=z9hG4bKv6
+From: <sip:alice@ims.test>;tag=r1
+To: <sip:alice@ims.test>
+Call-ID: v6
+CSeq: 1 REGISTER
+Contact: <sip:alice@[2001:db8::10]:40000>"""
+    )
+    (fwd,) = sends(v6.receive(ue, reg, 0))
+    sent = fwd.message
+    assert isinstance(sent, Request)
+    assert sent.top_via.sent_by == "[2001:db8::2]:5070"
+    assert sent.addresses("Path")[0].sip_uri().address() == ("2001:db8::2", 5070)
+    ok = resp_to(sent, 200, extra="Contact: <sip:alice@[2001:db8::10]:40000>;expires=60")
+    (back,) = sends(v6.receive(fwd.peer, ok, 0.1))
+    assert back.peer == ue and len(v6.registrar) == 1

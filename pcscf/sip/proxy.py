@@ -1046,8 +1046,7 @@ class ProxyCore:
         return candidates[0] if candidates else None
 
     def _sent_by(self, side: Side) -> str:
-        host, port = self.config.address(side)
-        return f"{host.lower()}:{port}"
+        return _hostport(*self.config.address(side)).lower()
 
     def _is_ours(self, addr: NameAddr) -> bool:
         try:
@@ -1086,8 +1085,9 @@ class ProxyCore:
         return f"{MAGIC}{_loop_hash(msg)}.{self._new_id()}"
 
     def _via(self, side: Side, transport: Transport, branch: str) -> str:
-        host, port = self.config.address(side)
-        return f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch}"
+        return (
+            f"SIP/2.0/{transport.upper()} {_hostport(*self.config.address(side))};branch={branch}"
+        )
 
     def _forward(
         self, server: ServerTxn, msg: Request, dest: Peer, now: float, out: list[Action]
@@ -1217,9 +1217,8 @@ class ProxyCore:
                 self._schedule("server", txn.key, txn.retransmit_at)
 
     def _warning(self, text: str) -> Header:
-        host, port = self.config.gm
         safe = text.replace("\\", "").replace('"', "'")
-        return ("Warning", f'399 {host}:{port} "{safe}"')
+        return ("Warning", f'399 {_hostport(*self.config.gm)} "{safe}"')
 
     def _send_ack(self, txn: ClientTxn, response: Response, out: list[Action]) -> None:
         """ACK for a non-2xx final response, hop by hop (RFC 3261 section 17.1.1.3)."""
@@ -1312,6 +1311,10 @@ class ProxyCore:
             (branch, method), request, dest, dialog=dialog.id, internal=True, on_final=on_final
         )
         self._start_client(txn, now, out)
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _is_ip(host: str) -> bool:

@@ -25,10 +25,10 @@ class Endpoint(DatagramProtocol):
 
     noisy = False
 
-    def __init__(self, answer: bool = False) -> None:
+    def __init__(self, auto: tuple[str, ...] = ()) -> None:
         self.got: list[Request | Response] = []
         self.waiters: list[tuple[Callable[[Any], bool], defer.Deferred[Any]]] = []
-        self.answer = answer
+        self.auto = auto
 
     @property
     def port(self) -> int:
@@ -41,18 +41,26 @@ class Endpoint(DatagramProtocol):
             if pred(msg):
                 self.waiters.remove((pred, d))
                 d.callback(msg)
-        if self.answer and isinstance(msg, Request) and msg.method in ("REGISTER", "OPTIONS"):
-            lines = [
-                f"{k}: {v}"
-                for k, v in msg.headers
-                if k.lower() in ("via", "from", "to", "call-id", "cseq", "contact")
-            ]
-            reply = (
-                "SIP/2.0 200 OK\r\n"
-                + "\r\n".join(lines)
-                + "\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
-            )
-            self.transport.write(reply.encode(), addr)  # type: ignore[union-attr]
+        if isinstance(msg, Request) and msg.method in self.auto:
+            self.transport.write(self._answer(msg).encode(), addr)  # type: ignore[union-attr]
+
+    def _answer(self, msg: Request) -> str:
+        keep = ("via", "from", "call-id", "cseq", "contact", "record-route")
+        lines = [
+            f"{k}: {v}" for k, v in msg.headers if k.lower() in keep and k.lower() != "contact"
+        ]
+        to = msg.get("To") or ""
+        if msg.method == "REGISTER":
+            lines += [f"To: {to}", f"Contact: {msg.get('Contact')}", "Expires: 600"]
+        elif msg.method == "INVITE":
+            tag = "" if "tag=" in to else ";tag=callee"
+            lines += [f"To: {to}{tag}", f"Contact: <sip:peer@127.0.0.1:{self.port}>"]
+            body = SDP.replace(b"TCP/TLS/MSRP", b"TCP/MSRP")
+            lines += ["Content-Type: application/sdp", f"Content-Length: {len(body)}"]
+            return "SIP/2.0 200 OK\r\n" + "\r\n".join(lines) + "\r\n\r\n" + body.decode()
+        else:
+            lines.append(f"To: {to}")
+        return "SIP/2.0 200 OK\r\n" + "\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n"
 
     def wait(self, pred: Callable[[Any], bool]) -> defer.Deferred[Any]:
         for msg in self.got:
@@ -94,7 +102,7 @@ class SlowHandler:
 
 @pytest.fixture
 def endpoints() -> Generator[tuple[Endpoint, Endpoint], None, None]:
-    ue, core = Endpoint(), Endpoint(answer=True)
+    ue, core = Endpoint(auto=("BYE",)), Endpoint(auto=("REGISTER", "OPTIONS", "INVITE", "BYE"))
     ports = [
         reactor.listenUDP(0, ue, interface="127.0.0.1"),
         reactor.listenUDP(0, core, interface="127.0.0.1"),
@@ -285,5 +293,35 @@ def test_tcp_framing_error_closes_only_that_connection(
         assert len(service.connections) == 1
         good.transport.loseConnection()
         yield good.closed
+    finally:
+        yield service.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_handler_ends_a_call_and_reoffers_through_call_control(
+    endpoints: tuple[Endpoint, Endpoint],
+) -> Generator[Any, Any, None]:
+    ue, core = endpoints
+    handler = SlowHandler()
+    service = _service(core.port, handler)
+    gm = service.config.gm[1]
+    try:
+        _register(ue, gm)
+        yield ue.wait(_is(status=200, call="reg"))
+        _invite(ue, gm, "ctl-1")
+        ok = yield ue.wait(_is(status=200, call="ctl-1"))
+        assert b"TCP/MSRP" in ok.body
+        dialog = DialogId("ctl-1", "orig")
+        status, answer = yield handler.control.reoffer(dialog, "core", SDP)
+        assert status == 200 and b"m=message" in answer
+        yield core.wait(_is(method="ACK", call="ctl-1"))
+        handler.control.end_call(dialog, 503, "TLS session failed")
+        to_ue = yield ue.wait(_is(method="BYE", call="ctl-1"))
+        to_core = yield core.wait(_is(method="BYE", call="ctl-1"))
+        for bye in (to_ue, to_core):
+            assert bye.get("Reason") == 'SIP;cause=503;text="TLS session failed"'
+        assert to_ue.uri == f"sip:alice@127.0.0.1:{ue.port}"
+        assert to_core.uri == f"sip:peer@127.0.0.1:{core.port}"
+        assert dialog in handler.ended
     finally:
         yield service.stop()

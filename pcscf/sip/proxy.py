@@ -218,7 +218,7 @@ class Dialog:
 
 @attrs.define
 class _Pending:
-    dialog: DialogId
+    dialog: Dialog
     on_forward: Callable[[bytes, float, list[Action]], None]
     on_reject: Callable[[Reject, float, list[Action]], None]
 
@@ -296,12 +296,12 @@ class ProxyCore:
             pending.on_forward(result.body, now, out)
         else:
             pending.on_reject(result, now, out)
-        dialog = self.dialogs.get(pending.dialog)
-        if dialog is not None:
-            dialog.busy = False
-            self._drain(dialog, now, out)
-            if dialog.state == "ended" and not dialog.busy and not dialog.queue:
-                self.dialogs.pop(dialog.id, None)
+        dialog = pending.dialog
+        dialog.busy = False
+        self._drain(dialog, now, out)
+        if dialog.state == "ended" and not dialog.busy and not dialog.queue:
+            if self.dialogs.get(dialog.id) is dialog:
+                del self.dialogs[dialog.id]
         return out
 
     def next_deadline(self) -> float | None:
@@ -1000,7 +1000,7 @@ class ProxyCore:
         out: list[Action],
     ) -> None:
         token = next(self._tokens)
-        self._pending[token] = _Pending(dialog.id, forward, reject)
+        self._pending[token] = _Pending(dialog, forward, reject)
         dialog.busy = True
         out.append(MediaRequest(token, context, body))
 
@@ -1026,11 +1026,9 @@ class ProxyCore:
                 {"call_id": dialog.id.call_id, "direction": dialog.id.direction, "reason": reason},
             )
         )
-        if not dialog.busy and not dialog.queue:
-            self.dialogs.pop(dialog.id, None)
-        else:
-            # keep it until the queue has drained; a later lookup sees it ended
-            pass
+        if not dialog.busy and not dialog.queue and self.dialogs.get(dialog.id) is dialog:
+            # (a busy dialog stays until its queue has drained; lookups see it ended)
+            del self.dialogs[dialog.id]
 
     def _find_dialog(self, call_id: str, hint: Direction | None, peer: Peer) -> Dialog | None:
         if hint is not None:

@@ -688,3 +688,20 @@ Contact: <sip:alice@[2001:db8::10]:40000>"""
     ok = resp_to(sent, 200, extra="Contact: <sip:alice@[2001:db8::10]:40000>;expires=60")
     (back,) = sends(v6.receive(fwd.peer, ok, 0.1))
     assert back.peer == ue and len(v6.registrar) == 1
+
+
+def test_new_invite_with_same_call_id_replaces_a_pending_one(core: ProxyCore) -> None:
+    register(core)
+    first = media(invite(core, branch="one"))[0]
+    out = invite(core, branch="two")
+    second = media(out)[0]
+    assert [a.reason for a in out if isinstance(a, DialogEnded)] == [
+        "replaced by a new INVITE with the same Call-ID"
+    ]
+    assert sends(core.media_result(first.token, Forward(b"old"), 1.2), "core") == []
+    (fwd,) = sends(core.media_result(second.token, Forward(b"new"), 1.3), "core")
+    assert fwd.message.body == b"new"
+    sent = fwd.message
+    assert isinstance(sent, Request)
+    out = core.receive(SCSCF, resp_to(sent, 183, body=b"ans"), 1.4)
+    assert len(media(out)) == 1  # the new dialog is not left busy by the old result

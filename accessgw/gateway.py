@@ -1,0 +1,648 @@
+"""The Access Gateway media plane (Twisted edge): terminations, TLS access legs, TCP core legs.
+
+:class:`AccessGateway` is the API the Iq side drives::
+
+    gw = AccessGateway("198.51.100.1", "203.0.113.1", identity, ports=PortRange(40000, 40999))
+    r = gw.reserve(stream="1", tls_role="server", core_role="connect",
+                   fingerprints=[ue_fp])              # Add: r.access_port, r.fingerprint
+    gw.configure(r.termination, core_address=("203.0.113.50", 12763))   # Modify
+    stats = gw.release(r.termination)                                     # Subtract
+
+Everything that happens on its own (TLS established or refused, a TCP leg failing, a relay
+closing, the TLS establishment timer running out) is reported to the ``observer`` callback as the
+events of :mod:`accessgw.termination`, carrying the termination id (the Iq side turns them into
+Notify requests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import attrs
+from OpenSSL import SSL
+from twisted.internet import interfaces
+from twisted.internet.error import CannotListenError, ConnectionDone
+from twisted.internet.protocol import ClientFactory, Factory, connectionDone
+from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from accessgw.errors import InvalidRequest, LocalAccessGwError, PortsExhausted, UnknownTermination
+from accessgw.ports import PortAllocator, PortRange
+from accessgw.termination import (
+    Closed,
+    ConnectCore,
+    CoreRole,
+    EarlyHandshakePolicy,
+    Event,
+    FailureCause,
+    StartRelay,
+    State,
+    StreamFailed,
+    TcpFailure,
+    Termination,
+    TerminationStats,
+    Timers,
+    TlsEstablished,
+    TlsFailure,
+    TlsRole,
+    classify_handshake_error,
+)
+from accessgw.tlsleg import AccessTLSProtocol
+from certs.fingerprint import HASH_FUNCS, Fingerprint
+from certs.generate import CertAndKey
+from certs.tls import KeyLogWriter, make_context
+
+log = Logger(namespace="accessgw")
+
+#: Bytes asked of the kernel per socket read (PERF-NOTES: the main throughput lever; bigger
+#: reads cost transient memory per busy session). Also each leg's write-buffer high-water mark.
+DEFAULT_READ_SIZE = 128 * 1024
+
+Address = tuple[str, int]
+
+
+@attrs.frozen
+class Reservation:
+    """What the AGW reserved for a stream (goes into the Iq reply's Local descriptors)."""
+
+    termination: str
+    stream: str
+    access_ip: str
+    access_port: int | None
+    """``None`` when the AGW is TLS client (it connects out; SDP carries port 9)."""
+    core_ip: str
+    core_port: int | None
+    """``None`` when the AGW connects to the core."""
+    fingerprint: Fingerprint
+    """The AGW's own certificate fingerprint, for the SDP towards the UE."""
+
+
+@implementer(interfaces.IHalfCloseableProtocol)
+class _CoreLeg(TwistedProtocol):
+    """Plain TCP towards the core; paused until the access side is verified."""
+
+    transport: Any
+
+    def __init__(self, session: _Session) -> None:
+        self.session = session
+        self.relaying = False
+        self.read_done = False
+        self.write_done = False
+
+    def connectionMade(self) -> None:
+        self.transport.setTcpNoDelay(True)
+        self.transport.bufferSize = self.session.gateway.read_size
+        self.transport.pauseProducing()  # nothing is read before the relay starts
+        self.session.core_connected(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.session.from_core(data)
+
+    def readConnectionLost(self) -> None:
+        self.read_done = True
+        self.session.core_eof()
+        self._maybe_close()
+
+    def writeConnectionLost(self) -> None:
+        self.write_done = True
+        self._maybe_close()
+
+    def _maybe_close(self) -> None:
+        # Both directions are finished: the connection is over.
+        if self.read_done and self.write_done:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.session.core_lost(self, reason)
+
+
+class _CoreFactory(ClientFactory):
+    def __init__(self, session: _Session) -> None:
+        self.session = session
+
+    def buildProtocol(self, addr: Any) -> TwistedProtocol | None:
+        if self.session.core is not None or self.session.term.state in (
+            State.CLOSED,
+            State.FAILED,
+        ):
+            return None  # one core connection per termination
+        return _CoreLeg(self.session)
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        self.session.core_connect_failed(reason)
+
+
+class _AccessFactory(Factory):
+    def __init__(self, session: _Session, role: str) -> None:
+        self.session = session
+        self.role = role
+
+    def buildProtocol(self, addr: Any) -> TwistedProtocol | None:
+        return self.session.new_attempt(self.role)
+
+
+class _AccessClientFactory(ClientFactory, _AccessFactory):
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        self.session.access_connect_failed(reason)
+
+
+class _Session:
+    """The Twisted side of one termination."""
+
+    def __init__(self, gateway: AccessGateway, term: Termination, iq_context: str | None) -> None:
+        self.gateway = gateway
+        self.term = term
+        self.iq_context = iq_context
+        self.access_port: Any = None
+        self.core_port: Any = None
+        self.access_port_number: int | None = None
+        self.core_port_number: int | None = None
+        self.legs: dict[int, AccessTLSProtocol] = {}
+        self.access: AccessTLSProtocol | None = None
+        self.core: _CoreLeg | None = None
+        self.ue_address: Address | None = None
+        self.core_address: Address | None = None
+        self.want_core_connect = False
+        self.timer: Any = None
+        self.released = False
+
+    @property
+    def now(self) -> float:
+        return float(self.gateway.reactor.seconds())
+
+    # -- access side --
+
+    def new_attempt(self, role: str) -> AccessTLSProtocol | None:
+        ctx = self.gateway.server_context if role == "server" else self.gateway.client_context
+        return AccessTLSProtocol(self, ctx, role, read_size=self.gateway.read_size)
+
+    def leg_connected(self, leg: AccessTLSProtocol) -> None:
+        attempt = self.term.attempt_started(leg.peer, self.now)
+        if attempt is None:
+            log.info(
+                "refused connection on {termination}: no more attempts taken",
+                termination=self.term.id,
+                stream=self.term.stream,
+                peer=leg.peer,
+                iq_context=self.iq_context,
+            )
+            leg.refuse()
+            return
+        leg.attempt = attempt
+        self.legs[attempt] = leg
+        self._reschedule()
+
+    def certificate_presented(self, leg: AccessTLSProtocol, der: bytes | None) -> bool:
+        if leg.attempt is None:
+            return False
+        return self.term.certificate_presented(leg.attempt, der, self.now)
+
+    def handshake_done(self, leg: AccessTLSProtocol, der: bytes | None) -> None:
+        if leg.attempt is None:
+            return
+        self._apply(self.term.handshake_done(leg.attempt, der, self.now))
+
+    def handshake_failed(self, leg: AccessTLSProtocol, reasons: list[str]) -> None:
+        if leg.attempt is None:
+            return
+        cause = classify_handshake_error(reasons)
+        if leg.handshake_complete:
+            # A TLS error after acceptance: the session is over.
+            self._apply(
+                self.term.leg_closed("access", clean=False, reason="tls-error", now=self.now)
+            )
+            return
+        self._apply(self.term.handshake_failed(leg.attempt, cause, self.now, "; ".join(reasons)))
+
+    def access_connect_failed(self, reason: Failure) -> None:
+        attempt = self.term.attempt_started(str(self.ue_address), self.now)
+        if attempt is not None:
+            self._apply(
+                self.term.handshake_failed(
+                    attempt, "connection-failed", self.now, reason.getErrorMessage()
+                )
+            )
+
+    def data_from_ue(self, leg: AccessTLSProtocol, data: bytes) -> None:
+        self.term.relayed("to_core", len(data), self.now)
+        if self.core is not None:
+            self.core.transport.write(data)
+
+    def ue_eof(self, leg: AccessTLSProtocol) -> None:
+        if self.core is not None:
+            self.core.transport.loseWriteConnection()
+
+    def leg_lost(self, leg: AccessTLSProtocol, reason: Failure) -> None:
+        if leg.attempt is not None:
+            self.legs.pop(leg.attempt, None)
+        if leg is self.access:
+            clean = reason.check(ConnectionDone) is not None
+            self._apply(self.term.leg_closed("access", clean=clean, reason="reset", now=self.now))
+        elif leg.attempt is not None:
+            self._apply(self.term.attempt_lost(leg.attempt, self.now))
+
+    # -- core side --
+
+    def core_connected(self, leg: _CoreLeg) -> None:
+        self.core = leg
+        if self.core_port is not None:
+            # One core connection per termination: stop listening once it is there.
+            self.core_port.stopListening()
+        self._apply(self.term.core_connected(self.now))
+
+    def core_connect_failed(self, reason: Failure) -> None:
+        self._apply(self.term.core_failed(reason.getErrorMessage(), self.now))
+
+    def from_core(self, data: bytes) -> None:
+        self.term.relayed("to_ue", len(data), self.now)
+        if self.access is not None:
+            self.access.write_to_ue(data)
+
+    def core_eof(self) -> None:
+        if self.access is not None:
+            self.access.half_close()
+
+    def core_lost(self, leg: _CoreLeg, reason: Failure) -> None:
+        if leg is not self.core:
+            return
+        clean = reason.check(ConnectionDone) is not None
+        self._apply(self.term.leg_closed("core", clean=clean, reason="reset", now=self.now))
+
+    def connect_core(self) -> None:
+        if self.core_address is None or self.core is not None:
+            self.want_core_connect = True
+            return
+        self.want_core_connect = False
+        host, port = self.core_address
+        self.gateway.reactor.connectTCP(
+            host, port, _CoreFactory(self), timeout=10, bindAddress=(self.gateway.core_ip, 0)
+        )
+
+    # -- events --
+
+    def _fields(self) -> dict[str, object]:
+        return {
+            "termination": self.term.id,
+            "stream": self.term.stream,
+            "iq_context": self.iq_context,
+        }
+
+    def _apply(self, events: Iterable[Event]) -> None:
+        for event in events:
+            self._act(event)
+            self.gateway._notify(event)
+        self._reschedule()
+
+    def _act(self, event: Event) -> None:
+        if isinstance(event, TlsEstablished):
+            self.access = self.legs.get(event.attempt)
+            if self.access_port is not None:
+                self.access_port.stopListening()  # one verified session per termination
+                self.access_port = None
+            log.info(
+                "TLS established on {termination} with {peer}, fingerprint {fingerprint}",
+                peer=event.peer,
+                fingerprint=event.fingerprint.value,
+                **self._fields(),
+            )
+        elif isinstance(event, TlsFailure):
+            leg = self.legs.get(event.attempt)
+            if leg is not None:
+                leg.refuse()
+            log.warn(
+                "TLS refused on {termination} from {peer}: {cause}",
+                peer=event.peer,
+                cause=event.cause,
+                detail=event.detail,
+                **self._fields(),
+            )
+        elif isinstance(event, ConnectCore):
+            self.connect_core()
+        elif isinstance(event, StartRelay):
+            self._start_relay()
+        elif isinstance(event, TcpFailure):
+            log.warn(
+                "TCP failure on {termination}, {side} side: {reason}",
+                side=event.side,
+                reason=event.reason,
+                **self._fields(),
+            )
+        elif isinstance(event, StreamFailed):
+            self._close_access_side()
+            log.warn(
+                "stream failed on {termination}: no verified TLS session ({cause})",
+                cause=event.cause,
+                **self._fields(),
+            )
+        elif isinstance(event, Closed):
+            self._close_legs(abort=not event.clean)
+            log.info(
+                "relay closed on {termination}: {reason}",
+                reason=event.reason,
+                stats=event.stats.as_dict(),
+                **self._fields(),
+            )
+
+    def _start_relay(self) -> None:
+        access, core = self.access, self.core
+        if access is None or core is None:
+            return
+        # Each transport is the other's producer: a slow side slows the other, memory bounded.
+        core.transport.registerProducer(access.transport, True)
+        access.transport.registerProducer(core.transport, True)
+        core.relaying = True
+        access.start_relay(lambda data: self.data_from_ue(access, data))
+        core.transport.resumeProducing()
+
+    def _close_access_side(self) -> None:
+        if self.access_port is not None:
+            self.access_port.stopListening()
+            self.access_port = None
+        for leg in list(self.legs.values()):
+            if leg is not self.access:
+                leg.refuse()
+
+    def _close_legs(self, *, abort: bool) -> None:
+        self._close_access_side()
+        if self.core_port is not None:
+            self.core_port.stopListening()
+            self.core_port = None
+        if self.access is not None:
+            self.access.close(abort=abort)
+        if self.core is not None:
+            if abort:
+                self.core.transport.abortConnection()
+            else:
+                self.core.transport.loseConnection()
+
+    def _reschedule(self) -> None:
+        deadline = self.term.next_deadline()
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+        if deadline is not None and not self.released:
+            delay = max(0.0, deadline - self.now)
+            self.timer = self.gateway.reactor.callLater(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        self._apply(self.term.poll(self.now))
+
+
+class AccessGateway:
+    """The IMS-AGW media plane: reserves terminations, pins UE certificates, relays to the core."""
+
+    def __init__(
+        self,
+        access_ip: str,
+        core_ip: str,
+        identity: CertAndKey,
+        *,
+        ports: PortRange | None = None,
+        reactor: Any = None,
+        keylog: Path | None = None,
+        timers: Timers | None = None,
+        early_policy: EarlyHandshakePolicy = "hold",
+        accepted_hashes: Iterable[str] = HASH_FUNCS,
+        fingerprint_hash: str = "sha-256",
+        read_size: int = DEFAULT_READ_SIZE,
+        observer: Callable[[Event], None] | None = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        if early_policy not in ("hold", "reject"):
+            raise LocalAccessGwError(
+                f"early handshake policy must be hold or reject, not {early_policy!r}"
+            )
+        self.reactor = reactor
+        self.access_ip = access_ip
+        self.core_ip = core_ip
+        self.identity = identity
+        self.ports = ports
+        self.timers = timers or Timers()
+        self.early_policy = early_policy
+        self.accepted_hashes = tuple(accepted_hashes)
+        self.fingerprint_hash = fingerprint_hash
+        self.read_size = read_size
+        self.observers: list[Callable[[Event], None]] = [observer] if observer else []
+        writer = KeyLogWriter(keylog) if keylog is not None else None
+        self.server_context = make_context(identity, "server", keylog=writer)
+        self.client_context = make_context(identity, "client", keylog=writer)
+        for ctx in (self.server_context, self.client_context):
+            ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
+        self._allocators: dict[str, PortAllocator] = {}
+        self._sessions: dict[str, _Session] = {}
+        self._next_id = 1
+
+    # -- API --
+
+    def fingerprint(self, hash_func: str | None = None) -> Fingerprint:
+        """The AGW's own certificate fingerprint (default hash from the configuration)."""
+        return self.identity.fingerprint(hash_func or self.fingerprint_hash)
+
+    def reserve(
+        self,
+        *,
+        stream: str = "1",
+        tls_role: TlsRole = "server",
+        core_role: CoreRole = "connect",
+        fingerprints: Iterable[Fingerprint] = (),
+        iq_context: str | None = None,
+        termination: str | None = None,
+    ) -> Reservation:
+        """Reserve a termination pair (access + core): binds the listening ports now.
+
+        Raises :class:`PortsExhausted` (H.248 510) when the port range has no free port."""
+        if tls_role not in ("server", "client"):
+            raise InvalidRequest(termination or "$", tls_role, "TLS role must be server or client")
+        if core_role not in ("listen", "connect"):
+            raise InvalidRequest(
+                termination or "$", core_role, "core role must be listen or connect"
+            )
+        term_id = termination or f"agw/{self._next_id}"
+        self._next_id += 1
+        if term_id in self._sessions:
+            raise InvalidRequest(term_id, term_id, "termination id already in use")
+        term = Termination(
+            id=term_id,
+            stream=stream,
+            tls_role=tls_role,
+            core_role=core_role,
+            timers=self.timers,
+            early_policy=self.early_policy,
+            accepted_hashes=self.accepted_hashes,
+        )
+        session = _Session(self, term, iq_context)
+        try:
+            if tls_role == "server":
+                session.access_port, session.access_port_number = self._listen(
+                    self.access_ip, _AccessFactory(session, "server")
+                )
+                term.listen()
+            if core_role == "listen":
+                session.core_port, session.core_port_number = self._listen(
+                    self.core_ip, _CoreFactory(session)
+                )
+        except Exception:
+            self._free_ports(session)
+            if session.access_port is not None:
+                session.access_port.stopListening()
+            raise
+        self._sessions[term_id] = session
+        fps = tuple(fingerprints)
+        if fps:
+            session._apply(term.configure(fps, session.now))
+        log.info(
+            "reserved {termination} (TLS {tls_role}, core {core_role}) access port {access_port}"
+            " core port {core_port}",
+            termination=term_id,
+            stream=stream,
+            iq_context=iq_context,
+            tls_role=tls_role,
+            core_role=core_role,
+            access_port=session.access_port_number,
+            core_port=session.core_port_number,
+        )
+        return Reservation(
+            termination=term_id,
+            stream=stream,
+            access_ip=self.access_ip,
+            access_port=session.access_port_number,
+            core_ip=self.core_ip,
+            core_port=session.core_port_number,
+            fingerprint=self.fingerprint(),
+        )
+
+    def configure(
+        self,
+        termination: str,
+        *,
+        fingerprints: Iterable[Fingerprint] | None = None,
+        ue_address: Address | None = None,
+        core_address: Address | None = None,
+        establish_tls: bool = False,
+    ) -> None:
+        """Give a termination the UE's fingerprints, the remote addresses, or the "establish TLS
+        session" signal (AGW as TLS client: connect to ``ue_address`` now)."""
+        session = self._session(termination)
+        term = session.term
+        if establish_tls and term.tls_role != "client":
+            raise InvalidRequest(termination, "establish-tls", "the AGW is TLS server here")
+        if establish_tls and (ue_address or session.ue_address) is None:
+            raise InvalidRequest(termination, None, "establish TLS needs the UE address")
+        if ue_address is not None:
+            session.ue_address = ue_address
+        if core_address is not None:
+            if term.core_role != "connect":
+                raise InvalidRequest(termination, core_address, "the core connects to the AGW here")
+            session.core_address = core_address
+        events = term.configure(
+            None if fingerprints is None else tuple(fingerprints),
+            session.now,
+            establish_tls=establish_tls,
+        )
+        session._apply(events)
+        if session.want_core_connect and session.core_address is not None:
+            session.connect_core()
+        if establish_tls and session.ue_address is not None and term.state is State.CONNECTING:
+            host, port = session.ue_address
+            self.reactor.connectTCP(
+                host,
+                port,
+                _AccessClientFactory(session, "client"),
+                timeout=self.timers.handshake,
+                bindAddress=(self.access_ip, 0),
+            )
+
+    def release(self, termination: str) -> TerminationStats:
+        """Subtract: close both legs, free the ports, return the statistics."""
+        session = self._session(termination)
+        stats = session.term.release(session.now)
+        session.released = True
+        if session.timer is not None and session.timer.active():
+            session.timer.cancel()
+        session._close_legs(abort=False)
+        self._free_ports(session)
+        del self._sessions[termination]
+        log.info(
+            "released {termination}",
+            termination=termination,
+            stream=stats.stream,
+            iq_context=session.iq_context,
+            stats=stats.as_dict(),
+        )
+        return stats
+
+    def stats(self, termination: str) -> TerminationStats:
+        return self._session(termination).term.stats()
+
+    def state(self, termination: str) -> State:
+        return self._session(termination).term.state
+
+    @property
+    def terminations(self) -> list[str]:
+        return list(self._sessions)
+
+    def add_observer(self, observer: Callable[[Event], None]) -> None:
+        self.observers.append(observer)
+
+    def close(self) -> None:
+        """Release every termination (shutdown)."""
+        for term_id in list(self._sessions):
+            self.release(term_id)
+
+    # -- internals --
+
+    def _session(self, termination: str) -> _Session:
+        session = self._sessions.get(termination)
+        if session is None:
+            raise UnknownTermination(termination)
+        return session
+
+    def _notify(self, event: Event) -> None:
+        for observer in self.observers:
+            try:
+                observer(event)
+            except Exception:
+                log.failure("observer failed on {event!r}", event=event)
+
+    def _listen(self, address: str, factory: Factory) -> tuple[Any, int]:
+        if self.ports is None:
+            port = self.reactor.listenTCP(0, factory, interface=address)
+            return port, int(port.getHost().port)
+        allocator = self._allocators.setdefault(address, PortAllocator(address, self.ports))
+        busy: set[int] = set()
+        while True:
+            number = allocator.allocate(skip=frozenset(busy))
+            try:
+                port = self.reactor.listenTCP(number, factory, interface=address)
+            except CannotListenError:
+                allocator.free(number)
+                busy.add(number)
+                if len(busy) >= len(self.ports):
+                    raise PortsExhausted(address, self.ports.low, self.ports.high) from None
+                continue
+            return port, number
+
+    def _free_ports(self, session: _Session) -> None:
+        for address, number in (
+            (self.access_ip, session.access_port_number),
+            (self.core_ip, session.core_port_number),
+        ):
+            allocator = self._allocators.get(address)
+            if allocator is not None and number is not None:
+                allocator.free(number)
+
+
+__all__ = [
+    "DEFAULT_READ_SIZE",
+    "AccessGateway",
+    "FailureCause",
+    "Reservation",
+]

@@ -1,0 +1,865 @@
+"""The Iq link over TCP or mutual-certificate TLS (Twisted edge).
+
+Two public ends:
+
+- :class:`IqController`, the IMS-ALG end used by the P-CSCF: listens on its Iq address; AGWs
+  connect and register with ServiceChange; ``reserve``/``configure``/``release`` return
+  Deferreds of typed replies; ``subscribe`` delivers Notify events and gateway state changes.
+- :class:`IqAgent`, the IMS-AGW end used by the access gateway: connects to the ALG, registers,
+  reconnects with backoff and registers again, serves requests through a
+  :class:`GatewayHandler`, sends events with ``notify`` and says Forced on ``stop``.
+
+Both ends share :class:`IqLinkProtocol`: TPKT framing, H.248 text, transaction ids, a timeout
+per request, at-most-once handling of duplicate requests (cached replies, ``Pending`` while a
+request is still being served), unknown replies logged and dropped, every pending request failed
+with :class:`LinkLost` when the link goes down, and seeded fault injection.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, TypeAlias, cast
+
+import attrs
+from OpenSSL import SSL
+from twisted.internet import defer
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IHandshakeListener,
+    IListeningPort,
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
+    IReactorSSL,
+    IReactorTCP,
+    IReactorTime,
+)
+from twisted.internet.protocol import ClientFactory, Factory, connectionDone
+from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from certs.fingerprint import Fingerprint, matching_fingerprint
+from certs.tls import Role, peer_certificate_der
+from iq import codec, profile
+from iq.codec import (
+    Action,
+    ErrorDescriptor,
+    Message,
+    TransactionPending,
+    TransactionReply,
+    TransactionRequest,
+)
+from iq.config import IqTlsConfig
+from iq.errors import (
+    ERROR_TEXTS,
+    CodecError,
+    IqTimeout,
+    LinkLost,
+    LocalIqError,
+    NotInService,
+    RemoteIqError,
+)
+from iq.tpkt import TpktDecoder, frame
+from iq.transactions import (
+    IN_PROGRESS,
+    FaultInjector,
+    FaultPlan,
+    ReplyCache,
+    TransactionIds,
+)
+
+log = Logger(namespace="iq")
+
+DEFAULT_PORT = 2944
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_PENDING_INTERVAL = 1.0
+
+
+def _creator(tls: IqTlsConfig, role: Role) -> _ContextFactory:
+    return _ContextFactory(tls.context(role))
+
+
+@implementer(IOpenSSLServerConnectionCreator, IOpenSSLClientConnectionCreator)
+class _ContextFactory:
+    """Connection creator for Twisted's TLS: connections of one prepared pyOpenSSL context."""
+
+    def __init__(self, ctx: SSL.Context) -> None:
+        self._ctx = ctx
+
+    def serverConnectionForTLS(self, protocol: object) -> SSL.Connection:
+        return SSL.Connection(self._ctx, None)
+
+    def clientConnectionForTLS(self, protocol: object) -> SSL.Connection:
+        return SSL.Connection(self._ctx, None)
+
+
+class _LinkOwner(Protocol):
+    def link_ready(self, link: IqLinkProtocol) -> None: ...
+
+    def link_lost(self, link: IqLinkProtocol, reason: Failure) -> None: ...
+
+    def handle_request(
+        self, link: IqLinkProtocol, message: Message, request: TransactionRequest
+    ) -> defer.Deferred[TransactionReply]: ...
+
+
+@attrs.define
+class _Pending:
+    deferred: defer.Deferred[TransactionReply]
+    timer: IDelayedCall
+    timeout: float
+    what: str
+
+
+def error_descriptor(exc: BaseException) -> ErrorDescriptor:
+    """The H.248 error descriptor for an exception (500 for anything unexpected)."""
+    if isinstance(exc, RemoteIqError):
+        text = exc.reason if not exc.where else f"{exc.reason} ({exc.where})"
+        return ErrorDescriptor(exc.code, _printable(text))
+    return ErrorDescriptor(500, ERROR_TEXTS[500])
+
+
+def _printable(text: str) -> str:
+    return "".join(ch if ch.isprintable() and ch != '"' else "?" for ch in text)[:200]
+
+
+@implementer(IHandshakeListener)
+class IqLinkProtocol(TwistedProtocol):
+    """One Iq connection, either end. Owned by an :class:`IqController` or :class:`IqAgent`."""
+
+    def __init__(
+        self,
+        owner: _LinkOwner,
+        *,
+        mid: str,
+        reactor: IReactorTime,
+        tls: IqTlsConfig | None,
+        faults: FaultPlan | None,
+    ) -> None:
+        self.owner = owner
+        self.mid = mid
+        self.reactor = reactor
+        self.tls = tls
+        self.faults = FaultInjector(faults) if faults is not None else None
+        self.peer = "?"
+        self.peer_mid: str | None = None
+        self.ready = False
+        self.closed = False
+        self._decoder = TpktDecoder()
+        self._early: list[bytes] = []
+        self._ids = TransactionIds()
+        self._pending: dict[int, _Pending] = {}
+        self._replies = ReplyCache()
+        #: Seconds between Pending messages while a request is being served.
+        self.pending_interval = DEFAULT_PENDING_INTERVAL
+        self._cut = False
+
+    # -- connection
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()  # type: ignore[union-attr]
+        self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        if self.tls is None:
+            self._become_ready()
+
+    def handshakeCompleted(self) -> None:
+        assert self.tls is not None
+        conn = cast(SSL.Connection, self.transport.getHandle())  # type: ignore[union-attr]
+        der = peer_certificate_der(conn)
+        match = None if der is None else matching_fingerprint(der, self.tls.peer_fingerprints)
+        if match is None:
+            log.warn(
+                "Iq peer {peer} refused: certificate matches no pinned fingerprint",
+                peer=self.peer,
+            )
+            self.transport.abortConnection()  # type: ignore[union-attr]
+            return
+        log.info(
+            "Iq TLS peer {peer} verified ({fingerprint})", peer=self.peer, fingerprint=match.value
+        )
+        self._become_ready()
+
+    def _become_ready(self) -> None:
+        self.ready = True
+        early, self._early = self._early, []
+        self.owner.link_ready(self)
+        for data in early:
+            self.dataReceived(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.closed = True
+        self.ready = False
+        # The owner learns first (gateway out of service), then every pending request fails.
+        self.owner.link_lost(self, reason)
+        pending, self._pending = self._pending, {}
+        for tid, entry in pending.items():
+            if entry.timer.active():
+                entry.timer.cancel()
+            entry.deferred.errback(
+                LinkLost(
+                    f"Iq link to {self.peer} lost with transaction {tid} pending ({entry.what})"
+                )
+            )
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.loseConnection()
+
+    # -- receiving
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.ready:
+            # Never use a byte from a TLS peer before its certificate was checked.
+            self._early.append(data)
+            return
+        try:
+            payloads = self._decoder.feed(data)
+        except CodecError as exc:
+            log.warn(
+                "Iq framing from {peer} broken, closing: {error}", peer=self.peer, error=str(exc)
+            )
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        for payload in payloads:
+            if self.closed:
+                return
+            self._message_received(payload)
+
+    def _message_received(self, payload: bytes) -> None:
+        try:
+            message = codec.decode(payload)
+        except CodecError as exc:
+            log.warn("Iq message from {peer} refused: {error}", peer=self.peer, error=str(exc))
+            err = ErrorDescriptor(exc.code, _printable(f"{exc.reason} at {exc.where}"))
+            if exc.transaction_id is not None:
+                self._send(Message(self.mid, (TransactionReply(exc.transaction_id, error=err),)))
+            else:
+                self._send(Message(self.mid, error=err))
+            return
+        if message.error is not None:
+            log.warn(
+                "Iq peer {peer} reports error {code} {text}",
+                peer=self.peer,
+                code=message.error.code,
+                text=message.error.text,
+            )
+            return
+        self.peer_mid = message.mid
+        for transaction in message.transactions:
+            if isinstance(transaction, TransactionRequest):
+                self._request_received(message, transaction)
+            elif isinstance(transaction, TransactionReply):
+                self._reply_received(transaction)
+            else:
+                self._pending_received(transaction)
+
+    def _request_received(self, message: Message, request: TransactionRequest) -> None:
+        tid = request.transaction_id
+        seen = self._replies.seen(tid, self.reactor.seconds())
+        if seen == IN_PROGRESS:
+            log.info("Iq duplicate of transaction {tid} in progress: Pending", tid=tid)
+            self._send(Message(self.mid, (TransactionPending(tid),)))
+            return
+        if seen is not None:
+            log.info("Iq duplicate of transaction {tid}: cached reply", tid=tid)
+            self._write_encoded(seen)
+            return
+        self._replies.start(tid, self.reactor.seconds())
+        d = defer.maybeDeferred(self.owner.handle_request, self, message, request)
+        ticker: list[IDelayedCall] = []
+
+        def still_working() -> None:
+            # H.248.1 section 8.2.3: Pending tells the requester to keep waiting.
+            if not self.closed:
+                self._send(Message(self.mid, (TransactionPending(tid),)))
+                ticker[:] = [self.reactor.callLater(self.pending_interval, still_working)]
+
+        if not d.called:
+            ticker.append(self.reactor.callLater(self.pending_interval, still_working))
+
+        def stop_ticker(result: object) -> object:
+            for call in ticker:
+                if call.active():
+                    call.cancel()
+            return result
+
+        d.addBoth(stop_ticker)
+
+        def failed(failure: Failure) -> TransactionReply:
+            if not failure.check(RemoteIqError):
+                log.failure("Iq transaction {tid} failed", failure, tid=tid)
+            return TransactionReply(tid, error=error_descriptor(failure.value))
+
+        def send(reply: TransactionReply) -> None:
+            try:
+                data = codec.encode(Message(self.mid, (reply,)))
+            except LocalIqError as exc:
+                log.error("Iq reply {tid} cannot be encoded: {error}", tid=tid, error=str(exc))
+                err = TransactionReply(tid, error=ErrorDescriptor(500, ERROR_TEXTS[500]))
+                data = codec.encode(Message(self.mid, (err,)))
+            self._replies.finish(tid, data, self.reactor.seconds())
+            if not self.closed:
+                self._write_encoded(data)
+
+        d.addErrback(failed).addCallback(send).addErrback(
+            lambda f: log.failure("Iq reply {tid} not sent", f, tid=tid)
+        )
+
+    def _reply_received(self, reply: TransactionReply) -> None:
+        entry = self._pending.pop(reply.transaction_id, None)
+        if entry is None:
+            log.warn(
+                "Iq reply to unknown transaction {tid} from {peer} dropped",
+                tid=reply.transaction_id,
+                peer=self.peer,
+            )
+            return
+        if entry.timer.active():
+            entry.timer.cancel()
+        entry.deferred.callback(reply)
+
+    def _pending_received(self, pending: TransactionPending) -> None:
+        entry = self._pending.get(pending.transaction_id)
+        if entry is None:
+            log.warn("Iq Pending for unknown transaction {tid} dropped", tid=pending.transaction_id)
+            return
+        if entry.timer.active():
+            entry.timer.reset(entry.timeout)
+
+    # -- sending
+
+    def request(
+        self, actions: tuple[Action, ...], *, timeout: float, what: str = ""
+    ) -> defer.Deferred[TransactionReply]:
+        """Send a transaction request; the Deferred fires with the reply, or fails with
+        :class:`IqTimeout` / :class:`LinkLost`."""
+        if self.closed or not self.ready:
+            return defer.fail(LinkLost(f"Iq link to {self.peer} is not up"))
+        tid = self._ids.allocate()
+        data = codec.encode(Message(self.mid, (TransactionRequest(tid, actions),)))
+        d: defer.Deferred[TransactionReply] = defer.Deferred()
+
+        def expire() -> None:
+            entry = self._pending.pop(tid, None)
+            if entry is not None:
+                log.warn(
+                    "Iq transaction {tid} ({what}) to {peer} timed out after {timeout}s",
+                    tid=tid,
+                    what=what,
+                    peer=self.peer,
+                    timeout=timeout,
+                )
+                entry.deferred.errback(
+                    IqTimeout(f"no reply to transaction {tid} ({what}) within {timeout}s")
+                )
+
+        self._pending[tid] = _Pending(d, self.reactor.callLater(timeout, expire), timeout, what)
+        self._write_encoded(data)
+        return d
+
+    def _send(self, message: Message) -> None:
+        self._write_encoded(codec.encode(message))
+
+    def _write_encoded(self, data: bytes) -> None:
+        if self.closed or self._cut:
+            return
+        packet = frame(data)
+        if self.faults is None:
+            self.transport.write(packet)  # type: ignore[union-attr]
+            return
+        decision = self.faults.next()
+        if decision.copies == 0:
+            log.info("Iq fault injection: message to {peer} dropped", peer=self.peer)
+        if decision.disconnect:
+            self._cut = True
+
+        def deliver() -> None:
+            if self.closed or self.transport is None:
+                return
+            for _ in range(decision.copies):
+                self.transport.write(packet)
+            if decision.disconnect:
+                log.info("Iq fault injection: link to {peer} cut", peer=self.peer)
+                self.transport.abortConnection()  # type: ignore[attr-defined]
+
+        if decision.delay:
+            self.reactor.callLater(decision.delay, deliver)
+        else:
+            deliver()
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+
+class _LinkFactory(Factory):
+    def __init__(
+        self,
+        owner: _LinkOwner,
+        *,
+        mid: str,
+        reactor: IReactorTime,
+        tls: IqTlsConfig | None,
+        faults: FaultPlan | None,
+    ) -> None:
+        self.owner = owner
+        self.mid = mid
+        self.reactor = reactor
+        self.tls = tls
+        self.faults = faults
+
+    def buildProtocol(self, addr: Any) -> IqLinkProtocol:
+        return IqLinkProtocol(
+            self.owner, mid=self.mid, reactor=self.reactor, tls=self.tls, faults=self.faults
+        )
+
+
+def _default_reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+# --------------------------------------------------------------------------- ALG end
+
+
+@attrs.frozen
+class IqNotification:
+    """An event a gateway reported, with the call id of its context if known."""
+
+    gateway: str
+    call_id: str | None
+    event: profile.IqEvent
+
+
+@attrs.frozen
+class GatewayStatus:
+    """A gateway came into service (registered) or went out of it (Forced, link lost)."""
+
+    gateway: str
+    in_service: bool
+    reason: str
+
+
+ControllerEvent: TypeAlias = IqNotification | GatewayStatus
+
+
+@attrs.define
+class _Gateway:
+    mid: str
+    link: IqLinkProtocol
+    in_service: bool = True
+    contexts: dict[int, tuple[str, set[str]]] = attrs.field(factory=dict)
+
+
+class IqController:
+    """The IMS-ALG end of Iq.
+
+    Gateways are named by the mId they register with (e.g. ``<agw1.example.net>``). Several may
+    register; :meth:`gateways_in_service` lists them in registration order."""
+
+    def __init__(
+        self,
+        *,
+        mid: str = "[127.0.0.1]:2944",
+        tls: IqTlsConfig | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        faults: FaultPlan | None = None,
+        reactor: Any = None,
+    ) -> None:
+        self.mid = mid
+        self.tls = tls
+        self.timeout = timeout
+        self.faults = faults
+        self.reactor = reactor if reactor is not None else _default_reactor()
+        self._gateways: dict[str, _Gateway] = {}
+        self._links: set[IqLinkProtocol] = set()
+        self._subscribers: list[Callable[[ControllerEvent], None]] = []
+
+    def listen(self, port: int = DEFAULT_PORT, interface: str = "127.0.0.1") -> IListeningPort:
+        """Listen for AGWs (TLS if configured). Port 0 picks a free port: see ``getHost()``."""
+        factory = _LinkFactory(
+            self, mid=self.mid, reactor=self.reactor, tls=self.tls, faults=self.faults
+        )
+        if self.tls is not None:
+            return cast(IReactorSSL, self.reactor).listenSSL(
+                port, factory, _creator(self.tls, "server"), interface=interface
+            )
+        return cast(IReactorTCP, self.reactor).listenTCP(port, factory, interface=interface)
+
+    def gateways_in_service(self) -> list[str]:
+        return [g.mid for g in self._gateways.values() if g.in_service]
+
+    def subscribe(self, callback: Callable[[ControllerEvent], None]) -> Callable[[], None]:
+        """Call ``callback`` with every :class:`IqNotification` and :class:`GatewayStatus`;
+        returns a function that unsubscribes."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
+
+    def call_id_of(self, gateway: str, context: int) -> str | None:
+        gw = self._gateways.get(gateway)
+        entry = gw.contexts.get(context) if gw else None
+        return entry[0] if entry else None
+
+    def reserve(
+        self, gateway: str, request: profile.ReserveRequest, *, timeout: float | None = None
+    ) -> defer.Deferred[profile.ReserveReply]:
+        d = self._request(gateway, request, timeout)
+
+        def remember(reply: profile.IqReply) -> profile.ReserveReply:
+            assert isinstance(reply, profile.ReserveReply)
+            gw = self._gateways.get(gateway)
+            if gw is not None:
+                _, terms = gw.contexts.setdefault(reply.context, (request.call_id, set()))
+                for s in reply.streams:
+                    terms.update((s.access_termination, s.core_termination))
+            return reply
+
+        return d.addCallback(remember)
+
+    def configure(
+        self, gateway: str, request: profile.ConfigureRequest, *, timeout: float | None = None
+    ) -> defer.Deferred[profile.ConfigureReply]:
+        return cast(
+            "defer.Deferred[profile.ConfigureReply]", self._request(gateway, request, timeout)
+        )
+
+    def release(
+        self, gateway: str, request: profile.ReleaseRequest, *, timeout: float | None = None
+    ) -> defer.Deferred[profile.ReleaseReply]:
+        d = self._request(gateway, request, timeout)
+
+        def forget(reply: profile.IqReply) -> profile.ReleaseReply:
+            assert isinstance(reply, profile.ReleaseReply)
+            gw = self._gateways.get(gateway)
+            entry = gw.contexts.get(request.context) if gw else None
+            if gw is not None and entry is not None:
+                entry[1].difference_update(s.termination for s in reply.statistics)
+                if not request.terminations or not entry[1]:
+                    del gw.contexts[request.context]
+            return reply
+
+        return d.addCallback(forget)
+
+    def stop(self) -> None:
+        """Close every link (the listening port is the caller's to stop)."""
+        for link in list(self._links):
+            link.close()
+
+    # -- internals
+
+    def _request(
+        self, gateway: str, request: profile.IqRequest, timeout: float | None
+    ) -> defer.Deferred[profile.IqReply]:
+        gw = self._gateways.get(gateway)
+        if gw is None or not gw.in_service:
+            return defer.fail(NotInService(f"gateway {gateway} is not in service"))
+        what = type(request).__name__
+        d = gw.link.request(
+            profile.encode_request(request),
+            timeout=self.timeout if timeout is None else timeout,
+            what=what,
+        )
+
+        def typed(reply: TransactionReply) -> profile.IqReply:
+            profile.reply_error(reply.actions, reply.error)
+            return profile.decode_reply(request, reply.actions)
+
+        return d.addCallback(typed)
+
+    def _emit(self, event: ControllerEvent) -> None:
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:
+                log.failure("Iq subscriber failed on {event!r}", event=event)
+
+    def link_ready(self, link: IqLinkProtocol) -> None:
+        self._links.add(link)
+        log.info("Iq link from {peer} up", peer=link.peer)
+
+    def link_lost(self, link: IqLinkProtocol, reason: Failure) -> None:
+        self._links.discard(link)
+        for gw in list(self._gateways.values()):
+            if gw.link is link:
+                del self._gateways[gw.mid]
+                log.warn("Iq gateway {gateway} out of service: link lost", gateway=gw.mid)
+                if gw.in_service:
+                    self._emit(GatewayStatus(gw.mid, False, "link lost"))
+
+    def handle_request(
+        self, link: IqLinkProtocol, message: Message, request: TransactionRequest
+    ) -> defer.Deferred[TransactionReply]:
+        op = profile.decode_request(request.actions)
+        mid = message.mid
+        if isinstance(op, profile.ServiceChangeRequest):
+            return defer.succeed(self._service_change(link, mid, request, op))
+        gw = self._gateways.get(mid)
+        if gw is None or gw.link is not link:
+            raise RemoteIqError("gateway not registered", code=505, where=mid)
+        if not isinstance(op, profile.NotifyRequest):
+            raise RemoteIqError(f"{type(op).__name__} not served by the ALG", code=501)
+        entry = gw.contexts.get(op.event.context)
+        call_id = entry[0] if entry else None
+        log.info(
+            "Iq {kind} on {termination} context {iq_context} call {call_id} from {gateway}",
+            kind=op.event.kind,
+            termination=op.event.termination,
+            iq_context=op.event.context,
+            call_id=call_id,
+            gateway=mid,
+            cause=op.event.cause,
+            peer=op.event.peer,
+        )
+        self._emit(IqNotification(mid, call_id, op.event))
+        actions = profile.encode_reply(op, profile.NotifyReply())
+        return defer.succeed(TransactionReply(request.transaction_id, actions))
+
+    def _service_change(
+        self,
+        link: IqLinkProtocol,
+        mid: str,
+        request: TransactionRequest,
+        op: profile.ServiceChangeRequest,
+    ) -> TransactionReply:
+        old = self._gateways.get(mid)
+        if op.kind == "forced":
+            if old is not None and old.link is link and old.in_service:
+                old.in_service = False
+                log.info("Iq gateway {gateway} out of service (Forced)", gateway=mid)
+                self._emit(GatewayStatus(mid, False, "forced"))
+        else:
+            if old is not None and old.link is not link:
+                # The gateway came back on a new link before the old one was noticed dead.
+                del self._gateways[mid]
+                old.link.close()
+            self._gateways[mid] = _Gateway(mid, link)
+            log.info(
+                "Iq gateway {gateway} in service ({kind}) from {peer}",
+                gateway=mid,
+                kind=op.kind,
+                peer=link.peer,
+            )
+            self._emit(GatewayStatus(mid, True, op.kind))
+        actions = profile.encode_reply(op, profile.ServiceChangeReply())
+        return TransactionReply(request.transaction_id, actions)
+
+
+# --------------------------------------------------------------------------- AGW end
+
+
+class GatewayHandler(Protocol):
+    """What an access gateway implements to serve Iq. Each method returns the reply or a
+    Deferred of it, or raises (or fails with) a :class:`iq.errors.CommandError` such as
+    :class:`~iq.errors.InsufficientResources` (510) or :class:`~iq.errors.UnknownTermination`
+    (430), which the ALG receives as an H.248 error. Any other exception becomes 500."""
+
+    def reserve(
+        self, request: profile.ReserveRequest
+    ) -> profile.ReserveReply | defer.Deferred[profile.ReserveReply]: ...
+
+    def configure(
+        self, request: profile.ConfigureRequest
+    ) -> profile.ConfigureReply | defer.Deferred[profile.ConfigureReply]: ...
+
+    def release(
+        self, request: profile.ReleaseRequest
+    ) -> profile.ReleaseReply | defer.Deferred[profile.ReleaseReply]: ...
+
+
+class _AgentFactory(ClientFactory):
+    def __init__(self, agent: IqAgent) -> None:
+        self.agent = agent
+
+    def buildProtocol(self, addr: Any) -> IqLinkProtocol:
+        a = self.agent
+        return IqLinkProtocol(a, mid=a.mid, reactor=a.reactor, tls=a.tls, faults=a.faults)
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        self.agent._connect_failed(reason)
+
+
+class IqAgent:
+    """The IMS-AGW end of Iq: connects to the ALG at ``host:port`` and serves ``handler``."""
+
+    def __init__(
+        self,
+        handler: GatewayHandler,
+        host: str,
+        port: int = DEFAULT_PORT,
+        *,
+        mid: str = "<agw>",
+        tls: IqTlsConfig | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        faults: FaultPlan | None = None,
+        reactor: Any = None,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 10.0,
+        seed: int | None = None,
+    ) -> None:
+        self.handler = handler
+        self.host = host
+        self.port = port
+        self.mid = mid
+        self.tls = tls
+        self.timeout = timeout
+        self.faults = faults
+        self.reactor = reactor if reactor is not None else _default_reactor()
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self._random = random.Random(seed)
+        self._delay = backoff_initial
+        self._link: IqLinkProtocol | None = None
+        self._registered = False
+        self._ever_registered = False
+        self._running = False
+        self._retry: IDelayedCall | None = None
+        self._waiting: list[defer.Deferred[None]] = []
+        self.registrations = 0
+
+    @property
+    def registered(self) -> bool:
+        return self._registered
+
+    def start(self) -> None:
+        """Connect (and keep reconnecting) until :meth:`stop`."""
+        if not self._running:
+            self._running = True
+            self._connect()
+
+    def when_registered(self) -> defer.Deferred[None]:
+        """Fires once the ALG has accepted our ServiceChange (now, if it already has)."""
+        if self._registered:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._waiting.append(d)
+        return d
+
+    def notify(self, event: profile.IqEvent) -> defer.Deferred[None]:
+        """Report an event to the ALG; fires when the ALG acknowledged it."""
+        link = self._link
+        if link is None or not self._registered:
+            return defer.fail(LinkLost("Iq link to the ALG is not up"))
+        request = profile.NotifyRequest(event)
+        d = link.request(profile.encode_request(request), timeout=self.timeout, what="Notify")
+
+        def check(reply: TransactionReply) -> None:
+            profile.reply_error(reply.actions, reply.error)
+
+        return d.addCallback(check)
+
+    def stop(self) -> defer.Deferred[None]:
+        """ServiceChange Forced, then close the link; no more reconnecting."""
+        self._running = False
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        link = self._link
+        if link is None or not link.ready:
+            if link is not None:
+                link.close()
+            return defer.succeed(None)
+        request = profile.ServiceChangeRequest("forced")
+        d = link.request(profile.encode_request(request), timeout=self.timeout, what="Forced")
+
+        def close(_: object) -> None:
+            self._registered = False
+            link.close()
+
+        return d.addBoth(close)
+
+    # -- connection management
+
+    def _connect(self) -> None:
+        self._retry = None
+        factory = _AgentFactory(self)
+        if self.tls is not None:
+            cast(IReactorSSL, self.reactor).connectSSL(
+                self.host, self.port, factory, _creator(self.tls, "client")
+            )
+        else:
+            cast(IReactorTCP, self.reactor).connectTCP(self.host, self.port, factory)
+
+    def _schedule_reconnect(self) -> None:
+        if not self._running or (self._retry is not None and self._retry.active()):
+            return
+        delay = self._delay * (0.5 + self._random.random())
+        self._delay = min(self._delay * 2, self.backoff_max)
+        log.info(
+            "Iq reconnecting to {peer} in {delay:.2f}s",
+            peer=f"{self.host}:{self.port}",
+            delay=delay,
+        )
+        self._retry = self.reactor.callLater(delay, self._connect)
+
+    def _connect_failed(self, reason: Failure) -> None:
+        log.warn(
+            "Iq connection to {peer} failed: {error}",
+            peer=f"{self.host}:{self.port}",
+            error=reason.getErrorMessage(),
+        )
+        self._schedule_reconnect()
+
+    def link_ready(self, link: IqLinkProtocol) -> None:
+        self._link = link
+        kind: profile.ServiceChangeKind = "restart" if self._ever_registered else "register"
+        request = profile.ServiceChangeRequest(kind)
+        d = link.request(
+            profile.encode_request(request), timeout=self.timeout, what="ServiceChange"
+        )
+
+        def accepted(reply: TransactionReply) -> None:
+            profile.reply_error(reply.actions, reply.error)
+            self._registered = True
+            self._ever_registered = True
+            self._delay = self.backoff_initial
+            self.registrations += 1
+            log.info("Iq registered with the ALG at {peer} ({kind})", peer=link.peer, kind=kind)
+            waiting, self._waiting = self._waiting, []
+            for w in waiting:
+                w.callback(None)
+
+        def refused(failure: Failure) -> None:
+            log.warn(
+                "Iq registration with {peer} failed: {error}",
+                peer=link.peer,
+                error=failure.getErrorMessage(),
+            )
+            link.close()
+
+        d.addCallbacks(accepted, refused)
+
+    def link_lost(self, link: IqLinkProtocol, reason: Failure) -> None:
+        if link is self._link:
+            self._link = None
+            self._registered = False
+        log.info("Iq link to the ALG lost: {error}", error=reason.getErrorMessage())
+        self._schedule_reconnect()
+
+    def handle_request(
+        self, link: IqLinkProtocol, message: Message, request: TransactionRequest
+    ) -> defer.Deferred[TransactionReply]:
+        if not self._registered:
+            raise RemoteIqError("not registered yet", code=505)
+        op = profile.decode_request(request.actions)
+        method: Callable[[Any], Any]
+        if isinstance(op, profile.ReserveRequest):
+            method = self.handler.reserve
+        elif isinstance(op, profile.ConfigureRequest):
+            method = self.handler.configure
+        elif isinstance(op, profile.ReleaseRequest):
+            method = self.handler.release
+        else:
+            raise RemoteIqError(f"{type(op).__name__} not served by the AGW", code=501)
+        d = defer.maybeDeferred(method, op)
+
+        def encode(reply: profile.IqReply) -> TransactionReply:
+            return TransactionReply(request.transaction_id, profile.encode_reply(op, reply))
+
+        return d.addCallback(encode)
+
+
+def pinned(fingerprints: Iterable[str]) -> tuple[Fingerprint, ...]:
+    """Parse ``"sha-256 AB:..."`` strings (from configuration) into fingerprints."""
+    return tuple(Fingerprint.parse(f) for f in fingerprints)

@@ -1,0 +1,78 @@
+"""``e2ae pcscf``: run the P-CSCF (IMS-ALG) SIP proxy."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from pcscf.config import ConfigError, PcscfConfig, build_config, load_file
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "pcscf",
+        help="run the P-CSCF (IMS-ALG) SIP proxy",
+        description="P-CSCF (IMS-ALG): SIP proxy between UEs (Gm) and the core. "
+        "HOST:PORT with port 0 lets the system pick; the chosen ports are printed.",
+    )
+    parser.add_argument("--gm", metavar="HOST:PORT", help="SIP towards the UEs (UDP and TCP)")
+    parser.add_argument("--core", metavar="HOST:PORT", help="SIP towards the core (UDP and TCP)")
+    parser.add_argument("--next-hop", metavar="HOST:PORT", help="S-CSCF / next hop of the core")
+    parser.add_argument(
+        "--next-hop-transport", choices=("udp", "tcp"), help="transport to the next hop (udp)"
+    )
+    parser.add_argument("--iq", metavar="HOST:PORT", help="Iq address the AGWs connect to")
+    parser.add_argument(
+        "--iq-tls", metavar="PREFIX", help="Iq over TLS with PREFIX.crt and PREFIX.key"
+    )
+    parser.add_argument("--policy", metavar="FILE", type=Path, help="e2ae policy (TOML)")
+    parser.add_argument("--config", metavar="FILE", type=Path, help="config file (TOML)")
+    parser.add_argument(
+        "--check", action="store_true", help="validate the configuration, print it and exit"
+    )
+    parser.add_argument("--log-level", choices=("debug", "info", "warn", "error"), default="info")
+    parser.add_argument("--log-json", metavar="FILE", type=Path, help="JSON trace file")
+    parser.set_defaults(func=_run)
+
+
+def _config(args: argparse.Namespace) -> PcscfConfig:
+    values: dict[str, Any] = {}
+    inline = None
+    base = Path()
+    if args.config is not None:
+        values, inline = load_file(args.config)
+        base = args.config.parent
+    for key in ("gm", "core", "next_hop", "next_hop_transport", "iq", "iq_tls"):
+        value = getattr(args, key)
+        if value is not None:
+            values[key] = value
+    if args.policy is not None:
+        values["policy"] = str(args.policy.resolve())
+    return build_config(values, base=base, inline_policy=inline)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        config = _config(args)
+    except ConfigError as exc:
+        print(f"e2ae pcscf: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(
+            f"gm={_hp(config.gm)} core={_hp(config.core)} next-hop={_hp(config.next_hop)}"
+            f"/{config.next_hop_transport} iq={_hp(config.iq)}"
+            f" iq-tls={'yes' if config.iq_tls else 'no'}"
+        )
+        return 0
+    from lab.logsetup import start_logging
+    from pcscf.service import serve
+
+    start_logging(level=args.log_level, json_path=args.log_json)
+    return serve(config)
+
+
+def _hp(addr: tuple[str, int]) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

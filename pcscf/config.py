@@ -1,0 +1,127 @@
+"""Configuration of the ``e2ae pcscf`` service: addresses, next hop, Iq, policy. Pure.
+
+From command-line values and/or a TOML file (``[pcscf]`` table; its ``[e2ae]`` table, if any, is
+the policy, unless a separate ``policy`` file is named)::
+
+    [pcscf]
+    gm = "192.0.2.1:5060"          # SIP towards the UEs (UDP and TCP)
+    core = "203.0.113.1:5060"      # SIP towards the S-CSCF (UDP and TCP)
+    next_hop = "203.0.113.5:5060"  # where originating requests and REGISTER go
+    next_hop_transport = "udp"     # or "tcp"
+    iq = "203.0.113.1:2944"        # AGWs connect here (H.248 over TCP/TLS)
+    iq_tls = "certs/pcscf"         # certs/pcscf.crt + certs/pcscf.key (Iq over TLS)
+    policy = "policy.toml"
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from pcscf.policy import Policy, PolicyError, load_policy
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; says which one and why."""
+
+
+def parse_hostport(text: str, what: str, *, allow_zero: bool = True) -> tuple[str, int]:
+    """``HOST:PORT`` / ``[V6]:PORT`` with a literal IP address (we must know our own address to
+    put it into Via, Record-Route and Path)."""
+    text = str(text).strip()
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+    else:
+        host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {host!r} is not an IP address") from exc
+    if ip.is_unspecified:
+        raise ConfigError(f"{what}: {host} is a wildcard; give the address peers should use")
+    number = int(port)
+    if number > 65535 or (number == 0 and not allow_zero):
+        raise ConfigError(f"{what}: bad port {port}")
+    return host, number
+
+
+@attrs.frozen
+class PcscfConfig:
+    gm: tuple[str, int]
+    core: tuple[str, int]
+    next_hop: tuple[str, int]
+    iq: tuple[str, int]
+    next_hop_transport: str = "udp"
+    iq_tls: tuple[Path, Path] | None = None
+    policy: Policy = attrs.field(factory=Policy)
+
+
+def _iq_tls(prefix: str, base: Path) -> tuple[Path, Path]:
+    path = Path(prefix)
+    if not path.is_absolute():
+        path = base / path
+    cert, key = path.with_name(path.name + ".crt"), path.with_name(path.name + ".key")
+    for item in (cert, key):
+        if not item.is_file():
+            raise ConfigError(f"iq_tls: {item} does not exist (make it with `e2ae certs new`)")
+    return cert, key
+
+
+def build_config(
+    values: Mapping[str, Any],
+    *,
+    base: Path = Path(),
+    inline_policy: Mapping[str, Any] | None = None,
+) -> PcscfConfig:
+    """Validate the merged settings (command line over file)."""
+    known = {"gm", "core", "next_hop", "next_hop_transport", "iq", "iq_tls", "policy"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown [pcscf] key(s): {', '.join(unknown)}")
+    missing = [k for k in ("gm", "core", "next_hop", "iq") if not values.get(k)]
+    if missing:
+        raise ConfigError(f"missing setting(s): {', '.join(missing)}")
+    transport = str(values.get("next_hop_transport") or "udp").lower()
+    if transport not in ("udp", "tcp"):
+        raise ConfigError(f"next_hop_transport must be udp or tcp, not {transport!r}")
+    try:
+        if values.get("policy"):
+            path = Path(str(values["policy"]))
+            policy = load_policy(path if path.is_absolute() else base / path)
+        elif inline_policy is not None:
+            policy = Policy.from_mapping(inline_policy)
+        else:
+            policy = Policy()
+    except PolicyError as exc:
+        raise ConfigError(f"policy: {exc}") from exc
+    return PcscfConfig(
+        gm=parse_hostport(values["gm"], "gm"),
+        core=parse_hostport(values["core"], "core"),
+        next_hop=parse_hostport(values["next_hop"], "next_hop", allow_zero=False),
+        iq=parse_hostport(values["iq"], "iq"),
+        next_hop_transport=transport,
+        iq_tls=_iq_tls(str(values["iq_tls"]), base) if values.get("iq_tls") else None,
+        policy=policy,
+    )
+
+
+def load_file(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The ``[pcscf]`` and ``[e2ae]`` tables of a config file."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    table = data.get("pcscf", {})
+    policy = data.get("e2ae")
+    if not isinstance(table, dict) or (policy is not None and not isinstance(policy, dict)):
+        raise ConfigError(f"{path}: [pcscf] and [e2ae] must be tables")
+    return table, policy

@@ -1,0 +1,761 @@
+"""The e2ae SDP rewrite of the P-CSCF (IMS-ALG): pure, one function per offer/answer step.
+
+Steps (TS 33.328 clauses 7.2.1 and 7.3.1, PROTOCOL.md sections 1-3, 9, 10):
+
+- ``orig-offer``: an offer from the UE, rewritten towards the core;
+- ``orig-answer``: the core's answer to it, rewritten towards the UE;
+- ``term-offer``: an offer from the core, rewritten towards the UE;
+- ``term-answer``: the UE's answer to it, rewritten towards the core.
+
+Use, in the order a proxy needs it:
+
+1. :func:`plan_offer` ``(step, sdp, ue_mechanisms, policy) -> OfferPlan``: classify every stream
+   of an offer (:class:`StreamPlan`: treatment ``e2ae``/``e2e``/``passthrough``/``rejected``,
+   protos in and out, the UE's usable fingerprints, the a=setup values and the AGW's TLS role on
+   the access side, the offerer's address and port). Raises :class:`RemoteRewriteError` (SIP 488)
+   when an e2ae request has no usable fingerprint, or when policy refuses a TLS stream that asks
+   for neither e2ae nor KMS.
+2. Reserve one AGW access + core termination pair per ``plan.e2ae_streams`` (over Iq in the
+   proxy; :func:`deterministic_reservations` for the offline CLI), giving a
+   :class:`StreamReservation` each: addresses, ports, the AGW's fingerprint.
+3. :func:`rewrite_offer` ``(sdp, plan, reservations) -> RewriteResult``: the offer to forward and
+   the :class:`RewriteState` to keep for the answer.
+4. :func:`rewrite_answer` ``(step, sdp, state) -> RewriteResult``: the answer to forward, plus
+   :class:`AgwUpdate` per e2ae stream: what the AGW must now be told (the core peer's address,
+   port and the AGW's core-side setup after ``orig-answer``; the UE's fingerprints, address,
+   port and the AGW's access TLS role after ``term-answer``; or that the stream was rejected and
+   its terminations can be released).
+
+:meth:`RewriteState.to_json` / :meth:`RewriteState.from_json` make the state a JSON document
+(the CLI's ``--state`` file).
+
+Rules in short: streams that are not e2ae are not touched (byte for byte), m-line count and
+order never change. An e2ae stream gets the proto of the side it goes to, the AGW's port and a
+media-level ``c=`` of the AGW termination; towards the core every fingerprint and ``a=3ge2ae``
+is removed; towards the UE every fingerprint is replaced by exactly the AGW's, followed by
+``a=3ge2ae:applied`` (both appended at the end of the media section). When the SDP has e2ae
+streams, session-level ``a=fingerprint`` lines leave the session level, after being copied to
+every other stream with a TLS/DTLS proto and no fingerprint of its own. ``a=setup``: the AGW
+access side prefers passive, the UE's role is carried to the core side; a value is written only
+where it differs from what the line (or the RFC 4145 default) already says. See
+docs/sdp-rewrite.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, cast, get_args
+
+import attrs
+
+from certs.errors import InvalidFingerprint
+from certs.fingerprint import Fingerprint
+from pcscf.errors import LocalRewriteError, RemoteRewriteError, SdpError
+from pcscf.policy import Policy
+from pcscf.sdp import Connection, MediaSection, SessionDescription
+
+Step = Literal["orig-offer", "orig-answer", "term-offer", "term-answer"]
+STEPS: tuple[Step, ...] = get_args(Step)
+OFFER_STEPS: tuple[Step, ...] = ("orig-offer", "term-offer")
+ANSWER_STEPS: tuple[Step, ...] = ("orig-answer", "term-answer")
+Treatment = Literal["e2ae", "e2e", "passthrough", "rejected"]
+Setup = Literal["active", "passive", "actpass", "holdconn"]
+SETUPS: tuple[Setup, ...] = get_args(Setup)
+TlsRole = Literal["server", "client"]
+
+#: Plain proto towards the core -> TLS proto towards the UE, and the mechanism that governs it.
+TLS_PROTO: dict[str, str] = {"TCP/MSRP": "TCP/TLS/MSRP", "TCP/BFCP": "TCP/TLS/BFCP"}
+PLAIN_PROTO: dict[str, str] = {tls: plain for plain, tls in TLS_PROTO.items()}
+MECHANISM: dict[str, str] = {
+    "TCP/MSRP": "msrp-tls",
+    "TCP/TLS/MSRP": "msrp-tls",
+    "TCP/BFCP": "bfcp-tls",
+    "TCP/TLS/BFCP": "bfcp-tls",
+}
+#: RFC 4145: valid answers to each offered setup value.
+VALID_ANSWERS: dict[Setup, frozenset[Setup]] = {
+    "active": frozenset({"passive", "holdconn"}),
+    "passive": frozenset({"active", "holdconn"}),
+    "actpass": frozenset({"active", "passive", "holdconn"}),
+    "holdconn": frozenset({"holdconn"}),
+}
+_OPPOSITE: dict[Setup, Setup] = {
+    "active": "passive",
+    "passive": "active",
+    "holdconn": "holdconn",
+    "actpass": "passive",
+}
+STATE_VERSION = 1
+
+
+@attrs.frozen
+class StreamPlan:
+    """What the ALG does with one stream (one m-line), as decided from an offer.
+
+    ``fingerprints`` are the UE's usable ones (hash in the policy's accepted list), effective for
+    the stream (media level over session level); empty where the UE has not spoken yet
+    (``term-offer``). ``ue_setup`` is the UE's a=setup (offered in ``orig-offer``, answered in
+    ``term-answer``). ``access_setup`` / ``core_setup`` are the AGW's own a=setup towards the UE
+    and towards the core: for ``orig-offer`` the access one is the answer to come and the core
+    one is offered now; for ``term-offer`` the access one is offered now and the core one is
+    decided by the UE's answer. ``access_role`` is the AGW's TLS role towards the UE (``server``
+    when the UE connects, ``client`` when the AGW must establish TLS), ``None`` while undecided
+    or on hold. ``remote_address``/``remote_port`` are the offerer's (the UE in ``orig-offer``,
+    the core peer in ``term-offer``); ``offer_setup`` is the a=setup the offerer gave (RFC 4145
+    default ``active`` when absent).
+    """
+
+    index: int
+    media: str
+    proto_in: str
+    proto_out: str
+    treatment: Treatment
+    fingerprints: tuple[Fingerprint, ...] = ()
+    offer_setup: Setup | None = None
+    ue_setup: Setup | None = None
+    access_setup: Setup | None = None
+    core_setup: Setup | None = None
+    access_role: TlsRole | None = None
+    remote_address: str | None = None
+    remote_port: int | None = None
+
+
+@attrs.frozen
+class OfferPlan:
+    """The classification of an offer, stream by stream (index = m-line position)."""
+
+    step: Step
+    streams: tuple[StreamPlan, ...]
+    accepted_hash_funcs: tuple[str, ...]
+
+    @property
+    def e2ae_streams(self) -> tuple[StreamPlan, ...]:
+        """The streams that need an AGW reservation."""
+        return tuple(s for s in self.streams if s.treatment == "e2ae")
+
+
+@attrs.frozen
+class StreamReservation:
+    """What the AGW reserved for one e2ae stream: both terminations and its fingerprint."""
+
+    access_address: str
+    access_port: int
+    core_address: str
+    core_port: int
+    fingerprint: Fingerprint
+
+
+@attrs.frozen
+class StreamState:
+    """A stream's plan and, for an e2ae stream, its AGW reservation."""
+
+    plan: StreamPlan
+    reservation: StreamReservation | None = None
+
+
+@attrs.frozen
+class RewriteState:
+    """What an answer step needs from its offer step; JSON round-trips (the ``--state`` file)."""
+
+    step: Step
+    streams: tuple[StreamState, ...]
+    accepted_hash_funcs: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-compatible dict."""
+        return {
+            "version": STATE_VERSION,
+            "step": self.step,
+            "accepted_hash_funcs": list(self.accepted_hash_funcs),
+            "streams": [_stream_state_to_json(s) for s in self.streams],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> RewriteState:
+        """Rebuild from :meth:`to_json` output; raises LocalRewriteError if it is not one."""
+        try:
+            if data["version"] != STATE_VERSION:
+                raise LocalRewriteError(f"unsupported state version {data['version']!r}")
+            step = data["step"]
+            if step not in OFFER_STEPS:
+                raise LocalRewriteError(f"state is not from an offer step: {step!r}")
+            return cls(
+                step=step,
+                accepted_hash_funcs=tuple(str(h) for h in data["accepted_hash_funcs"]),
+                streams=tuple(_stream_state_from_json(s) for s in data["streams"]),
+            )
+        except (KeyError, TypeError, ValueError, InvalidFingerprint) as exc:
+            if isinstance(exc, LocalRewriteError):
+                raise
+            raise LocalRewriteError(f"not a rewrite state: {exc!r}") from exc
+
+
+@attrs.frozen
+class AgwUpdate:
+    """What the AGW must be told about one e2ae stream after an answer.
+
+    ``release``: the answerer rejected the stream (port 0); free its terminations. Otherwise
+    ``side`` is the termination whose remote end is now known (``core`` after ``orig-answer``,
+    ``access`` after ``term-answer``), with the remote ``address``/``port``; ``core_setup`` is
+    the AGW's a=setup on the core side (``active``: the AGW connects to the core peer);
+    ``access_role`` the AGW's TLS role towards the UE (``client``: establish TLS);
+    ``fingerprints`` the UE's, to pin on the access side (after ``term-answer``).
+    """
+
+    index: int
+    release: bool
+    side: Literal["access", "core"]
+    remote_address: str | None = None
+    remote_port: int | None = None
+    core_setup: Setup | None = None
+    access_role: TlsRole | None = None
+    fingerprints: tuple[Fingerprint, ...] = ()
+
+
+@attrs.frozen
+class RewriteResult:
+    """The rewritten SDP, the state after this step, the streams as seen in this step, and
+    (answer steps) what the AGW must be told."""
+
+    sdp: SessionDescription
+    state: RewriteState
+    streams: tuple[StreamPlan, ...]
+    agw_updates: tuple[AgwUpdate, ...] = ()
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _setup_of(sdp: SessionDescription, index: int, default: Setup) -> Setup:
+    values = sdp.effective_attribute_values(index, "setup")
+    if not values:
+        return default
+    value = values[0].strip().lower()
+    if value not in SETUPS:
+        raise SdpError(sdp.line_number_of(index, "setup"), f"unknown a=setup value {values[0]!r}")
+    return value
+
+
+def _write_setup(sdp: SessionDescription, index: int, value: Setup, default: Setup) -> None:
+    """Make the stream's effective a=setup ``value``, writing a line only if it differs."""
+    section = sdp.media[index]
+    own = section.attribute_values("setup")
+    if own:
+        if own[0].strip().lower() != value or len(own) > 1:
+            section.set_attribute("setup", value)
+        return
+    session = sdp.session.attribute_values("setup")
+    current = session[0].strip().lower() if session else default
+    if current != value:
+        section.add_attribute("setup", value)
+
+
+def _access_role(agw_setup: Setup) -> TlsRole | None:
+    if agw_setup == "passive":
+        return "server"
+    if agw_setup == "active":
+        return "client"
+    return None
+
+
+def _mechanism_ok(proto: str, ue_mechanisms: frozenset[str], policy: Policy) -> bool:
+    mechanism = MECHANISM[proto]
+    if mechanism not in policy.network_mechanisms:
+        return False
+    return mechanism in ue_mechanisms or not policy.require_registration_indication
+
+
+def _requested(section: MediaSection) -> bool:
+    return section.has_attribute("3ge2ae", "requested")
+
+
+def _has_key_mgmt(sdp: SessionDescription, index: int) -> bool:
+    return bool(sdp.effective_attribute_values(index, "key-mgmt"))
+
+
+def _canonical_proto(proto: str) -> str:
+    upper = proto.upper()
+    return upper if upper in MECHANISM else proto
+
+
+def _remote(sdp: SessionDescription, index: int, who: str) -> str:
+    conn = sdp.effective_connection(index)
+    if conn is None:
+        raise RemoteRewriteError(index, f"{who} gave no c= line (session or media level)")
+    return conn.host
+
+
+def _relies_on_fingerprint(section: MediaSection) -> bool:
+    parts = section.proto.upper().split("/")
+    return ("TLS" in parts or "DTLS" in parts) and not section.has_attribute("fingerprint")
+
+
+def _move_session_fingerprints(sdp: SessionDescription, rewritten: set[int]) -> None:
+    """Session a=fingerprint lines leave the session level, copied to streams relying on them."""
+    lines = sdp.session.attribute_lines("fingerprint")
+    if not lines:
+        return
+    for i, section in enumerate(sdp.media):
+        if i not in rewritten and _relies_on_fingerprint(section):
+            section.add_lines(lines)
+    sdp.session.remove_attributes("fingerprint")
+
+
+def _ue_fingerprints(
+    sdp: SessionDescription, index: int, accepted: tuple[str, ...]
+) -> tuple[Fingerprint, ...]:
+    return tuple(sdp.effective_fingerprints(index, accepted))
+
+
+def _require_fingerprints(
+    sdp: SessionDescription, index: int, accepted: tuple[str, ...], why: str
+) -> tuple[Fingerprint, ...]:
+    fps = _ue_fingerprints(sdp, index, accepted)
+    if not fps:
+        found = sdp.effective_attribute_values(index, "fingerprint")
+        detail = (
+            "no a=fingerprint"
+            if not found
+            else f"no a=fingerprint with an accepted hash ({', '.join(accepted)}); "
+            f"found {', '.join(v.split()[0] if v.split() else '?' for v in found)}"
+        )
+        raise RemoteRewriteError(index, f"{why} but {detail}")
+    return fps
+
+
+# --- offers ----------------------------------------------------------------------------------
+
+
+def plan_offer(
+    step: Step,
+    sdp: SessionDescription,
+    ue_mechanisms: Iterable[str],
+    policy: Policy,
+) -> OfferPlan:
+    """Classify every stream of an offer (``orig-offer`` or ``term-offer``)."""
+    if step not in OFFER_STEPS:
+        raise LocalRewriteError(f"plan_offer needs an offer step, not {step!r}")
+    mechanisms = frozenset(m.strip().lower() for m in ue_mechanisms if m.strip())
+    accepted = policy.accepted_hash_funcs
+    plans: list[StreamPlan] = []
+    for index, section in enumerate(sdp.media):
+        proto = _canonical_proto(section.proto)
+        if step == "orig-offer":
+            fps = _ue_fingerprints(sdp, index, accepted)
+            if section.port == 0:
+                treatment: Treatment = "rejected"
+            elif proto in PLAIN_PROTO:
+                plan = _plan_orig_tls(sdp, index, proto, fps, mechanisms, policy)
+                if plan is not None:
+                    plans.append(plan)
+                    continue
+                e2e = not _requested(section) and _has_key_mgmt(sdp, index)
+                treatment = "e2e" if e2e else "passthrough"
+            else:
+                treatment = "passthrough"
+        else:
+            fps = ()
+            if section.port == 0:
+                treatment = "rejected"
+            elif proto in TLS_PROTO and _mechanism_ok(proto, mechanisms, policy):
+                plans.append(_plan_term_e2ae(sdp, index, proto))
+                continue
+            elif proto in PLAIN_PROTO and _has_key_mgmt(sdp, index):
+                treatment = "e2e"
+            else:
+                treatment = "passthrough"
+        plans.append(StreamPlan(index, section.media, section.proto, section.proto, treatment, fps))
+    return OfferPlan(step, tuple(plans), accepted)
+
+
+def _plan_orig_tls(
+    sdp: SessionDescription,
+    index: int,
+    proto: str,
+    fps: tuple[Fingerprint, ...],
+    mechanisms: frozenset[str],
+    policy: Policy,
+) -> StreamPlan | None:
+    """The plan of an e2ae stream, or None for e2e / passthrough (or raise per policy)."""
+    section = sdp.media[index]
+    requested = _requested(section)
+    if requested and _mechanism_ok(proto, mechanisms, policy):
+        if not fps:
+            _require_fingerprints(sdp, index, policy.accepted_hash_funcs, "a=3ge2ae:requested")
+        ue_setup = _setup_of(sdp, index, "active")
+        access_setup = _OPPOSITE[ue_setup]
+        return StreamPlan(
+            index,
+            section.media,
+            section.proto,
+            PLAIN_PROTO[proto],
+            "e2ae",
+            fps,
+            offer_setup=ue_setup,
+            ue_setup=ue_setup,
+            access_setup=access_setup,
+            core_setup=ue_setup,
+            access_role=_access_role(access_setup),
+            remote_address=_remote(sdp, index, "the UE"),
+            remote_port=section.port,
+        )
+    if not requested and _has_key_mgmt(sdp, index):
+        return None
+    if policy.non_e2ae_tls == "reject":
+        why = (
+            f"a=3ge2ae:requested but {MECHANISM[proto]} was not registered"
+            if requested
+            else "TLS stream with neither a=3ge2ae:requested nor a=key-mgmt"
+        )
+        raise RemoteRewriteError(index, f"{why} (policy non_e2ae_tls = reject)")
+    return None
+
+
+def _plan_term_e2ae(sdp: SessionDescription, index: int, proto: str) -> StreamPlan:
+    section = sdp.media[index]
+    core_offer = _setup_of(sdp, index, "active")
+    if core_offer == "actpass":
+        access_setup: Setup = "actpass"
+    elif core_offer == "holdconn":
+        access_setup = "holdconn"
+    else:
+        access_setup = "passive"
+    return StreamPlan(
+        index,
+        section.media,
+        section.proto,
+        TLS_PROTO[proto],
+        "e2ae",
+        offer_setup=core_offer,
+        access_setup=access_setup,
+        access_role=_access_role(access_setup),
+        remote_address=_remote(sdp, index, "the core"),
+        remote_port=section.port,
+    )
+
+
+def rewrite_offer(
+    sdp: SessionDescription,
+    plan: OfferPlan,
+    reservations: Mapping[int, StreamReservation],
+) -> RewriteResult:
+    """Rewrite an offer as planned, with the AGW's reservation for every e2ae stream.
+
+    ``sdp`` is not modified; the result holds an edited copy.
+    """
+    if len(plan.streams) != len(sdp.media):
+        raise LocalRewriteError(
+            f"plan has {len(plan.streams)} streams, SDP has {len(sdp.media)} m-lines"
+        )
+    out = sdp.copy()
+    states: list[StreamState] = []
+    rewritten: set[int] = set()
+    plans: list[StreamPlan] = []
+    for stream in plan.streams:
+        if stream.treatment != "e2ae":
+            states.append(StreamState(stream))
+            plans.append(stream)
+            continue
+        reservation = reservations.get(stream.index)
+        if reservation is None:
+            raise LocalRewriteError(f"no AGW reservation for e2ae stream {stream.index}")
+        section = out.media[stream.index]
+        if plan.step == "orig-offer":
+            section.set_proto(stream.proto_out)
+            section.set_port(reservation.core_port)
+            section.set_connection(Connection.for_ip(reservation.core_address))
+            section.remove_attributes("fingerprint", "3ge2ae")
+            assert stream.core_setup is not None
+            if stream.core_setup != stream.offer_setup:  # offer_setup: what the line says now
+                _write_setup(out, stream.index, stream.core_setup, "active")
+        else:
+            section.set_proto(stream.proto_out)
+            section.set_port(reservation.access_port)
+            section.set_connection(Connection.for_ip(reservation.access_address))
+            section.remove_attributes("fingerprint", "3ge2ae")
+            assert stream.access_setup is not None
+            _write_setup(out, stream.index, stream.access_setup, "active")
+            section.add_attribute("fingerprint", reservation.fingerprint.value)
+            section.add_attribute("3ge2ae", "applied")
+        rewritten.add(stream.index)
+        states.append(StreamState(stream, reservation))
+        plans.append(stream)
+    if rewritten:
+        _move_session_fingerprints(out, rewritten)
+    state = RewriteState(plan.step, tuple(states), plan.accepted_hash_funcs)
+    return RewriteResult(out, state, tuple(plans))
+
+
+# --- answers ---------------------------------------------------------------------------------
+
+
+def rewrite_answer(step: Step, sdp: SessionDescription, state: RewriteState) -> RewriteResult:
+    """Rewrite an answer (``orig-answer`` or ``term-answer``) with its offer's state."""
+    expected = {"orig-answer": "orig-offer", "term-answer": "term-offer"}.get(step)
+    if expected is None:
+        raise LocalRewriteError(f"rewrite_answer needs an answer step, not {step!r}")
+    if state.step != expected:
+        raise LocalRewriteError(f"{step} needs the state of {expected}, got {state.step}")
+    if len(sdp.media) != len(state.streams):
+        raise RemoteRewriteError(
+            None, f"answer has {len(sdp.media)} m-lines, the offer had {len(state.streams)}"
+        )
+    out = sdp.copy()
+    rewritten: set[int] = set()
+    plans: list[StreamPlan] = []
+    updates: list[AgwUpdate] = []
+    for stream_state in state.streams:
+        stream = stream_state.plan
+        index = stream.index
+        section = out.media[index]
+        if stream.treatment != "e2ae":
+            plans.append(attrs.evolve(stream, proto_in=section.proto, proto_out=section.proto))
+            continue
+        reservation = stream_state.reservation
+        if reservation is None:
+            raise LocalRewriteError(f"state has no AGW reservation for e2ae stream {index}")
+        rewritten.add(index)
+        if step == "orig-answer":
+            plan, update = _orig_answer_stream(sdp, out, stream, reservation)
+        else:
+            plan, update = _term_answer_stream(sdp, out, stream, reservation, state)
+        plans.append(plan)
+        updates.append(update)
+    if rewritten:
+        _move_session_fingerprints(out, rewritten)
+    return RewriteResult(out, state, tuple(plans), tuple(updates))
+
+
+def _check_answer_proto(section: MediaSection, index: int, offered: str) -> None:
+    if section.proto.upper() != offered.upper():
+        raise RemoteRewriteError(
+            index, f"answer proto {section.proto} does not match the offered {offered}"
+        )
+
+
+def _answer_setup(sdp: SessionDescription, index: int, offered: Setup, who: str) -> Setup:
+    answered = _setup_of(sdp, index, "passive")
+    if answered not in VALID_ANSWERS[offered]:
+        raise RemoteRewriteError(
+            index, f"{who} answered a=setup:{answered} to a=setup:{offered} (RFC 4145)"
+        )
+    return answered
+
+
+def _orig_answer_stream(
+    answer: SessionDescription,
+    out: SessionDescription,
+    stream: StreamPlan,
+    reservation: StreamReservation,
+) -> tuple[StreamPlan, AgwUpdate]:
+    index = stream.index
+    section = out.media[index]
+    proto_in = section.proto
+    if section.port == 0:
+        section.set_proto(stream.proto_in)
+        section.remove_attributes("fingerprint")
+        plan = attrs.evolve(
+            stream, proto_in=proto_in, proto_out=stream.proto_in, treatment="rejected"
+        )
+        return plan, AgwUpdate(index, True, "core")
+    _check_answer_proto(section, index, stream.proto_out)
+    assert stream.core_setup is not None and stream.access_setup is not None
+    core_answer = _answer_setup(answer, index, stream.core_setup, "the core")
+    remote_address = _remote(answer, index, "the core")
+    section.set_proto(stream.proto_in)
+    section.set_port(reservation.access_port)
+    section.set_connection(Connection.for_ip(reservation.access_address))
+    section.remove_attributes("fingerprint", "3ge2ae")
+    _write_setup(out, index, stream.access_setup, "passive")
+    section.add_attribute("fingerprint", reservation.fingerprint.value)
+    section.add_attribute("3ge2ae", "applied")
+    plan = attrs.evolve(
+        stream, proto_in=proto_in, proto_out=stream.proto_in, core_setup=_OPPOSITE[core_answer]
+    )
+    update = AgwUpdate(
+        index,
+        False,
+        "core",
+        remote_address=remote_address,
+        remote_port=answer.media[index].port,
+        core_setup=_OPPOSITE[core_answer],
+        access_role=stream.access_role,
+    )
+    return plan, update
+
+
+def _term_answer_stream(
+    answer: SessionDescription,
+    out: SessionDescription,
+    stream: StreamPlan,
+    reservation: StreamReservation,
+    state: RewriteState,
+) -> tuple[StreamPlan, AgwUpdate]:
+    index = stream.index
+    section = out.media[index]
+    proto_in = section.proto
+    if section.port == 0:
+        section.set_proto(stream.proto_in)
+        section.remove_attributes("fingerprint", "3ge2ae")
+        plan = attrs.evolve(
+            stream, proto_in=proto_in, proto_out=stream.proto_in, treatment="rejected"
+        )
+        return plan, AgwUpdate(index, True, "access")
+    _check_answer_proto(section, index, stream.proto_out)
+    assert stream.access_setup is not None and stream.offer_setup is not None
+    ue_answer = _answer_setup(answer, index, stream.access_setup, "the UE")
+    fps = _require_fingerprints(
+        answer, index, state.accepted_hash_funcs, "an e2ae stream was offered to the UE"
+    )
+    remote_address = _remote(answer, index, "the UE")
+    agw_access: Setup = _OPPOSITE[ue_answer]
+    # carry the UE's role to the core side where that is a valid answer to the core's offer
+    core_answer: Setup = ue_answer
+    if core_answer not in VALID_ANSWERS[stream.offer_setup]:
+        core_answer = _OPPOSITE[core_answer]
+    section.set_proto(stream.proto_in)
+    section.set_port(reservation.core_port)
+    section.set_connection(Connection.for_ip(reservation.core_address))
+    section.remove_attributes("fingerprint", "3ge2ae")
+    _write_setup(out, index, core_answer, "passive")
+    plan = attrs.evolve(
+        stream,
+        proto_in=proto_in,
+        proto_out=stream.proto_in,
+        fingerprints=fps,
+        ue_setup=ue_answer,
+        core_setup=core_answer,
+        access_role=_access_role(agw_access),
+    )
+    update = AgwUpdate(
+        index,
+        False,
+        "access",
+        remote_address=remote_address,
+        remote_port=answer.media[index].port,
+        core_setup=core_answer,
+        access_role=_access_role(agw_access),
+        fingerprints=fps,
+    )
+    return plan, update
+
+
+# --- the offline CLI's AGW ---------------------------------------------------------------------
+
+
+def deterministic_reservations(
+    plan: OfferPlan,
+    *,
+    access_address: str,
+    core_address: str,
+    fingerprint: Fingerprint,
+    port_base: int,
+) -> dict[int, StreamReservation]:
+    """Reservations as the offline CLI makes them: for the stream at m-line index ``i``, the
+    access port is ``port_base + 2*i + 1`` and the core port ``port_base + 2*i + 2``."""
+    for ip in (access_address, core_address):
+        Connection.for_ip(ip)  # raises LocalPcscfError if not an IP address
+    out: dict[int, StreamReservation] = {}
+    for stream in plan.e2ae_streams:
+        access = port_base + 2 * stream.index + 1
+        core = access + 1
+        if port_base < 1 or core > 65535:
+            raise LocalRewriteError(
+                f"port base {port_base} gives stream {stream.index} ports outside 1-65535"
+            )
+        out[stream.index] = StreamReservation(
+            access_address, access, core_address, core, fingerprint
+        )
+    return out
+
+
+# --- JSON --------------------------------------------------------------------------------------
+
+
+def stream_to_json(stream: StreamPlan) -> dict[str, Any]:
+    """The ``--json`` form of a stream: index, media, proto_in, proto_out, treatment,
+    fingerprints (the UE's, ``"<hash-func> <HEX:...>"``)."""
+    return {
+        "index": stream.index,
+        "media": stream.media,
+        "proto_in": stream.proto_in,
+        "proto_out": stream.proto_out,
+        "treatment": stream.treatment,
+        "fingerprints": [fp.value for fp in stream.fingerprints],
+    }
+
+
+def _plan_to_json(plan: StreamPlan) -> dict[str, Any]:
+    data = stream_to_json(plan)
+    data.update(
+        offer_setup=plan.offer_setup,
+        ue_setup=plan.ue_setup,
+        access_setup=plan.access_setup,
+        core_setup=plan.core_setup,
+        access_role=plan.access_role,
+        remote_address=plan.remote_address,
+        remote_port=plan.remote_port,
+    )
+    return data
+
+
+def _stream_state_to_json(state: StreamState) -> dict[str, Any]:
+    data = _plan_to_json(state.plan)
+    r = state.reservation
+    data["reservation"] = (
+        None
+        if r is None
+        else {
+            "access_address": r.access_address,
+            "access_port": r.access_port,
+            "core_address": r.core_address,
+            "core_port": r.core_port,
+            "fingerprint": r.fingerprint.value,
+        }
+    )
+    return data
+
+
+def _opt_setup(value: Any) -> Setup | None:
+    if value is None:
+        return None
+    if value not in SETUPS:
+        raise ValueError(f"bad setup value {value!r}")
+    return cast(Setup, value)
+
+
+def _stream_state_from_json(data: Any) -> StreamState:
+    treatment = data["treatment"]
+    if treatment not in get_args(Treatment):
+        raise ValueError(f"bad treatment {treatment!r}")
+    role = data["access_role"]
+    if role not in (None, "server", "client"):
+        raise ValueError(f"bad access_role {role!r}")
+    plan = StreamPlan(
+        index=int(data["index"]),
+        media=str(data["media"]),
+        proto_in=str(data["proto_in"]),
+        proto_out=str(data["proto_out"]),
+        treatment=treatment,
+        fingerprints=tuple(Fingerprint.parse(v) for v in data["fingerprints"]),
+        offer_setup=_opt_setup(data["offer_setup"]),
+        ue_setup=_opt_setup(data["ue_setup"]),
+        access_setup=_opt_setup(data["access_setup"]),
+        core_setup=_opt_setup(data["core_setup"]),
+        access_role=role,
+        remote_address=data["remote_address"],
+        remote_port=data["remote_port"],
+    )
+    r = data["reservation"]
+    reservation = (
+        None
+        if r is None
+        else StreamReservation(
+            str(r["access_address"]),
+            int(r["access_port"]),
+            str(r["core_address"]),
+            int(r["core_port"]),
+            Fingerprint.parse(r["fingerprint"]),
+        )
+    )
+    return StreamState(plan, reservation)

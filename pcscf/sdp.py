@@ -1,0 +1,450 @@
+"""A lossless SDP model (RFC 8866, formerly RFC 4566) for a rewriting ALG.
+
+Parsing keeps every line as text, so ``SessionDescription.parse(data).serialise() == data`` for
+any valid SDP written with CRLF line endings; LF-only input is accepted and comes back with CRLF.
+Unknown line types, unknown attributes, attribute order and case all survive. Only what the
+rewrite edits is ever rebuilt: the ``m=`` line of a stream whose port or proto is set, a ``c=``
+line that is set, attributes that are added or removed.
+
+Public API:
+
+- :meth:`SessionDescription.parse` (``bytes`` or ``str``) -> :class:`SessionDescription`, with
+  ``session`` (a :class:`Section`: the lines before the first ``m=``) and ``media`` (a list of
+  :class:`MediaSection`, one per ``m=`` line, in order); :meth:`SessionDescription.serialise`
+  -> ``bytes`` (CRLF), :meth:`SessionDescription.text` -> ``str``.
+- Reading: ``MediaSection.media/port/port_count/proto/fmts``; ``Section.attribute_values(name)``
+  (names compare case-insensitively, values as written, ``""`` for a flag attribute);
+  ``Section.connection`` (the first ``c=`` of that level);
+  :meth:`SessionDescription.effective_connection` (media ``c=`` over session ``c=``);
+  :meth:`SessionDescription.effective_attribute_values` (media level over session level: if the
+  media section has the attribute, only its values count; this is the RFC 8122 rule for
+  ``a=fingerprint``) and :meth:`SessionDescription.effective_fingerprints`.
+- Editing: :meth:`MediaSection.set_port`, :meth:`MediaSection.set_proto`,
+  :meth:`MediaSection.set_connection` (replaces the media ``c=`` or inserts one where RFC 8866
+  puts it: after ``m=`` and ``i=``, before ``b=``, ``k=`` and ``a=``),
+  :meth:`Section.remove_attributes`, :meth:`Section.add_attribute` (appended at the end of the
+  section), :meth:`Section.set_attribute` (first occurrence replaced in place, others removed;
+  appended if absent), :meth:`SessionDescription.copy`.
+- Malformed input raises :class:`pcscf.errors.SdpError` naming the 1-based line and the reason.
+
+Pure: no I/O, no Twisted.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import ipaddress
+import re
+from collections.abc import Callable
+
+import attrs
+
+from certs.errors import InvalidFingerprint, UnsupportedHash
+from certs.fingerprint import HASH_FUNCS, Fingerprint
+from pcscf.errors import LocalPcscfError, SdpError
+
+_TYPE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz")
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ^_`abcdefghijklmnopqrstuvwxyz{|}~"
+)
+_FINGERPRINT = re.compile(r"[ \t]*([A-Za-z0-9-]+) +((?:[0-9A-Fa-f]{2}:)*[0-9A-Fa-f]{2})[ \t]*")
+_DIGEST_SIZE = {name: hashlib.new(name.replace("-", "")).digest_size for name in HASH_FUNCS}
+#: Media-level lines that RFC 8866 places before ``c=`` (after ``m=``).
+_BEFORE_C = frozenset("mi")
+
+
+@attrs.frozen
+class Connection:
+    """A ``c=`` line: ``<nettype> <addrtype> <connection-address>``."""
+
+    nettype: str
+    addrtype: str
+    address: str
+
+    @property
+    def line(self) -> str:
+        return f"c={self.nettype} {self.addrtype} {self.address}"
+
+    @property
+    def host(self) -> str:
+        """The address without a multicast ``/ttl`` or ``/count`` suffix."""
+        return self.address.split("/", 1)[0]
+
+    @classmethod
+    def for_ip(cls, ip: str) -> Connection:
+        """``IN IP4`` or ``IN IP6`` for a literal IP address (raises LocalPcscfError if not)."""
+        return _connection_for_ip(ip)
+
+    @classmethod
+    def parse_value(cls, value: str, lineno: int) -> Connection:
+        parts = value.split()
+        if len(parts) != 3:
+            raise SdpError(lineno, f"c= needs '<nettype> <addrtype> <address>', got {value!r}")
+        return cls(parts[0], parts[1], parts[2])
+
+
+@functools.lru_cache(maxsize=256)
+def _attribute_pattern(name: str, escaped: bool = False) -> Callable[[str], object]:
+    """A matcher for ``a=name`` / ``a=name:...`` lines, case-insensitive on the name
+    (``escaped``: ``name`` is already a regex alternation of escaped names)."""
+    alternation = name if escaped else re.escape(name)
+    return re.compile("a=(?:" + alternation + ")(?::|$)", re.IGNORECASE).match
+
+
+#: Matchers of the attributes the rewrite looks up all the time (a plain dict is the fastest).
+_MATCHERS = {
+    name: _attribute_pattern(name)
+    for name in ("fingerprint", "3ge2ae", "setup", "key-mgmt", "connection")
+}
+
+
+def _attribute_name_matches(line: str, name: str) -> bool:
+    """Is ``line`` an ``a=`` line of attribute ``name`` (case-insensitive)?"""
+    return _attribute_pattern(name)(line) is not None
+
+
+@attrs.define
+class Section:
+    """Session-level lines (before the first ``m=``) or one media section (``m=`` first).
+
+    Edit through the methods. ``names`` (lower-case attribute names that may be present, filled
+    by the parser) lets lookups skip sections that cannot hold an attribute; code that changes
+    ``lines`` directly must call :meth:`lines_changed`.
+    """
+
+    lines: list[str]
+    names: set[str] | None = attrs.field(default=None, kw_only=True, eq=False, repr=False)
+
+    def lines_changed(self) -> None:
+        """Forget the attribute-name index after ``lines`` was changed directly."""
+        self.names = None
+
+    def _may_have(self, name: str) -> bool:
+        return self.names is None or name in self.names
+
+    def _note(self, name: str) -> None:
+        if self.names is not None:
+            self.names.add(name.lower())
+
+    def attribute_values(self, name: str) -> list[str]:
+        """Values of every ``a=name[:value]`` line at this level, in order (flag: ``""``)."""
+        name = name.lower()
+        names = self.names
+        if names is not None and name not in names:
+            return []
+        start = 3 + len(name)
+        match = _MATCHERS.get(name) or _attribute_pattern(name)
+        return [line[start:] for line in self.lines if match(line)]
+
+    def has_attribute(self, name: str, value: str | None = None) -> bool:
+        """Is there an ``a=name`` line (with this value, compared case-insensitively)?"""
+        values = self.attribute_values(name)
+        if value is None:
+            return bool(values)
+        wanted = value.lower()
+        return any(v.strip().lower() == wanted for v in values)
+
+    def remove_attributes(self, *names: str) -> int:
+        """Remove every ``a=name`` line of the given names; return how many were removed."""
+        wanted = tuple(n.lower() for n in names if self._may_have(n.lower()))
+        if not wanted:
+            return 0
+        match = _attribute_pattern("|".join(re.escape(n) for n in wanted), escaped=True)
+        kept = [line for line in self.lines if not match(line)]
+        removed = len(self.lines) - len(kept)
+        if removed:
+            self.lines[:] = kept
+        if self.names is not None:
+            self.names.difference_update(wanted)
+        return removed
+
+    def add_attribute(self, name: str, value: str | None = None) -> None:
+        """Append ``a=name`` or ``a=name:value`` at the end of the section."""
+        self.lines.append(f"a={name}" if value is None else f"a={name}:{value}")
+        self._note(name)
+
+    def add_lines(self, lines: list[str]) -> None:
+        """Append whole lines (e.g. attribute lines copied from another level)."""
+        self.lines.extend(lines)
+        for line in lines:
+            if line[:2] == "a=":
+                self._note(line[2:].partition(":")[0])
+
+    def set_attribute(self, name: str, value: str | None = None) -> None:
+        """Make ``a=name[:value]`` the only such line: the first replaced in place, else added."""
+        new = f"a={name}" if value is None else f"a={name}:{value}"
+        lname = name.lower()
+        out: list[str] = []
+        placed = False
+        for line in self.lines:
+            if _attribute_name_matches(line, lname):
+                if not placed:
+                    out.append(new)
+                    placed = True
+                continue
+            out.append(line)
+        if not placed:
+            out.append(new)
+        self.lines[:] = out
+        self._note(lname)
+
+    def attribute_lines(self, name: str) -> list[str]:
+        """The whole ``a=name...`` lines at this level, as written."""
+        name = name.lower()
+        if not self._may_have(name):
+            return []
+        match = _attribute_pattern(name)
+        return [line for line in self.lines if match(line)]
+
+    @property
+    def connection(self) -> Connection | None:
+        """The first ``c=`` line of this level, if any."""
+        for line in self.lines:
+            if line[:2] == "c=":
+                return Connection.parse_value(line[2:], 0)
+        return None
+
+
+@attrs.define
+class MediaSection(Section):
+    """One media description: ``lines[0]`` is its ``m=`` line."""
+
+    media: str
+    port: int
+    port_count: int | None
+    proto: str
+    fmts: tuple[str, ...]
+
+    def _rebuild_m_line(self) -> None:
+        port = str(self.port) if self.port_count is None else f"{self.port}/{self.port_count}"
+        self.lines[0] = f"m={self.media} {port} {self.proto} {' '.join(self.fmts)}"
+
+    def set_port(self, port: int) -> None:
+        """Set the port of the ``m=`` line (the ``/count`` is dropped for a unicast AGW port)."""
+        if not 0 <= port <= 65535:
+            raise LocalPcscfError(f"port out of range: {port}")
+        if port != self.port or self.port_count is not None:
+            self.port = port
+            self.port_count = None
+            self._rebuild_m_line()
+
+    def set_proto(self, proto: str) -> None:
+        """Set the transport protocol of the ``m=`` line."""
+        if proto != self.proto:
+            self.proto = proto
+            self._rebuild_m_line()
+
+    def set_connection(self, connection: Connection) -> None:
+        """Give this stream exactly one media-level ``c=``, at the RFC 8866 place."""
+        new = connection.line
+        out: list[str] = []
+        placed = False
+        for line in self.lines:
+            if line[:2] == "c=":
+                if not placed:
+                    out.append(new)
+                    placed = True
+                continue
+            out.append(line)
+        if not placed:
+            at = 1
+            while at < len(out) and out[at][:1] in _BEFORE_C:
+                at += 1
+            out.insert(at, new)
+        self.lines[:] = out
+
+
+def _parse_m_line(value: str, lineno: int) -> tuple[str, int, int | None, str, tuple[str, ...]]:
+    parts = value.split()
+    if len(parts) < 4:
+        raise SdpError(lineno, f"m= needs '<media> <port> <proto> <fmt> ...', got {value!r}")
+    media, port_text, proto = parts[0], parts[1], parts[2]
+    count: int | None = None
+    if "/" in port_text:
+        port_text, count_text = port_text.split("/", 1)
+        if not count_text.isdigit() or not count_text.isascii() or int(count_text) < 1:
+            raise SdpError(lineno, f"m= port count must be a positive number, got {count_text!r}")
+        count = int(count_text)
+    if not port_text.isdigit() or not port_text.isascii() or int(port_text) > 65535:
+        raise SdpError(lineno, f"m= port must be a number 0-65535, got {port_text!r}")
+    return media, int(port_text), count, proto, tuple(parts[3:])
+
+
+@functools.lru_cache(maxsize=64)
+def _connection_for_ip(ip: str) -> Connection:
+    try:
+        parsed = ipaddress.ip_address(ip)
+    except ValueError as exc:
+        raise LocalPcscfError(f"not an IP address: {ip!r}") from exc
+    return Connection("IN", "IP4" if parsed.version == 4 else "IP6", str(parsed))
+
+
+def _parse_fingerprint(value: str) -> Fingerprint:
+    """:meth:`Fingerprint.parse`, with a fast path for the common well-formed value."""
+    match = _FINGERPRINT.fullmatch(value)
+    if match is not None:
+        name = match.group(1).lower()
+        digest = bytes.fromhex(match.group(2).replace(":", ""))
+        if _DIGEST_SIZE.get(name) == len(digest):
+            return Fingerprint(name, digest)
+    return Fingerprint.parse(value)
+
+
+def _copy_names(names: set[str] | None) -> set[str] | None:
+    return None if names is None else set(names)
+
+
+def _bad_utf8(data: bytes, exc: UnicodeDecodeError) -> SdpError:
+    lineno = data.count(b"\n", 0, exc.start) + 1
+    return SdpError(lineno, f"not UTF-8 (byte 0x{data[exc.start]:02X})")
+
+
+def _parse_lines(raw: list[str], controls: bool) -> tuple[Section, list[MediaSection]]:
+    """Parse the lines (v=0 already checked); raises SdpError at the first malformed line.
+
+    ``controls``: the text may hold a CR or NUL inside a line (check each line for them).
+    """
+    names: set[str] = set()
+    session = Section([], names=names)
+    media: list[MediaSection] = []
+    current = session.lines
+    append = current.append
+    type_chars = _TYPE_CHARS
+    token_chars = _TOKEN_CHARS
+    for lineno, line in enumerate(raw, 1):
+        kind = line[:1]
+        if line[1:2] != "=" or kind not in type_chars:
+            if not line:
+                raise SdpError(lineno, "empty line")
+            raise SdpError(lineno, f"expected '<type>=<value>', got {line[:40]!r}")
+        if controls and ("\r" in line or "\x00" in line):
+            raise SdpError(lineno, "control character inside the line")
+        if kind == "a":
+            colon = line.find(":")
+            name = line[2:colon] if colon > 0 else line[2:]
+            if not name or not token_chars.issuperset(name):
+                raise SdpError(lineno, f"attribute name must be a token, got {line[:40]!r}")
+            names.add(name.lower())
+        elif kind == "m":
+            names = set()
+            section = MediaSection([line], *_parse_m_line(line[2:], lineno), names=names)
+            media.append(section)
+            append = section.lines.append
+            continue
+        elif kind == "c":
+            Connection.parse_value(line[2:], lineno)
+        append(line)
+    return session, media
+
+
+@attrs.define
+class SessionDescription:
+    """A whole SDP body: session-level lines and the media sections in order."""
+
+    session: Section
+    media: list[MediaSection]
+
+    @classmethod
+    def parse(cls, data: bytes | str) -> SessionDescription:
+        """Parse SDP (CRLF or LF line endings); raise SdpError on malformed input."""
+        if isinstance(data, bytes):
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _bad_utf8(data, exc) from None
+        else:
+            text = data
+        controls = "\x00" in text
+        if "\r" not in text:
+            raw = text.split("\n")
+        elif text.count("\r\n") == text.count("\r") == text.count("\n"):
+            raw = text.split("\r\n")
+        else:  # mixed line endings, or a stray CR: line by line
+            raw = [line[:-1] if line[-1:] == "\r" else line for line in text.split("\n")]
+            controls = True
+        while raw and raw[-1] == "":
+            raw.pop()
+        if not raw:
+            raise SdpError(1, "empty SDP")
+        if raw[0] != "v=0":
+            if raw[0][:2] == "v=":
+                raise SdpError(1, f"unsupported SDP version {raw[0][2:]!r}")
+            raise SdpError(1, f"SDP must start with v=0, got {raw[0][:40]!r}")
+        return cls(*_parse_lines(raw, controls))
+
+    def text(self) -> str:
+        """The SDP as text with CRLF line endings."""
+        parts = [*self.session.lines]
+        for section in self.media:
+            parts.extend(section.lines)
+        return "\r\n".join(parts) + "\r\n"
+
+    def serialise(self) -> bytes:
+        """The SDP as bytes with CRLF line endings."""
+        return self.text().encode("utf-8")
+
+    def copy(self) -> SessionDescription:
+        """An independent copy that can be edited without touching this one."""
+        return SessionDescription(
+            Section(list(self.session.lines), names=_copy_names(self.session.names)),
+            [
+                MediaSection(
+                    list(m.lines),
+                    m.media,
+                    m.port,
+                    m.port_count,
+                    m.proto,
+                    m.fmts,
+                    names=_copy_names(m.names),
+                )
+                for m in self.media
+            ],
+        )
+
+    def effective_connection(self, index: int) -> Connection | None:
+        """The stream's connection: media-level ``c=`` over session-level ``c=``."""
+        own = self.media[index].connection
+        return own if own is not None else self.session.connection
+
+    def effective_attribute_values(self, index: int, name: str) -> list[str]:
+        """Values of ``a=name`` for a stream: media level if present there, else session."""
+        own = self.media[index].attribute_values(name)
+        return own if own else self.session.attribute_values(name)
+
+    def effective_fingerprints(
+        self, index: int, accepted: tuple[str, ...] | None = None
+    ) -> list[Fingerprint]:
+        """The stream's usable ``a=fingerprint`` values (RFC 8122: media level over session).
+
+        Values with an unknown or refused hash function (``md5``), or a hash function outside
+        ``accepted``, are skipped; a value that is not RFC 8122 syntax raises SdpError.
+        """
+        out: list[Fingerprint] = []
+        for value in self.effective_attribute_values(index, "fingerprint"):
+            try:
+                fp = _parse_fingerprint(value)
+            except UnsupportedHash:
+                continue
+            except InvalidFingerprint as exc:
+                raise SdpError(
+                    self.line_number_of(index, "fingerprint"),
+                    f"bad a=fingerprint {value!r}: {exc.reason}",
+                ) from None
+            if accepted is None or fp.hash_func in accepted:
+                out.append(fp)
+        return out
+
+    def line_number_of(self, index: int, attribute: str) -> int:
+        """1-based line of the first ``a=attribute`` effective for a stream (for messages)."""
+        lname = attribute.lower()
+        number = len(self.session.lines)
+        for section in self.media[:index]:
+            number += len(section.lines)
+        for offset, line in enumerate(self.media[index].lines, 1):
+            if _attribute_name_matches(line, lname):
+                return number + offset
+        for offset, line in enumerate(self.session.lines, 1):
+            if _attribute_name_matches(line, lname):
+                return offset
+        return number + 1

@@ -1,0 +1,350 @@
+"""The P-CSCF SIP service: UDP and TCP listeners on the Gm and core sides around
+:class:`~pcscf.sip.proxy.ProxyCore`, the media handler calls and the timers.
+
+A thin Twisted edge: bytes in -> parser -> core -> actions out. Nothing a peer sends can raise
+out of it: a malformed message is answered (400) or dropped, and logged.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.error import CannotListenError, ConnectionDone
+from twisted.internet.interfaces import IDelayedCall, IListeningPort
+from twisted.internet.protocol import ClientFactory, DatagramProtocol, Factory, Protocol
+from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
+
+from pcscf.config import PcscfConfig
+from pcscf.mediahook import MediaHandler, PassThrough
+from pcscf.sip.media import DialogId, Forward, MediaResult, Reject, Side
+from pcscf.sip.message import MessageError, StreamParser, parse_datagram
+from pcscf.sip.proxy import (
+    Action,
+    DialogEnded,
+    Log,
+    MediaRequest,
+    Peer,
+    ProxyConfig,
+    ProxyCore,
+    ReofferAnswered,
+    Send,
+)
+
+log = Logger(namespace="pcscf")
+
+ConnKey = tuple[Side, str, int]
+
+
+class _Udp(DatagramProtocol):
+    noisy = False
+
+    def __init__(self, service: SipService, side: Side) -> None:
+        self.service = service
+        self.side = side
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        if not datagram.strip(b"\r\n\x00"):
+            return  # keep-alive
+        self.service.received_datagram(Peer(self.side, "udp", addr[0], addr[1]), datagram)
+
+
+class _Stream(Protocol):
+    def __init__(self, service: SipService, side: Side) -> None:
+        self.service = service
+        self.side = side
+        self.parser = StreamParser()
+        self.peer: Peer | None = None
+
+    def connectionMade(self) -> None:
+        addr = self.transport.getPeer()  # type: ignore[union-attr]
+        self.peer = Peer(self.side, "tcp", addr.host, addr.port)
+        self.service.connection_made(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.peer is not None
+        for item in self.parser.feed(data):
+            self.service.received_item(self.peer, item)
+        if self.parser.broken:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        self.service.connection_lost(self)
+
+    def send(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[union-attr]
+
+
+class _StreamFactory(Factory):
+    noisy = False
+
+    def __init__(self, service: SipService, side: Side) -> None:
+        self.service = service
+        self.side = side
+
+    def buildProtocol(self, addr: Any) -> _Stream:
+        return _Stream(self.service, self.side)
+
+
+class _Connector(ClientFactory):
+    noisy = False
+
+    def __init__(self, service: SipService, key: ConnKey) -> None:
+        self.service = service
+        self.key = key
+
+    def buildProtocol(self, addr: Any) -> _Stream:
+        return _Stream(self.service, self.key[0])
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        dropped = self.service.pending_tcp.pop(self.key, [])
+        log.warn(
+            "TCP connection to {peer} failed, {count} message(s) dropped: {error}",
+            peer=f"{self.key[0]}/tcp:{self.key[1]}:{self.key[2]}",
+            count=len(dropped),
+            error=reason.getErrorMessage(),
+        )
+
+
+class _Control:
+    def __init__(self, service: SipService) -> None:
+        self.service = service
+
+    def end_call(self, dialog: DialogId, cause: int, text: str) -> None:
+        self.service.run(self.service.core.end_call(dialog, cause, text, self.service.now()))
+
+    def reoffer(
+        self, dialog: DialogId, side: Side, body: bytes
+    ) -> defer.Deferred[tuple[int, bytes]]:
+        token, actions = self.service.core.reoffer(dialog, side, body, self.service.now())
+        d: defer.Deferred[tuple[int, bytes]] = defer.Deferred()
+        self.service.reoffers[token] = d
+        self.service.run(actions)
+        return d
+
+
+class SipService:
+    """Listens for SIP on both sides and runs the proxy core."""
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        handler: MediaHandler | None = None,
+        *,
+        reactor: Any = None,
+        core: ProxyCore | None = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.reactor = reactor
+        self.config = config
+        self.core = core if core is not None else ProxyCore(config)
+        self.handler: MediaHandler = handler if handler is not None else PassThrough()
+        self.connections: dict[ConnKey, _Stream] = {}
+        self.pending_tcp: dict[ConnKey, list[bytes]] = {}
+        self.reoffers: dict[int, defer.Deferred[tuple[int, bytes]]] = {}
+        self.udp: dict[Side, Any] = {}
+        self.ports: list[IListeningPort] = []
+        self._timer: IDelayedCall | None = None
+        self._timer_at: float | None = None
+        self.handler.attach(_Control(self))
+
+    # ------------------------------------------------------------------ lifecycle
+    def listen(self) -> None:
+        """Open UDP and TCP on the Gm and core addresses of the configuration. A port 0 is
+        replaced by the one the system chose (call before any message flows)."""
+        gm = self.listen_side("gm", *self.config.gm)
+        core = self.listen_side("core", *self.config.core)
+        if (gm, core) != (self.config.gm[1], self.config.core[1]):
+            self.config = attrs.evolve(
+                self.config, gm=(self.config.gm[0], gm), core=(self.config.core[0], core)
+            )
+            self.core = ProxyCore(self.config, registrar=self.core.registrar)
+
+    def listen_side(self, side: Side, host: str, port: int) -> int:
+        """UDP then TCP on the same port (port 0: the system picks); returns the port."""
+        udp = _Udp(self, side)
+        uport = self.reactor.listenUDP(port, udp, interface=host)
+        actual = uport.getHost().port
+        tport = self.reactor.listenTCP(actual, _StreamFactory(self, side), interface=host)
+        self.udp[side] = udp
+        self.ports += [uport, tport]
+        return int(actual)
+
+    def stop(self) -> defer.Deferred[Any]:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        for conn in list(self.connections.values()):
+            conn.transport.loseConnection()  # type: ignore[union-attr]
+        return defer.gatherResults(
+            [defer.maybeDeferred(p.stopListening) for p in self.ports], consumeErrors=True
+        )
+
+    def now(self) -> float:
+        return float(self.reactor.seconds())
+
+    # ------------------------------------------------------------------ input
+    def received_datagram(self, peer: Peer, data: bytes) -> None:
+        try:
+            item = parse_datagram(data)
+        except MessageError as exc:
+            self.run(self.core.malformed(peer, exc))
+            return
+        self.received_item(peer, item)
+
+    def received_item(self, peer: Peer, item: Any) -> None:
+        if isinstance(item, MessageError):
+            self.run(self.core.malformed(peer, item))
+            return
+        try:
+            actions = self.core.receive(peer, item, self.now())
+        except Exception:
+            log.failure("Proxy failed on a message from {peer}", peer=str(peer))
+            return
+        self.run(actions)
+
+    def connection_made(self, conn: _Stream) -> None:
+        assert conn.peer is not None
+        key = (conn.peer.side, conn.peer.host, conn.peer.port)
+        self.connections[key] = conn
+        for data in self.pending_tcp.pop(key, []):
+            conn.send(data)
+
+    def connection_lost(self, conn: _Stream) -> None:
+        if conn.peer is None:
+            return
+        key = (conn.peer.side, conn.peer.host, conn.peer.port)
+        if self.connections.get(key) is conn:
+            del self.connections[key]
+
+    # ------------------------------------------------------------------ output
+    def run(self, actions: list[Action]) -> None:
+        """Carry out what the core asked for, then re-arm the timer."""
+        for action in actions:
+            try:
+                self._do(action)
+            except Exception:
+                log.failure("Failed to carry out {action!r}", action=action)
+        self._rearm()
+
+    def _do(self, action: Action) -> None:
+        if isinstance(action, Send):
+            self.send(action.peer, action.message.serialise())
+        elif isinstance(action, MediaRequest):
+            self._media(action)
+        elif isinstance(action, DialogEnded):
+            try:
+                self.handler.dialog_ended(action.dialog, action.reason)
+            except Exception:
+                log.failure("Media handler failed on dialog end", call_id=action.dialog.call_id)
+        elif isinstance(action, ReofferAnswered):
+            d = self.reoffers.pop(action.token, None)
+            if d is not None:
+                d.callback((action.status, action.body))
+        elif isinstance(action, Log):
+            log.emit(LogLevel.levelWithName(action.level), action.format, **action.fields)
+
+    def send(self, peer: Peer, data: bytes) -> None:
+        if peer.transport == "udp":
+            udp = self.udp.get(peer.side)
+            if udp is not None and udp.transport is not None:
+                udp.transport.write(data, (peer.host, peer.port))
+            return
+        key = (peer.side, peer.host, peer.port)
+        conn = self.connections.get(key)
+        if conn is not None:
+            conn.send(data)
+            return
+        queue = self.pending_tcp.setdefault(key, [])
+        queue.append(data)
+        if len(queue) == 1:
+            host = self.config.address(peer.side)[0]
+            self.reactor.connectTCP(
+                peer.host, peer.port, _Connector(self, key), timeout=5, bindAddress=(host, 0)
+            )
+
+    def _media(self, action: MediaRequest) -> None:
+        token = action.token
+        call_id = action.context.call_id
+
+        def done(result: object) -> None:
+            if not isinstance(result, Forward | Reject):
+                log.error(
+                    "Media handler returned {result!r} for {call_id}",
+                    result=result,
+                    call_id=call_id,
+                )
+                result = Reject(500, "media handler returned no result")
+            self.run(self.core.media_result(token, result, self.now()))
+
+        def failed(failure: Failure) -> None:
+            log.failure("Media handler failed for {call_id}", failure, call_id=call_id)
+            self.run(
+                self.core.media_result(token, Reject(500, "media handling failed"), self.now())
+            )
+
+        d: defer.Deferred[MediaResult] = defer.maybeDeferred(
+            self.handler.sdp, action.context, action.body
+        )
+        d.addCallbacks(done, failed)
+
+    def _rearm(self) -> None:
+        deadline = self.core.next_deadline()
+        if deadline is None:
+            return
+        if self._timer is not None and self._timer.active():
+            if self._timer_at is not None and self._timer_at <= deadline:
+                return
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self.reactor.callLater(max(0.0, deadline - self.now()), self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        try:
+            actions = self.core.tick(self.now())
+        except Exception:
+            log.failure("Proxy timer failed")
+            actions = []
+        self.run(actions)
+
+
+def serve(config: PcscfConfig) -> int:
+    """Run the P-CSCF until stopped (the ``e2ae pcscf`` command). Prints the bound addresses."""
+    from twisted.internet import reactor
+
+    service = SipService(_proxy_config(config), reactor=reactor)
+    try:
+        service.listen()
+    except CannotListenError as exc:
+        print(f"e2ae pcscf: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    gm_port, core_port = service.config.gm[1], service.config.core[1]
+    log.info(
+        "P-CSCF listening: gm {gm}, core {core}, next hop {next_hop}; Iq {iq} (not served yet)",
+        gm=f"{config.gm[0]}:{gm_port}",
+        core=f"{config.core[0]}:{core_port}",
+        next_hop=f"{config.next_hop[0]}:{config.next_hop[1]}",
+        iq=f"{config.iq[0]}:{config.iq[1]}",
+    )
+    print(f"pcscf gm={config.gm[0]}:{gm_port} core={config.core[0]}:{core_port}", flush=True)
+    reactor.addSystemEventTrigger("before", "shutdown", service.stop)
+    reactor.run()
+    return 0
+
+
+def _proxy_config(config: PcscfConfig) -> ProxyConfig:
+    host, port = config.next_hop
+    transport: Any = config.next_hop_transport
+    return ProxyConfig(
+        gm=config.gm,
+        core=config.core,
+        next_hop=Peer("core", transport, host, port),
+        network_mechanisms=config.policy.network_mechanisms,
+    )

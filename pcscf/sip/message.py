@@ -1,0 +1,473 @@
+"""SIP messages (RFC 3261 section 7): model, parser, serialiser and TCP stream framing.
+
+A message is a frozen value: start line, an ordered tuple of ``(name, value)`` header fields as
+received (names keep their spelling; lookups use :func:`~pcscf.sip.headers.canonical` so compact
+forms match), and the body bytes. Editing returns a new message. The serialiser always writes a
+correct ``Content-Length``.
+
+Framing: over UDP one datagram is one message (:func:`parse_datagram`); over TCP the
+:class:`StreamParser` cuts messages out of a byte stream by ``Content-Length``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import attrs
+
+from pcscf.sip.errors import LocalSipError, RemoteSipError
+from pcscf.sip.headers import LIST_HEADERS, Via, canonical, split_list
+from pcscf.sip.uri import NameAddr
+
+SIP_VERSION = "SIP/2.0"
+#: Size limits: the biggest message we take, header count and one header line.
+MAX_MESSAGE = 65_535
+MAX_HEADERS = 200
+MAX_LINE = 8_192
+
+_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+
+REASONS: dict[int, str] = {
+    100: "Trying",
+    180: "Ringing",
+    183: "Session Progress",
+    200: "OK",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    408: "Request Timeout",
+    420: "Bad Extension",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    500: "Server Internal Error",
+    503: "Service Unavailable",
+    513: "Message Too Large",
+}
+
+Header = tuple[str, str]
+
+
+def _is_token(text: str) -> bool:
+    return bool(text) and all(ch in _TOKEN_CHARS for ch in text)
+
+
+@attrs.frozen
+class _Base:
+    headers: tuple[Header, ...]
+    body: bytes
+
+    # -- lookups ----------------------------------------------------------------------------
+    def get(self, name: str) -> str | None:
+        """Value of the first header field with this name (compact forms match), or None."""
+        wanted = canonical(name)
+        for key, value in self.headers:
+            if canonical(key) == wanted:
+                return value
+        return None
+
+    def get_all(self, name: str) -> list[str]:
+        """Every field value with this name, in order (one per header line)."""
+        wanted = canonical(name)
+        return [value for key, value in self.headers if canonical(key) == wanted]
+
+    def values(self, name: str) -> list[str]:
+        """Every list item of a comma-list header over all its lines."""
+        out: list[str] = []
+        for value in self.get_all(name):
+            out.extend(split_list(value, name))
+        return out
+
+    def has(self, name: str) -> bool:
+        return self.get(name) is not None
+
+    # -- typed accessors --------------------------------------------------------------------
+    @property
+    def call_id(self) -> str:
+        value = self.get("call-id")
+        if not value or not value.strip():
+            raise RemoteSipError(400, "Missing Call-ID header", where="Call-ID")
+        return value.strip()
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        value = self.get("cseq")
+        if value is None:
+            raise RemoteSipError(400, "Missing CSeq header", where="CSeq")
+        number, _, method = value.strip().partition(" ")
+        method = method.strip()
+        if not number.isdigit() or len(number) > 10 or int(number) >= 2**31 or not method:
+            raise RemoteSipError(400, f"Bad CSeq {value!r}", where="CSeq")
+        return int(number), method.upper()
+
+    def _addr(self, name: str) -> NameAddr:
+        value = self.get(name)
+        if value is None:
+            raise RemoteSipError(400, f"Missing {name} header", where=name)
+        return NameAddr.parse(value, name)
+
+    @property
+    def from_(self) -> NameAddr:
+        return self._addr("From")
+
+    @property
+    def to(self) -> NameAddr:
+        return self._addr("To")
+
+    @property
+    def vias(self) -> list[Via]:
+        return [Via.parse(item) for item in self.values("via")]
+
+    @property
+    def top_via(self) -> Via:
+        values = self.values("via")
+        if not values:
+            raise RemoteSipError(400, "Missing Via header", where="Via")
+        return Via.parse(values[0])
+
+    def addresses(self, name: str) -> list[NameAddr]:
+        """Route / Record-Route / Path / Contact values as name-addrs."""
+        return [NameAddr.parse(item, name) for item in self.values(name)]
+
+    @property
+    def content_type(self) -> str:
+        return (self.get("content-type") or "").split(";")[0].strip().lower()
+
+    @property
+    def has_sdp(self) -> bool:
+        return bool(self.body.strip()) and self.content_type == "application/sdp"
+
+    # -- editing ----------------------------------------------------------------------------
+    def without(self, name: str) -> tuple[Header, ...]:
+        wanted = canonical(name)
+        return tuple(h for h in self.headers if canonical(h[0]) != wanted)
+
+    def replacing(self, name: str, values: Iterable[str]) -> tuple[Header, ...]:
+        """Headers with every ``name`` line replaced by one line per value, where the first was."""
+        wanted = canonical(name)
+        new = [(name, v) for v in values]
+        out: list[Header] = []
+        placed = False
+        for header in self.headers:
+            if canonical(header[0]) == wanted:
+                if not placed:
+                    out.extend(new)
+                    placed = True
+                continue
+            out.append(header)
+        if not placed:
+            out.extend(new)
+        return tuple(out)
+
+    def prepending(self, name: str, value: str) -> tuple[Header, ...]:
+        """Put ``value`` first among ``name`` fields (before the first one, or after start)."""
+        wanted = canonical(name)
+        out = list(self.headers)
+        for index, header in enumerate(out):
+            if canonical(header[0]) == wanted:
+                out.insert(index, (name, value))
+                return tuple(out)
+        return ((name, value), *out)
+
+    def dropping_first_value(self, name: str) -> tuple[Header, ...]:
+        """Remove the first list item of ``name`` (a Via or Route), keeping the rest."""
+        wanted = canonical(name)
+        out: list[Header] = []
+        done = False
+        for key, value in self.headers:
+            if not done and canonical(key) == wanted:
+                done = True
+                rest = split_list(value, name)[1:]
+                if rest:
+                    out.append((key, ", ".join(rest)))
+                continue
+            out.append((key, value))
+        return tuple(out)
+
+    def _head_lines(self) -> list[str]:
+        lines = []
+        for key, value in self.headers:
+            if canonical(key) == "content-length":
+                continue
+            if "\r" in value or "\n" in value:
+                raise LocalSipError(f"header {key} holds a line break")
+            lines.append(f"{key}: {value}")
+        lines.append(f"Content-Length: {len(self.body)}")
+        return lines
+
+
+@attrs.frozen
+class Request(_Base):
+    method: str
+    uri: str
+
+    def serialise(self) -> bytes:
+        head = "\r\n".join([f"{self.method} {self.uri} {SIP_VERSION}", *self._head_lines()])
+        return head.encode("utf-8") + b"\r\n\r\n" + self.body
+
+    def evolve(self, **changes: object) -> Request:
+        return attrs.evolve(self, **changes)  # type: ignore[arg-type]
+
+
+@attrs.frozen
+class Response(_Base):
+    status: int
+    reason: str
+
+    def serialise(self) -> bytes:
+        head = "\r\n".join([f"{SIP_VERSION} {self.status} {self.reason}", *self._head_lines()])
+        return head.encode("utf-8") + b"\r\n\r\n" + self.body
+
+    def evolve(self, **changes: object) -> Response:
+        return attrs.evolve(self, **changes)  # type: ignore[arg-type]
+
+
+Message = Request | Response
+
+
+@attrs.frozen
+class MalformedMessage:
+    """What could be read of a message that failed to parse, so that a 400 can still be sent."""
+
+    error: RemoteSipError
+    request: Request | None
+
+
+class MessageError(RemoteSipError):
+    """A message that failed to parse; ``partial`` holds what could be read of a request."""
+
+    def __init__(self, status: int, reason: str, partial: Request | None) -> None:
+        super().__init__(status, reason, where="message")
+        self.partial = partial
+
+
+def _parse_head(head: str) -> tuple[str, list[Header]]:
+    lines = head.split("\r\n")
+    start = lines[0]
+    headers: list[Header] = []
+    for raw in lines[1:]:
+        if len(raw) > MAX_LINE:
+            raise RemoteSipError(400, "Header line too long", where="headers")
+        if raw[:1] in (" ", "\t"):
+            if not headers:
+                raise RemoteSipError(400, "Continuation line before any header", where="headers")
+            name, value = headers[-1]
+            headers[-1] = (name, f"{value} {raw.strip()}")
+            continue
+        name, colon, value = raw.partition(":")
+        name = name.rstrip(" \t")
+        if not colon or not _is_token(name):
+            raise RemoteSipError(400, f"Bad header line {raw[:40]!r}", where="headers")
+        headers.append((name, value.strip()))
+        if len(headers) > MAX_HEADERS:
+            raise RemoteSipError(400, "Too many header fields", where="headers")
+    return start, headers
+
+
+def _start_line(start: str, headers: list[Header], body: bytes) -> Message:
+    if start.startswith(SIP_VERSION + " "):
+        _, code, reason = [*start.split(" ", 2), "", ""][:3]
+        if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+            raise RemoteSipError(400, f"Bad status code {code!r}", where="status line")
+        return Response(tuple(headers), body, int(code), reason)
+    parts = start.split(" ")
+    if len(parts) != 3:
+        raise RemoteSipError(400, "Bad request line", where="request line")
+    method, uri, version = parts
+    if version != SIP_VERSION:
+        raise RemoteSipError(505, f"Unsupported version {version[:20]!r}", where="request line")
+    if not _is_token(method):
+        raise RemoteSipError(400, f"Bad method {method[:20]!r}", where="request line")
+    if ":" not in uri:
+        raise RemoteSipError(400, f"Bad Request-URI {uri[:40]!r}", where="request line")
+    return Request(tuple(headers), body, method, uri)
+
+
+def _content_length(headers: list[Header]) -> int | None:
+    values = [v for k, v in headers if canonical(k) == "content-length"]
+    if not values:
+        return None
+    if len(set(values)) > 1 or not values[0].isdigit() or len(values[0]) > 9:
+        raise RemoteSipError(400, f"Bad Content-Length {values[0][:20]!r}", where="Content-Length")
+    return int(values[0])
+
+
+def _salvage(start: str, head: str) -> Request | None:
+    """Best-effort read of a broken request so that it can still be answered with 400."""
+    parts = start.split(" ")
+    if len(parts) != 3 or not _is_token(parts[0]) or parts[0] == "ACK":
+        return None
+    headers: list[Header] = []
+    for raw in head.split("\r\n")[1:]:
+        name, colon, value = raw.partition(":")
+        if colon and _is_token(name.strip()):
+            headers.append((name.strip(), value.strip()))
+    request = Request(tuple(headers), b"", parts[0], parts[1])
+    try:
+        request.top_via  # noqa: B018 - checks the Via can be parsed
+        request.call_id  # noqa: B018
+        request.cseq  # noqa: B018
+        request.from_  # noqa: B018
+        request.to  # noqa: B018
+    except RemoteSipError:
+        return None
+    return request
+
+
+def _decode_head(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RemoteSipError(400, "Header is not UTF-8", where="headers") from exc
+
+
+def _build(head_bytes: bytes, body: bytes, *, stream: bool) -> Message:
+    head = _decode_head(head_bytes)
+    start = head.split("\r\n", 1)[0]
+    try:
+        start_line, headers = _parse_head(head)
+        length = _content_length(headers)
+        if length is None and stream:
+            raise RemoteSipError(400, "Missing Content-Length over a stream", where="framing")
+        if length is not None:
+            if length > len(body):
+                raise RemoteSipError(400, "Body shorter than Content-Length", where="framing")
+            body = body[:length]
+        return _start_line(start_line, headers, body)
+    except MessageError:
+        raise
+    except RemoteSipError as exc:
+        raise MessageError(exc.status, exc.reason, _salvage(start, head)) from exc
+
+
+def parse_datagram(data: bytes) -> Message:
+    """One UDP datagram -> one message (RFC 3261 section 18.3)."""
+    if len(data) > MAX_MESSAGE:
+        raise MessageError(513, "Message Too Large", None)
+    data = data.lstrip(b"\r\n")
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        raise MessageError(400, "No blank line after the headers", None)
+    return _build(data[:end], data[end + 4 :], stream=False)
+
+
+parse_message = parse_datagram
+
+
+class StreamParser:
+    """Incremental framing of SIP over TCP: feed bytes, take complete messages.
+
+    Keep-alive CRLFs between messages are skipped. A framing error (no Content-Length,
+    oversized message) is fatal for the stream: :meth:`feed` raises :class:`MessageError`
+    and the connection should be closed; an error inside one well-framed message only costs
+    that message (also raised, but the parser stays usable).
+    """
+
+    def __init__(self, max_message: int = MAX_MESSAGE) -> None:
+        self._buffer = bytearray()
+        self._max = max_message
+        self.broken = False
+
+    def feed(self, data: bytes) -> list[Message | MessageError]:
+        """Add bytes; return the messages (or per-message errors) now complete, in order."""
+        if self.broken:
+            return []
+        self._buffer += data
+        out: list[Message | MessageError] = []
+        while True:
+            while self._buffer[:2] == b"\r\n":
+                del self._buffer[:2]
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._buffer) > self._max:
+                    self.broken = True
+                    out.append(MessageError(513, "Message Too Large", None))
+                return out
+            head = bytes(self._buffer[:end])
+            try:
+                text = _decode_head(head)
+                _, headers = _parse_head(text)
+                length = _content_length(headers)
+            except RemoteSipError as exc:
+                self.broken = True
+                out.append(MessageError(exc.status, exc.reason, None))
+                return out
+            if length is None:
+                self.broken = True
+                out.append(MessageError(400, "Missing Content-Length over a stream", None))
+                return out
+            total = end + 4 + length
+            if total > self._max:
+                self.broken = True
+                out.append(MessageError(513, "Message Too Large", None))
+                return out
+            if len(self._buffer) < total:
+                return out
+            body = bytes(self._buffer[end + 4 : total])
+            del self._buffer[:total]
+            try:
+                out.append(_build(head, body, stream=True))
+            except MessageError as exc:
+                out.append(exc)
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+
+def validate_request(request: Request) -> None:
+    """The checks of RFC 3261 section 16.3 step 1 a proxy needs; RemoteSipError otherwise."""
+    request.top_via  # noqa: B018
+    request.call_id  # noqa: B018
+    request.from_  # noqa: B018
+    request.to  # noqa: B018
+    _, method = request.cseq
+    if method != request.method and not (request.method == "ACK" and method == "ACK"):
+        raise RemoteSipError(400, f"CSeq method {method} does not match {request.method}")
+    if not request.top_via.branch:
+        raise RemoteSipError(400, "Via without branch parameter", where="Via")
+    forwards = request.get("max-forwards")
+    if forwards is not None and (not forwards.strip().isdigit() or len(forwards.strip()) > 3):
+        raise RemoteSipError(400, f"Bad Max-Forwards {forwards!r}", where="Max-Forwards")
+    for name in ("route", "record-route", "contact"):
+        request.addresses(name)
+
+
+def validate_response(response: Response) -> None:
+    response.top_via  # noqa: B018
+    response.call_id  # noqa: B018
+    response.cseq  # noqa: B018
+    response.to  # noqa: B018
+
+
+def make_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    extra: Iterable[Header] = (),
+    body: bytes = b"",
+) -> Response:
+    """A response to ``request`` (RFC 3261 section 8.2.6): Via, From, To, Call-ID, CSeq copied."""
+    headers: list[Header] = []
+    for key, value in request.headers:
+        name = canonical(key)
+        if name in ("via", "from", "call-id", "cseq"):
+            headers.append((key, value))
+        elif name == "to":
+            if to_tag and NameAddr.parse(value, "To").tag is None:
+                value = str(NameAddr.parse(value, "To").with_param("tag", to_tag))
+            headers.append((key, value))
+        elif name == "record-route" and 100 < status < 300:
+            headers.append((key, value))
+    headers.extend(extra)
+    return Response(tuple(headers), body, status, reason or REASONS.get(status, "Unknown"))
+
+
+def is_list_header(name: str) -> bool:
+    return canonical(name) in LIST_HEADERS

@@ -1,0 +1,1238 @@
+"""The P-CSCF's transaction-stateful SIP proxy (RFC 3261 sections 16 and 17), sans I/O.
+
+Feed it messages with :meth:`ProxyCore.receive` (with the :class:`Peer` they came from and the
+time), media results with :meth:`ProxyCore.media_result`, and the clock with
+:meth:`ProxyCore.tick` at :meth:`ProxyCore.next_deadline`; it returns :data:`Action` values:
+messages to send, SDP bodies for the media handler, dialog-ended notices and log events.
+
+Two sides: ``gm`` (towards UEs) and ``core`` (towards the S-CSCF / next hop). An initial request
+from the Gm side is *originating* and goes to the next hop; one from the core side is
+*terminating* and goes to the registered contact (found by the Path token in the Route, or by
+Request-URI). In-dialog requests follow the Route set (we Record-Route twice, once per side).
+
+Per call, messages that touch the media handler are processed strictly in order: while an SDP
+body of a call is with the handler, later messages of that call wait (other calls do not).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import secrets
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+import attrs
+
+from pcscf.sip.errors import RemoteSipError
+from pcscf.sip.headers import Via, option_tags
+from pcscf.sip.media import (
+    DialogId,
+    Direction,
+    Forward,
+    Kind,
+    MediaContext,
+    MediaResult,
+    Reject,
+    Side,
+    UeInfo,
+)
+from pcscf.sip.message import (
+    Header,
+    MessageError,
+    Request,
+    Response,
+    make_response,
+    validate_request,
+    validate_response,
+)
+from pcscf.sip.registrar import Binding, Flow, PendingRegister, Registrar, read_register
+from pcscf.sip.uri import NameAddr, SipUri, make_uri
+
+Transport = Literal["udp", "tcp"]
+MAGIC = "z9hG4bK"
+DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+SUPPORTED_OPTIONS = frozenset({"mediasec", "path", "100rel", "timer", "sec-agree", "replaces"})
+
+
+@attrs.frozen
+class Peer:
+    """A transport address on one side: where a message came from or goes to."""
+
+    side: Side
+    transport: Transport
+    host: str
+    port: int
+
+    @property
+    def flow(self) -> Flow:
+        return Flow(self.transport, self.host, self.port)
+
+    def __str__(self) -> str:
+        return f"{self.side}/{self.transport}:{self.host}:{self.port}"
+
+
+# -- actions ---------------------------------------------------------------------------------
+@attrs.frozen
+class Send:
+    peer: Peer
+    message: Request | Response
+
+
+@attrs.frozen
+class MediaRequest:
+    """Ask the media handler about ``body``; answer with :meth:`ProxyCore.media_result`."""
+
+    token: int
+    context: MediaContext
+    body: bytes
+
+
+@attrs.frozen
+class DialogEnded:
+    dialog: DialogId
+    reason: str
+
+
+@attrs.frozen
+class ReofferAnswered:
+    """Final response to a re-offer the proxy sent on the handler's behalf."""
+
+    token: int
+    status: int
+    body: bytes
+
+
+@attrs.frozen
+class Log:
+    """A log event for the edge: a format string over named fields, and a level."""
+
+    level: Literal["debug", "info", "warn", "error"]
+    format: str
+    fields: Mapping[str, object]
+
+
+Action = Send | MediaRequest | DialogEnded | ReofferAnswered | Log
+
+
+@attrs.frozen
+class ProxyConfig:
+    """Our two addresses, the next hop towards the core, timers and the advertised mechanisms."""
+
+    gm: tuple[str, int]
+    core: tuple[str, int]
+    next_hop: Peer
+    network_mechanisms: frozenset[str] = frozenset({"msrp-tls", "bfcp-tls"})
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+    #: Answer requests from UEs that are not registered with 403 (else forward them).
+    require_registration: bool = True
+
+    def address(self, side: Side) -> tuple[str, int]:
+        return self.gm if side == "gm" else self.core
+
+
+# -- state -----------------------------------------------------------------------------------
+ServerKey = tuple[str, str, str]
+ClientKey = tuple[str, str]
+Step = Callable[[float, list[Action]], None]
+
+
+@attrs.define
+class ServerTxn:
+    key: ServerKey
+    request: Request
+    peer: Peer
+    dialog: DialogId | None = None
+    last: Response | None = None
+    client: ClientKey | None = None
+    cancelled: bool = False
+    retransmit_at: float | None = None
+    interval: float = 0.0
+    expire_at: float | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.last is not None and self.last.status >= 200
+
+
+@attrs.define
+class ClientTxn:
+    key: ClientKey
+    request: Request
+    peer: Peer
+    server: ServerKey | None = None
+    dialog: DialogId | None = None
+    internal: bool = False
+    state: str = "trying"
+    retransmit_at: float | None = None
+    interval: float = 0.0
+    timeout_at: float | None = None
+    expire_at: float | None = None
+    offer_in_request: bool = False
+    register: PendingRegister | None = None
+    answers: dict[bytes, MediaResult] = attrs.field(factory=dict)
+    on_final: Callable[[Response, float, list[Action]], None] | None = None
+
+    @property
+    def method(self) -> str:
+        return self.key[1]
+
+
+@attrs.define
+class Party:
+    """One end of a dialog as the proxy sees it: where to send and how to address it."""
+
+    side: Side
+    target: str = ""
+    route: list[str] = attrs.field(factory=list)
+    cseq: int = 0
+
+
+@attrs.define
+class Dialog:
+    id: DialogId
+    ue: UeInfo
+    invite: Request
+    caller: Party
+    callee: Party
+    from_hdr: str
+    to_hdr: str
+    state: str = "early"
+    awaiting_answer: bool = False
+    busy: bool = False
+    queue: deque[Step] = attrs.field(factory=deque)
+    server: ServerKey | None = None
+    client: ClientKey | None = None
+
+
+@attrs.define
+class _Pending:
+    dialog: DialogId
+    on_forward: Callable[[bytes, float, list[Action]], None]
+    on_reject: Callable[[Reject, float, list[Action]], None]
+
+
+def _loop_hash(request: Request) -> str:
+    parts = [
+        request.uri,
+        request.from_.tag or "",
+        request.to.tag or "",
+        request.call_id,
+        str(request.cseq[0]),
+        ",".join(request.get_all("proxy-require")),
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:10]
+
+
+class ProxyCore:
+    """The stateful proxy. Not thread-safe; one instance per P-CSCF."""
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        *,
+        registrar: Registrar | None = None,
+        new_id: Callable[[], str] = lambda: secrets.token_hex(6),
+    ) -> None:
+        self.config = config
+        self.registrar = registrar if registrar is not None else Registrar()
+        self._new_id = new_id
+        self.server_txns: dict[ServerKey, ServerTxn] = {}
+        self.client_txns: dict[ClientKey, ClientTxn] = {}
+        self.dialogs: dict[DialogId, Dialog] = {}
+        self._pending: dict[int, _Pending] = {}
+        self._tokens = itertools.count(1)
+        self._timers: list[tuple[float, int, str, object]] = []
+        self._seq = itertools.count()
+        self._flow_tokens: dict[Flow, str] = {}
+        self._next_reap = 0.0
+
+    # ======================================================================= public interface
+    def receive(self, peer: Peer, message: Request | Response, now: float) -> list[Action]:
+        """A parsed message arrived from ``peer``."""
+        out: list[Action] = []
+        try:
+            if isinstance(message, Request):
+                validate_request(message)
+                self._on_request(peer, message, now, out)
+            else:
+                validate_response(message)
+                self._on_response(peer, message, now, out)
+        except RemoteSipError as exc:
+            self._refuse(peer, message, exc, out)
+        return out
+
+    def malformed(self, peer: Peer, error: MessageError) -> list[Action]:
+        """A message that did not parse: answer 400 if enough of a request could be read."""
+        out: list[Action] = [
+            Log(
+                "warn",
+                "Malformed SIP message from {peer}: {status} {reason}",
+                {"peer": str(peer), "status": error.status, "reason": error.reason},
+            )
+        ]
+        if error.partial is not None:
+            out.append(Send(peer, make_response(error.partial, error.status, error.reason)))
+        return out
+
+    def media_result(self, token: int, result: MediaResult, now: float) -> list[Action]:
+        """The media handler answered the :class:`MediaRequest` ``token``."""
+        out: list[Action] = []
+        pending = self._pending.pop(token, None)
+        if pending is None:
+            return out
+        if isinstance(result, Forward):
+            pending.on_forward(result.body, now, out)
+        else:
+            pending.on_reject(result, now, out)
+        dialog = self.dialogs.get(pending.dialog)
+        if dialog is not None:
+            dialog.busy = False
+            self._drain(dialog, now, out)
+        return out
+
+    def next_deadline(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
+
+    def tick(self, now: float) -> list[Action]:
+        """Run every timer due at ``now``."""
+        out: list[Action] = []
+        while self._timers and self._timers[0][0] <= now:
+            _, _, kind, key = heapq.heappop(self._timers)
+            if kind == "client":
+                self._client_timer(key, now, out)  # type: ignore[arg-type]
+            elif kind == "server":
+                self._server_timer(key, now, out)  # type: ignore[arg-type]
+        if now >= self._next_reap:
+            self._next_reap = now + 10.0
+            for gone in self.registrar.expire(now):
+                out.append(Log("info", "Registration of {aor} expired", {"aor": gone.aor}))
+        return out
+
+    def end_call(self, dialog_id: DialogId, cause: int, text: str, now: float) -> list[Action]:
+        """End a call from the inside: BYE both ways (or CANCEL + error final if not answered),
+        each with ``Reason: SIP;cause=<cause>;text="<text>"``."""
+        out: list[Action] = []
+        dialog = self.dialogs.get(dialog_id)
+        if dialog is None or dialog.state == "ended":
+            return out
+        reason = _reason(cause, text)
+        if dialog.state == "early":
+            server = self.server_txns.get(dialog.server) if dialog.server else None
+            client = self.client_txns.get(dialog.client) if dialog.client else None
+            if client is not None and client.state in ("trying", "proceeding"):
+                self._send_cancel(client, now, out, reason)
+            if server is not None and not server.final:
+                status = cause if 400 <= cause <= 699 else 500
+                self._respond(server, status, now, out, extra=[("Reason", reason)])
+        else:
+            for party in (dialog.caller, dialog.callee):
+                self._send_in_dialog(dialog, party, "BYE", b"", now, out, [("Reason", reason)])
+        self._ended(dialog, "ended by the media handler: " + text, out)
+        return out
+
+    def reoffer(
+        self, dialog_id: DialogId, side: Side, body: bytes, now: float
+    ) -> tuple[int, list[Action]]:
+        """Send a re-INVITE with ``body`` to the party on ``side``; its final response comes
+        back as :class:`ReofferAnswered` with the returned token (the proxy ACKs a 2xx)."""
+        out: list[Action] = []
+        token = next(self._tokens)
+        dialog = self.dialogs.get(dialog_id)
+        if dialog is None or dialog.state != "confirmed":
+            out.append(ReofferAnswered(token, 481, b""))
+            return token, out
+        party = dialog.caller if dialog.caller.side == side else dialog.callee
+
+        def on_final(response: Response, now: float, out: list[Action]) -> None:
+            if 200 <= response.status < 300:
+                self._send_in_dialog(dialog, party, "ACK", b"", now, out, [], response=response)
+            body = response.body if response.has_sdp else b""
+            out.append(ReofferAnswered(token, response.status, body))
+
+        self._send_in_dialog(
+            dialog,
+            party,
+            "INVITE",
+            body,
+            now,
+            out,
+            [("Content-Type", "application/sdp")],
+            on_final=on_final,
+        )
+        return token, out
+
+    def dialog_ids(self) -> list[DialogId]:
+        return [d for d, dialog in self.dialogs.items() if dialog.state != "ended"]
+
+    # ============================================================================ requests
+    def _on_request(self, peer: Peer, msg: Request, now: float, out: list[Action]) -> None:
+        via = msg.top_via
+        msg = msg.evolve(headers=_replace_top_via(msg, via.with_received(peer.host, peer.port)))
+        if msg.method == "ACK":
+            txn = self.server_txns.get((via.branch, via.sent_by, "INVITE"))
+            if txn is not None and txn.last is not None and txn.last.status >= 300:
+                txn.retransmit_at = None
+                return
+            self._route(None, peer, msg, now, out)
+            return
+        if msg.method == "CANCEL":
+            self._on_cancel(peer, msg, via, now, out)
+            return
+        key = (via.branch, via.sent_by, msg.method)
+        txn = self.server_txns.get(key)
+        if txn is not None:
+            if txn.last is not None:
+                out.append(Send(txn.peer, txn.last))
+            return
+        forwards = msg.get("max-forwards")
+        if forwards is not None and int(forwards.strip()) <= 0:
+            raise RemoteSipError(483, "Too Many Hops")
+        own = {self._sent_by("gm"), self._sent_by("core")}
+        loop = _loop_hash(msg)
+        for other in msg.vias:
+            if other.sent_by in own and other.branch.startswith(MAGIC + loop + "."):
+                raise RemoteSipError(482, "Loop Detected")
+        unsupported = option_tags(msg.get_all("proxy-require")) - SUPPORTED_OPTIONS
+        if unsupported:
+            out.append(
+                Send(
+                    peer,
+                    make_response(
+                        msg, 420, extra=[("Unsupported", ", ".join(sorted(unsupported)))]
+                    ),
+                )
+            )
+            return
+        txn = ServerTxn(key, msg, peer)
+        self.server_txns[key] = txn
+        if msg.method == "INVITE":
+            self._respond(txn, 100, now, out)
+        self._route(txn, peer, msg, now, out)
+
+    def _route(
+        self, txn: ServerTxn | None, peer: Peer, msg: Request, now: float, out: list[Action]
+    ) -> None:
+        routes = msg.addresses("route")
+        popped: list[SipUri] = []
+        while routes and self._is_ours(routes[0]):
+            popped.append(routes.pop(0).sip_uri("Route"))
+        if popped:
+            msg = msg.evolve(headers=msg.replacing("Route", [str(r) for r in routes]))
+        hint: Direction | None = None
+        for uri in popped:
+            value = uri.param("e2ae")
+            if value == "orig":
+                hint = "orig"
+            elif value == "term":
+                hint = "term"
+        if msg.to.tag is not None:
+            self._in_dialog(txn, peer, msg, routes, hint, now, out)
+        elif txn is None:
+            return  # an ACK outside any dialog and transaction: nothing to do with it
+        elif msg.method == "REGISTER":
+            self._register(txn, peer, msg, now, out)
+        elif peer.side == "gm":
+            self._originating(txn, peer, msg, now, out)
+        else:
+            self._terminating(txn, msg, popped, now, out)
+
+    def _register(
+        self, txn: ServerTxn, peer: Peer, msg: Request, now: float, out: list[Action]
+    ) -> None:
+        if peer.side != "gm":
+            self._respond(txn, 403, now, out, reason="REGISTER only from the Gm side")
+            return
+        token = self._flow_token(peer.flow)
+        pending = read_register(msg, peer.flow, token)
+        path = NameAddr(str(self._own_uri("core", self.config.next_hop.transport, user=token)))
+        headers = msg.prepending("Path", str(path))
+        msg = msg.evolve(headers=headers)
+        out.append(
+            Log(
+                "info",
+                "REGISTER {aor} from {peer} mechanisms {mechanisms}",
+                {
+                    "aor": pending.aor,
+                    "peer": str(peer),
+                    "mechanisms": ",".join(sorted(pending.mechanisms)) or "-",
+                    "call_id": msg.call_id,
+                },
+            )
+        )
+        client = self._forward(txn, msg, self.config.next_hop, now, out)
+        client.register = pending
+
+    def _originating(
+        self, txn: ServerTxn, peer: Peer, msg: Request, now: float, out: list[Action]
+    ) -> None:
+        binding = self.registrar.by_flow(peer.flow, now)
+        if binding is None and self.config.require_registration:
+            self._respond(txn, 403, now, out, reason="Forbidden (not registered)")
+            return
+        self._initial(
+            txn, peer, msg, "orig", _ue_info(binding, peer.flow), self.config.next_hop, now, out
+        )
+
+    def _terminating(
+        self, txn: ServerTxn, msg: Request, popped: list[SipUri], now: float, out: list[Action]
+    ) -> None:
+        binding: Binding | None = None
+        for uri in popped:
+            if uri.user:
+                binding = self.registrar.by_token(uri.user, now)
+        if binding is None:
+            try:
+                binding = self.registrar.by_uri(SipUri.parse(msg.uri, "Request-URI"), now)
+            except RemoteSipError:
+                binding = None
+        if binding is None:
+            self._respond(txn, 404, now, out, reason="Not Found (no registered contact)")
+            return
+        flow = binding.flow
+        dest = Peer("gm", "tcp" if flow.transport == "tcp" else "udp", flow.host, flow.port)
+        self._initial(txn, txn.peer, msg, "term", _ue_info(binding, flow), dest, now, out)
+
+    def _initial(
+        self,
+        txn: ServerTxn,
+        peer: Peer,
+        msg: Request,
+        direction: Direction,
+        ue: UeInfo,
+        dest: Peer,
+        now: float,
+        out: list[Action],
+    ) -> None:
+        if msg.method in DIALOG_METHODS:
+            msg = msg.evolve(headers=self._record_route(msg, peer, dest, direction))
+        if msg.method != "INVITE":
+            self._forward(txn, msg, dest, now, out)
+            return
+        did = DialogId(msg.call_id, direction)
+        old = self.dialogs.get(did)
+        if old is not None and old.state != "ended":
+            self._ended(old, "replaced by a new INVITE with the same Call-ID", out)
+        contact = msg.addresses("contact")
+        dialog = Dialog(
+            did,
+            ue,
+            msg,
+            caller=Party(
+                peer.side,
+                contact[0].uri if contact else "",
+                [a.uri for a in txn.request.addresses("record-route")],
+                msg.cseq[0],
+            ),
+            callee=Party(dest.side),
+            from_hdr=msg.get("from") or "",
+            to_hdr=msg.get("to") or "",
+            server=txn.key,
+        )
+        self.dialogs[did] = dialog
+        txn.dialog = did
+        out.append(
+            Log(
+                "info",
+                "New {direction} call {call_id} from {peer} to {next_hop}",
+                {
+                    "direction": direction,
+                    "call_id": did.call_id,
+                    "peer": str(peer),
+                    "next_hop": str(dest),
+                },
+            )
+        )
+
+        def forward(body: bytes, now: float, out: list[Action]) -> None:
+            if txn.cancelled or txn.final or dialog.state == "ended":
+                return
+            sent = msg.evolve(body=body) if msg.has_sdp else msg
+            client = self._forward(txn, sent, dest, now, out)
+            client.dialog = did
+            client.offer_in_request = msg.has_sdp
+            dialog.client = client.key
+
+        if not msg.has_sdp:
+            forward(msg.body, now, out)
+            return
+
+        def reject(result: Reject, now: float, out: list[Action]) -> None:
+            if not txn.final:
+                self._respond(txn, result.status, now, out, extra=[self._warning(result.warning)])
+            self._ended(dialog, f"offer rejected: {result.status} {result.warning}", out)
+
+        context = self._context(dialog, "offer", msg.method, None, True, peer.side == "gm", msg)
+        self._ask(dialog, context, msg.body, forward, reject, out)
+
+    def _in_dialog(
+        self,
+        txn: ServerTxn | None,
+        peer: Peer,
+        msg: Request,
+        routes: list[NameAddr],
+        hint: Direction | None,
+        now: float,
+        out: list[Action],
+    ) -> None:
+        dialog = self._find_dialog(msg.call_id, hint, peer)
+        out_side: Side = "core" if peer.side == "gm" else "gm"
+        dest: Peer | None = None
+        if out_side == "gm" and dialog is not None and dialog.ue.flow is not None:
+            flow = dialog.ue.flow
+            dest = Peer("gm", "tcp" if flow.transport == "tcp" else "udp", flow.host, flow.port)
+        else:
+            uri = routes[0].sip_uri("Route") if routes else SipUri.parse(msg.uri, "Request-URI")
+            host, port = uri.address()
+            dest = Peer(out_side, "tcp" if uri.transport == "tcp" else "udp", host, port)
+
+        def go(now: float, out: list[Action]) -> None:
+            self._in_dialog_step(txn, peer, msg, dest, dialog, now, out)
+
+        if dialog is None:
+            go(now, out)
+        else:
+            if txn is not None:
+                txn.dialog = dialog.id
+            self._dispatch(dialog, go, now, out)
+
+    def _in_dialog_step(
+        self,
+        txn: ServerTxn | None,
+        peer: Peer,
+        msg: Request,
+        dest: Peer,
+        dialog: Dialog | None,
+        now: float,
+        out: list[Action],
+    ) -> None:
+        if dialog is not None:
+            party = dialog.caller if _same_party(dialog.caller, peer, dialog) else dialog.callee
+            party.cseq = max(party.cseq, msg.cseq[0])
+            if msg.method == "BYE":
+                self._ended(dialog, "BYE", out)
+
+        def forward(body: bytes, now: float, out: list[Action]) -> None:
+            if txn is not None and (txn.cancelled or txn.final):
+                return
+            sent = msg.evolve(body=body) if msg.has_sdp else msg
+            if txn is None:
+                self._forward_stateless(sent, dest, out)
+                return
+            client = self._forward(txn, sent, dest, now, out)
+            client.dialog = dialog.id if dialog is not None else None
+            client.offer_in_request = kind == "offer"
+
+        kind: Kind | None = None
+        if dialog is not None and msg.has_sdp and dialog.state != "ended":
+            if msg.method in ("INVITE", "UPDATE"):
+                kind = "offer"
+            elif msg.method == "ACK" and dialog.awaiting_answer:
+                kind = "answer"
+            elif msg.method == "PRACK":
+                kind = "answer" if dialog.awaiting_answer else "offer"
+        if kind is None or dialog is None:
+            forward(msg.body, now, out)
+            return
+        if kind == "answer":
+            dialog.awaiting_answer = False
+        the_dialog = dialog
+
+        def reject(result: Reject, now: float, out: list[Action]) -> None:
+            if txn is not None and not txn.final and kind == "offer":
+                self._respond(txn, result.status, now, out, extra=[self._warning(result.warning)])
+                return
+            out.extend(self.end_call(the_dialog.id, result.status, result.warning, now))
+
+        initial = msg.method == "ACK" and msg.cseq[0] == dialog.invite.cseq[0]
+        context = self._context(dialog, kind, msg.method, None, initial, peer.side == "gm", msg)
+        self._ask(dialog, context, msg.body, forward, reject, out)
+
+    def _on_cancel(self, peer: Peer, msg: Request, via: Via, now: float, out: list[Action]) -> None:
+        invite = self.server_txns.get((via.branch, via.sent_by, "INVITE"))
+        if invite is None:
+            out.append(Send(peer, make_response(msg, 481)))
+            return
+        out.append(Send(peer, make_response(msg, 200)))
+        if invite.final:
+            return
+        invite.cancelled = True
+        client = self.client_txns.get(invite.client) if invite.client else None
+        if client is not None:
+            if client.state in ("trying", "proceeding"):
+                self._send_cancel(client, now, out, msg.get("reason"))
+            return
+        self._respond(invite, 487, now, out)
+        dialog = self.dialogs.get(invite.dialog) if invite.dialog else None
+        if dialog is not None:
+            self._ended(dialog, "CANCEL", out)
+
+    # =========================================================================== responses
+    def _on_response(self, peer: Peer, msg: Response, now: float, out: list[Action]) -> None:
+        via = msg.top_via
+        method = msg.cseq[1]
+        txn = self.client_txns.get((via.branch, method))
+        if txn is None:
+            if via.sent_by in (self._sent_by("gm"), self._sent_by("core")) and len(msg.vias) > 1:
+                nxt = msg.vias[1]
+                host, port = nxt.response_address()
+                side: Side = "core" if peer.side == "gm" else "gm"
+                transport: Transport = "tcp" if nxt.transport == "TCP" else "udp"
+                out.append(
+                    Send(
+                        Peer(side, transport, host, port),
+                        msg.evolve(headers=msg.dropping_first_value("via")),
+                    )
+                )
+            return
+        final = msg.status >= 200
+        if txn.state in ("completed", "accepted") and final:
+            if txn.method == "INVITE" and msg.status >= 300:
+                self._send_ack(txn, msg, out)  # a retransmitted final: ACK it again
+                return
+            if txn.method != "INVITE" or txn.internal:
+                return
+        # transaction state machine
+        if not final:
+            if txn.state == "trying":
+                txn.state = "proceeding"
+                if txn.method == "INVITE":
+                    txn.retransmit_at = None
+                elif txn.retransmit_at is not None:
+                    txn.interval = self.config.t2
+        else:
+            txn.retransmit_at = None
+            txn.timeout_at = None
+            if txn.method == "INVITE" and msg.status >= 300:
+                txn.state = "completed"
+                self._send_ack(txn, msg, out)
+                txn.expire_at = now + (32.0 if txn.peer.transport == "udp" else 0.0)
+            elif txn.method == "INVITE":
+                txn.state = "accepted"
+                txn.expire_at = now + 64 * self.config.t1
+            else:
+                txn.state = "completed"
+                txn.expire_at = now + (self.config.t4 if txn.peer.transport == "udp" else 0.0)
+            self._schedule("client", txn.key, txn.expire_at)
+        if txn.internal:
+            if final and txn.on_final is not None:
+                callback, txn.on_final = txn.on_final, None
+                callback(msg, now, out)
+            return
+        if msg.status == 100:
+            return
+        fwd = msg.evolve(headers=msg.dropping_first_value("via"))
+        server = self.server_txns.get(txn.server) if txn.server else None
+        if txn.register is not None:
+            fwd = self._register_response(txn.register, fwd, now, out)
+        dialog = self.dialogs.get(txn.dialog) if txn.dialog else None
+
+        def go(now: float, out: list[Action]) -> None:
+            self._response_step(txn, server, dialog, fwd, now, out)
+
+        if dialog is None:
+            go(now, out)
+        else:
+            self._dispatch(dialog, go, now, out)
+
+    def _response_step(
+        self,
+        txn: ClientTxn,
+        server: ServerTxn | None,
+        dialog: Dialog | None,
+        msg: Response,
+        now: float,
+        out: list[Action],
+    ) -> None:
+        initial = dialog is not None and txn.key == dialog.client
+        if dialog is not None and txn.method == "INVITE" and initial:
+            if msg.status < 300 and msg.to.tag is not None:
+                dialog.to_hdr = msg.get("to") or dialog.to_hdr
+                contact = msg.addresses("contact")
+                if contact:
+                    dialog.callee.target = contact[0].uri
+                rr = [a.uri for a in msg.addresses("record-route")]
+                ours = [i for i, uri in enumerate(rr) if self._is_ours(NameAddr(uri))]
+                above = rr[: ours[0]] if ours else rr
+                dialog.callee.route = list(reversed(above))
+            if 200 <= msg.status < 300:
+                dialog.state = "confirmed"
+        if server is not None and server.final:
+            if txn.method == "INVITE" and 200 <= msg.status < 300 and dialog is not None:
+                # The caller already got a final answer (CANCEL race, rejected answer): the
+                # callee must not stay in a call nobody is in.
+                self._send_in_dialog(dialog, dialog.callee, "ACK", b"", now, out, [], response=msg)
+                self._send_in_dialog(
+                    dialog,
+                    dialog.callee,
+                    "BYE",
+                    b"",
+                    now,
+                    out,
+                    [("Reason", _reason(487, "call no longer wanted"))],
+                )
+            return
+
+        def forward(body: bytes, now: float, out: list[Action]) -> None:
+            if server is None:
+                return
+            if server.final and not (
+                200 <= msg.status < 300 and server.last is not None and server.last.status < 300
+            ):
+                return
+            sent = msg.evolve(body=body) if msg.has_sdp else msg
+            self._send_response(server, sent, now, out)
+            if dialog is not None and initial and msg.status >= 300:
+                self._ended(dialog, f"final response {msg.status}", out)
+
+        kind: Kind | None = None
+        if dialog is not None and msg.has_sdp and msg.status < 300 and dialog.state != "ended":
+            if txn.offer_in_request:
+                kind = "answer"
+            elif txn.method in ("INVITE", "PRACK", "UPDATE"):
+                kind = "offer"
+        if kind is None or dialog is None:
+            forward(msg.body, now, out)
+            return
+        cached = txn.answers.get(msg.body)
+        if cached is not None:
+            if isinstance(cached, Forward):
+                forward(cached.body, now, out)
+            return
+        if kind == "offer":
+            dialog.awaiting_answer = True
+        the_dialog = dialog
+        body_in = msg.body
+
+        def remember(body: bytes, now: float, out: list[Action]) -> None:
+            txn.answers[body_in] = Forward(body)
+            forward(body, now, out)
+
+        def reject(result: Reject, now: float, out: list[Action]) -> None:
+            txn.answers[body_in] = result
+            if server is not None and not server.final and msg.status < 200 and initial:
+                # an answer in a provisional response: give up on this INVITE
+                self._respond(
+                    server, result.status, now, out, extra=[self._warning(result.warning)]
+                )
+                self._send_cancel(txn, now, out, _reason(result.status, result.warning))
+                self._ended(the_dialog, f"answer rejected: {result.warning}", out)
+                return
+            if server is not None and not server.final and initial:
+                self._respond(
+                    server, result.status, now, out, extra=[self._warning(result.warning)]
+                )
+                self._send_in_dialog(
+                    the_dialog, the_dialog.callee, "ACK", b"", now, out, [], response=msg
+                )
+                self._send_in_dialog(
+                    the_dialog,
+                    the_dialog.callee,
+                    "BYE",
+                    b"",
+                    now,
+                    out,
+                    [("Reason", _reason(result.status, result.warning))],
+                )
+                self._ended(the_dialog, f"answer rejected: {result.warning}", out)
+                return
+            out.extend(self.end_call(the_dialog.id, result.status, result.warning, now))
+
+        context = self._context(
+            dialog, kind, txn.method, msg.status, initial, txn.peer.side == "gm", msg
+        )
+        self._ask(dialog, context, msg.body, remember, reject, out)
+
+    def _register_response(
+        self, pending: PendingRegister, msg: Response, now: float, out: list[Action]
+    ) -> Response:
+        if msg.status == 401 or 200 <= msg.status < 300:
+            if self.config.network_mechanisms:
+                value = ", ".join(f"{m};mediasec" for m in sorted(self.config.network_mechanisms))
+                msg = msg.evolve(headers=(*msg.headers, ("Security-Server", value)))
+        if 200 <= msg.status < 300:
+            kept = self.registrar.apply(pending, msg, now)
+            out.append(
+                Log(
+                    "info",
+                    "Registration of {aor} from {peer}: {count} contact(s), "
+                    "mechanisms {mechanisms}",
+                    {
+                        "aor": pending.aor,
+                        "peer": str(pending.flow),
+                        "count": len(kept),
+                        "mechanisms": ",".join(sorted(pending.mechanisms)) or "-",
+                    },
+                )
+            )
+        return msg
+
+    # ============================================================================= helpers
+    def _refuse(
+        self, peer: Peer, message: Request | Response, exc: RemoteSipError, out: list[Action]
+    ) -> None:
+        out.append(
+            Log(
+                "warn",
+                "Refused SIP message from {peer}: {status} {reason}",
+                {"peer": str(peer), "status": exc.status, "reason": exc.reason},
+            )
+        )
+        if isinstance(message, Request) and message.method != "ACK":
+            try:
+                out.append(Send(peer, make_response(message, exc.status, exc.reason)))
+            except RemoteSipError:
+                pass
+
+    def _context(
+        self,
+        dialog: Dialog,
+        kind: Kind,
+        method: str,
+        status: int | None,
+        initial: bool,
+        from_ue: bool,
+        msg: Request | Response,
+    ) -> MediaContext:
+        return MediaContext(
+            dialog.id, kind, method, status, initial, from_ue, dialog.ue, msg.cseq[0]
+        )
+
+    def _ask(
+        self,
+        dialog: Dialog,
+        context: MediaContext,
+        body: bytes,
+        forward: Callable[[bytes, float, list[Action]], None],
+        reject: Callable[[Reject, float, list[Action]], None],
+        out: list[Action],
+    ) -> None:
+        token = next(self._tokens)
+        self._pending[token] = _Pending(dialog.id, forward, reject)
+        dialog.busy = True
+        out.append(MediaRequest(token, context, body))
+
+    def _dispatch(self, dialog: Dialog, step: Step, now: float, out: list[Action]) -> None:
+        if dialog.busy:
+            dialog.queue.append(step)
+        else:
+            step(now, out)
+
+    def _drain(self, dialog: Dialog, now: float, out: list[Action]) -> None:
+        while dialog.queue and not dialog.busy:
+            dialog.queue.popleft()(now, out)
+
+    def _ended(self, dialog: Dialog, reason: str, out: list[Action]) -> None:
+        if dialog.state == "ended":
+            return
+        dialog.state = "ended"
+        out.append(DialogEnded(dialog.id, reason))
+        out.append(
+            Log(
+                "info",
+                "Call {call_id} ({direction}) ended: {reason}",
+                {"call_id": dialog.id.call_id, "direction": dialog.id.direction, "reason": reason},
+            )
+        )
+        if not dialog.busy and not dialog.queue:
+            self.dialogs.pop(dialog.id, None)
+        else:
+            # keep it until the queue has drained; a later lookup sees it ended
+            pass
+
+    def _find_dialog(self, call_id: str, hint: Direction | None, peer: Peer) -> Dialog | None:
+        if hint is not None:
+            return self.dialogs.get(DialogId(call_id, hint))
+        candidates = [
+            d for d in (self.dialogs.get(DialogId(call_id, x)) for x in ("orig", "term")) if d
+        ]
+        if len(candidates) == 1:
+            return candidates[0]
+        for dialog in candidates:
+            if dialog.ue.flow == peer.flow:
+                return dialog
+        return candidates[0] if candidates else None
+
+    def _sent_by(self, side: Side) -> str:
+        host, port = self.config.address(side)
+        return f"{host.lower()}:{port}"
+
+    def _is_ours(self, addr: NameAddr) -> bool:
+        try:
+            uri = addr.sip_uri("Route")
+        except RemoteSipError:
+            return False
+        host, port = uri.address()
+        return (host, port) in (self.config.gm, self.config.core)
+
+    def _own_uri(
+        self, side: Side, transport: Transport, *, user: str | None = None, **params: str | None
+    ) -> SipUri:
+        host, port = self.config.address(side)
+        extra: dict[str, str | None] = {"lr": None}
+        if transport == "tcp":
+            extra["transport"] = "tcp"
+        extra.update(params)
+        return make_uri(host, port, user=user, **extra)
+
+    def _record_route(
+        self, msg: Request, src: Peer, dest: Peer, direction: Direction
+    ) -> tuple[Header, ...]:
+        inner = NameAddr(str(self._own_uri(src.side, src.transport, e2ae=direction)))
+        outer = NameAddr(str(self._own_uri(dest.side, dest.transport, e2ae=direction)))
+        msg = msg.evolve(headers=msg.prepending("Record-Route", str(inner)))
+        return msg.prepending("Record-Route", str(outer))
+
+    def _flow_token(self, flow: Flow) -> str:
+        token = self._flow_tokens.get(flow)
+        if token is None:
+            token = "f" + self._new_id()
+            self._flow_tokens[flow] = token
+        return token
+
+    def _branch(self, msg: Request) -> str:
+        return f"{MAGIC}{_loop_hash(msg)}.{self._new_id()}"
+
+    def _via(self, side: Side, transport: Transport, branch: str) -> str:
+        host, port = self.config.address(side)
+        return f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch}"
+
+    def _forward(
+        self, server: ServerTxn, msg: Request, dest: Peer, now: float, out: list[Action]
+    ) -> ClientTxn:
+        branch = self._branch(msg)
+        sent = self._prepare(msg, dest, branch)
+        txn = ClientTxn((branch, msg.method), sent, dest, server=server.key, dialog=server.dialog)
+        server.client = txn.key
+        self._start_client(txn, now, out)
+        return txn
+
+    def _prepare(self, msg: Request, dest: Peer, branch: str) -> Request:
+        forwards = msg.get("max-forwards")
+        remaining = int(forwards.strip()) - 1 if forwards is not None else 70
+        headers = msg.replacing("Max-Forwards", [str(remaining)])
+        msg = msg.evolve(headers=headers)
+        return msg.evolve(
+            headers=msg.prepending("Via", self._via(dest.side, dest.transport, branch))
+        )
+
+    def _forward_stateless(self, msg: Request, dest: Peer, out: list[Action]) -> None:
+        out.append(Send(dest, self._prepare(msg, dest, self._branch(msg))))
+
+    def _start_client(self, txn: ClientTxn, now: float, out: list[Action]) -> None:
+        self.client_txns[txn.key] = txn
+        out.append(Send(txn.peer, txn.request))
+        if txn.peer.transport == "udp":
+            txn.interval = self.config.t1
+            txn.retransmit_at = now + txn.interval
+            self._schedule("client", txn.key, txn.retransmit_at)
+        txn.timeout_at = now + 64 * self.config.t1
+        self._schedule("client", txn.key, txn.timeout_at)
+
+    def _schedule(self, kind: str, key: object, when: float | None) -> None:
+        if when is not None:
+            heapq.heappush(self._timers, (when, next(self._seq), kind, key))
+
+    def _client_timer(self, key: ClientKey, now: float, out: list[Action]) -> None:
+        txn = self.client_txns.get(key)
+        if txn is None:
+            return
+        if txn.expire_at is not None and now >= txn.expire_at:
+            del self.client_txns[key]
+            return
+        if txn.timeout_at is not None and now >= txn.timeout_at:
+            del self.client_txns[key]
+            self._client_timeout(txn, now, out)
+            return
+        if txn.retransmit_at is not None and now >= txn.retransmit_at:
+            out.append(Send(txn.peer, txn.request))
+            txn.interval = (
+                txn.interval * 2
+                if txn.method == "INVITE"
+                else min(txn.interval * 2, self.config.t2)
+            )
+            txn.retransmit_at = now + txn.interval
+            self._schedule("client", key, txn.retransmit_at)
+
+    def _client_timeout(self, txn: ClientTxn, now: float, out: list[Action]) -> None:
+        out.append(
+            Log(
+                "warn",
+                "No answer from {peer} to {method} ({call_id})",
+                {"peer": str(txn.peer), "method": txn.method, "call_id": txn.request.call_id},
+            )
+        )
+        if txn.internal:
+            if txn.on_final is not None:
+                txn.on_final(make_response(txn.request, 408), now, out)
+            return
+        server = self.server_txns.get(txn.server) if txn.server else None
+        if server is not None and not server.final:
+            self._respond(server, 408, now, out)
+        dialog = self.dialogs.get(txn.dialog) if txn.dialog else None
+        if dialog is not None and txn.key == dialog.client and dialog.state == "early":
+            self._ended(dialog, "no answer from the next hop", out)
+
+    def _server_timer(self, key: ServerKey, now: float, out: list[Action]) -> None:
+        txn = self.server_txns.get(key)
+        if txn is None:
+            return
+        if txn.expire_at is not None and now >= txn.expire_at:
+            del self.server_txns[key]
+            return
+        if txn.retransmit_at is not None and now >= txn.retransmit_at and txn.last is not None:
+            out.append(Send(txn.peer, txn.last))
+            txn.interval = min(txn.interval * 2, self.config.t2)
+            txn.retransmit_at = now + txn.interval
+            self._schedule("server", key, txn.retransmit_at)
+
+    def _respond(
+        self,
+        txn: ServerTxn,
+        status: int,
+        now: float,
+        out: list[Action],
+        *,
+        reason: str | None = None,
+        extra: list[Header] | None = None,
+    ) -> None:
+        to_tag = self._new_id() if status > 100 else None
+        response = make_response(txn.request, status, reason, to_tag=to_tag, extra=extra or [])
+        self._send_response(txn, response, now, out)
+
+    def _send_response(
+        self, txn: ServerTxn, response: Response, now: float, out: list[Action]
+    ) -> None:
+        txn.last = response
+        out.append(Send(txn.peer, response))
+        if response.status >= 200:
+            txn.expire_at = now + 64 * self.config.t1
+            self._schedule("server", txn.key, txn.expire_at)
+            if (
+                txn.request.method == "INVITE"
+                and response.status >= 300
+                and txn.peer.transport == "udp"
+            ):
+                txn.interval = self.config.t1
+                txn.retransmit_at = now + txn.interval
+                self._schedule("server", txn.key, txn.retransmit_at)
+
+    def _warning(self, text: str) -> Header:
+        host, port = self.config.gm
+        safe = text.replace("\\", "").replace('"', "'")
+        return ("Warning", f'399 {host}:{port} "{safe}"')
+
+    def _send_ack(self, txn: ClientTxn, response: Response, out: list[Action]) -> None:
+        """ACK for a non-2xx final response, hop by hop (RFC 3261 section 17.1.1.3)."""
+        req = txn.request
+        headers: list[Header] = [("Via", req.values("via")[0])]
+        for name in ("from", "call-id", "route"):
+            headers.extend((name.title(), v) for v in req.get_all(name))
+        headers.append(("To", response.get("to") or req.get("to") or ""))
+        headers.append(("CSeq", f"{req.cseq[0]} ACK"))
+        headers.append(("Max-Forwards", "70"))
+        out.append(Send(txn.peer, Request(tuple(headers), b"", "ACK", req.uri)))
+
+    def _send_cancel(
+        self, txn: ClientTxn, now: float, out: list[Action], reason: str | None
+    ) -> None:
+        req = txn.request
+        headers: list[Header] = [("Via", req.values("via")[0])]
+        for name in ("from", "to", "call-id", "route"):
+            headers.extend((name.title(), v) for v in req.get_all(name))
+        headers.append(("CSeq", f"{req.cseq[0]} CANCEL"))
+        headers.append(("Max-Forwards", "70"))
+        if reason:
+            headers.append(("Reason", reason))
+        cancel = ClientTxn(
+            (txn.key[0], "CANCEL"),
+            Request(tuple(headers), b"", "CANCEL", req.uri),
+            txn.peer,
+            internal=True,
+        )
+        self._start_client(cancel, now, out)
+
+    def _send_in_dialog(
+        self,
+        dialog: Dialog,
+        party: Party,
+        method: str,
+        body: bytes,
+        now: float,
+        out: list[Action],
+        extra: list[Header],
+        *,
+        response: Response | None = None,
+        on_final: Callable[[Response, float, list[Action]], None] | None = None,
+    ) -> None:
+        """A request the proxy itself sends to one party of a dialog (BYE, ACK, re-INVITE)."""
+        to_caller = party is dialog.caller
+        if response is not None and not to_caller:
+            dialog.to_hdr = response.get("to") or dialog.to_hdr
+            contact = response.addresses("contact")
+            if contact:
+                dialog.callee.target = contact[0].uri
+        local, remote = (
+            (dialog.to_hdr, dialog.from_hdr) if to_caller else (dialog.from_hdr, dialog.to_hdr)
+        )
+        if not party.target:
+            return
+        if method == "ACK" and response is not None:
+            cseq = response.cseq[0]
+        else:
+            sender = dialog.callee if to_caller else dialog.caller
+            sender.cseq += 1
+            cseq = sender.cseq
+        if party.side == "gm" and dialog.ue.flow is not None:
+            flow = dialog.ue.flow
+            dest = Peer("gm", "tcp" if flow.transport == "tcp" else "udp", flow.host, flow.port)
+        else:
+            uri = SipUri.parse(party.route[0] if party.route else party.target, "route")
+            host, port = uri.address()
+            dest = Peer(party.side, "tcp" if uri.transport == "tcp" else "udp", host, port)
+        branch = f"{MAGIC}{self._new_id()}"
+        headers: list[Header] = [
+            ("Via", self._via(dest.side, dest.transport, branch)),
+            ("Max-Forwards", "70"),
+            ("From", local),
+            ("To", remote),
+            ("Call-ID", dialog.id.call_id),
+            ("CSeq", f"{cseq} {method}"),
+        ]
+        headers.extend(("Route", f"<{r}>") for r in party.route)
+        headers.extend(extra)
+        if body:
+            headers.append(("Content-Type", "application/sdp"))
+        request = Request(tuple(headers), body, method, party.target)
+        if method == "ACK":
+            out.append(Send(dest, request))
+            return
+        txn = ClientTxn(
+            (branch, method), request, dest, dialog=dialog.id, internal=True, on_final=on_final
+        )
+        self._start_client(txn, now, out)
+
+
+def _reason(cause: int, text: str) -> str:
+    safe = text.replace("\\", "").replace('"', "'")
+    return f'SIP;cause={cause};text="{safe}"'
+
+
+def _replace_top_via(msg: Request, via: Via) -> tuple[Header, ...]:
+    rest = msg.evolve(headers=msg.dropping_first_value("via"))
+    return rest.prepending("Via", str(via))
+
+
+def _ue_info(binding: Binding | None, flow: Flow) -> UeInfo:
+    if binding is None:
+        return UeInfo(registered=False, flow=flow)
+    return UeInfo(True, binding.aor, str(binding.contact), binding.flow, binding.mechanisms)
+
+
+def _same_party(party: Party, peer: Peer, dialog: Dialog) -> bool:
+    """Did ``peer`` send as ``party``? Decided by side (a spiral keeps two dialogs anyway)."""
+    return party.side == peer.side

@@ -1,0 +1,139 @@
+"""Run the P-CSCF and SIPp as real processes on 127.0.0.1 (ephemeral ports only)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import attrs
+
+from tests.conftest import REPO, require_tool
+
+SCENARIOS = REPO / "tests" / "sipp"
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1, found by binding port 0."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return int(port)
+    raise RuntimeError("no free port")
+
+
+@attrs.frozen
+class Pcscf:
+    process: subprocess.Popen[bytes]
+    gm: int
+    core: int
+    log: Path
+
+
+@contextmanager
+def pcscf(tmp: Path, next_hop: int, *extra: str) -> Iterator[Pcscf]:
+    """``e2ae pcscf`` on port 0 for both sides; yields the ports it printed."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    log = tmp / "pcscf.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "lab.cli",
+                "pcscf",
+                "--gm",
+                "127.0.0.1:0",
+                "--core",
+                "127.0.0.1:0",
+                "--next-hop",
+                f"127.0.0.1:{next_hop}",
+                "--iq",
+                "127.0.0.1:0",
+                *extra,
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        if not line.startswith("pcscf "):
+            raise AssertionError(f"pcscf did not start: {line!r}\n{log.read_text()}")
+        fields = dict(item.split("=", 1) for item in line.split()[1:])
+        yield Pcscf(
+            proc, int(fields["gm"].rsplit(":", 1)[1]), int(fields["core"].rsplit(":", 1)[1]), log
+        )
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def sipp(
+    tmp: Path,
+    scenario: str,
+    port: int,
+    *,
+    remote: int | None = None,
+    transport: str = "u1",
+    calls: int = 1,
+) -> subprocess.Popen[bytes]:
+    """Start SIPp with a scenario of tests/sipp/ (background; see :func:`finish`)."""
+    binary = require_tool("sipp")
+    args = [
+        binary,
+        "-sf",
+        str(SCENARIOS / scenario),
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-t",
+        transport,
+        "-m",
+        str(calls),
+        "-timeout",
+        "20",
+        "-timeout_error",
+        "-nostdin",
+        "-trace_err",
+        "-trace_msg",
+    ]
+    if remote is not None:
+        args.append(f"127.0.0.1:{remote}")
+    out = (tmp / f"{scenario}.out").open("wb")
+    return subprocess.Popen(args, cwd=tmp, stdout=out, stderr=subprocess.STDOUT)
+
+
+def finish(tmp: Path, proc: subprocess.Popen[bytes], pc: Pcscf | None = None) -> str:
+    """Wait for a SIPp process; returns its error report ('' when it passed)."""
+    try:
+        code = proc.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = proc.wait()
+    if code == 0:
+        return ""
+    report = [f"sipp exit code {code}"]
+    for path in sorted(tmp.glob("*errors.log")) + sorted(tmp.glob("*.out")):
+        report.append(f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}")
+    if pc is not None:
+        report.append(f"--- pcscf\n{pc.log.read_text(errors='replace')[-3000:]}")
+    return "\n".join(report)

@@ -7,6 +7,7 @@ out of it: a malformed message is answered (400) or dropped, and logged.
 
 from __future__ import annotations
 
+import socket
 import sys
 from typing import Any
 
@@ -35,6 +36,8 @@ from pcscf.sip.proxy import (
 )
 
 log = Logger(namespace="pcscf")
+#: UDP socket buffer size asked for (the kernel may cap it at net.core.rmem_max).
+UDP_BUFFER = 4 * 1024 * 1024
 
 ConnKey = tuple[Side, str, int]
 
@@ -170,6 +173,11 @@ class SipService:
         """UDP then TCP on the same port (port 0: the system picks); returns the port."""
         udp = _Udp(self, side)
         uport = self.reactor.listenUDP(port, udp, interface=host)
+        sock = getattr(uport, "socket", None)
+        if sock is not None:
+            # bursts of calls must not overflow the kernel's default receive buffer
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UDP_BUFFER)
         actual = uport.getHost().port
         tport = self.reactor.listenTCP(actual, _StreamFactory(self, side), interface=host)
         self.udp[side] = udp
@@ -315,11 +323,12 @@ class SipService:
         self.run(actions)
 
 
-def serve(config: PcscfConfig) -> int:
-    """Run the P-CSCF until stopped (the ``e2ae pcscf`` command). Prints the bound addresses."""
+def serve(config: PcscfConfig, handler: MediaHandler | None = None) -> int:
+    """Run the P-CSCF until stopped (the ``e2ae pcscf`` command). Prints the bound addresses.
+    ``handler`` is the media handler (pass-through when None)."""
     from twisted.internet import reactor
 
-    service = SipService(_proxy_config(config), reactor=reactor)
+    service = SipService(_proxy_config(config), handler, reactor=reactor)
     try:
         service.listen()
     except CannotListenError as exc:

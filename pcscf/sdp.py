@@ -91,10 +91,15 @@ class Connection:
 
 
 @functools.lru_cache(maxsize=256)
-def _attribute_pattern(name: str, escaped: bool = False) -> Callable[[str], object]:
-    """A matcher for ``a=name`` / ``a=name:...`` lines, case-insensitive on the name
-    (``escaped``: ``name`` is already a regex alternation of escaped names)."""
-    alternation = name if escaped else re.escape(name)
+def _attribute_pattern(name: str) -> Callable[[str], object]:
+    """A matcher for ``a=name`` / ``a=name:...`` lines, case-insensitive on the name."""
+    return _removal_pattern((name,))
+
+
+@functools.lru_cache(maxsize=256)
+def _removal_pattern(names: tuple[str, ...]) -> Callable[[str], object]:
+    """A matcher for the ``a=`` lines of any of ``names`` (case-insensitive)."""
+    alternation = "|".join(re.escape(name) for name in names)
     return re.compile("a=(?:" + alternation + ")(?::|$)", re.IGNORECASE).match
 
 
@@ -174,7 +179,7 @@ class Section:
         wanted = tuple(n.lower() for n in names if self._may_have(n.lower()))
         if not wanted:
             return 0
-        match = _attribute_pattern("|".join(re.escape(n) for n in wanted), escaped=True)
+        match = _removal_pattern(wanted)
         kept = [line for line in self.lines if not match(line)]
         removed = len(self.lines) - len(kept)
         if removed:

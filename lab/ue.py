@@ -419,3 +419,67 @@ def first_host_port(streams: Sequence[StreamInfo], media: str) -> tuple[str, int
         if stream.media == media and stream.host is not None and stream.port:
             return stream.host, stream.port
     return None
+
+
+@attrs.frozen
+class MediaAction:
+    """How the UE opens one stream after the offer/answer: connect or listen, and what to pin."""
+
+    media: str
+    #: ``connect`` (our a=setup active) to ``host:port``, or ``listen`` on our own port.
+    action: Literal["connect", "listen"]
+    host: str | None
+    port: int
+    tls: bool
+    #: The peer's fingerprints from the SDP we received: the AGW's when e2ae was applied.
+    pinned: tuple[Fingerprint, ...]
+    e2ae_applied: bool
+    remote_path: tuple[str, ...] = ()
+    conference_id: int | None = None
+    user_id: int | None = None
+    floor_ids: tuple[int, ...] = ()
+
+
+def media_actions(
+    received: bytes, *, from_offerer: bool, own: MediaPlan | None = None
+) -> list[MediaAction]:
+    """What to do for each MSRP/BFCP stream of the SDP the UE received (an answer to our offer,
+    ``from_offerer=False``, or an offer we answer, ``True``). A stream with port 0 is skipped.
+
+    A TLS stream without any usable fingerprint is refused (:class:`RemoteUeError`): the UE
+    could not verify the peer. ``own`` gives our listening ports for the ``listen`` case."""
+    actions: list[MediaAction] = []
+    for stream in streams_of(received, from_offerer=from_offerer):
+        if stream.port == 0:
+            continue
+        if stream.tls and not stream.fingerprints:
+            raise RemoteUeError(
+                "TLS stream without a usable a=fingerprint",
+                where=f"m={stream.media}",
+                value=stream.proto,
+            )
+        role = stream.our_role
+        port = stream.port
+        if role == "passive":
+            if own is None:
+                raise LocalUeError("listening needs our own media plan (ports)")
+            ours = own.msrp_port if stream.media == "message" else own.bfcp_port
+            if ours is None:
+                raise LocalUeError(f"no local port for m={stream.media}")
+            port = ours
+        actions.append(
+            MediaAction(
+                stream.media,
+                "connect" if role == "active" else "listen",
+                stream.host if role == "active" else None,
+                port,
+                stream.tls,
+                stream.fingerprints,
+                stream.e2ae == "applied",
+                stream.path,
+                stream.conference_id,
+                stream.user_id,
+                stream.floor_ids,
+            )
+        )
+    return actions

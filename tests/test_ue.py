@@ -11,11 +11,13 @@ import pytest
 import certs
 from lab.ue import (
     LocalUeError,
+    MediaAction,
     MediaPlan,
     RemoteUeError,
     UserAgent,
     answer_setup,
     build_sdp,
+    media_actions,
     streams_of,
 )
 from pcscf.sdp import SessionDescription
@@ -190,3 +192,34 @@ def test_errors() -> None:
     assert alice.invite_answered(busy).state == "terminated"
     with pytest.raises(RemoteUeError):
         alice.invite_answered(busy.evolve(headers=(("Call-ID", "nope"),)))
+
+
+def test_media_actions_from_an_e2ae_answer() -> None:
+    agw = certs.generate("agw", now=NOW).fingerprint()
+    own = MediaPlan("192.0.2.10", FP, 7394, "jshA7we", bfcp_port=50000)
+    answer = (
+        "v=0\r\no=- 1 1 IN IP4 198.51.100.1\r\ns=-\r\nc=IN IP4 198.51.100.1\r\nt=0 0\r\n"
+        "m=message 40001 TCP/TLS/MSRP *\r\n"
+        "a=path:msrp://203.0.113.50:12763/kjhd37s2s20w2a;tcp\r\n"
+        f"a=setup:passive\r\n{agw.attribute()}\r\na=3ge2ae:applied\r\n"
+        "m=application 40021 TCP/TLS/BFCP *\r\na=floorctrl:s-only\r\na=confid:9\r\n"
+        f"a=userid:4\r\na=floorid:2 mstrm:1\r\na=setup:active\r\n{agw.attribute()}\r\n"
+        "m=message 0 TCP/TLS/MSRP *\r\n"
+    ).encode()
+    msrp_action, bfcp_action = media_actions(answer, from_offerer=False, own=own)
+    assert msrp_action == MediaAction(
+        "message",
+        "connect",
+        "198.51.100.1",
+        40001,
+        True,
+        (agw,),
+        True,
+        ("msrp://203.0.113.50:12763/kjhd37s2s20w2a;tcp",),
+    )
+    assert bfcp_action.action == "listen" and bfcp_action.port == 50000
+    assert (bfcp_action.conference_id, bfcp_action.user_id, bfcp_action.floor_ids) == (9, 4, (2,))
+    assert not bfcp_action.e2ae_applied and bfcp_action.pinned == (agw,)
+    stripped = answer.replace(agw.attribute().encode(), b"a=x-none")
+    with pytest.raises(RemoteUeError, match="fingerprint"):
+        media_actions(stripped, from_offerer=False, own=own)

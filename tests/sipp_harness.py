@@ -155,6 +155,7 @@ def sipp(
     remote: int | None = None,
     transport: str = "u1",
     calls: int = 1,
+    keys: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start SIPp with a scenario of tests/sipp/ (background; see :func:`finish`)."""
     binary = require_tool("sipp")
@@ -177,6 +178,8 @@ def sipp(
         "-trace_err",
         "-trace_msg",
     ]
+    for name, value in (keys or {}).items():
+        args += ["-key", name, value]
     if remote is not None:
         args.append(f"127.0.0.1:{remote}")
     out = (tmp / f"{scenario}.out").open("wb")

@@ -497,7 +497,7 @@ class AccessGateway:
         self._sessions[term_id] = session
         fps = tuple(fingerprints)
         if fps:
-            session._apply(term.configure(fps, session.now))
+            session._apply(term.configure(fps, session.now, start_timer=False))
         log.info(
             "reserved {termination} (TLS {tls_role}, core {core_role}) access port {access_port}"
             " core port {core_port}",

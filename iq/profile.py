@@ -101,6 +101,8 @@ TlsFailureCause = Literal[
     "protocol-version",
     "handshake-timeout",
     "handshake-failure",
+    "fingerprint-unknown",
+    "connection-failed",
 ]
 _CAUSE_CODES: dict[str, str] = {
     "fingerprint-mismatch": "fpmm",
@@ -108,6 +110,8 @@ _CAUSE_CODES: dict[str, str] = {
     "protocol-version": "protover",
     "handshake-timeout": "hstimeout",
     "handshake-failure": "hsfail",
+    "fingerprint-unknown": "fpunknown",
+    "connection-failed": "connfail",
 }
 _CAUSES = {v: k for k, v in _CAUSE_CODES.items()}
 

@@ -48,7 +48,6 @@ _TYPE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz")
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ^_`abcdefghijklmnopqrstuvwxyz{|}~"
 )
-_FINGERPRINT = re.compile(r"[ \t]*([A-Za-z0-9-]+) +((?:[0-9A-Fa-f]{2}:)*[0-9A-Fa-f]{2})[ \t]*")
 _DIGEST_SIZE = {name: hashlib.new(name.replace("-", "")).digest_size for name in HASH_FUNCS}
 #: Media-level lines that RFC 8866 places before ``c=`` (after ``m=``).
 _BEFORE_C = frozenset("mi")
@@ -92,13 +91,6 @@ def _attribute_pattern(name: str, escaped: bool = False) -> Callable[[str], obje
     return re.compile("a=(?:" + alternation + ")(?::|$)", re.IGNORECASE).match
 
 
-#: Matchers of the attributes the rewrite looks up all the time (a plain dict is the fastest).
-_MATCHERS = {
-    name: _attribute_pattern(name)
-    for name in ("fingerprint", "3ge2ae", "setup", "key-mgmt", "connection")
-}
-
-
 def _attribute_name_matches(line: str, name: str) -> bool:
     """Is ``line`` an ``a=`` line of attribute ``name`` (case-insensitive)?"""
     return _attribute_pattern(name)(line) is not None
@@ -115,15 +107,38 @@ class Section:
 
     lines: list[str]
     names: set[str] | None = attrs.field(default=None, kw_only=True, eq=False, repr=False)
+    _values: dict[str, list[str]] | None = attrs.field(
+        default=None, init=False, eq=False, repr=False
+    )
 
     def lines_changed(self) -> None:
-        """Forget the attribute-name index after ``lines`` was changed directly."""
+        """Forget the attribute indexes after ``lines`` was changed directly."""
         self.names = None
+        self._values = None
+
+    def _value_index(self) -> dict[str, list[str]]:
+        """Lower-case attribute name -> values, built in one pass and kept until an edit."""
+        index: dict[str, list[str]] = {}
+        for line in self.lines:
+            if line[:2] == "a=":
+                colon = line.find(":")
+                if colon > 0:
+                    name, value = line[2:colon].lower(), line[colon + 1 :]
+                else:
+                    name, value = line[2:].lower(), ""
+                found = index.get(name)
+                if found is None:
+                    index[name] = [value]
+                else:
+                    found.append(value)
+        self._values = index
+        return index
 
     def _may_have(self, name: str) -> bool:
         return self.names is None or name in self.names
 
     def _note(self, name: str) -> None:
+        self._values = None
         if self.names is not None:
             self.names.add(name.lower())
 
@@ -133,9 +148,11 @@ class Section:
         names = self.names
         if names is not None and name not in names:
             return []
-        start = 3 + len(name)
-        match = _MATCHERS.get(name) or _attribute_pattern(name)
-        return [line[start:] for line in self.lines if match(line)]
+        index = self._values
+        if index is None:
+            index = self._value_index()
+        found = index.get(name)
+        return [] if found is None else list(found)
 
     def has_attribute(self, name: str, value: str | None = None) -> bool:
         """Is there an ``a=name`` line (with this value, compared case-insensitively)?"""
@@ -155,6 +172,7 @@ class Section:
         removed = len(self.lines) - len(kept)
         if removed:
             self.lines[:] = kept
+            self._values = None
         if self.names is not None:
             self.names.difference_update(wanted)
         return removed
@@ -282,12 +300,17 @@ def _connection_for_ip(ip: str) -> Connection:
 
 def _parse_fingerprint(value: str) -> Fingerprint:
     """:meth:`Fingerprint.parse`, with a fast path for the common well-formed value."""
-    match = _FINGERPRINT.fullmatch(value)
-    if match is not None:
-        name = match.group(1).lower()
-        digest = bytes.fromhex(match.group(2).replace(":", ""))
-        if _DIGEST_SIZE.get(name) == len(digest):
-            return Fingerprint(name, digest)
+    parts = value.split()
+    if len(parts) == 2:
+        name, hexpart = parts[0].lower(), parts[1]
+        size = _DIGEST_SIZE.get(name)
+        if size is not None and len(hexpart) == 3 * size - 1 and hexpart[2::3] == ":" * (size - 1):
+            try:
+                digest = bytes.fromhex(hexpart.replace(":", ""))
+            except ValueError:
+                digest = b""
+            if len(digest) == size:
+                return Fingerprint(name, digest)
     return Fingerprint.parse(value)
 
 

@@ -7,6 +7,7 @@ out of it: a malformed message is answered (400) or dropped, and logged.
 
 from __future__ import annotations
 
+import socket
 import sys
 from typing import Any
 
@@ -35,6 +36,8 @@ from pcscf.sip.proxy import (
 )
 
 log = Logger(namespace="pcscf")
+#: UDP socket buffer size asked for (the kernel may cap it at net.core.rmem_max).
+UDP_BUFFER = 4 * 1024 * 1024
 
 ConnKey = tuple[Side, str, int]
 
@@ -170,6 +173,11 @@ class SipService:
         """UDP then TCP on the same port (port 0: the system picks); returns the port."""
         udp = _Udp(self, side)
         uport = self.reactor.listenUDP(port, udp, interface=host)
+        sock = getattr(uport, "socket", None)
+        if sock is not None:
+            # bursts of calls must not overflow the kernel's default receive buffer
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UDP_BUFFER)
         actual = uport.getHost().port
         tport = self.reactor.listenTCP(actual, _StreamFactory(self, side), interface=host)
         self.udp[side] = udp
@@ -315,9 +323,10 @@ class SipService:
         self.run(actions)
 
 
-def serve(config: PcscfConfig) -> int:
+def serve(config: PcscfConfig, handler: MediaHandler | None = None) -> int:
     """Run the P-CSCF until stopped (the ``e2ae pcscf`` command): SIP on both sides, Iq for
-    the AGWs, e2ae per the policy. Prints the bound addresses."""
+    the AGWs, e2ae per the policy. Prints the bound addresses. ``handler`` replaces the e2ae
+    media handler (e.g. :class:`~pcscf.mediahook.PassThrough`); Iq is served either way."""
     from twisted.internet import reactor
 
     from iq.errors import LocalIqError
@@ -333,7 +342,11 @@ def serve(config: PcscfConfig) -> int:
     controller = IqController(
         mid=f"[{iq_host}]:{iq_port}", tls=tls, timeout=config.policy.iq_timeout, reactor=reactor
     )
-    handler = E2aeMediaHandler(controller, config.policy, reactor=reactor)
+    e2ae = E2aeMediaHandler(controller, config.policy, reactor=reactor)
+    if handler is None:
+        handler = e2ae
+    else:
+        e2ae.stop()
     service = SipService(_proxy_config(config), handler, reactor=reactor)
     try:
         service.listen()
@@ -358,7 +371,7 @@ def serve(config: PcscfConfig) -> int:
     )
 
     def stop() -> defer.Deferred[Any]:
-        handler.stop()
+        e2ae.stop()
         controller.stop()
         iq_listener.stopListening()
         return service.stop()

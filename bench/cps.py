@@ -5,17 +5,18 @@ then places INVITE (one MSRP stream with ``a=3ge2ae:requested``) / 200 / ACK / B
 each offered rate (raised step by step until the first failed call) it runs, in the same run:
 
 - **direct**: SIPp UAC -> SIPp UAS, no proxy (the ceiling of the SIPp pair on this machine);
-- **pcscf**: SIPp UAC -> ``e2ae pcscf`` (Gm) -> ``e2ae pcscf`` (core) -> SIPp UAS.
+- **pcscf**: SIPp UAC -> ``e2ae pcscf`` (Gm) -> ``e2ae pcscf`` (core) -> SIPp UAS, with e2ae:
+  an ``e2ae accessgw`` process registered over Iq, so every call reserves, configures and
+  releases AGW terminations (the Iq round trips are part of each call).
 
 It prints per rate whether every call succeeded and the completed calls per second, then the
 highest rate each path sustained without a failed call and the ratio pcscf/direct. It asserts
 nothing.
 
-The P-CSCF runs with its default media handler (pass-through) unless ``--pcscf-arg`` passes it
-more (for e2ae: the Iq address an AGW is connected to, once the e2ae handler is wired in).
+``--pcscf-arg`` / ``--agw-arg`` pass extra options to the two processes.
 
 Usage: ``python bench/cps.py [--start 100] [--step 100] [--max 1500] [--seconds 5]
-[--transport udp|tcp] [--pcscf-arg ARG ...]``
+[--transport udp|tcp] [--pcscf-arg ARG ...] [--agw-arg ARG ...]``
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class Sipp:
             "-m",
             str(calls),
             "-nostdin",
+            "-trace_err",
             "-timeout",
             "120",
             "-timeout_error",
@@ -113,27 +115,56 @@ def run_calls(
     return uac_code == 0 and uas_code == 0, calls / elapsed
 
 
-def start_pcscf(
-    next_hop: int, transport: str, extra: list[str]
-) -> tuple[subprocess.Popen[bytes], int]:
+def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def start_pcscf(
+    next_hop: int, transport: str, extra: list[str], log: Path
+) -> tuple[subprocess.Popen[bytes], int, int]:
     args = [
         sys.executable, "-m", "lab.cli", "pcscf",
         "--gm", "127.0.0.1:0", "--core", "127.0.0.1:0",
         "--next-hop", f"127.0.0.1:{next_hop}", "--next-hop-transport", transport,
         "--iq", "127.0.0.1:0", "--log-level", "warn", *extra,
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-    )
+    with log.open("wb") as err:
+        proc = subprocess.Popen(args, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=err)
     assert proc.stdout is not None
     line = proc.stdout.readline().decode()
     if not line.startswith("pcscf "):
         proc.kill()
-        raise SystemExit(f"pcscf did not start: {line!r}")
+        raise SystemExit(f"pcscf did not start: {line!r}\n{log.read_text()[-2000:]}")
     fields = dict(item.split("=", 1) for item in line.split()[1:])
-    return proc, int(fields["gm"].rsplit(":", 1)[1])
+    port = {k: int(v.rsplit(":", 1)[1]) for k, v in fields.items()}
+    return proc, port["gm"], port["iq"]
+
+
+def start_agw(iq: int, workdir: Path, extra: list[str]) -> subprocess.Popen[bytes]:
+    """``e2ae accessgw`` with a fresh certificate; returns once it is registered over Iq."""
+    made = subprocess.run(
+        [sys.executable, "-m", "lab.cli", "certs", "new", "agw", "--out", str(workdir)],
+        cwd=REPO, env=_env(), capture_output=True, check=False,
+    )  # fmt: skip
+    if made.returncode != 0:
+        raise SystemExit(made.stderr.decode())
+    log = workdir / "agw.log"
+    args = [
+        sys.executable, "-m", "lab.cli", "accessgw", "--alg", f"127.0.0.1:{iq}",
+        "--access-ip", "127.0.0.1", "--core-ip", "127.0.0.1",
+        "--cert", str(workdir / "agw.crt"), "--key", str(workdir / "agw.key"), *extra,
+    ]  # fmt: skip
+    with log.open("wb") as err:
+        proc = subprocess.Popen(args, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.monotonic() + 30
+    while b"Iq registered" not in log.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit(f"the AGW did not register:\n{log.read_text()[-2000:]}")
+        time.sleep(0.1)
+    return proc
 
 
 def main() -> int:
@@ -144,17 +175,27 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each step")
     parser.add_argument("--transport", choices=("udp", "tcp"), default="udp")
     parser.add_argument("--pcscf-arg", action="append", default=[], metavar="ARG")
+    parser.add_argument("--agw-arg", action="append", default=[], metavar="ARG")
+    parser.add_argument(
+        "--workdir", type=Path, help="keep SIPp, P-CSCF and AGW logs here (default: temporary)"
+    )
     args = parser.parse_args()
     binary = shutil.which("sipp")
     if binary is None:
         raise SystemExit("sipp is not installed (Debian package sip-tester)")
 
-    with tempfile.TemporaryDirectory(prefix="e2ae-cps-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="e2ae-cps-") as scratch:
+        tmp = str(args.workdir or scratch)
+        Path(tmp).mkdir(parents=True, exist_ok=True)
         sipp = Sipp(binary, Path(tmp), args.transport)
         direct_uas, direct_uac = free_port(), free_port()
         core_port, ue_port = free_port(), free_port()
-        pcscf, gm = start_pcscf(core_port, args.transport, args.pcscf_arg)
+        pcscf, gm, iq = start_pcscf(
+            core_port, args.transport, args.pcscf_arg, Path(tmp) / "pcscf.log"
+        )
+        gateway: subprocess.Popen[bytes] | None = None
         try:
+            gateway = start_agw(iq, Path(tmp), args.agw_arg)
             registrar = sipp.start("uas_register.xml", core_port)
             ue = sipp.start("uac_register.xml", ue_port, remote=gm)
             if ue.wait() != 0 or registrar.wait(timeout=30) != 0:
@@ -182,12 +223,15 @@ def main() -> int:
                 print(f"{rate:>6} " + " ".join(cells), flush=True)
                 rate += args.step
         finally:
-            pcscf.terminate()
-            pcscf.wait(timeout=10)
+            for proc in (gateway, pcscf):
+                if proc is not None:
+                    proc.terminate()
+                    proc.wait(timeout=10)
     ratio = best["pcscf"] / best["direct"] if best["direct"] else 0.0
     print(
         f"highest rate without a failed call ({args.transport}, {args.seconds:g} s steps): "
-        f"direct {best['direct']} calls/s, pcscf {best['pcscf']} calls/s, ratio {ratio:.2f}"
+        f"direct {best['direct']} calls/s, pcscf with e2ae {best['pcscf']} calls/s, "
+        f"ratio {ratio:.2f}"
     )
     if best["direct"] >= args.max:
         print(f"(direct reached --max {args.max}: the ratio is a lower bound)")

@@ -28,14 +28,18 @@ import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from lab import bfcp, media, msrp, scenario
-from lab.scenario import LocalStream, RemoteStream
+import certs
+from lab import bfcp, media, msrp, ue
 from lab.sipnode import Address, SipNode, Transport
+from lab.ue import StreamInfo
 from pcscf.sip.message import Message, Request, Response, make_response
 from pcscf.sip.uri import NameAddr, SipUri
 
 log = Logger(namespace="lab.core")
 
+DISCARD_PORT = 9
+#: build_sdp wants a fingerprint; a plain (non-TLS) answer never shows it.
+_NO_FINGERPRINT = certs.fingerprint_of(b"plain core peer", "sha-256")
 CONFERENCE_ID = 7
 CLIENT_USER_ID = 1
 FLOOR_ID = 1
@@ -66,12 +70,15 @@ class PeerCall:
     answer: bytes = b""
     protos: tuple[str, ...] = ()
     msrp: media.MediaEndpoint[media.MsrpConnection] | None = None
-    msrp_remote: RemoteStream | None = None
-    msrp_setup: scenario.Setup = "passive"
+    msrp_remote: StreamInfo | None = None
+    msrp_setup: str = "passive"
     bfcp: media.MediaEndpoint[media.BfcpServerConnection] | None = None
-    bfcp_remote: RemoteStream | None = None
-    bfcp_setup: scenario.Setup = "passive"
+    bfcp_remote: StreamInfo | None = None
+    bfcp_setup: str = "passive"
     floor_server: bfcp.FloorControlServer | None = None
+    msrp_port: int = 0
+    msrp_session: str = ""
+    bfcp_port: int | None = None
     ended: bool = False
 
     @property
@@ -256,16 +263,38 @@ class CoreStub:
     def _answer(self, request: Request, addr: Address) -> None:
         call = PeerCall(request.call_id, request.body)
         try:
-            offered = scenario.read_streams(request.body)
-            local = [self._peer_stream(call, rs) for rs in offered]
-        except Exception as exc:
+            offered = ue.streams_of(request.body, from_offerer=True)
+            if not offered or any(s.tls for s in offered):
+                raise ue.RemoteUeError(
+                    "the plain core peer takes TCP/MSRP and TCP/BFCP", where="SDP"
+                )
+            for stream in offered:
+                self._peer_stream(call, stream)
+        except (ue.UeError, ValueError) as exc:
             self.node.send(make_response(request, 488, to_tag="core488"), addr)
             log.warn(
                 "core: cannot answer {call_id}: {error}", call_id=request.call_id, error=str(exc)
             )
             return
-        call.protos = tuple(rs.proto for rs in offered)
-        call.answer = scenario.render(self.host, local, user="core")
+        call.protos = tuple(s.proto for s in offered)
+        call.answer = ue.build_sdp(
+            ue.MediaPlan(
+                self.host,
+                _NO_FINGERPRINT,
+                call.msrp_port,
+                msrp_session=call.msrp_session,
+                bfcp_port=call.bfcp_port,
+                setup=call.msrp_setup,  # type: ignore[arg-type]
+                bfcp_setup=call.bfcp_setup,  # type: ignore[arg-type]
+                e2ae=False,
+                tls=False,
+                conference_id=CONFERENCE_ID,
+                user_id=CLIENT_USER_ID,
+                floor_id=FLOOR_ID,
+                floorctrl="s-only",
+            ),
+            username="core",
+        )
         self.peer_calls[call.call_id] = call
         contact = f"<sip:{self.peer_user}@{self.host}:{self.port}>"
         ok = make_response(
@@ -277,44 +306,33 @@ class CoreStub:
         )
         self.node.send(ok, addr)
 
-    def _peer_stream(self, call: PeerCall, rs: RemoteStream) -> LocalStream:
-        if rs.tls or rs.rejected:
-            return LocalStream(rs.kind, 0, "passive", rs.tls, rejected=True)
-        setup = scenario.answer_setup(rs.setup)
-        if rs.kind == "msrp":
+    def _peer_stream(self, call: PeerCall, stream: StreamInfo) -> None:
+        setup = stream.our_role
+        if stream.media == "message":
+            call.msrp_session = secrets.token_hex(6)
             holder: list[str] = [""]
-            endpoint = media.msrp_endpoint(
-                self.reactor, local_uri="", remote_path=rs.path, call_id=call.call_id
-            )
+            endpoint = media.msrp_endpoint(self.reactor, local_uri="", call_id=call.call_id)
 
-            def make(remote_path: tuple[str, ...] = rs.path) -> media.MsrpConnection:
+            def make(remote_path: tuple[str, ...] = stream.path) -> media.MsrpConnection:
                 conn = media.MsrpConnection(msrp.MsrpSession(holder[0], remote_path))
                 if self.echo:
                     conn.when_ready().addCallback(self._echo_loop)
                 return conn
 
             endpoint.make_connection = make
-            port = endpoint.listen(0, self.host) if setup == "passive" else scenario.DISCARD_PORT
-            holder[0] = f"msrp://{self.host}:{port}/{secrets.token_hex(6)};tcp"
-            call.msrp, call.msrp_remote, call.msrp_setup = endpoint, rs, setup
-            return LocalStream("msrp", port, setup, False, path=holder[0])
+            port = endpoint.listen(0, self.host) if setup == "passive" else DISCARD_PORT
+            holder[0] = f"msrp://{self.host}:{port}/{call.msrp_session};tcp"
+            call.msrp, call.msrp_remote, call.msrp_setup = endpoint, stream, setup
+            call.msrp_port = port
+            return
         server_ep, state = media.bfcp_server_endpoint(
             self.reactor, conference_id=CONFERENCE_ID, floors=[FLOOR_ID]
         )
         server_ep.call_id = call.call_id
-        port = server_ep.listen(0, self.host) if setup == "passive" else scenario.DISCARD_PORT
-        call.bfcp, call.bfcp_remote, call.bfcp_setup = server_ep, rs, setup
+        port = server_ep.listen(0, self.host) if setup == "passive" else DISCARD_PORT
+        call.bfcp, call.bfcp_remote, call.bfcp_setup = server_ep, stream, setup
         call.floor_server = state
-        return LocalStream(
-            "bfcp",
-            port,
-            setup,
-            False,
-            floorctrl="s-only",
-            confid=CONFERENCE_ID,
-            userid=CLIENT_USER_ID,
-            floorid=FLOOR_ID,
-        )
+        call.bfcp_port = port
 
     def _echo_loop(self, conn: media.MsrpConnection) -> None:
         def next_message(count: int) -> None:
@@ -344,10 +362,10 @@ class CoreStub:
 
     def _peer_connect(self, call: PeerCall) -> None:
         if call.msrp is not None and call.msrp_remote is not None and call.msrp_setup == "active":
-            d1 = call.msrp.connect(call.msrp_remote.host, call.msrp_remote.port)
+            d1 = call.msrp.connect(call.msrp_remote.host or self.host, call.msrp_remote.port)
             d1.addErrback(self._connect_failed, call, "msrp")
         if call.bfcp is not None and call.bfcp_remote is not None and call.bfcp_setup == "active":
-            d2 = call.bfcp.connect(call.bfcp_remote.host, call.bfcp_remote.port)
+            d2 = call.bfcp.connect(call.bfcp_remote.host or self.host, call.bfcp_remote.port)
             d2.addErrback(self._connect_failed, call, "bfcp")
         waiters, self._peer_waiters = self._peer_waiters, []
         for d in waiters:
@@ -378,10 +396,10 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _streams(body: bytes) -> list[RemoteStream]:
+def _streams(body: bytes) -> list[StreamInfo]:
     if not body:
         return []
     try:
-        return scenario.read_streams(body)
-    except Exception:
+        return ue.streams_of(body, from_offerer=True)
+    except (ue.UeError, ValueError):
         return []

@@ -1,565 +1,485 @@
-"""The lab's UE simulator: a SIP user agent with MSRP and BFCP over TLS (Twisted edge).
+"""The UE simulator's SIP user agent and SDP, sans I/O.
 
-:class:`UserAgent` registers through a P-CSCF with
-``Security-Client: msrp-tls;mediasec, bfcp-tls;mediasec``, places calls (:meth:`UserAgent.call`)
-and answers them (:meth:`UserAgent.next_call`) with MSRP and BFCP streams marked
-``a=3ge2ae:requested`` and its certificate's fingerprint, follows the SDP it gets back (address,
-``a=setup`` role, the AGW's fingerprint) to run the :mod:`lab.media` endpoints, and hangs up
-(:meth:`UserAgent.hangup`). The TLS peer must present the certificate of the SDP fingerprint
-(mutual verification: the UE refuses a wrong AGW too).
+Builds what a UE sends on the Gm interface and reads what it gets back, on top of the project's
+SIP message model (:mod:`pcscf.sip`) and lossless SDP (:mod:`pcscf.sdp`):
 
-Misbehaviour on purpose: ``present="other"`` (another certificate than the one in its SDP),
-``present="none"`` (no certificate), ``register_e2ae=False`` (requests e2ae per stream without
-having registered the mechanisms).
+- ``REGISTER`` with ``Security-Client: msrp-tls;mediasec, bfcp-tls;mediasec`` (TS 24.229
+  section 7.2A.7); the knob ``mechanisms=()`` registers none, to request e2ae without having
+  registered it.
+- An SDP offer or answer with an MSRP and a BFCP stream over TLS, each with the UE's own
+  ``a=fingerprint`` and ``a=3ge2ae:requested`` (:func:`build_sdp`, :class:`MediaPlan`).
+- ``INVITE`` / ``ACK`` / ``BYE`` as the caller, ``200`` to an ``INVITE`` / ``BYE`` as the callee,
+  with a small dialog state (:class:`Dialog`: tags, route set, remote target, CSeq).
+- :func:`streams_of`: what the UE needs from the SDP it received to open its media: address,
+  port, TCP/TLS role (``a=setup``), the peer's fingerprints, MSRP path, BFCP ids.
 
-SIP as a lab UA needs it: the P-CSCF is the outbound proxy of every request, dialogs follow the
-Record-Route set, no retransmissions over UDP (loopback), one call at a time per dialog.
-The SDP logic is pure (:mod:`lab.scenario`).
+The Twisted edge sends these over UDP/TCP and opens the media with :mod:`lab.media`.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import attrs
-from twisted.internet import defer
-from twisted.logger import Logger
 
-import certs
-from certs.tls import KeyLogWriter
-from lab import media, scenario
-from lab.scenario import Kind, LocalStream, RemoteStream
-from lab.sipnode import Address, SipNode, Transport
-from pcscf.sip.message import Message, Request, Response, make_request, make_response
-from pcscf.sip.uri import NameAddr
+from certs.fingerprint import Fingerprint
+from pcscf.sdp import SessionDescription
+from pcscf.sip import NameAddr, Request, Response, make_response
 
-log = Logger(namespace="lab.ue")
+Setup = Literal["active", "passive", "actpass", "holdconn"]
+Role = Literal["active", "passive"]
 
-MECHANISMS = "msrp-tls;mediasec, bfcp-tls;mediasec"
-#: BFCP identities a UE uses when it is the floor control server of a call it answers.
-FLOOR_SERVER_CONFERENCE = 1
-FLOOR_SERVER_USER = 2
-FLOOR_ID = 1
+MEDIA_MECHANISMS: tuple[str, ...] = ("msrp-tls", "bfcp-tls")
+TLS_PROTOS = {"message": "TCP/TLS/MSRP", "application": "TCP/TLS/BFCP"}
+PLAIN_PROTOS = {"message": "TCP/MSRP", "application": "TCP/BFCP"}
 
 
 class UeError(Exception):
     """Root of the UE simulator's errors."""
 
 
-class CallFailed(UeError):
-    """The call was refused (final response >= 300) or its media could not be set up."""
+class RemoteUeError(UeError):
+    """Something received (a response, an SDP) is not what a UE can use."""
 
-    def __init__(self, reason: str, *, status: int | None = None, call_id: str = "") -> None:
-        super().__init__(f"call {call_id}: {reason}" if call_id else reason)
-        self.status = status
-        self.call_id = call_id
+    def __init__(self, reason: str, *, where: str, value: object = None) -> None:
+        super().__init__(f"{where}: {reason}" + ("" if value is None else f" ({value!r})"))
+        self.reason = reason
+        self.where = where
+        self.value = value
 
 
-def _token() -> str:
+class LocalUeError(UeError):
+    """A request the UE was asked to build cannot be built (bad configuration, no dialog)."""
+
+
+def new_token() -> str:
     return secrets.token_hex(6)
 
 
-@attrs.define
-class StreamLeg:
-    """One MSRP or BFCP stream of a call, on the UE."""
+# ---------------------------------------------------------------------------------------------
+# SDP
 
-    kind: Kind
-    local: LocalStream
-    remote: RemoteStream
-    endpoint: media.MediaEndpoint[Any]
-    connection: Any = None
+
+@attrs.frozen
+class MediaPlan:
+    """What the UE offers or answers: its address, ports, certificate fingerprint, roles."""
+
+    ip: str
+    fingerprint: Fingerprint
+    msrp_port: int
+    msrp_session: str = "s1"
+    bfcp_port: int | None = None
+    setup: Setup = "active"
+    bfcp_setup: Setup | None = None
+    #: ``a=3ge2ae:requested`` on both streams (False: a plain TLS stream without the request).
+    e2ae: bool = True
+    tls: bool = True
+    conference_id: int = 1
+    user_id: int = 1
+    floor_id: int = 1
+    floorctrl: str = "c-only"
+    accept_types: str = "message/cpim text/plain"
 
     @property
-    def verified_fingerprint(self) -> str | None:
-        """The SDP fingerprint the peer's certificate matched (TLS only)."""
-        conn = self.connection
-        if conn is None or conn.peer_fingerprint is None:
-            return None
-        value: str = conn.peer_fingerprint.value
-        return value
+    def msrp_uri(self) -> str:
+        scheme = "msrps" if self.tls else "msrp"
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        return f"{scheme}://{host}:{self.msrp_port}/{self.msrp_session};tcp"
+
+
+def build_sdp(plan: MediaPlan, *, username: str = "ue", version: int = 1) -> bytes:
+    """The UE's SDP: one MSRP stream and, if ``bfcp_port`` is set, one BFCP stream."""
+    family = "IP6" if ":" in plan.ip else "IP4"
+    protos = TLS_PROTOS if plan.tls else PLAIN_PROTOS
+    lines = [
+        "v=0",
+        f"o={username} {version} {version} IN {family} {plan.ip}",
+        "s=-",
+        f"c=IN {family} {plan.ip}",
+        "t=0 0",
+        f"m=message {plan.msrp_port} {protos['message']} *",
+        f"a=accept-types:{plan.accept_types}",
+        f"a=path:{plan.msrp_uri}",
+        f"a=setup:{plan.setup}",
+    ]
+    security = [plan.fingerprint.attribute()] if plan.tls else []
+    if plan.tls and plan.e2ae:
+        security.append("a=3ge2ae:requested")
+    lines += [*security, "a=msrp-cema"]
+    if plan.bfcp_port is not None:
+        lines += [
+            f"m=application {plan.bfcp_port} {protos['application']} *",
+            f"a=floorctrl:{plan.floorctrl}",
+            f"a=confid:{plan.conference_id}",
+            f"a=userid:{plan.user_id}",
+            f"a=floorid:{plan.floor_id} mstrm:1",
+            f"a=setup:{plan.bfcp_setup or plan.setup}",
+            "a=connection:new",
+            *security,
+        ]
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+def answer_setup(offered: str) -> Role:
+    """The answerer's TCP role for an offered ``a=setup`` (RFC 4145): a UE prefers active."""
+    return "active" if offered in ("passive", "actpass") else "passive"
+
+
+@attrs.frozen
+class StreamInfo:
+    """One MSRP or BFCP stream of a received SDP, as the UE needs it to open its media."""
+
+    index: int
+    media: str
+    proto: str
+    host: str | None
+    port: int
+    #: The peer's ``a=setup`` (RFC 4145 / 4975 default when absent: the offerer is active).
+    setup: str
+    fingerprints: tuple[Fingerprint, ...]
+    e2ae: str | None
+    path: tuple[str, ...] = ()
+    conference_id: int | None = None
+    user_id: int | None = None
+    floor_ids: tuple[int, ...] = ()
 
     @property
-    def local_port(self) -> int | None:
-        conn = self.connection
-        if conn is None or conn.transport is None:
-            return None
-        return int(conn.transport.getHost().port)
+    def tls(self) -> bool:
+        return self.proto.upper().startswith("TCP/TLS/")
+
+    @property
+    def our_role(self) -> Role:
+        """Our TCP (and TLS) role: the opposite of the peer's (``actpass``: we take active)."""
+        return "passive" if self.setup == "active" else "active"
+
+
+def streams_of(sdp: bytes, *, from_offerer: bool) -> list[StreamInfo]:
+    """The MSRP and BFCP streams of ``sdp`` (other media are skipped)."""
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except ValueError as exc:
+        raise RemoteUeError(str(exc), where="SDP") from None
+    out: list[StreamInfo] = []
+    for index, media in enumerate(parsed.media):
+        proto = media.proto.upper()
+        if not (proto.endswith("/MSRP") or proto.endswith("/BFCP")):
+            continue
+        conn = parsed.effective_connection(index)
+        setups = media.attribute_values("setup")
+        setup = setups[0].strip().lower() if setups else ("active" if from_offerer else "passive")
+        e2ae = media.attribute_values("3ge2ae")
+        info = StreamInfo(
+            index,
+            media.media,
+            media.proto,
+            None if conn is None else conn.host,
+            media.port,
+            setup,
+            tuple(parsed.effective_fingerprints(index)),
+            e2ae[0].strip() if e2ae else None,
+            tuple(" ".join(media.attribute_values("path")).split()),
+            _int_attr(media.attribute_values("confid"), "confid"),
+            _int_attr(media.attribute_values("userid"), "userid"),
+            tuple(
+                _int_value(v.split()[0], "floorid")
+                for v in media.attribute_values("floorid")
+                if v.split()
+            ),
+        )
+        out.append(info)
+    return out
+
+
+def _int_value(text: str, where: str) -> int:
+    if not text.isdigit():
+        raise RemoteUeError("expected a number", where=f"a={where}", value=text)
+    return int(text)
+
+
+def _int_attr(values: list[str], where: str) -> int | None:
+    return _int_value(values[0].strip(), where) if values else None
+
+
+# ---------------------------------------------------------------------------------------------
+# SIP
 
 
 @attrs.define
-class Call:
-    """A dialog and its media on the UE."""
+class Dialog:
+    """An INVITE dialog seen from the UE (RFC 3261 section 12)."""
 
     call_id: str
-    outgoing: bool
-    local: str  # our From/To name-addr with tag
-    remote: str
-    remote_target: str = ""
-    route_set: list[str] = attrs.field(factory=list)
-    cseq: int = 1
-    offer: bytes = b""
-    answer: bytes = b""
-    streams: dict[str, StreamLeg] = attrs.field(factory=dict)
-    ended: bool = False
-    end_reason: str = ""
-    _closed: defer.Deferred[None] = attrs.field(factory=defer.Deferred)
-
-    @property
-    def msrp(self) -> media.MsrpConnection:
-        conn: media.MsrpConnection = self.streams["msrp"].connection
-        return conn
-
-    @property
-    def bfcp(self) -> Any:
-        return self.streams["bfcp"].connection
-
-    def when_ended(self) -> defer.Deferred[None]:
-        d: defer.Deferred[None] = defer.Deferred()
-        if self.ended:
-            d.callback(None)
-        else:
-            self._closed.addBoth(lambda r: d.callback(None) or r)
-        return d
+    local_tag: str
+    local_uri: str
+    remote_uri: str
+    remote_target: str
+    remote_tag: str | None = None
+    route_set: tuple[str, ...] = ()
+    local_cseq: int = 1
+    invite_cseq: int = 1
+    state: Literal["early", "confirmed", "terminated"] = "early"
+    #: The remote SDP (the answer for a caller, the offer for a callee).
+    remote_sdp: bytes = b""
 
 
+@attrs.define
 class UserAgent:
-    """A UE: SIP UA + MSRP/BFCP media endpoints."""
+    """A UE's SIP user agent behind a P-CSCF (``proxy``: its Gm address, host and port)."""
 
-    def __init__(
-        self,
-        reactor: Any,
-        user: str,
-        identity: certs.CertAndKey,
-        proxy: Address,
-        *,
-        transport: Transport = "udp",
-        domain: str = "lab.example",
-        host: str = "127.0.0.1",
-        present: media.Present = "own",
-        register_e2ae: bool = True,
-        e2ae: bool = True,
-        kinds: Sequence[Kind] = ("msrp", "bfcp"),
-        keylog: KeyLogWriter | None = None,
-        media_timeout: float = 10.0,
-    ) -> None:
-        self.reactor = reactor
-        self.user = user
-        self.identity = identity
-        self.proxy = proxy
-        self.transport = transport
-        self.domain = domain
-        self.host = host
-        self.present = present
-        self.register_e2ae = register_e2ae
-        self.e2ae = e2ae
-        self.kinds = tuple(kinds)
-        self.keylog = keylog
-        self.media_timeout = media_timeout
-        self.fingerprint = identity.fingerprint("sha-256")
-        self.node = SipNode(reactor, f"UE {user}", host)
-        self.node.handler = self._received
-        self.calls: dict[str, Call] = {}
-        self.registered = False
-        self._pending: dict[str, defer.Deferred[Response]] = {}
-        self._incoming: list[Call] = []
-        self._incoming_waiters: list[defer.Deferred[Call]] = []
-        self._cseq = 1
-        self._reg_call_id = f"{_token()}@{host}"
-        self._tag = _token()
-
-    # -- identity ---------------------------------------------------------------------------
-
-    @property
-    def aor(self) -> str:
-        return f"sip:{self.user}@{self.domain}"
+    aor: str
+    contact_host: str
+    contact_port: int
+    proxy: tuple[str, int]
+    transport: Literal["udp", "tcp"] = "udp"
+    #: Media mechanisms registered with ``;mediasec``; ``()`` for the misbehaving UE that asks
+    #: for e2ae in its SDP without having registered it.
+    mechanisms: tuple[str, ...] = MEDIA_MECHANISMS
+    new_id: Callable[[], str] = new_token
+    register_cseq: int = 0
+    register_call_id: str = ""
+    dialogs: dict[str, Dialog] = attrs.Factory(dict)
+    #: Security-Server mechanisms the network advertised in the last REGISTER response.
+    network_mechanisms: frozenset[str] = frozenset()
 
     @property
     def contact(self) -> str:
-        suffix = ";transport=tcp" if self.node.transport == "tcp" else ""
-        return f"<sip:{self.user}@{self.host}:{self.node.port}{suffix}>"
+        user = self.aor.split(":", 1)[1].split("@", 1)[0]
+        host = f"[{self.contact_host}]" if ":" in self.contact_host else self.contact_host
+        return f"<sip:{user}@{host}:{self.contact_port};transport={self.transport}>"
 
-    def _via(self, branch: str | None = None) -> str:
-        proto = "TCP" if self.node.transport == "tcp" else "UDP"
-        return (
-            f"SIP/2.0/{proto} {self.host}:{self.node.port};"
-            f"branch={branch or 'z9hG4bK' + _token()};rport"
-        )
+    @property
+    def domain(self) -> str:
+        return self.aor.split("@", 1)[1] if "@" in self.aor else self.aor.split(":", 1)[1]
 
-    # -- life cycle -------------------------------------------------------------------------
+    def _via(self) -> str:
+        host = f"[{self.contact_host}]" if ":" in self.contact_host else self.contact_host
+        branch = "z9hG4bK" + self.new_id()
+        return f"SIP/2.0/{self.transport.upper()} {host}:{self.contact_port};branch={branch};rport"
 
-    def start(self) -> defer.Deferred[None]:
-        if self.transport == "tcp":
-            return self.node.connect_tcp(*self.proxy)
-        self.node.listen_udp(0)
-        return defer.succeed(None)
+    def _proxy_route(self) -> str:
+        host, port = self.proxy
+        host = f"[{host}]" if ":" in host else host
+        return f"<sip:{host}:{port};lr>"
 
-    def stop(self) -> defer.Deferred[Any]:
-        waits = [self.node.stop()]
-        for call in self.calls.values():
-            waits.extend(leg.endpoint.stop() for leg in call.streams.values())
-        return defer.gatherResults(waits, consumeErrors=True)
+    # -- registration -------------------------------------------------------------------------
 
-    # -- client transactions ----------------------------------------------------------------
-
-    def _request(self, request: Request) -> defer.Deferred[Response]:
-        branch = request.top_via.branch
-        d: defer.Deferred[Response] = defer.Deferred()
-        self._pending[branch] = d
-        self.node.send(request, self.proxy)
-        return d.addTimeout(32, self.reactor)
-
-    async def register(self, expires: int = 600) -> Response:
-        """REGISTER through the P-CSCF (with the media security mechanisms unless told not
-        to); returns the final response."""
-        extra: list[tuple[str, str]] = [
+    def register(self, *, expires: int = 600) -> Request:
+        """A REGISTER for the AOR; ``expires=0`` unregisters."""
+        if not self.register_call_id:
+            self.register_call_id = "reg-" + self.new_id()
+        self.register_cseq += 1
+        headers: list[tuple[str, str]] = [
+            ("Via", self._via()),
+            ("Max-Forwards", "70"),
+            ("From", f"<{self.aor}>;tag={self.new_id()}"),
+            ("To", f"<{self.aor}>"),
+            ("Call-ID", self.register_call_id),
+            ("CSeq", f"{self.register_cseq} REGISTER"),
             ("Contact", self.contact),
             ("Expires", str(expires)),
             ("Supported", "path"),
         ]
-        if self.register_e2ae:
-            extra.append(("Security-Client", MECHANISMS))
-        self._cseq += 1
-        request = make_request(
-            "REGISTER",
-            f"sip:{self.domain}",
-            via=self._via(),
-            from_=f"<{self.aor}>;tag={self._tag}",
-            to=f"<{self.aor}>",
-            call_id=self._reg_call_id,
-            cseq=self._cseq,
-            extra=extra,
+        if self.mechanisms:
+            headers.append(("Security-Client", ", ".join(f"{m};mediasec" for m in self.mechanisms)))
+        return Request(tuple(headers), b"", "REGISTER", f"sip:{self.domain}")
+
+    def registered(self, response: Response) -> bool:
+        """Read a REGISTER response: True on 2xx; records the advertised Security-Server."""
+        if not 200 <= response.status < 300:
+            return False
+        names: set[str] = set()
+        for value in response.values("security-server"):
+            name, _, params = value.strip().partition(";")
+            if "mediasec" in params.lower():
+                names.add(name.strip().lower())
+        self.network_mechanisms = frozenset(names)
+        return True
+
+    # -- as the caller ------------------------------------------------------------------------
+
+    def invite(self, target: str, sdp: bytes) -> tuple[Request, Dialog]:
+        """An initial INVITE to ``target`` (a SIP URI) with ``sdp``, routed via the P-CSCF."""
+        dialog = Dialog(
+            call_id=self.new_id() + "@" + self.contact_host,
+            local_tag=self.new_id(),
+            local_uri=self.aor,
+            remote_uri=target,
+            remote_target=target,
         )
-        response = await self._request(request)
-        self.registered = 200 <= response.status < 300 and expires > 0
-        log.info(
-            "UE {ue}: registered {aor} ({status}), media security {mechanisms}",
-            ue=self.user,
-            aor=self.aor,
-            status=response.status,
-            mechanisms=", ".join(response.get_all("Security-Server")) or "none",
-        )
-        return response
+        self.dialogs[dialog.call_id] = dialog
+        headers = [
+            ("Via", self._via()),
+            ("Max-Forwards", "70"),
+            ("From", f"<{self.aor}>;tag={dialog.local_tag}"),
+            ("To", f"<{target}>"),
+            ("Call-ID", dialog.call_id),
+            ("CSeq", f"{dialog.local_cseq} INVITE"),
+            ("Contact", self.contact),
+            ("Route", self._proxy_route()),
+            ("Content-Type", "application/sdp"),
+        ]
+        return Request(tuple(headers), sdp, "INVITE", target), dialog
 
-    # -- placing a call ---------------------------------------------------------------------
+    def invite_answered(self, response: Response) -> Dialog:
+        """Read a final 2xx to our INVITE: the dialog is confirmed (send :meth:`ack`)."""
+        dialog = self._dialog_of(response)
+        if not 200 <= response.status < 300:
+            dialog.state = "terminated"
+            return dialog
+        tag = response.to.tag
+        if tag is None:
+            raise RemoteUeError("2xx without a To tag", where="To", value=response.get("to"))
+        dialog.remote_tag = tag
+        routes = [str(r) for r in response.addresses("record-route")]
+        dialog.route_set = tuple(reversed(routes))
+        contacts = response.addresses("contact")
+        if contacts:
+            dialog.remote_target = str(contacts[0].uri)
+        dialog.remote_sdp = response.body
+        dialog.state = "confirmed"
+        return dialog
 
-    def _offer_streams(self, call_id: str) -> list[LocalStream]:
-        tls = self.e2ae
-        out: list[LocalStream] = []
-        for kind in self.kinds:
-            if kind == "msrp":
-                scheme = "msrps" if tls else "msrp"
-                path = f"{scheme}://{self.host}:{scenario.DISCARD_PORT}/{_token()};tcp"
-                out.append(LocalStream("msrp", scenario.DISCARD_PORT, "active", tls, path=path))
-            else:
-                out.append(
-                    LocalStream("bfcp", scenario.DISCARD_PORT, "active", tls, floorctrl="c-only")
-                )
-        return out
+    def ack(self, dialog: Dialog) -> Request:
+        """The ACK for the 2xx of the INVITE (same CSeq number, RFC 3261 section 13.2.2.4)."""
+        return self._in_dialog(dialog, "ACK", cseq=dialog.invite_cseq)
 
-    def _sdp(self, streams: Sequence[LocalStream]) -> bytes:
-        return scenario.render(
-            self.host,
-            streams,
-            fingerprint=self.fingerprint,
-            e2ae_requested=self.e2ae,
-            user=self.user,
-        )
-
-    async def call(self, target: str) -> Call:
-        """INVITE ``target``; once answered, ACK and connect the media as the answer says.
-        Returns the call with verified media connections; raises :class:`CallFailed`."""
-        call_id = f"{_token()}@{self.host}"
-        local_streams = self._offer_streams(call_id)
-        offer = self._sdp(local_streams)
-        call = Call(
-            call_id=call_id,
-            outgoing=True,
-            local=f"<{self.aor}>;tag={_token()}",
-            remote=f"<{target}>",
-            offer=offer,
-        )
-        self.calls[call_id] = call
-        invite = make_request(
-            "INVITE",
-            target,
-            via=self._via(),
-            from_=call.local,
-            to=call.remote,
-            call_id=call_id,
-            cseq=call.cseq,
-            extra=[("Contact", self.contact), ("Supported", "path")],
-            body=offer,
-        )
-        response = await self._request(invite)
-        if response.status >= 300:
-            self.calls.pop(call_id, None)
-            raise CallFailed(
-                f"{response.status} {response.reason}"
-                + (f" ({response.get('Warning')})" if response.get("Warning") else ""),
-                status=response.status,
-                call_id=call_id,
-            )
-        call.remote = response.get("To") or call.remote
-        contact = response.addresses("Contact")
-        call.remote_target = contact[0].uri if contact else target
-        call.route_set = list(reversed(response.values("Record-Route")))
-        call.answer = response.body
-        self._send_in_dialog(call, "ACK", cseq=call.cseq)
-        remote = {s.kind: s for s in scenario.read_streams(response.body)}
-        for local in local_streams:
-            rs = remote.get(local.kind)
-            if rs is None or rs.rejected:
-                raise CallFailed(f"{local.kind} stream rejected in the answer", call_id=call_id)
-            call.streams[local.kind] = self._leg(call, local, rs, server=False)
-        await self._connect_media(call)
-        return call
-
-    # -- answering --------------------------------------------------------------------------
-
-    def next_call(self) -> defer.Deferred[Call]:
-        """The next incoming call, once answered, ACKed and its media connected."""
-        if self._incoming:
-            return defer.succeed(self._incoming.pop(0))
-        d: defer.Deferred[Call] = defer.Deferred()
-        self._incoming_waiters.append(d)
-        return d
-
-    def _answer_streams(self, call: Call, remote: list[RemoteStream]) -> list[LocalStream]:
-        out: list[LocalStream] = []
-        for rs in remote:
-            if rs.kind not in self.kinds or rs.rejected:
-                out.append(LocalStream(rs.kind, 0, "active", rs.tls, rejected=True))
-                continue
-            setup = scenario.answer_setup(rs.setup)
-            server = rs.kind == "bfcp" and rs.floorctrl in (None, "c-only", "c-s")
-            floor: dict[str, Any] = {}
-            if rs.kind == "bfcp":
-                floor = (
-                    {
-                        "floorctrl": "s-only",
-                        "confid": FLOOR_SERVER_CONFERENCE,
-                        "userid": FLOOR_SERVER_USER,
-                        "floorid": FLOOR_ID,
-                    }
-                    if server
-                    else {"floorctrl": "c-only"}
-                )
-            draft = LocalStream(rs.kind, scenario.DISCARD_PORT, setup, rs.tls, **floor)
-            leg = self._leg(call, draft, rs, server=server)
-            port = leg.endpoint.listen(0, self.host) if setup == "passive" else draft.port
-            path = None
-            if rs.kind == "msrp":
-                scheme = "msrps" if rs.tls else "msrp"
-                path = f"{scheme}://{self.host}:{port}/{_token()};tcp"
-            local = attrs.evolve(draft, port=port, path=path)
-            leg.local = local
-            if rs.kind == "msrp":
-                self._set_msrp_session(leg, path or "", rs.path)
-            call.streams[rs.kind] = leg
-            out.append(local)
-        return out
-
-    def _incoming_invite(self, request: Request, addr: Address) -> None:
-        call_id = request.call_id
-        tag = _token()
-        call = Call(
-            call_id=call_id,
-            outgoing=False,
-            local=str(request.to.with_param("tag", tag)),
-            remote=request.get("From") or "",
-        )
-        contact = request.addresses("Contact")
-        call.remote_target = contact[0].uri if contact else str(request.from_.uri)
-        call.route_set = list(request.values("Record-Route"))
-        call.offer = request.body
-        try:
-            remote = scenario.read_streams(request.body)
-            answer = self._sdp(self._answer_streams(call, remote))
-        except Exception as exc:
-            log.warn(
-                "UE {ue}: cannot answer {call_id}: {error}",
-                ue=self.user,
-                call_id=call_id,
-                error=str(exc),
-            )
-            self.node.send(make_response(request, 488, to_tag=tag), addr)
-            return
-        call.answer = answer
-        self.calls[call_id] = call
-        ok = make_response(
-            request,
-            200,
-            to_tag=tag,
-            extra=[("Contact", self.contact), ("Content-Type", "application/sdp")],
-            body=answer,
-        )
-        self.node.send(ok, addr)
-
-    async def _after_ack(self, call: Call) -> None:
-        try:
-            await self._connect_media(call)
-        except Exception as exc:
-            log.warn(
-                "UE {ue}: media of {call_id} failed: {error}",
-                ue=self.user,
-                call_id=call.call_id,
-                error=str(exc),
-            )
-            return
-        if self._incoming_waiters:
-            self._incoming_waiters.pop(0).callback(call)
-        else:
-            self._incoming.append(call)
-
-    # -- media ------------------------------------------------------------------------------
-
-    def _tls(self, rs: RemoteStream) -> media.UeTls | None:
-        if not rs.tls:
-            return None
-        return media.UeTls(self.identity, rs.fingerprints, present=self.present, keylog=self.keylog)
-
-    def _set_msrp_session(self, leg: StreamLeg, local_uri: str, remote_path: Sequence[str]) -> None:
-        from lab import msrp
-
-        def make() -> media.MsrpConnection:
-            return media.MsrpConnection(msrp.MsrpSession(local_uri, tuple(remote_path)))
-
-        leg.endpoint.make_connection = make
-
-    def _leg(self, call: Call, local: LocalStream, rs: RemoteStream, *, server: bool) -> StreamLeg:
-        tls = self._tls(rs)
-        endpoint: media.MediaEndpoint[Any]
-        if rs.kind == "msrp":
-            endpoint = media.msrp_endpoint(
-                self.reactor,
-                local_uri=local.path or "",
-                remote_path=rs.path,
-                tls=tls,
-                call_id=call.call_id,
-            )
-        elif server:
-            endpoint, _ = media.bfcp_server_endpoint(
-                self.reactor, conference_id=FLOOR_SERVER_CONFERENCE, floors=[FLOOR_ID], tls=tls
-            )
-            endpoint.call_id = call.call_id
-        else:
-            endpoint = media.bfcp_client_endpoint(
-                self.reactor,
-                conference_id=rs.confid or 1,
-                user_id=rs.userid or 1,
-                tls=tls,
-                call_id=call.call_id,
-            )
-        return StreamLeg(rs.kind, local, rs, endpoint)
-
-    async def _connect_media(self, call: Call) -> None:
-        waits: list[defer.Deferred[Any]] = []
-        for leg in call.streams.values():
-            if leg.local.rejected:
-                continue
-            if scenario.connects(leg.local.setup):
-                d = leg.endpoint.connect(leg.remote.host, leg.remote.port)
-            else:
-                d = leg.endpoint.accepted()
-            d.addTimeout(self.media_timeout, self.reactor)
-            waits.append(d.addCallback(self._connected, leg))
-        await defer.gatherResults(waits, consumeErrors=True)
-
-    def _connected(self, conn: Any, leg: StreamLeg) -> Any:
-        leg.connection = conn
-        return conn
-
-    # -- hanging up -------------------------------------------------------------------------
-
-    def _send_in_dialog(self, call: Call, method: str, *, cseq: int) -> Request:
-        extra = [("Route", route) for route in call.route_set]
-        request = make_request(
-            method,
-            call.remote_target,
-            via=self._via(),
-            from_=call.local,
-            to=call.remote,
-            call_id=call.call_id,
-            cseq=cseq,
-            extra=extra,
-        )
-        if method == "ACK":
-            self.node.send(request, self.proxy)
+    def bye(self, dialog: Dialog) -> Request:
+        dialog.local_cseq += 1
+        request = self._in_dialog(dialog, "BYE", cseq=dialog.local_cseq)
+        dialog.state = "terminated"
         return request
 
-    async def hangup(self, call: Call) -> Response:
-        """BYE; closes the media; returns the final response."""
-        call.cseq += 1
-        bye = self._send_in_dialog(call, "BYE", cseq=call.cseq)
-        self._end(call, "hung up")
-        return await self._request(bye)
+    def _in_dialog(self, dialog: Dialog, method: str, *, cseq: int) -> Request:
+        if dialog.remote_tag is None:
+            raise LocalUeError(f"no confirmed dialog for {method} (call {dialog.call_id})")
+        headers: list[tuple[str, str]] = [("Via", self._via()), ("Max-Forwards", "70")]
+        headers += [("Route", r) for r in dialog.route_set]
+        headers += [
+            ("From", f"<{dialog.local_uri}>;tag={dialog.local_tag}"),
+            ("To", f"<{dialog.remote_uri}>;tag={dialog.remote_tag}"),
+            ("Call-ID", dialog.call_id),
+            ("CSeq", f"{cseq} {method}"),
+        ]
+        return Request(tuple(headers), b"", method, dialog.remote_target)
 
-    def _end(self, call: Call, reason: str) -> None:
-        if call.ended:
-            return
-        call.ended = True
-        call.end_reason = reason
-        for leg in call.streams.values():
-            leg.endpoint.stop()
-        call._closed.callback(None)
+    def _dialog_of(self, message: Request | Response) -> Dialog:
+        dialog = self.dialogs.get(message.call_id)
+        if dialog is None:
+            raise RemoteUeError("no such call", where="Call-ID", value=message.call_id)
+        return dialog
 
-    # -- input ------------------------------------------------------------------------------
+    # -- as the callee ------------------------------------------------------------------------
 
-    def _received(self, message: Message, addr: Address, transport: Transport) -> None:
-        if isinstance(message, Response):
-            self._response(message)
-            return
-        method = message.method
-        call = self.calls.get(message.call_id)
-        if method == "INVITE" and message.to.tag is None:
-            self._incoming_invite(message, addr)
-        elif method == "ACK":
-            if call is not None and not call.outgoing and not call.ended:
-                defer.Deferred.fromCoroutine(self._after_ack(call))
-        elif method == "BYE":
-            status = 200 if call is not None else 481
-            self.node.send(make_response(message, status), addr)
-            if call is not None:
-                self._end(call, "remote hung up")
-        elif method == "CANCEL":
-            self.node.send(make_response(message, 200), addr)
-        elif method in ("OPTIONS", "UPDATE", "INVITE"):
-            self.node.send(make_response(message, 200), addr)
-        else:
-            self.node.send(make_response(message, 501), addr)
+    def answer(self, invite: Request, sdp: bytes, *, status: int = 200) -> tuple[Response, Dialog]:
+        """Answer an incoming INVITE (2xx with ``sdp`` and our Contact; or an error status)."""
+        tag = self.new_id()
+        from_ = invite.from_
+        if from_.tag is None:
+            raise RemoteUeError("INVITE without a From tag", where="From", value=invite.get("from"))
+        contacts = invite.addresses("contact")
+        dialog = Dialog(
+            call_id=invite.call_id,
+            local_tag=tag,
+            local_uri=str(invite.to.uri),
+            remote_uri=str(from_.uri),
+            remote_target=str(contacts[0].uri) if contacts else str(from_.uri),
+            remote_tag=from_.tag,
+            route_set=tuple(str(r) for r in invite.addresses("record-route")),
+            local_cseq=0,
+            state="confirmed" if 200 <= status < 300 else "terminated",
+            remote_sdp=invite.body,
+        )
+        self.dialogs[dialog.call_id] = dialog
+        extra: list[tuple[str, str]] = [("Contact", self.contact)]
+        body = b""
+        if 200 <= status < 300:
+            extra.append(("Content-Type", "application/sdp"))
+            body = sdp
+        return make_response(invite, status, to_tag=tag, extra=extra, body=body), dialog
 
-    def _response(self, response: Response) -> None:
-        try:
-            branch = response.top_via.branch
-        except Exception:
-            return
-        method = response.cseq[1]
-        if response.status < 200:
-            return
-        d = self._pending.pop(branch, None)
-        if method == "INVITE" and response.status >= 300:
-            # a non-2xx final response is ACKed in its own transaction (same branch)
-            ack = make_request(
-                "ACK",
-                self._uri_of_call(response),
-                via=str(response.top_via),
-                from_=response.get("From") or "",
-                to=response.get("To") or "",
-                call_id=response.call_id,
-                cseq=response.cseq[0],
+    def respond(self, request: Request, status: int = 200) -> Response:
+        """Answer an in-dialog request (BYE: the dialog ends)."""
+        dialog = self.dialogs.get(request.call_id)
+        if request.method == "BYE" and dialog is not None:
+            dialog.state = "terminated"
+        to_tag = None if dialog is None else dialog.local_tag
+        return make_response(request, status if dialog is not None else 481, to_tag=to_tag)
+
+
+def uri_of(name_addr: str) -> str:
+    """The URI inside a name-addr (``"Bob" <sip:bob@x>;tag=1`` -> ``sip:bob@x``)."""
+    return str(NameAddr.parse(name_addr).uri)
+
+
+def first_host_port(streams: Sequence[StreamInfo], media: str) -> tuple[str, int] | None:
+    """Address of the first stream of a kind (``message`` or ``application``)."""
+    for stream in streams:
+        if stream.media == media and stream.host is not None and stream.port:
+            return stream.host, stream.port
+    return None
+
+
+@attrs.frozen
+class MediaAction:
+    """How the UE opens one stream after the offer/answer: connect or listen, and what to pin."""
+
+    media: str
+    #: ``connect`` (our a=setup active) to ``host:port``, or ``listen`` on our own port.
+    action: Literal["connect", "listen"]
+    host: str | None
+    port: int
+    tls: bool
+    #: The peer's fingerprints from the SDP we received: the AGW's when e2ae was applied.
+    pinned: tuple[Fingerprint, ...]
+    e2ae_applied: bool
+    remote_path: tuple[str, ...] = ()
+    conference_id: int | None = None
+    user_id: int | None = None
+    floor_ids: tuple[int, ...] = ()
+
+
+def media_actions(
+    received: bytes, *, from_offerer: bool, own: MediaPlan | None = None
+) -> list[MediaAction]:
+    """What to do for each MSRP/BFCP stream of the SDP the UE received (an answer to our offer,
+    ``from_offerer=False``, or an offer we answer, ``True``). A stream with port 0 is skipped.
+
+    A TLS stream without any usable fingerprint is refused (:class:`RemoteUeError`): the UE
+    could not verify the peer. ``own`` gives our listening ports for the ``listen`` case."""
+    actions: list[MediaAction] = []
+    for stream in streams_of(received, from_offerer=from_offerer):
+        if stream.port == 0:
+            continue
+        if stream.tls and not stream.fingerprints:
+            raise RemoteUeError(
+                "TLS stream without a usable a=fingerprint",
+                where=f"m={stream.media}",
+                value=stream.proto,
             )
-            self.node.send(ack, self.proxy)
-        elif method == "INVITE" and d is None:
-            call = self.calls.get(response.call_id)
-            if call is not None:  # 2xx retransmission: ACK again
-                self._send_in_dialog(call, "ACK", cseq=response.cseq[0])
-        if d is not None and not d.called:
-            d.callback(response)
-
-    def _uri_of_call(self, response: Response) -> str:
-        try:
-            return NameAddr.parse(response.get("To") or "").uri
-        except Exception:
-            return f"sip:{self.domain}"
+        role = stream.our_role
+        port = stream.port
+        if role == "passive":
+            if own is None:
+                raise LocalUeError("listening needs our own media plan (ports)")
+            ours = own.msrp_port if stream.media == "message" else own.bfcp_port
+            if ours is None:
+                raise LocalUeError(f"no local port for m={stream.media}")
+            port = ours
+        actions.append(
+            MediaAction(
+                stream.media,
+                "connect" if role == "active" else "listen",
+                stream.host if role == "active" else None,
+                port,
+                stream.tls,
+                stream.fingerprints,
+                stream.e2ae == "applied",
+                stream.path,
+                stream.conference_id,
+                stream.user_id,
+                stream.floor_ids,
+            )
+        )
+    return actions

@@ -13,15 +13,11 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from hypothesis import given
-from hypothesis import strategies as st
 from twisted.internet import defer, reactor
 
 import certs
-from lab import scenario
 from lab.core import CoreStub
-from lab.scenario import LocalStream
-from lab.ue import CallFailed, UserAgent
+from lab.uesim import CallFailed, UeSim
 from pcscf.service import SipService
 from pcscf.sip.proxy import Peer, ProxyConfig
 
@@ -59,8 +55,8 @@ def _lab(cleanup: list[Any], echo: bool = False) -> tuple[CoreStub, tuple[str, i
     return core, service.config.gm
 
 
-async def _ue(cleanup: list[Any], name: str, identity: Any, gm: Any, **kw: Any) -> UserAgent:
-    ue = UserAgent(reactor, name, identity, gm, **kw)
+async def _ue(cleanup: list[Any], name: str, identity: Any, gm: Any, **kw: Any) -> UeSim:
+    ue = UeSim(reactor, name, identity, gm, **kw)
     await ue.start()
     cleanup.append(ue.stop)
     return ue
@@ -77,6 +73,7 @@ async def test_ue_to_ue_end_to_end_tls_msrp_both_ways_and_floor(
     reg = await alice.register()
     assert reg.status == 200
     assert "msrp-tls;mediasec" in ",".join(reg.get_all("Security-Server"))
+    assert alice.ua is not None and alice.ua.network_mechanisms == {"msrp-tls", "bfcp-tls"}
     assert (await bob.register()).status == 200
     assert set(core.bindings) == {"sip:alice@lab.example", "sip:bob@lab.example"}
     assert all(b.path for b in core.bindings.values())
@@ -152,45 +149,3 @@ async def test_call_to_unknown_user_fails(
     with pytest.raises(CallFailed) as info:
         await alice.call("sip:nobody@lab.example")
     assert info.value.status == 404
-
-
-# -- the pure SDP part -------------------------------------------------------------------------
-
-
-def test_offer_marks_e2ae_with_the_ue_fingerprint(ids: dict[str, certs.CertAndKey]) -> None:
-    fp = ids["alice"].fingerprint("sha-256")
-    body = scenario.render(
-        "192.0.2.10",
-        [
-            LocalStream("msrp", 9, "active", True, path="msrps://192.0.2.10:9/a;tcp"),
-            LocalStream("bfcp", 9, "active", True, floorctrl="c-only"),
-        ],
-        fingerprint=fp,
-        e2ae_requested=True,
-    )
-    streams = scenario.read_streams(body)
-    assert [(s.kind, s.proto, s.setup, s.e2ae) for s in streams] == [
-        ("msrp", "TCP/TLS/MSRP", "active", "requested"),
-        ("bfcp", "TCP/TLS/BFCP", "active", "requested"),
-    ]
-    assert all(s.fingerprints == (fp,) for s in streams)
-    assert streams[0].path == ("msrps://192.0.2.10:9/a;tcp",)
-
-
-@given(
-    st.sampled_from(["msrp", "bfcp"]),
-    st.integers(0, 65535),
-    st.sampled_from(["active", "passive", "actpass"]),
-    st.booleans(),
-    st.integers(0, 2**31),
-)
-def test_render_read_round_trip(kind: Any, port: int, setup: Any, tls: bool, confid: int) -> None:
-    local = LocalStream(kind, port, setup, tls, path="msrp://h:1/x;tcp", confid=confid)
-    (remote,) = scenario.read_streams(scenario.render("127.0.0.1", [local]))
-    assert (remote.kind, remote.port, remote.tls) == (kind, port, tls)
-    if port:
-        assert remote.setup == setup and remote.host == "127.0.0.1"
-        assert remote.confid == (confid if kind == "bfcp" else None)
-        assert scenario.connects(scenario.answer_setup(setup)) != scenario.connects(setup) or (
-            setup == "actpass"
-        )

@@ -964,7 +964,7 @@ class ProxyCore:
             )
         return msg
 
-    # ============================================================================= helpers
+    # =========================================================================== internals
     def _refuse(
         self, peer: Peer, message: Request | Response, exc: RemoteSipError, out: list[Action]
     ) -> None:

@@ -19,7 +19,7 @@ set, no retransmissions over UDP (loopback). The media of a call is opened after
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import attrs
@@ -229,9 +229,12 @@ class UeSim:
             **kw,
         )
 
-    async def call(self, target: str) -> Call:
+    async def call(
+        self, target: str, *, before_media: Callable[[Call], Awaitable[None]] | None = None
+    ) -> Call:
         """INVITE ``target``; once answered, ACK and open the media as the answer says.
-        Returns the call with verified media connections; raises :class:`CallFailed`."""
+        Returns the call with verified media connections; raises :class:`CallFailed`.
+        ``before_media`` runs between the answer and the media (the demo's impostor)."""
         agent = self._agent()
         plan = self._plan(DISCARD_PORT, DISCARD_PORT if self.bfcp else None, "active")
         offer = ue.build_sdp(plan, username=self.user)
@@ -260,6 +263,8 @@ class UeSim:
         for action in actions:
             leg = self._leg(call, action, plan, server=False, proto=protos[action.media])
             call.streams[leg.kind] = leg
+        if before_media is not None:
+            await before_media(call)
         await self._open_media(call)
         return call
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 
@@ -20,6 +21,27 @@ def register(subparsers: Any) -> None:
         "--timeout", type=float, default=30.0, help="give up after this many seconds (30)"
     )
     demo.set_defaults(func=_demo)
+
+    from lab.uecli import add_core_parser, add_ue_parser
+
+    add_ue_parser(subparsers)
+    add_core_parser(subparsers)
+
+    run = subparsers.add_parser(
+        "run",
+        help="start the nodes of a lab topology file, each as its own process",
+        description="Starts [core], [pcscf], [accessgw] and [[ue]] nodes of a TOML topology "
+        "(see docs/lab.md) as separate processes; SIGINT/SIGTERM stops them all.",
+    )
+    run.add_argument("--config", type=Path, required=True, metavar="FILE.toml")
+    run.add_argument("--start-timeout", type=float, default=20.0, metavar="SECONDS")
+    run.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from lab.run import main
+
+    return main(args.config, start_timeout=args.start_timeout)
 
 
 def _demo(args: argparse.Namespace) -> int:

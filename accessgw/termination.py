@@ -321,12 +321,19 @@ class Termination:
             self.state = State.LISTENING
 
     def configure(
-        self, fingerprints: Iterable[Fingerprint] | None, now: float, *, establish_tls: bool = False
+        self,
+        fingerprints: Iterable[Fingerprint] | None,
+        now: float,
+        *,
+        establish_tls: bool = False,
+        start_timer: bool = True,
     ) -> list[Event]:
         """The ALG gave (more) parameters: the UE's fingerprints, maybe "establish TLS".
 
-        Giving fingerprints starts the TLS establishment timer (the UE learns the AGW address in
-        the same SDP exchange) and decides every held attempt."""
+        A configuration after the reservation (the Modify that follows the SDP answer, which is
+        when the UE learns where to connect) starts the TLS establishment timer; the
+        reservation itself (``start_timer=False``) does not, so a long ringing phase never
+        fails a stream. Every held attempt is decided once fingerprints are known."""
         events: list[Event] = []
         if self.state in (State.CLOSED, State.FAILED):
             return events
@@ -334,7 +341,7 @@ class Termination:
             self.fingerprints = tuple(fingerprints)
         if establish_tls and self.state is State.RESERVED:
             self.state = State.CONNECTING
-        if self.fingerprints or establish_tls:
+        if start_timer:
             self.start_establishment_timer(now)
         if self.fingerprints:
             for attempt in list(self.attempts.values()):

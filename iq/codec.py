@@ -569,6 +569,8 @@ class _Parser:
         if end < 0:
             raise self.fail("unterminated quoted string")
         value = self.text[self.pos + 1 : end]
+        if not _QUOTED_OK.match(value):
+            raise self.fail("control character in quoted string")
         self.pos = end + 1
         return value
 
@@ -828,6 +830,8 @@ class _Parser:
                 streams.append(merged)
             return Media(tuple(streams))
         if kw == "Events":
+            if self.peek() != "=":  # "Events" alone clears the requested events
+                return Events(0)
             self.equal()
             rid = self.uint("request id")
             events: list[Event] = []

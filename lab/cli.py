@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "pcscf.sdp_cli",
     "iq.cli",
     "pcscf.cli",
+    "accessgw.cli",
 )
 
 

@@ -223,7 +223,7 @@ class RewriteResult:
     agw_updates: tuple[AgwUpdate, ...] = ()
 
 
-# --- helpers ---------------------------------------------------------------------------------
+# --- internals -------------------------------------------------------------------------------
 
 
 def _setup_of(sdp: SessionDescription, index: int, default: Setup) -> Setup:
@@ -509,7 +509,12 @@ def rewrite_answer(step: Step, sdp: SessionDescription, state: RewriteState) -> 
         index = stream.index
         section = out.media[index]
         if stream.treatment != "e2ae":
-            plans.append(attrs.evolve(stream, proto_in=section.proto, proto_out=section.proto))
+            treatment: Treatment = "rejected" if section.port == 0 else stream.treatment
+            plans.append(
+                attrs.evolve(
+                    stream, proto_in=section.proto, proto_out=section.proto, treatment=treatment
+                )
+            )
             continue
         reservation = stream_state.reservation
         if reservation is None:
@@ -655,11 +660,13 @@ def deterministic_reservations(
     access port is ``port_base + 2*i + 1`` and the core port ``port_base + 2*i + 2``."""
     for ip in (access_address, core_address):
         Connection.for_ip(ip)  # raises LocalPcscfError if not an IP address
+    if not 0 <= port_base <= 65533:
+        raise LocalRewriteError(f"port base must be 0-65533, not {port_base}")
     out: dict[int, StreamReservation] = {}
     for stream in plan.e2ae_streams:
         access = port_base + 2 * stream.index + 1
         core = access + 1
-        if port_base < 1 or core > 65535:
+        if core > 65535:
             raise LocalRewriteError(
                 f"port base {port_base} gives stream {stream.index} ports outside 1-65535"
             )

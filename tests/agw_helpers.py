@@ -30,18 +30,21 @@ class Sink(protocol.Protocol):
 
     def connectionMade(self) -> None:
         self.data = bytearray()
+        self.count = 0
         self.eof = False
         self.lost: Failure | None = None
         self.factory.conns.append(self)
 
     def dataReceived(self, data: bytes) -> None:
-        self.data += data
+        self.count += len(data)
+        if self.factory.keep:
+            self.data += data
         if self.factory.echo:
             self.transport.write(data)
         if self.factory.slow is not None:
             self.transport.pauseProducing()
             reactor.callLater(self.factory.slow, self._resume)  # type: ignore[attr-defined]
-        if self.factory.close_after is not None and len(self.data) >= self.factory.close_after:
+        if self.factory.close_after is not None and self.count >= self.factory.close_after:
             self.transport.loseConnection()
 
     def readConnectionLost(self) -> None:
@@ -70,8 +73,10 @@ class SinkFactory(protocol.ClientFactory):
         close_after: int | None = None,
         slow: float | None = None,
         stay_open: bool = False,
+        keep: bool = True,
     ) -> None:
         self.stay_open = stay_open
+        self.keep = keep
         self.echo = echo
         self.close_after = close_after
         self.slow = slow

@@ -135,6 +135,14 @@ def test_establishment_timer_fails_the_stream() -> None:
     assert term.attempt_started("ue", 131.0) is None
 
 
+def test_reservation_does_not_start_the_establishment_timer() -> None:
+    term = _term()
+    term.configure([UE.fingerprint()], now=0.0, start_timer=False)
+    assert term.next_deadline() is None
+    term.configure(None, now=50.0)
+    assert term.next_deadline() == 80.0
+
+
 def test_hold_policy_decides_when_fingerprint_arrives() -> None:
     term = _term(timers=Timers(hold=5))
     attempt = term.attempt_started("ue", 0.0)

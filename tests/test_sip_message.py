@@ -16,6 +16,7 @@ from pcscf.sip.message import (
     Request,
     Response,
     StreamParser,
+    make_request,
     make_response,
     parse_datagram,
     validate_request,
@@ -247,3 +248,21 @@ def test_split_list_never_splits_inside_quotes_or_brackets(parts: list[str]) -> 
     except RemoteSipError:
         return
     assert out == [i.strip() for i in items if i.strip()]
+
+
+def test_make_request_for_user_agents() -> None:
+    req = make_request(
+        "INVITE",
+        "sip:bob@ims.test",
+        via="SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK1",
+        from_="<sip:alice@ims.test>;tag=1",
+        to="<sip:bob@ims.test>",
+        call_id="c",
+        cseq=1,
+        extra=[("Contact", "<sip:alice@192.0.2.10>")],
+        body=b"v=0\r\n",
+    )
+    parsed = parse_datagram(req.serialise())
+    assert isinstance(parsed, Request)
+    validate_request(parsed)
+    assert parsed.has_sdp and parsed.cseq == (1, "INVITE") and parsed.get("Max-Forwards") == "70"

@@ -297,6 +297,19 @@ class MediaConnection(Protocol):
         self.transport.write(data)  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = Failure(ConnectionClosed())) -> None:  # noqa: B008
+        if self.tls is not None and not self.verified and not self.outgoing:
+            if self._refusal is None:
+                # The handshake itself failed (no certificate, no common version or suite).
+                self._refusal = PeerNotVerified(
+                    f"TLS handshake failed: {reason.getErrorMessage()}",
+                    peer=self.peer,
+                    fingerprint=None,
+                )
+                self._log(
+                    "warn",
+                    "{stream}: TLS peer {peer} refused: handshake failed ({reason})",
+                    reason=reason.getErrorMessage(),
+                )
         error = self._refusal or ConnectionClosed(
             f"{self.stream} connection to {self.peer} closed: {reason.getErrorMessage()}"
         )

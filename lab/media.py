@@ -328,6 +328,13 @@ class MediaConnection(Protocol):
         if self.endpoint is not None:
             self.endpoint._connection_lost(self, self._refusal)
 
+    def _unusable(self) -> Exception:
+        if self._closed.done:
+            return self._refusal or ConnectionClosed(
+                f"{self.stream} connection to {self.peer} is closed"
+            )
+        return LocalMediaError(f"{self.stream} connection to {self.peer} is not ready")
+
     # -- public API ---------------------------------------------------------------------------
 
     def when_ready(self) -> defer.Deferred[Any]:
@@ -385,8 +392,8 @@ class MsrpConnection(MediaConnection):
     ) -> defer.Deferred[str]:
         """Send one message (chunked); fires with its Message-ID once every chunk got its 200
         (at once when ``failure_report`` is not ``yes``), fails with :class:`DeliveryFailed`."""
-        if not self.verified:
-            return defer.fail(LocalMediaError("connection not ready"))
+        if not self.verified or self._closed.done:
+            return defer.fail(self._unusable())
         mid = self.session.send_message(
             body,
             content_type,
@@ -547,8 +554,8 @@ class BfcpClientConnection(_BfcpConnection):
         self._awaiting_grant: dict[int, defer.Deferred[Any]] = {}
 
     def _request(self, message: bfcp.Message) -> defer.Deferred[Any]:
-        if not self.verified:
-            return defer.fail(LocalMediaError("connection not ready"))
+        if not self.verified or self._closed.done:
+            return defer.fail(self._unusable())
         d: defer.Deferred[Any] = defer.Deferred()
         self._pending[message.transaction_id] = (message.primitive, d)
         self.send(message)

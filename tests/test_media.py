@@ -180,6 +180,10 @@ async def test_core_msrp_peers_both_ways_with_chunking(cleanup: list[Any]) -> No
     assert a.bytes_sent == b.bytes_received > len(BIG)
     assert b.bytes_sent == a.bytes_received > 0
     assert caller.bytes_sent == a.bytes_sent and listener.bytes_received == b.bytes_received
+    await b.close()
+    await a.when_closed()
+    with pytest.raises(ConnectionClosed):
+        await a.send_message(b"too late")
 
 
 @pytest_twisted.ensureDeferred

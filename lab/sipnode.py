@@ -1,298 +1,180 @@
-"""Twisted edges of the lab's SIP nodes over UDP: the UE simulator and the core stub.
+"""SIP over UDP or TCP for the lab's user agents and core stub (Twisted edge).
 
-Thin: :class:`UeSimulator` drives :class:`lab.ue.UserAgent` and opens the media with
-:mod:`lab.media` as :func:`lab.ue.media_actions` says; :class:`CoreService` feeds
-:class:`lab.core.CoreStub`. No retransmission timers: the lab runs on loopback.
+A :class:`SipNode` owns one UDP socket (every node) and, for a UE over TCP, one outbound
+connection to its proxy (RFC 5626 style: requests for the UE come back on it). Received bytes go
+through the P-CSCF's SIP parser (:mod:`pcscf.sip.message`); malformed input is logged and
+dropped. Each message is logged as one event (``{direction}`` ``{summary}``) so that a call flow
+can be printed from the log.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
-import attrs
 from twisted.internet import defer
-from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.protocol import ClientFactory, DatagramProtocol, Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-import certs
-from lab import media
-from lab.core import CoreStub, Deliver, Send
-from lab.media import Present
-from lab.ue import (
-    Dialog,
-    MediaAction,
-    MediaPlan,
-    UserAgent,
-    answer_setup,
-    build_sdp,
-    media_actions,
-    streams_of,
-)
-from pcscf.sip import RemoteSipError, Request, Response, make_response, parse_datagram
+from pcscf.sip.message import Message, MessageError, Request, StreamParser, parse_datagram
 
-log = Logger()
+Transport = Literal["udp", "tcp"]
 Address = tuple[str, int]
+Handler = Callable[[Message, Address, Transport], None]
+
+log = Logger(namespace="lab.sip")
 
 
-class SipUdp(DatagramProtocol):
-    """SIP over UDP: parses datagrams (bad ones are logged and dropped), sends messages."""
+def summary(message: Message) -> str:
+    """``INVITE sip:bob@lab`` or ``200 OK (INVITE)``, plus the SDP protos when a body is there."""
+    if isinstance(message, Request):
+        head = f"{message.method} {message.uri}"
+    else:
+        head = f"{message.status} {message.reason} ({message.cseq[1]})"
+    if message.body and message.content_type.lower().startswith("application/sdp"):
+        protos = [
+            line.split()[2]
+            for line in message.body.decode("utf-8", "replace").splitlines()
+            if line.startswith("m=") and len(line.split()) > 2
+        ]
+        head += f" [SDP {', '.join(protos)}]"
+    return head
 
-    def __init__(self, on_message: Callable[[Request | Response, Address], None]) -> None:
-        self.on_message = on_message
 
-    def datagramReceived(self, data: bytes, addr: Any) -> None:
+class _Udp(DatagramProtocol):
+    noisy = False
+
+    def __init__(self, node: SipNode) -> None:
+        self.node = node
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        if not datagram.strip(b"\r\n\x00"):
+            return
         try:
-            message = parse_datagram(data)
-        except RemoteSipError as exc:
-            log.warn("sip: dropped a bad datagram from {peer}: {error}", peer=addr, error=str(exc))
+            message = parse_datagram(datagram)
+        except MessageError as exc:
+            log.warn(
+                "{node}: malformed SIP from {peer} dropped: {error}",
+                node=self.node.name,
+                peer=f"{addr[0]}:{addr[1]}",
+                error=str(exc),
+            )
             return
-        if isinstance(message, Request | Response):
-            self.on_message(message, (addr[0], addr[1]))
-
-    def send(self, message: Request | Response, to: Address) -> None:
-        assert self.transport is not None
-        self.transport.write(message.serialise(), to)
+        self.node.received(message, (addr[0], addr[1]), "udp")
 
 
-@attrs.define
-class Call:
-    """A call of the UE simulator: its dialog and the media connections it opened."""
+class _Stream(Protocol):
+    def __init__(self, node: SipNode, ready: defer.Deferred[None]) -> None:
+        self.node = node
+        self.parser = StreamParser()
+        self.ready = ready
 
-    dialog: Dialog
-    msrp: media.MsrpConnection | None = None
-    bfcp_client: media.BfcpClientConnection | None = None
-    bfcp_server: media.BfcpServerConnection | None = None
-    endpoints: list[media.MediaEndpoint[Any]] = attrs.Factory(list)
+    def connectionMade(self) -> None:
+        self.node.stream = self
+        self.ready.callback(None)
 
-
-class UeSimulator:
-    """A UE on ``host``: SIP over UDP towards ``proxy``, MSRP and BFCP over TLS."""
-
-    def __init__(
-        self,
-        reactor: Any,
-        *,
-        aor: str,
-        identity: certs.CertAndKey,
-        proxy: Address,
-        host: str = "127.0.0.1",
-        mechanisms: tuple[str, ...] = ("msrp-tls", "bfcp-tls"),
-        present: Present = "own",
-    ) -> None:
-        self.reactor = reactor
-        self.identity = identity
-        self.present = present
-        self.host = host
-        self.udp = SipUdp(self._on_message)
-        self.port = reactor.listenUDP(0, self.udp, interface=host)
-        self.ua = UserAgent(aor, host, self.port.getHost().port, proxy, mechanisms=mechanisms)
-        self.proxy = proxy
-        self.calls: list[Call] = []
-        self.incoming: list[defer.Deferred[Call]] = []
-        self._waiting: dict[tuple[str, int, str], defer.Deferred[Response]] = {}
-
-    # -- plumbing -----------------------------------------------------------------------------
-
-    def _request(self, request: Request) -> defer.Deferred[Response]:
-        number, method = request.cseq
-        d: defer.Deferred[Response] = defer.Deferred()
-        self._waiting[(request.call_id, number, method)] = d
-        self.udp.send(request, self.proxy)
-        return d
-
-    def _on_message(self, message: Request | Response, source: Address) -> None:
-        if isinstance(message, Response):
-            if message.status < 200:
-                return
-            number, method = message.cseq
-            waiter = self._waiting.pop((message.call_id, number, method), None)
-            if waiter is not None:
-                waiter.callback(message)
-            return
-        if message.method == "INVITE":
-            answering = defer.ensureDeferred(self._answer(message, source))
-            answering.addErrback(self._failed, message.call_id)
-        elif message.method in ("BYE", "CANCEL", "OPTIONS"):
-            self.udp.send(self.ua.respond(message), source)
-            for call in self.calls:
-                if call.dialog.call_id == message.call_id and message.method == "BYE":
-                    closing = defer.ensureDeferred(self._close_media(call))
-                    closing.addErrback(self._failed, message.call_id)
-
-    def _failed(self, failure: Any, call_id: str) -> None:
-        log.warn(
-            "ue: call {call_id} media failed: {error}",
-            call_id=call_id,
-            error=failure.getErrorMessage(),
-        )
-        waiting, self.incoming = self.incoming, []
-        for d in waiting:
-            d.errback(failure)
-
-    def _tls(self, action: MediaAction) -> media.UeTls | None:
-        if not action.tls:
-            return None
-        return media.UeTls(self.identity, action.pinned, present=self.present)
-
-    # -- public API ---------------------------------------------------------------------------
-
-    async def register(self, expires: int = 600) -> Response:
-        response = await self._request(self.ua.register(expires=expires))
-        self.ua.registered(response)
-        return response
-
-    async def call(self, target: str, *, bfcp: bool = True) -> Call:
-        """Offer MSRP (and BFCP) over TLS with ``a=3ge2ae:requested``, open the media."""
-        plan = MediaPlan(
-            self.host,
-            self.identity.fingerprint(),
-            9,
-            "c" + self.ua.new_id(),
-            bfcp_port=9 if bfcp else None,
-            setup="active",
-        )
-        invite, dialog = self.ua.invite(target, build_sdp(plan))
-        response = await self._request(invite)
-        self.ua.invite_answered(response)
-        call = Call(dialog)
-        self.calls.append(call)
-        if not 200 <= response.status < 300:
-            raise RemoteSipError(response.status, response.reason, where="INVITE")
-        self.udp.send(self.ua.ack(dialog), self.proxy)
-        for action in media_actions(response.body, from_offerer=False, own=plan):
-            await self._open(call, plan, action, None)
-        return call
-
-    def next_call(self) -> defer.Deferred[Call]:
-        """Fires with the next call this UE answers, once its media is open."""
-        d: defer.Deferred[Call] = defer.Deferred()
-        self.incoming.append(d)
-        return d
-
-    async def hangup(self, call: Call) -> Response:
-        response = await self._request(self.ua.bye(call.dialog))
-        await self._close_media(call)
-        return response
-
-    async def stop(self) -> None:
-        for call in self.calls:
-            await self._close_media(call)
-        await defer.maybeDeferred(self.port.stopListening)
-
-    # -- internals ----------------------------------------------------------------------------
-
-    async def _answer(self, invite: Request, source: Address) -> None:
-        streams = streams_of(invite.body, from_offerer=True)
-        msrp_setup = next((s.setup for s in streams if s.media == "message"), "actpass")
-        bfcp_offer = next((s for s in streams if s.media == "application"), None)
-        plan = MediaPlan(
-            self.host,
-            self.identity.fingerprint(),
-            9,
-            "a" + self.ua.new_id(),
-            bfcp_port=9 if bfcp_offer is not None else None,
-            setup=answer_setup(msrp_setup),
-            bfcp_setup=None if bfcp_offer is None else answer_setup(bfcp_offer.setup),
-            floorctrl="s-only",
-            conference_id=(bfcp_offer.conference_id or 1) if bfcp_offer else 1,
-        )
-        call = Call(Dialog("", "", "", "", ""))
-        listeners: dict[str, media.MediaEndpoint[Any]] = {}
-        actions = media_actions(invite.body, from_offerer=True, own=plan)
-        for action in actions:
-            if action.action == "listen":
-                endpoint = self._endpoint(call, plan, action)
-                port = endpoint.listen(0, self.host)
-                listeners[action.media] = endpoint
-                plan = (
-                    attrs.evolve(plan, msrp_port=port)
-                    if action.media == "message"
-                    else attrs.evolve(plan, bfcp_port=port)
+    def dataReceived(self, data: bytes) -> None:
+        peer = self.transport.getPeer()  # type: ignore[union-attr]
+        for item in self.parser.feed(data):
+            if isinstance(item, MessageError):
+                log.warn(
+                    "{node}: malformed SIP over TCP dropped: {error}",
+                    node=self.node.name,
+                    error=str(item),
                 )
-        response, dialog = self.ua.answer(invite, build_sdp(plan))
-        call.dialog = dialog
-        self.calls.append(call)
-        self.udp.send(response, source)
-        for action in media_actions(invite.body, from_offerer=True, own=plan):
-            await self._open(call, plan, action, listeners.get(action.media))
-        if self.incoming:
-            self.incoming.pop(0).callback(call)
+                continue
+            self.node.received(item, (peer.host, peer.port), "tcp")
+        if self.parser.broken:
+            self.transport.loseConnection()  # type: ignore[union-attr]
 
-    def _endpoint(
-        self, call: Call, plan: MediaPlan, action: MediaAction
-    ) -> media.MediaEndpoint[Any]:
-        tls = self._tls(action)
-        endpoint: media.MediaEndpoint[Any]
-        if action.media == "message":
-            endpoint = media.msrp_endpoint(
-                self.reactor,
-                local_uri=plan.msrp_uri,
-                remote_path=action.remote_path,
-                tls=tls,
-                call_id=call.dialog.call_id or None,
-            )
-        elif plan.floorctrl == "s-only":
-            endpoint, _ = media.bfcp_server_endpoint(
-                self.reactor, conference_id=plan.conference_id, tls=tls
-            )
-        else:
-            endpoint = media.bfcp_client_endpoint(
-                self.reactor,
-                conference_id=action.conference_id or plan.conference_id,
-                user_id=action.user_id or plan.user_id,
-                tls=tls,
-            )
-        call.endpoints.append(endpoint)
-        return endpoint
-
-    async def _open(
-        self,
-        call: Call,
-        plan: MediaPlan,
-        action: MediaAction,
-        listening: media.MediaEndpoint[Any] | None,
-    ) -> None:
-        if listening is not None:
-            conn = await listening.accepted()
-        else:
-            endpoint = self._endpoint(call, plan, action)
-            assert action.host is not None
-            conn = await endpoint.connect(action.host, action.port)
-        if isinstance(conn, media.MsrpConnection):
-            call.msrp = conn
-        elif isinstance(conn, media.BfcpClientConnection):
-            call.bfcp_client = conn
-        elif isinstance(conn, media.BfcpServerConnection):
-            call.bfcp_server = conn
-
-    async def _close_media(self, call: Call) -> None:
-        for endpoint in call.endpoints:
-            await endpoint.stop()
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.node.stream is self:
+            self.node.stream = None
 
 
-class CoreService:
-    """The core stub's SIP side on UDP: registrar + S-CSCF routing (:class:`CoreStub`)."""
+class SipNode:
+    """Sends and receives SIP messages; hands each received one to ``handler``."""
 
-    def __init__(self, reactor: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, reactor: Any, name: str, host: str = "127.0.0.1") -> None:
         self.reactor = reactor
-        self.udp = SipUdp(self._on_message)
-        self.port = reactor.listenUDP(port, self.udp, interface=host)
-        self.stub = CoreStub((host, self.port.getHost().port))
-        self.delivered: list[Request] = []
+        self.name = name
+        self.host = host
+        self.handler: Handler | None = None
+        self.port = 0
+        self.stream: _Stream | None = None
+        self._udp: Any = None
+
+    def listen_udp(self, port: int = 0) -> int:
+        self._udp = self.reactor.listenUDP(port, _Udp(self), interface=self.host)
+        self.port = int(self._udp.getHost().port)
+        return self.port
+
+    def connect_tcp(self, host: str, port: int) -> defer.Deferred[None]:
+        """One connection to the proxy; every send goes on it from now on."""
+        ready: defer.Deferred[None] = defer.Deferred()
+        node = self
+
+        class _Factory(ClientFactory):
+            noisy = False
+
+            def buildProtocol(self, addr: Any) -> _Stream:
+                return _Stream(node, ready)
+
+            def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+                ready.errback(reason)
+
+        connector = self.reactor.connectTCP(host, port, _Factory(), timeout=5)
+        ready.addCallback(lambda _: self._bound_tcp(connector))
+        return ready
+
+    def _bound_tcp(self, connector: Any) -> None:
+        assert self.stream is not None and self.stream.transport is not None
+        self.port = int(self.stream.transport.getHost().port)
 
     @property
-    def address(self) -> Address:
-        return self.stub.address
+    def transport(self) -> Transport:
+        return "tcp" if self.stream is not None else "udp"
 
-    def _on_message(self, message: Request | Response, source: Address) -> None:
-        for action in self.stub.handle(message, source, self.reactor.seconds()):
-            if isinstance(action, Send):
-                self.udp.send(action.message, action.to)
-            elif isinstance(action, Deliver):
-                self.delivered.append(action.request)
-                if action.request.method != "ACK":
-                    self.udp.send(make_response(action.request, 480), source)
+    def received(self, message: Message, addr: Address, transport: Transport) -> None:
+        log.info(
+            "{node} <- {summary}",
+            node=self.name,
+            summary=summary(message),
+            direction="in",
+            call_id=message.get("Call-ID"),
+            peer=f"{addr[0]}:{addr[1]}",
+        )
+        if self.handler is not None:
+            try:
+                self.handler(message, addr, transport)
+            except Exception:
+                log.failure(
+                    "{node}: failed on a message from {peer}",
+                    node=self.name,
+                    peer=f"{addr[0]}:{addr[1]}",
+                )
 
-    def stop(self) -> Any:
-        return self.port.stopListening()
+    def send(self, message: Message, addr: Address) -> None:
+        log.info(
+            "{node} -> {summary}",
+            node=self.name,
+            summary=summary(message),
+            direction="out",
+            call_id=message.get("Call-ID"),
+            peer=f"{addr[0]}:{addr[1]}",
+        )
+        data = message.serialise()
+        if self.stream is not None and self.stream.transport is not None:
+            self.stream.transport.write(data)
+        elif self._udp is not None:
+            self._udp.write(data, addr)
+
+    def stop(self) -> defer.Deferred[Any]:
+        waits: list[defer.Deferred[Any]] = []
+        if self.stream is not None and self.stream.transport is not None:
+            self.stream.transport.loseConnection()
+        if self._udp is not None:
+            waits.append(defer.maybeDeferred(self._udp.stopListening))
+            self._udp = None
+        return defer.gatherResults(waits, consumeErrors=True)

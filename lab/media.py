@@ -297,6 +297,19 @@ class MediaConnection(Protocol):
         self.transport.write(data)  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = Failure(ConnectionClosed())) -> None:  # noqa: B008
+        if self.tls is not None and not self.verified and not self.outgoing:
+            if self._refusal is None:
+                # The handshake itself failed (no certificate, no common version or suite).
+                self._refusal = PeerNotVerified(
+                    f"TLS handshake failed: {reason.getErrorMessage()}",
+                    peer=self.peer,
+                    fingerprint=None,
+                )
+                self._log(
+                    "warn",
+                    "{stream}: TLS peer {peer} refused: handshake failed ({reason})",
+                    reason=reason.getErrorMessage(),
+                )
         error = self._refusal or ConnectionClosed(
             f"{self.stream} connection to {self.peer} closed: {reason.getErrorMessage()}"
         )
@@ -314,6 +327,13 @@ class MediaConnection(Protocol):
         self._closed.fire(None)
         if self.endpoint is not None:
             self.endpoint._connection_lost(self, self._refusal)
+
+    def _unusable(self) -> Exception:
+        if self._closed.done:
+            return self._refusal or ConnectionClosed(
+                f"{self.stream} connection to {self.peer} is closed"
+            )
+        return LocalMediaError(f"{self.stream} connection to {self.peer} is not ready")
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -372,8 +392,8 @@ class MsrpConnection(MediaConnection):
     ) -> defer.Deferred[str]:
         """Send one message (chunked); fires with its Message-ID once every chunk got its 200
         (at once when ``failure_report`` is not ``yes``), fails with :class:`DeliveryFailed`."""
-        if not self.verified:
-            return defer.fail(LocalMediaError("connection not ready"))
+        if not self.verified or self._closed.done:
+            return defer.fail(self._unusable())
         mid = self.session.send_message(
             body,
             content_type,
@@ -534,8 +554,8 @@ class BfcpClientConnection(_BfcpConnection):
         self._awaiting_grant: dict[int, defer.Deferred[Any]] = {}
 
     def _request(self, message: bfcp.Message) -> defer.Deferred[Any]:
-        if not self.verified:
-            return defer.fail(LocalMediaError("connection not ready"))
+        if not self.verified or self._closed.done:
+            return defer.fail(self._unusable())
         d: defer.Deferred[Any] = defer.Deferred()
         self._pending[message.transaction_id] = (message.primitive, d)
         self.send(message)

@@ -180,6 +180,10 @@ async def test_core_msrp_peers_both_ways_with_chunking(cleanup: list[Any]) -> No
     assert a.bytes_sent == b.bytes_received > len(BIG)
     assert b.bytes_sent == a.bytes_received > 0
     assert caller.bytes_sent == a.bytes_sent and listener.bytes_received == b.bytes_received
+    await b.close()
+    await a.when_closed()
+    with pytest.raises(ConnectionClosed):
+        await a.send_message(b"too late")
 
 
 @pytest_twisted.ensureDeferred
@@ -389,25 +393,35 @@ async def test_ue_against_openssl_s_server(
 
 
 @pytest.mark.peer
+@pytest.mark.parametrize("presented", ["other", "none"])
 @pytest_twisted.ensureDeferred
-async def test_openssl_s_client_with_a_wrong_certificate_is_refused(
-    ids: dict[str, certs.CertAndKey], cleanup: list[Any], tmp_path: Path
+async def test_openssl_s_client_with_a_wrong_or_no_certificate_is_refused(
+    presented: str, ids: dict[str, certs.CertAndKey], cleanup: list[Any], tmp_path: Path
 ) -> None:
     openssl = require_tool("openssl")
     ue = msrp_endpoint(reactor, local_uri=UE_URI, remote_path=[CORE_URI], tls=_ue_tls(ids))
     cleanup.append(ue.stop)
     port = ue.listen()
     accepted = ue.accepted()
-    cert, key = _write_pair(ids["other"], tmp_path)
+    args = [openssl, "s_client", "-connect", f"127.0.0.1:{port}"]
+    if presented == "other":
+        cert, key = _write_pair(ids["other"], tmp_path)
+        args += ["-cert", cert, "-key", key]
     await threads.deferToThread(
         subprocess.run,
-        [openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-cert", cert, "-key", key],
+        args,
         input=b"MSRP abcd1234 SEND\r\n",
         capture_output=True,
         timeout=20,
         check=False,
     )
+    for _ in range(500):
+        if ue.refused:
+            break
+        await _sleep(0.01)
     assert len(ue.refused) == 1 and not accepted.called
+    expected = "does not match" if presented == "other" else "handshake failed"
+    assert expected in ue.refused[0].reason
     assert ue.bytes_received == 0 and ue.connections[0].bytes_sent == 0
 
 

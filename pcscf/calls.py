@@ -683,7 +683,9 @@ class CallTable:
             stream.verified = True
             stream.deadline = None
             return [_note("info", "e2ae call {call_id} stream {stream}: TLS verified", **fields)]
-        if event.kind == "tls-failure" and not stream.verified:
+        if event.kind == "tls-failure":
+            # A refused attempt (anyone can reach the AGW port, before or after the UE's
+            # verified session): counted, never ends the stream by itself.
             stream.failed_attempts += 1
             call.failed_attempts += 1
             self.stranger_failures += 1
@@ -699,10 +701,11 @@ class CallTable:
             ]
         if event.kind == "connection-closed":
             return [_note("info", "e2ae call {call_id} stream {stream}: closed", **fields)]
-        if event.kind in ("stream-failed", "tls-failure"):
-            why = f"the verified TLS session of stream {stream.index} failed"
-            if event.cause:
-                why += f" ({event.cause})"
+        if event.kind == "stream-failed":
+            why = (
+                f"no verified TLS session on stream {stream.index}"
+                " (the AGW's establishment timer ran out)"
+            )
         else:  # tcp-failure
             side = "core" if event.termination == stream.core_termination else "access"
             why = f"the {side} TCP connection of stream {stream.index} failed"

@@ -348,13 +348,13 @@ def _parse_lines(raw: list[str], controls: bool) -> tuple[Section, list[MediaSec
     type_chars = _TYPE_CHARS
     token_chars = _TOKEN_CHARS
     for lineno, line in enumerate(raw, 1):
-        kind = line[:1]
-        if line[1:2] != "=" or kind not in type_chars:
+        if line[1:2] != "=":
             if not line:
                 raise SdpError(lineno, "empty line")
             raise SdpError(lineno, f"expected '<type>=<value>', got {line[:40]!r}")
         if controls and ("\r" in line or "\x00" in line):
             raise SdpError(lineno, "control character inside the line")
+        kind = line[0]
         if kind == "a":
             colon = line.find(":")
             name = line[2:colon] if colon > 0 else line[2:]
@@ -368,7 +368,10 @@ def _parse_lines(raw: list[str], controls: bool) -> tuple[Section, list[MediaSec
             append = section.lines.append
             continue
         elif kind == "c":
-            Connection.parse_value(line[2:], lineno)
+            if len(line[2:].split()) != 3:
+                Connection.parse_value(line[2:], lineno)  # raises, naming the line
+        elif kind not in type_chars:
+            raise SdpError(lineno, f"expected '<type>=<value>', got {line[:40]!r}")
         append(line)
     return session, media
 

@@ -28,8 +28,6 @@ from iq import profile
 from iq.errors import UnknownContext, UnknownTermination
 from iq.link import IqAgent
 
-_IQ_CAUSES = {"fingerprint-mismatch", "no-certificate", "protocol-version", "handshake-timeout"}
-
 
 class AgwHandler:
     """GatewayHandler: Reserve/Configure/Release on an AccessGateway; events -> Notify."""
@@ -151,9 +149,8 @@ class AgwHandler:
         if isinstance(event, TlsEstablished):
             iq_event = profile.IqEvent("tls-established", context, acc, stream, stamp)
         elif isinstance(event, TlsFailure):
-            cause = event.cause if event.cause in _IQ_CAUSES else "handshake-failure"
             iq_event = profile.IqEvent(
-                "tls-failure", context, acc, stream, stamp, cause=cast(Any, cause), peer=event.peer
+                "tls-failure", context, acc, stream, stamp, cause=event.cause, peer=event.peer
             )
         elif isinstance(event, StreamFailed):
             iq_event = profile.IqEvent("stream-failed", context, acc, stream, stamp)

@@ -290,13 +290,28 @@ def test_strangers_failed_handshake_is_counted_and_does_not_end_the_call() -> No
     assert table.calls[ORIG].streams[0].deadline is None
 
 
-def test_verified_session_failure_ends_the_call_with_a_reason() -> None:
+def test_attempts_after_the_verified_session_do_not_end_the_call() -> None:
     table = CallTable(Policy())
     set_up_orig(table)
     table.notification("<agw1>", _event("tls-established"), 1.0)
-    actions = table.notification("<agw1>", _event("stream-failed"), 2.0)
+    actions = table.notification("<agw1>", _event("tls-failure", cause="no-certificate"), 2.0)
+    assert not any(isinstance(a, EndCall | IqRelease | Reoffer) for a in actions)
+    assert table.stranger_failures == 1 and table.held()[ORIG]
+
+
+@pytest.mark.parametrize(
+    ("kind", "term", "words"),
+    [
+        ("stream-failed", "acc/71", "establishment timer"),
+        ("tcp-failure", "core/71", "core TCP connection of stream 0"),
+    ],
+)
+def test_stream_failure_ends_the_call_with_a_reason(kind: str, term: str, words: str) -> None:
+    table = CallTable(Policy())
+    set_up_orig(table)
+    actions = table.notification("<agw1>", _event(kind, term), 2.0)
     ends = [a for a in actions if isinstance(a, EndCall)]
-    assert len(ends) == 1 and "stream 0" in ends[0].text
+    assert len(ends) == 1 and words in ends[0].text and ends[0].cause == 488
     assert releases(actions) == [profile.ReleaseRequest(7)]
 
 

@@ -1112,7 +1112,12 @@ class ProxyCore:
         )
 
     def _forward_stateless(self, msg: Request, dest: Peer, out: list[Action]) -> None:
-        out.append(Send(dest, self._prepare(msg, dest, self._branch(msg))))
+        """Forward without a transaction (ACK for 2xx). The branch is a function of the incoming
+        one (RFC 3261 16.11), so a retransmitted ACK goes on byte for byte the same and the
+        next hop sees a retransmission, not a new request."""
+        top = msg.top_via
+        digest = hashlib.sha256(f"{top.branch}\n{top.sent_by}".encode()).hexdigest()[:12]
+        out.append(Send(dest, self._prepare(msg, dest, f"{MAGIC}{_loop_hash(msg)}.{digest}")))
 
     def _start_client(self, txn: ClientTxn, now: float, out: list[Action]) -> None:
         self.client_txns[txn.key] = txn

@@ -120,6 +120,53 @@ def test_run_topology_as_processes_call_through_it_then_sigterm(tmp_path: Path) 
         assert json.loads(peer.stdout.decode().splitlines()[1])["messages_received"] == [
             "echo: hi core"
         ]
+        assert all(s["e2ae_applied"] for s in streams)
+
+        # misbehaving UEs: another certificate is refused by the AGW; e2ae asked for without
+        # registering it is not applied (the P-CSCF passes the streams through, TLS UE to UE)
+        eve = run_e2ae(
+            [
+                "ue",
+                "--pcscf",
+                gm,
+                "--user",
+                "eve",
+                "--call",
+                "sip:peer@lab.example",
+                "--message",
+                "x",
+                "--present",
+                "other",
+                "--timeout",
+                "5",
+                "--json",
+            ],
+            timeout=60,
+        )
+        assert eve.returncode == 1
+        assert json.loads(eve.stdout.decode().splitlines()[1])["error"]
+        mallory = run_e2ae(
+            [
+                "ue",
+                "--pcscf",
+                gm,
+                "--user",
+                "mallory",
+                "--call",
+                "sip:bob@lab.example",
+                "--no-mechanisms",
+                "--message",
+                "x",
+                "--json",
+            ],
+            timeout=60,
+        )
+        assert mallory.returncode == 0
+        report = json.loads(mallory.stdout.decode().splitlines()[1])
+        assert [s["e2ae_applied"] for s in report["streams"]] == [False, False]
+        agw_fp = streams[0]["peer_fingerprint"]
+        assert all(s["peer_fingerprint"] != agw_fp for s in report["streams"])
+
         # the key log of the AGW's access TLS (for Wireshark) has the sessions' secrets
         assert "CLIENT_TRAFFIC_SECRET_0" in (tmp_path / "keys.log").read_text()
     finally:

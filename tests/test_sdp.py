@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pcscf.errors import LocalPcscfError, RemotePcscfError, SdpError
@@ -170,6 +170,7 @@ def sdp_texts(draw: st.DrawFn) -> str:
     return "\r\n".join(lines) + "\r\n"
 
 
+@settings(deadline=None)
 @given(sdp_texts())
 def test_round_trip_generated(text: str) -> None:
     data = text.encode()
@@ -177,6 +178,7 @@ def test_round_trip_generated(text: str) -> None:
     assert SessionDescription.parse(text.replace("\r\n", "\n")).serialise() == data
 
 
+@settings(deadline=None)
 @given(sdp_texts())
 def test_sections_partition_the_lines(text: str) -> None:
     sdp = SessionDescription.parse(text)
@@ -186,6 +188,7 @@ def test_sections_partition_the_lines(text: str) -> None:
         assert not any(line.startswith("m=") for line in section.lines[1:])
 
 
+@settings(deadline=None)
 @given(sdp_texts(), _token)
 def test_attribute_lookup_agrees_with_a_plain_scan(text: str, name: str) -> None:
     sdp = SessionDescription.parse(text)
@@ -208,6 +211,7 @@ def test_attribute_lookup_agrees_with_a_plain_scan(text: str, name: str) -> None
         assert section.attribute_values(name) == ["v"]
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=300) | sdp_texts().map(lambda t: t.encode()[: len(t) // 2]))
 def test_any_bytes_parse_or_sdp_error(data: bytes) -> None:
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pcscf.sip.errors import RemoteSipError
@@ -199,7 +199,7 @@ _value = st.text(
 ).map(str.strip)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     method=_token,
     headers=st.lists(st.tuples(_token, _value), max_size=10),
@@ -216,7 +216,7 @@ def test_serialise_then_parse_is_identity(
     assert parsed.headers[:-1] == tuple(headers)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=400))
 def test_parser_only_raises_message_errors(data: bytes) -> None:
     try:
@@ -225,7 +225,7 @@ def test_parser_only_raises_message_errors(data: bytes) -> None:
         pass
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.binary(max_size=300), cuts=st.lists(st.integers(0, 300), max_size=5))
 def test_stream_parser_never_raises(data: bytes, cuts: list[int]) -> None:
     parser = StreamParser()
@@ -238,7 +238,7 @@ def test_stream_parser_never_raises(data: bytes, cuts: list[int]) -> None:
     assert isinstance(got[0], Request)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from(['"a,b"', "<sip:x,y@z>", "tok", ";p=1", " "]), max_size=8))
 def test_split_list_never_splits_inside_quotes_or_brackets(parts: list[str]) -> None:
     items = [p for p in ("".join(parts), "<sip:q@r>") if p.strip()]

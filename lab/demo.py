@@ -145,7 +145,9 @@ async def _wait(reactor: Any, predicate: Any, timeout: float = 5.0) -> bool:
     return True
 
 
-async def run_demo(reactor: Any, workdir: Path, result: DemoResult) -> None:
+async def run_demo(
+    reactor: Any, workdir: Path, result: DemoResult, recorder: FlowRecorder | None = None
+) -> None:
     from accessgw.gateway import AccessGateway
     from accessgw.iqhandler import GatewayIqHandler
     from iq.link import IqAgent, IqController
@@ -231,6 +233,11 @@ async def run_demo(reactor: Any, workdir: Path, result: DemoResult) -> None:
         # MSRP stream, reserved and waiting for alice
         async def impostor_first(call: Any) -> None:
             target = call.streams["msrp"].action
+            log.info(
+                "impostor: another certificate at the AGW access port {peer} of alice's MSRP "
+                "stream, before alice connects",
+                peer=f"{target.host}:{target.port}",
+            )
             impostor = media.msrp_endpoint(
                 reactor,
                 local_uri="msrps://127.0.0.1:9/impostor;tcp",
@@ -252,6 +259,8 @@ async def run_demo(reactor: Any, workdir: Path, result: DemoResult) -> None:
                 result.impostor_refused,
                 ", ".join(f"{f.cause} from {f.peer}" for f in failures) or "no refusal event",
             )
+            told = await _wait(reactor, lambda: handler.table.stranger_failures >= 1)
+            result.check("the P-CSCF heard of the refusal over Iq (Notify)", told)
 
         # 1. alice -> bob through the same P-CSCF
         incoming = bob.next_call()
@@ -268,6 +277,7 @@ async def run_demo(reactor: Any, workdir: Path, result: DemoResult) -> None:
         )
         result.check("call 1: BFCP floor granted", grant.floor_ids == (1,))
 
+        await _tls_verified_at_pcscf(reactor, result, recorder, call1.call_id, 4, "call 1")
         protos1 = next((r.protos for r in core.routed if r.call_id == call1.call_id), ())
         result.calls.append(
             _call_summary(result, "call 1", alice, call1, protos1, gateway, watch, answered)
@@ -289,6 +299,7 @@ async def run_demo(reactor: Any, workdir: Path, result: DemoResult) -> None:
             and echo[0].body == b"echo: Hello plain core.",
         )
         result.check("call 2: BFCP floor granted by the core", grant2.floor_ids == (1,))
+        await _tls_verified_at_pcscf(reactor, result, recorder, call2.call_id, 2, "call 2")
         summary2 = _call_summary(
             result, "call 2", alice, call2, peer.protos if peer else (), gateway, watch, None
         )
@@ -315,6 +326,36 @@ async def run_demo(reactor: Any, workdir: Path, result: DemoResult) -> None:
                 await defer.maybeDeferred(stop)
             except Exception:  # noqa: S110 - best effort at shutdown
                 pass
+
+
+async def _tls_verified_at_pcscf(
+    reactor: Any,
+    result: DemoResult,
+    recorder: FlowRecorder | None,
+    call_id: str,
+    count: int,
+    name: str,
+) -> None:
+    """Wait until the P-CSCF logged ``count`` "TLS verified" streams of the call (the AGW's
+    Notify over Iq), so that the flow shows them before the BYE."""
+    if recorder is None:
+        return
+
+    def verified() -> int:
+        return sum(
+            1
+            for e in recorder.events
+            if e.get("call_id") == call_id
+            and str(e.get("log_namespace", "")).startswith("pcscf")
+            and "TLS verified" in str(e.get("log_format", ""))
+        )
+
+    await _wait(reactor, lambda: verified() >= count)
+    result.check(
+        f"{name}: the P-CSCF learnt over Iq that every TLS leg was verified",
+        verified() >= count,
+        f"{verified()} of {count}",
+    )
 
 
 def _call_summary(
@@ -422,7 +463,7 @@ def main(as_json: bool, timeout: float = 30.0) -> int:
     async def body(r: Any) -> None:
         with tempfile.TemporaryDirectory(prefix="e2ae-demo-") as tmp:
             try:
-                d = defer.Deferred.fromCoroutine(run_demo(r, Path(tmp), result))
+                d = defer.Deferred.fromCoroutine(run_demo(r, Path(tmp), result, recorder))
                 await d.addTimeout(timeout, r)
             except Exception as exc:
                 while isinstance(exc, defer.FirstError):

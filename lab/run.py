@@ -97,8 +97,8 @@ def plan(topology: dict[str, Any], base: Path, workdir: Path) -> list[tuple[str,
             import certs
 
             pair = certs.generate("agw", now=datetime.datetime.now(datetime.UTC))
-            cert, key = certs.write(pair, workdir)
-            agw["cert"], agw["key"] = str(cert), str(key)
+            cert_path, key_path = certs.write(pair, workdir)
+            agw["cert"], agw["key"] = str(cert_path), str(key_path)
         for key in ("cert", "key", "keylog", "config"):
             if key in agw:
                 agw[key] = str(base / str(agw[key]))

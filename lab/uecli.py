@@ -114,6 +114,7 @@ def _leg_json(leg: Any) -> dict[str, Any]:
     return {
         "media": leg.action.media,
         "proto": leg.proto,
+        "e2ae_applied": leg.action.e2ae_applied,
         "fingerprint_verified": leg.verified_fingerprint is not None,
         "peer_fingerprint": leg.verified_fingerprint,
         "bytes_sent": 0 if conn is None else conn.bytes_sent,
@@ -212,7 +213,10 @@ def _ue(args: argparse.Namespace) -> int:
                 answered += 1
                 call = await sim.next_call()
                 out = {"from": call.dialog.remote_uri, "call_id": call.call_id}
-                await _exchange(reactor, args, call, out)
+                try:
+                    await _exchange(reactor, args, call, out)
+                except Exception as exc:  # the caller may hang up at any time: next call
+                    out["error"] = f"{type(exc).__name__}: {exc}"
                 await call.when_ended()
                 out["streams"] = [_leg_json(leg) for leg in call.streams.values()]
                 out["ended"] = call.end_reason

@@ -433,7 +433,11 @@ class UeSim:
         call.ended = True
         call.end_reason = reason
         for leg in call.streams.values():
-            leg.endpoint.stop()
+            # close_notify and FIN first (the AGW sees a clean end), then stop listening
+            if leg.connection is not None:
+                leg.connection.close().addBoth(lambda _, ep=leg.endpoint: ep.stop())
+            else:
+                leg.endpoint.stop()
         waiters, call._closed = call._closed, []
         for d in waiters:
             d.callback(None)

@@ -3,6 +3,7 @@ with MSRP and BFCP through it driven by ``e2ae ue`` processes; SIGTERM and a cle
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -12,6 +13,11 @@ import subprocess
 import tomllib
 from pathlib import Path
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lab.run import TopologyError, flags, load, plan
 from tests.conftest import REPO, e2ae_command, run_e2ae
 
 
@@ -120,6 +126,53 @@ def test_run_topology_as_processes_call_through_it_then_sigterm(tmp_path: Path) 
         assert json.loads(peer.stdout.decode().splitlines()[1])["messages_received"] == [
             "echo: hi core"
         ]
+        assert all(s["e2ae_applied"] for s in streams)
+
+        # misbehaving UEs: another certificate is refused by the AGW; e2ae asked for without
+        # registering it is not applied (the P-CSCF passes the streams through, TLS UE to UE)
+        eve = run_e2ae(
+            [
+                "ue",
+                "--pcscf",
+                gm,
+                "--user",
+                "eve",
+                "--call",
+                "sip:peer@lab.example",
+                "--message",
+                "x",
+                "--present",
+                "other",
+                "--timeout",
+                "5",
+                "--json",
+            ],
+            timeout=60,
+        )
+        assert eve.returncode == 1
+        assert json.loads(eve.stdout.decode().splitlines()[1])["error"]
+        mallory = run_e2ae(
+            [
+                "ue",
+                "--pcscf",
+                gm,
+                "--user",
+                "mallory",
+                "--call",
+                "sip:bob@lab.example",
+                "--no-mechanisms",
+                "--message",
+                "x",
+                "--json",
+            ],
+            timeout=60,
+        )
+        assert mallory.returncode == 0
+        report = json.loads(mallory.stdout.decode().splitlines()[1])
+        assert [s["e2ae_applied"] for s in report["streams"]] == [False, False]
+        agw_fp = streams[0]["peer_fingerprint"]
+        assert all(s["peer_fingerprint"] != agw_fp for s in report["streams"])
+
         # the key log of the AGW's access TLS (for Wireshark) has the sessions' secrets
         assert "CLIENT_TRAFFIC_SECRET_0" in (tmp_path / "keys.log").read_text()
     finally:
@@ -142,3 +195,56 @@ def test_run_refuses_an_unknown_node_kind(tmp_path: Path) -> None:
     done = run_e2ae(["run", "--config", str(bad)])
     assert done.returncode == 2
     assert b"unknown node kind(s) router" in done.stderr
+
+
+# -- the topology file (pure) ------------------------------------------------------------------
+
+_KEYS = st.text(alphabet="abcdefghij_", min_size=1, max_size=12).filter(
+    lambda k: not k.startswith("_") and not k.endswith("_")
+)
+_VALUES = st.one_of(
+    st.booleans(),
+    st.integers(-5, 70000),
+    st.text(alphabet="abc:.0123456789", min_size=1, max_size=20),
+    st.lists(st.text(alphabet="xyz ", min_size=1, max_size=8), min_size=1, max_size=3),
+)
+
+
+@given(st.dictionaries(_KEYS, _VALUES, max_size=6))
+def test_every_key_becomes_its_flag(table: dict[str, object]) -> None:
+    parser = argparse.ArgumentParser()
+    for key, value in table.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            parser.add_argument(flag, action="store_true")
+        elif isinstance(value, list):
+            parser.add_argument(flag, action="append")
+        else:
+            parser.add_argument(flag)
+    parsed = vars(parser.parse_args(flags(table)))
+    for key, value in table.items():
+        got = parsed[key]
+        if isinstance(value, bool):
+            assert got is value
+        elif isinstance(value, list):
+            assert got == [str(v) for v in value]
+        else:
+            assert got == str(value)
+
+
+def test_plan_fills_in_the_links_between_nodes(tmp_path: Path) -> None:
+    topology = load(REPO / "examples" / "lab.toml")
+    nodes = dict(plan(topology, REPO / "examples", tmp_path))
+    assert list(nodes) == ["core", "pcscf", "accessgw", "ue bob"]
+    pcscf, agw, bob = nodes["pcscf"], nodes["accessgw"], nodes["ue bob"]
+    assert pcscf[pcscf.index("--next-hop") + 1] == topology["core"]["sip"]
+    assert agw[agw.index("--alg") + 1] == topology["pcscf"]["iq"]
+    assert bob[bob.index("--pcscf") + 1] == topology["pcscf"]["gm"]
+    cert = Path(agw[agw.index("--cert") + 1])
+    assert cert.parent == tmp_path and cert.read_bytes().startswith(b"-----BEGIN CERTIFICATE")
+    assert agw[agw.index("--keylog") + 1] == str(REPO / "examples" / "lab-keys.log")
+
+
+def test_plan_refuses_a_ue_without_user(tmp_path: Path) -> None:
+    with pytest.raises(TopologyError, match="needs a user"):
+        plan({"ue": [{"answer": 1}]}, tmp_path, tmp_path)

@@ -492,6 +492,14 @@ _WORD_CHARS = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+-&!_/'?@^`~*$\\()%|.#<>[]:"
 )
 MAX_DEPTH = 32
+_WS_START = frozenset(" \t\r\n;")
+_WS_RE = re.compile(r"(?:[ \t\r\n]+|;[^\n]*(?:\n|$))*")
+_WORD_CLASS = r"A-Za-z0-9+\-&!_/'?@^`~*$\\()%|.#<>\[\]"
+_WORD_RE = re.compile(f"[{_WORD_CLASS}:]+")
+_WORD_NO_COLON_RE = re.compile(f"[{_WORD_CLASS}]+")
+# up to the first "}" that is not escaped as "\}"; a "\" before anything else is kept as is
+# (possessive: no backtracking over long or unterminated input)
+_OCTETS_RE = re.compile(r"((?:[^\\}]+|\\\}|\\)*+)\}")
 
 
 class _Parser:
@@ -512,20 +520,16 @@ class _Parser:
         )
 
     def ws(self) -> None:
-        text, n = self.text, len(self.text)
-        while self.pos < n:
-            ch = text[self.pos]
-            if ch in " \t\r\n":
-                self.pos += 1
-            elif ch == ";":  # comment to the end of the line
-                end = text.find("\n", self.pos)
-                self.pos = n if end < 0 else end + 1
-            else:
-                break
+        # white space, and comments from ";" to the end of the line
+        pos = self.pos
+        if pos < len(self.text) and self.text[pos] in _WS_START:
+            self.pos = _WS_RE.match(self.text, pos).end()  # type: ignore[union-attr]
 
     def peek(self) -> str:
-        self.ws()
-        return self.text[self.pos] if self.pos < len(self.text) else ""
+        text, pos = self.text, self.pos
+        if pos < len(text) and text[pos] in _WS_START:
+            pos = self.pos = _WS_RE.match(text, pos).end()  # type: ignore[union-attr]
+        return text[pos] if pos < len(text) else ""
 
     def expect(self, ch: str) -> None:
         if self.peek() != ch:
@@ -540,15 +544,11 @@ class _Parser:
 
     def word(self, *, stop_colon: bool = False) -> str:
         self.ws()
-        start = self.pos
-        text, n = self.text, len(self.text)
-        while self.pos < n and text[self.pos] in _WORD_CHARS:
-            if stop_colon and text[self.pos] == ":":
-                break
-            self.pos += 1
-        if self.pos == start:
+        match = (_WORD_NO_COLON_RE if stop_colon else _WORD_RE).match(self.text, self.pos)
+        if match is None:
             raise self.fail("expected a name or value")
-        return text[start : self.pos]
+        self.pos = match.end()
+        return match.group()
 
     def keyword(self) -> tuple[str, str]:
         """(canonical long kw or "", the raw word)."""
@@ -569,6 +569,8 @@ class _Parser:
         if end < 0:
             raise self.fail("unterminated quoted string")
         value = self.text[self.pos + 1 : end]
+        if not _QUOTED_OK.match(value):
+            raise self.fail("control character in quoted string")
         self.pos = end + 1
         return value
 
@@ -613,22 +615,12 @@ class _Parser:
     def octets(self) -> tuple[str, ...]:
         """``{ octet string }`` with ``\\}`` escapes, split into non-empty stripped lines."""
         self.expect("{")
-        out: list[str] = []
-        text, n = self.text, len(self.text)
-        while True:
-            if self.pos >= n:
-                raise self.fail("unterminated Local/Remote descriptor")
-            ch = text[self.pos]
-            if ch == "\\" and self.pos + 1 < n and text[self.pos + 1] == "}":
-                out.append("}")
-                self.pos += 2
-            elif ch == "}":
-                self.pos += 1
-                break
-            else:
-                out.append(ch)
-                self.pos += 1
-        lines = "".join(out).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        match = _OCTETS_RE.match(self.text, self.pos)
+        if match is None:
+            raise self.fail("unterminated Local/Remote descriptor")
+        self.pos = match.end()
+        content = match.group(1).replace("\\}", "}")
+        lines = content.replace("\r\n", "\n").replace("\r", "\n").split("\n")
         return tuple(s for s in (line.strip() for line in lines) if s)
 
     # -- grammar
@@ -828,6 +820,8 @@ class _Parser:
                 streams.append(merged)
             return Media(tuple(streams))
         if kw == "Events":
+            if self.peek() != "=":  # "Events" alone clears the requested events
+                return Events(0)
             self.equal()
             rid = self.uint("request id")
             events: list[Event] = []

@@ -3,9 +3,10 @@
 ``add_arguments(parser)`` adds the Iq options to a subcommand; ``tls_from_args(args)`` and
 ``faults_from_args(args)`` turn them into an :class:`IqTlsConfig` / :class:`FaultPlan`::
 
-    --iq-tls                   use mutual-certificate TLS on Iq (default: plain TCP)
+    --iq-tls [PREFIX]          use mutual-certificate TLS on Iq (default: plain TCP); with
+                               PREFIX, the certificate and key are PREFIX.crt and PREFIX.key
     --iq-cert FILE --iq-key FILE
-                               this end's certificate and key (PEM)
+                               this end's certificate and key (PEM), instead of a PREFIX
     --iq-peer 'HASH HEX'       pinned fingerprint of an accepted peer (repeat for several)
     --iq-keylog FILE           NSS key log of the Iq TLS sessions (for Wireshark)
     --iq-timeout SECONDS       per-request timeout (default 5)
@@ -70,7 +71,14 @@ class IqTlsConfig:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Iq link")
-    group.add_argument("--iq-tls", action="store_true", help="mutual-certificate TLS on Iq")
+    group.add_argument(
+        "--iq-tls",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="PREFIX",
+        help="mutual-certificate TLS on Iq; PREFIX.crt and PREFIX.key, or --iq-cert/--iq-key",
+    )
     group.add_argument("--iq-cert", type=Path, metavar="FILE", help="Iq certificate (PEM)")
     group.add_argument("--iq-key", type=Path, metavar="FILE", help="Iq private key (PEM)")
     group.add_argument(
@@ -95,9 +103,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def tls_from_args(args: argparse.Namespace) -> IqTlsConfig | None:
     if not args.iq_tls:
         return None
-    if args.iq_cert is None or args.iq_key is None or not args.iq_peer:
-        raise LocalIqError("--iq-tls needs --iq-cert, --iq-key and at least one --iq-peer")
-    return IqTlsConfig.from_files(args.iq_cert, args.iq_key, list(args.iq_peer), args.iq_keylog)
+    cert, key = args.iq_cert, args.iq_key
+    if isinstance(args.iq_tls, str):
+        cert = cert or Path(args.iq_tls + ".crt")
+        key = key or Path(args.iq_tls + ".key")
+    if cert is None or key is None or not args.iq_peer:
+        raise LocalIqError(
+            "--iq-tls needs PREFIX (or --iq-cert and --iq-key) and at least one --iq-peer"
+        )
+    return IqTlsConfig.from_files(cert, key, list(args.iq_peer), args.iq_keylog)
 
 
 def faults_from_args(args: argparse.Namespace) -> FaultPlan | None:

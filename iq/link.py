@@ -75,6 +75,8 @@ log = Logger(namespace="iq")
 DEFAULT_PORT = 2944
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_PENDING_INTERVAL = 1.0
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+MAX_EARLY_BYTES = 65536
 
 
 def _creator(tls: IqTlsConfig, role: Role) -> _ContextFactory:
@@ -152,6 +154,9 @@ class IqLinkProtocol(TwistedProtocol):
         self._ids = TransactionIds()
         self._pending: dict[int, _Pending] = {}
         self._replies = ReplyCache()
+        self._handshake_timer: IDelayedCall | None = None
+        #: Seconds a TLS peer has to complete the handshake and pass the fingerprint check.
+        self.handshake_timeout = DEFAULT_HANDSHAKE_TIMEOUT
         #: Seconds between Pending messages while a request is being served.
         self.pending_interval = DEFAULT_PENDING_INTERVAL
         self._cut = False
@@ -163,6 +168,15 @@ class IqLinkProtocol(TwistedProtocol):
         self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
         if self.tls is None:
             self._become_ready()
+        else:
+            self._handshake_timer = self.reactor.callLater(
+                self.handshake_timeout, self._handshake_expired
+            )
+
+    def _handshake_expired(self) -> None:
+        if not self.ready and not self.closed:
+            log.warn("Iq TLS handshake with {peer} timed out", peer=self.peer)
+            self.transport.abortConnection()  # type: ignore[union-attr]
 
     def handshakeCompleted(self) -> None:
         assert self.tls is not None
@@ -183,6 +197,8 @@ class IqLinkProtocol(TwistedProtocol):
 
     def _become_ready(self) -> None:
         self.ready = True
+        if self._handshake_timer is not None and self._handshake_timer.active():
+            self._handshake_timer.cancel()
         early, self._early = self._early, []
         self.owner.link_ready(self)
         for data in early:
@@ -191,6 +207,8 @@ class IqLinkProtocol(TwistedProtocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.closed = True
         self.ready = False
+        if self._handshake_timer is not None and self._handshake_timer.active():
+            self._handshake_timer.cancel()
         # The owner learns first (gateway out of service), then every pending request fails.
         self.owner.link_lost(self, reason)
         pending, self._pending = self._pending, {}
@@ -213,6 +231,8 @@ class IqLinkProtocol(TwistedProtocol):
         if not self.ready:
             # Never use a byte from a TLS peer before its certificate was checked.
             self._early.append(data)
+            if sum(map(len, self._early)) > MAX_EARLY_BYTES:
+                self.transport.abortConnection()  # type: ignore[union-attr]
             return
         try:
             payloads = self._decoder.feed(data)
@@ -409,11 +429,23 @@ class _LinkFactory(Factory):
         self.reactor = reactor
         self.tls = tls
         self.faults = faults
+        self.handshake_timeout = DEFAULT_HANDSHAKE_TIMEOUT
 
     def buildProtocol(self, addr: Any) -> IqLinkProtocol:
-        return IqLinkProtocol(
+        link = IqLinkProtocol(
             self.owner, mid=self.mid, reactor=self.reactor, tls=self.tls, faults=self.faults
         )
+        link.handshake_timeout = self.handshake_timeout
+        return link
+
+
+def _log_fields(request: profile.IqRequest, gw: _Gateway) -> dict[str, object]:
+    """Named log fields (call_id, iq_context) of a request, for correlation."""
+    if isinstance(request, profile.ReserveRequest):
+        return {"call_id": request.call_id, "iq_context": request.context}
+    context = getattr(request, "context", None)
+    entry = gw.contexts.get(context) if isinstance(context, int) else None
+    return {"call_id": entry[0] if entry else None, "iq_context": context}
 
 
 def _default_reactor() -> Any:
@@ -449,7 +481,7 @@ ControllerEvent: TypeAlias = IqNotification | GatewayStatus
 @attrs.define
 class _Gateway:
     mid: str
-    link: IqLinkProtocol
+    link: IqLinkProtocol | None
     in_service: bool = True
     contexts: dict[int, tuple[str, set[str]]] = attrs.field(factory=dict)
 
@@ -468,21 +500,25 @@ class IqController:
         timeout: float = DEFAULT_TIMEOUT,
         faults: FaultPlan | None = None,
         reactor: Any = None,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
         self.mid = mid
         self.tls = tls
         self.timeout = timeout
         self.faults = faults
+        self.handshake_timeout = handshake_timeout
         self.reactor = reactor if reactor is not None else _default_reactor()
         self._gateways: dict[str, _Gateway] = {}
         self._links: set[IqLinkProtocol] = set()
         self._subscribers: list[Callable[[ControllerEvent], None]] = []
+        self._round_robin = -1
 
     def listen(self, port: int = DEFAULT_PORT, interface: str = "127.0.0.1") -> IListeningPort:
         """Listen for AGWs (TLS if configured). Port 0 picks a free port: see ``getHost()``."""
         factory = _LinkFactory(
             self, mid=self.mid, reactor=self.reactor, tls=self.tls, faults=self.faults
         )
+        factory.handshake_timeout = self.handshake_timeout
         if self.tls is not None:
             return cast(IReactorSSL, self.reactor).listenSSL(
                 port, factory, _creator(self.tls, "server"), interface=interface
@@ -491,6 +527,16 @@ class IqController:
 
     def gateways_in_service(self) -> list[str]:
         return [g.mid for g in self._gateways.values() if g.in_service]
+
+    def next_gateway(self) -> str:
+        """A gateway for a new call: round robin over those in service, in registration order.
+
+        Raises :class:`NotInService` when no gateway is registered."""
+        names = self.gateways_in_service()
+        if not names:
+            raise NotInService("no access gateway is in service")
+        self._round_robin += 1
+        return names[self._round_robin % len(names)]
 
     def subscribe(self, callback: Callable[[ControllerEvent], None]) -> Callable[[], None]:
         """Call ``callback`` with every :class:`IqNotification` and :class:`GatewayStatus`;
@@ -554,9 +600,11 @@ class IqController:
         self, gateway: str, request: profile.IqRequest, timeout: float | None
     ) -> defer.Deferred[profile.IqReply]:
         gw = self._gateways.get(gateway)
-        if gw is None or not gw.in_service:
+        if gw is None or not gw.in_service or gw.link is None:
             return defer.fail(NotInService(f"gateway {gateway} is not in service"))
         what = type(request).__name__
+        fields = _log_fields(request, gw)
+        log.debug("Iq {what} to {gateway}", what=what, gateway=gateway, **fields)
         d = gw.link.request(
             profile.encode_request(request),
             timeout=self.timeout if timeout is None else timeout,
@@ -567,7 +615,17 @@ class IqController:
             profile.reply_error(reply.actions, reply.error)
             return profile.decode_reply(request, reply.actions)
 
-        return d.addCallback(typed)
+        def failed(failure: Failure) -> Failure:
+            log.warn(
+                "Iq {what} to {gateway} failed: {error}",
+                what=what,
+                gateway=gateway,
+                error=failure.getErrorMessage(),
+                **fields,
+            )
+            return failure
+
+        return d.addCallback(typed).addErrback(failed)
 
     def _emit(self, event: ControllerEvent) -> None:
         for callback in list(self._subscribers):
@@ -584,9 +642,11 @@ class IqController:
         self._links.discard(link)
         for gw in list(self._gateways.values()):
             if gw.link is link:
-                del self._gateways[gw.mid]
+                # Its contexts are kept: after a warm restart the gateway still has them.
+                gw.link = None
+                was_in_service, gw.in_service = gw.in_service, False
                 log.warn("Iq gateway {gateway} out of service: link lost", gateway=gw.mid)
-                if gw.in_service:
+                if was_in_service:
                     self._emit(GatewayStatus(gw.mid, False, "link lost"))
 
     def handle_request(
@@ -631,11 +691,14 @@ class IqController:
                 log.info("Iq gateway {gateway} out of service (Forced)", gateway=mid)
                 self._emit(GatewayStatus(mid, False, "forced"))
         else:
-            if old is not None and old.link is not link:
+            if old is not None and old.link is not None and old.link is not link:
                 # The gateway came back on a new link before the old one was noticed dead.
-                del self._gateways[mid]
-                old.link.close()
-            self._gateways[mid] = _Gateway(mid, link)
+                old_link, old.link = old.link, None
+                old_link.close()
+            gateway = _Gateway(mid, link)
+            if old is not None and op.kind == "restart":
+                gateway.contexts = old.contexts  # warm boot: the AGW kept its contexts
+            self._gateways[mid] = gateway
             log.info(
                 "Iq gateway {gateway} in service ({kind}) from {peer}",
                 gateway=mid,

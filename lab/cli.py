@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "iq.cli",
     "pcscf.cli",
     "accessgw.cli",
+    "lab.commands",
 )
 
 

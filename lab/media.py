@@ -220,6 +220,15 @@ class MediaConnection(Protocol):
         self._closed: _Waiters[None] = _Waiters()
         self._refusal: Exception | None = None
 
+    @property
+    def call_id(self) -> str | None:
+        return None if self.endpoint is None else self.endpoint.call_id
+
+    def _log(self, level: str, fmt: str, **fields: Any) -> None:
+        fields.setdefault("stream", self.stream)
+        fields.setdefault("peer", self.peer)
+        getattr(self.log, level)(fmt, call_id=self.call_id, **fields)
+
     # -- life cycle ---------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
@@ -239,7 +248,8 @@ class MediaConnection(Protocol):
         presented = None if der is None else certs.fingerprint_of(der, "sha-256").value
         if problem is not None:
             self._refusal = PeerNotVerified(problem, peer=self.peer, fingerprint=presented)
-            self.log.warn(
+            self._log(
+                "warn",
                 "{stream}: TLS peer {peer} refused: {reason} (presented {fingerprint})",
                 stream=self.stream,
                 peer=self.peer,
@@ -249,7 +259,8 @@ class MediaConnection(Protocol):
             self.transport.abortConnection()  # type: ignore[union-attr]
             return
         self.peer_fingerprint = found
-        self.log.info(
+        self._log(
+            "info",
             "{stream}: TLS peer {peer} verified with {fingerprint}",
             stream=self.stream,
             peer=self.peer,
@@ -286,14 +297,43 @@ class MediaConnection(Protocol):
         self.transport.write(data)  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = Failure(ConnectionClosed())) -> None:  # noqa: B008
+        if self.tls is not None and not self.verified and not self.outgoing:
+            if self._refusal is None:
+                # The handshake itself failed (no certificate, no common version or suite).
+                self._refusal = PeerNotVerified(
+                    f"TLS handshake failed: {reason.getErrorMessage()}",
+                    peer=self.peer,
+                    fingerprint=None,
+                )
+                self._log(
+                    "warn",
+                    "{stream}: TLS peer {peer} refused: handshake failed ({reason})",
+                    reason=reason.getErrorMessage(),
+                )
         error = self._refusal or ConnectionClosed(
             f"{self.stream} connection to {self.peer} closed: {reason.getErrorMessage()}"
         )
+        if self._refusal is None:
+            self._log(
+                "info",
+                "{stream}: connection with {peer} closed ({reason}); "
+                "{bytes_sent} bytes sent, {bytes_received} received",
+                reason=reason.getErrorMessage(),
+                bytes_sent=self.bytes_sent,
+                bytes_received=self.bytes_received,
+            )
         self._ready.fail(error)
         self.on_closed(error)
         self._closed.fire(None)
         if self.endpoint is not None:
             self.endpoint._connection_lost(self, self._refusal)
+
+    def _unusable(self) -> Exception:
+        if self._closed.done:
+            return self._refusal or ConnectionClosed(
+                f"{self.stream} connection to {self.peer} is closed"
+            )
+        return LocalMediaError(f"{self.stream} connection to {self.peer} is not ready")
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -352,8 +392,8 @@ class MsrpConnection(MediaConnection):
     ) -> defer.Deferred[str]:
         """Send one message (chunked); fires with its Message-ID once every chunk got its 200
         (at once when ``failure_report`` is not ``yes``), fails with :class:`DeliveryFailed`."""
-        if not self.verified:
-            return defer.fail(LocalMediaError("connection not ready"))
+        if not self.verified or self._closed.done:
+            return defer.fail(self._unusable())
         mid = self.session.send_message(
             body,
             content_type,
@@ -381,8 +421,11 @@ class MsrpConnection(MediaConnection):
             events = self.session.receive_data(data)
         except msrp.RemoteMsrpError as exc:
             self.peer_errors.append(exc)
-            self.log.warn(
-                "msrp: closing connection to {peer}: {error}", peer=self.peer, error=str(exc)
+            self._log(
+                "warn",
+                "msrp: closing connection to {peer}: {error}",
+                peer=self.peer,
+                error=str(exc),
             )
             self.transport.abortConnection()  # type: ignore[union-attr]
             return
@@ -395,7 +438,8 @@ class MsrpConnection(MediaConnection):
     def _event(self, event: msrp.SessionEvent) -> None:
         if isinstance(event, msrp.MessageReceived):
             self.received.append(event)
-            self.log.info(
+            self._log(
+                "info",
                 "msrp: message {message_id} from {peer}: {size} bytes of {content_type}",
                 message_id=event.message_id,
                 peer=self.peer,
@@ -418,7 +462,8 @@ class MsrpConnection(MediaConnection):
             self.reports.append(event)
         elif isinstance(event, msrp.PeerError):
             self.peer_errors.append(event.error)
-            self.log.warn(
+            self._log(
+                "warn",
                 "msrp: bad frame from {peer} answered: {error}",
                 peer=self.peer,
                 error=str(event.error),
@@ -452,8 +497,8 @@ class _BfcpConnection(MediaConnection):
                 message = self.framer.next_message()
             except bfcp.RemoteBfcpError as exc:
                 self.peer_errors.append(exc)
-                self.log.warn(
-                    "bfcp: bad message from {peer}: {error}", peer=self.peer, error=str(exc)
+                self._log(
+                    "warn", "bfcp: bad message from {peer}: {error}", peer=self.peer, error=str(exc)
                 )
                 answer = exc.error_message()
                 if answer is not None:
@@ -480,7 +525,8 @@ class BfcpServerConnection(_BfcpConnection):
 
     def on_message(self, message: bfcp.Message) -> None:
         for reply in self.server.handle(message):
-            self.log.info(
+            self._log(
+                "info",
                 "bfcp: {request} from user {user_id} -> {reply}",
                 request=message.primitive.name,
                 user_id=message.user_id,
@@ -508,8 +554,8 @@ class BfcpClientConnection(_BfcpConnection):
         self._awaiting_grant: dict[int, defer.Deferred[Any]] = {}
 
     def _request(self, message: bfcp.Message) -> defer.Deferred[Any]:
-        if not self.verified:
-            return defer.fail(LocalMediaError("connection not ready"))
+        if not self.verified or self._closed.done:
+            return defer.fail(self._unusable())
         d: defer.Deferred[Any] = defer.Deferred()
         self._pending[message.transaction_id] = (message.primitive, d)
         self.send(message)
@@ -610,8 +656,10 @@ class MediaEndpoint(Generic[C]):
         *,
         tls: UeTls | None = None,
         label: str = "media",
+        call_id: str | None = None,
     ) -> None:
         self.reactor = reactor
+        self.call_id = call_id
         self.make_connection = make_connection
         self.tls = tls
         self.label = label
@@ -661,6 +709,7 @@ class MediaEndpoint(Generic[C]):
         bound: int = self._listening.getHost().port  # type: ignore[attr-defined]
         self.log.info(
             "{stream}: listening on {interface}:{port} ({security})",
+            call_id=self.call_id,
             stream=self.label,
             interface=interface,
             port=bound,
@@ -704,6 +753,22 @@ class MediaEndpoint(Generic[C]):
         port: int = self._listening.getHost().port  # type: ignore[attr-defined]
         return port
 
+    def summary(self) -> dict[str, Any]:
+        """Counters for a demo summary (JSON-ready; fingerprints as ``"<hash> <HEX:...>"``)."""
+        verified = [c for c in self.connections if c.verified]
+        return {
+            "stream": self.label,
+            "tls": self.tls is not None,
+            "connections": len(self.connections),
+            "verified": len(verified),
+            "refused": len(self.refused),
+            "peer_fingerprints": sorted(
+                {c.peer_fingerprint.value for c in verified if c.peer_fingerprint is not None}
+            ),
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+        }
+
     def stop(self) -> defer.Deferred[None]:
         """Stop listening and close every connection."""
         waits: list[defer.Deferred[Any]] = []
@@ -732,6 +797,7 @@ def msrp_endpoint(
     check_to_path: bool = True,
     max_message_bytes: int = 16 << 20,
     label: str = "msrp",
+    call_id: str | None = None,
 ) -> MediaEndpoint[MsrpConnection]:
     """An MSRP endpoint: the UE's (with ``tls``) or the core peer's (plain TCP).
 
@@ -748,15 +814,24 @@ def msrp_endpoint(
         )
         return MsrpConnection(session)
 
-    return MediaEndpoint(reactor, make, tls=tls, label=label)
+    return MediaEndpoint(reactor, make, tls=tls, label=label, call_id=call_id)
 
 
 def bfcp_client_endpoint(
-    reactor: Any, *, conference_id: int, user_id: int, tls: UeTls | None = None
+    reactor: Any,
+    *,
+    conference_id: int,
+    user_id: int,
+    tls: UeTls | None = None,
+    call_id: str | None = None,
 ) -> MediaEndpoint[BfcpClientConnection]:
     """A floor participant (a UE): ``a=confid`` / ``a=userid`` from the SDP."""
     return MediaEndpoint(
-        reactor, lambda: BfcpClientConnection(conference_id, user_id), tls=tls, label="bfcp"
+        reactor,
+        lambda: BfcpClientConnection(conference_id, user_id),
+        tls=tls,
+        label="bfcp",
+        call_id=call_id,
     )
 
 

@@ -96,6 +96,8 @@ class RemoteMsrpError(MsrpError):
         self.recoverable = recoverable
         self.status = status
         self.is_request = is_request
+        #: The frame's From-Path when it could be read: where an error response goes.
+        self.from_path: tuple[str, ...] | None = None
 
 
 def _show(value: object) -> str:
@@ -405,6 +407,14 @@ class _Pending:
     bad: RemoteMsrpError | None = None
 
 
+def _from_path_of(pending: _Pending) -> tuple[str, ...] | None:
+    for name, value in pending.lines:
+        if name.lower() == "from-path":
+            path = tuple(value.split())
+            return path if path and _check_path("From-Path", path) is None else None
+    return None
+
+
 class MsrpParser:
     """Turns a byte stream into :class:`Request` / :class:`Response` frames.
 
@@ -529,7 +539,7 @@ class MsrpParser:
     def _recoverable(
         self, pending: _Pending, reason: str, where: str, value: object, status: int = 400
     ) -> RemoteMsrpError:
-        return RemoteMsrpError(
+        error = RemoteMsrpError(
             reason,
             where=where,
             value=value,
@@ -538,6 +548,8 @@ class MsrpParser:
             status=status,
             is_request=pending.method is not None,
         )
+        error.from_path = _from_path_of(pending)
+        return error
 
     def _body(self, pending: _Pending) -> Frame | None:
         marker = CRLF + b"-------" + pending.transaction_id.encode("ascii")
@@ -572,6 +584,7 @@ class MsrpParser:
     def _finish(self, pending: _Pending, content: bytes | None, body: bytes, flag: str) -> Frame:
         self._pending = None
         if pending.bad is not None:
+            pending.bad.from_path = _from_path_of(pending)
             raise pending.bad
         lines = pending.lines
         where_bad = self._recoverable
@@ -856,7 +869,7 @@ class MsrpSession:
                     raise
                 events.append(PeerError(exc))
                 if exc.is_request and exc.transaction_id is not None:
-                    self._respond_raw(exc.transaction_id, exc.status, exc.reason)
+                    self._respond_raw(exc)
                 continue
             if frame is None:
                 return events
@@ -865,11 +878,15 @@ class MsrpSession:
             else:
                 events.extend(self._on_request(frame))
 
-    def _respond_raw(self, tid: str, status: int, comment: str) -> None:
-        if not self.remote_path:
+    def _respond_raw(self, exc: RemoteMsrpError) -> None:
+        to_path = exc.from_path or self.remote_path
+        if not to_path or exc.transaction_id is None:
             return  # nowhere to address it: the caller gets the PeerError event only
-        text = comment if _TEXT_OK.match(comment) and "\t" not in comment else REASONS.get(status)
-        self._out += Response(tid, status, self.remote_path[:1], (self.local_uri,), text).to_bytes()
+        ok = _TEXT_OK.match(exc.reason) and "\t" not in exc.reason
+        text = exc.reason if ok else REASONS.get(exc.status)
+        self._out += Response(
+            exc.transaction_id, exc.status, to_path[:1], (self.local_uri,), text
+        ).to_bytes()
 
     def _respond(self, req: Request, status: int, comment: str | None = None) -> None:
         self._out += Response(

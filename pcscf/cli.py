@@ -27,6 +27,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--iq-tls", metavar="PREFIX", help="Iq over TLS with PREFIX.crt and PREFIX.key"
     )
+    parser.add_argument(
+        "--iq-peer",
+        action="append",
+        metavar="'HASH HEX'",
+        help="with --iq-tls: pinned fingerprint of an accepted AGW (repeatable)",
+    )
+    parser.add_argument(
+        "--iq-keylog", metavar="FILE", type=Path, help="with --iq-tls: NSS key log of Iq TLS"
+    )
     parser.add_argument("--policy", metavar="FILE", type=Path, help="e2ae policy (TOML)")
     parser.add_argument("--config", metavar="FILE", type=Path, help="config file (TOML)")
     parser.add_argument(
@@ -44,10 +53,12 @@ def _config(args: argparse.Namespace) -> PcscfConfig:
     if args.config is not None:
         values, inline = load_file(args.config)
         base = args.config.parent
-    for key in ("gm", "core", "next_hop", "next_hop_transport", "iq", "iq_tls"):
+    for key in ("gm", "core", "next_hop", "next_hop_transport", "iq", "iq_tls", "iq_keylog"):
         value = getattr(args, key)
         if value is not None:
             values[key] = value
+    if args.iq_peer:
+        values["iq_peers"] = list(args.iq_peer)
     if args.policy is not None:
         values["policy"] = str(args.policy.resolve())
     return build_config(values, base=base, inline_policy=inline)

@@ -10,6 +10,8 @@ the policy, unless a separate ``policy`` file is named)::
     next_hop_transport = "udp"     # or "tcp"
     iq = "203.0.113.1:2944"        # AGWs connect here (H.248 over TCP/TLS)
     iq_tls = "certs/pcscf"         # certs/pcscf.crt + certs/pcscf.key (Iq over TLS)
+    iq_peers = ["sha-256 AB:..."]  # with iq_tls: pinned fingerprints of the accepted AGWs
+    iq_keylog = "iq-keys.log"      # with iq_tls: NSS key log of the Iq TLS sessions
     policy = "policy.toml"
 """
 
@@ -61,6 +63,9 @@ class PcscfConfig:
     next_hop_transport: str = "udp"
     iq_tls: tuple[Path, Path] | None = None
     policy: Policy = attrs.field(factory=Policy)
+    #: Pinned fingerprints (``"sha-256 AB:..."``) of the AGWs accepted on Iq over TLS.
+    iq_peers: tuple[str, ...] = ()
+    iq_keylog: Path | None = None
 
 
 def _iq_tls(prefix: str, base: Path) -> tuple[Path, Path]:
@@ -81,7 +86,17 @@ def build_config(
     inline_policy: Mapping[str, Any] | None = None,
 ) -> PcscfConfig:
     """Validate the merged settings (command line over file)."""
-    known = {"gm", "core", "next_hop", "next_hop_transport", "iq", "iq_tls", "policy"}
+    known = {
+        "gm",
+        "core",
+        "next_hop",
+        "next_hop_transport",
+        "iq",
+        "iq_tls",
+        "iq_peers",
+        "iq_keylog",
+        "policy",
+    }
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown [pcscf] key(s): {', '.join(unknown)}")
@@ -101,6 +116,10 @@ def build_config(
             policy = Policy()
     except PolicyError as exc:
         raise ConfigError(f"policy: {exc}") from exc
+    peers = values.get("iq_peers") or ()
+    if isinstance(peers, str):
+        peers = (peers,)
+    keylog = values.get("iq_keylog")
     return PcscfConfig(
         gm=parse_hostport(values["gm"], "gm"),
         core=parse_hostport(values["core"], "core"),
@@ -109,6 +128,8 @@ def build_config(
         next_hop_transport=transport,
         iq_tls=_iq_tls(str(values["iq_tls"]), base) if values.get("iq_tls") else None,
         policy=policy,
+        iq_peers=tuple(str(p) for p in peers),
+        iq_keylog=Path(str(keylog)) if keylog else None,
     )
 
 

@@ -43,6 +43,7 @@ docs/sdp-rewrite.md.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, cast, get_args
 
@@ -223,7 +224,7 @@ class RewriteResult:
     agw_updates: tuple[AgwUpdate, ...] = ()
 
 
-# --- helpers ---------------------------------------------------------------------------------
+# --- internals -------------------------------------------------------------------------------
 
 
 def _setup_of(sdp: SessionDescription, index: int, default: Setup) -> Setup:
@@ -248,6 +249,12 @@ def _write_setup(sdp: SessionDescription, index: int, value: Setup, default: Set
     current = session[0].strip().lower() if session else default
     if current != value:
         section.add_attribute("setup", value)
+
+
+@functools.lru_cache(maxsize=64)
+def _fingerprint_value(fingerprint: Fingerprint) -> str:
+    """``fingerprint.value``, kept: the AGW's fingerprint is written into every answer."""
+    return fingerprint.value
 
 
 def _access_role(agw_setup: Setup) -> TlsRole | None:
@@ -475,7 +482,7 @@ def rewrite_offer(
             section.remove_attributes("fingerprint", "3ge2ae")
             assert stream.access_setup is not None
             _write_setup(out, stream.index, stream.access_setup, "active")
-            section.add_attribute("fingerprint", reservation.fingerprint.value)
+            section.add_attribute("fingerprint", _fingerprint_value(reservation.fingerprint))
             section.add_attribute("3ge2ae", "applied")
         rewritten.add(stream.index)
         states.append(StreamState(stream, reservation))
@@ -509,7 +516,12 @@ def rewrite_answer(step: Step, sdp: SessionDescription, state: RewriteState) -> 
         index = stream.index
         section = out.media[index]
         if stream.treatment != "e2ae":
-            plans.append(attrs.evolve(stream, proto_in=section.proto, proto_out=section.proto))
+            treatment: Treatment = "rejected" if section.port == 0 else stream.treatment
+            plans.append(
+                attrs.evolve(
+                    stream, proto_in=section.proto, proto_out=section.proto, treatment=treatment
+                )
+            )
             continue
         reservation = stream_state.reservation
         if reservation is None:
@@ -567,7 +579,7 @@ def _orig_answer_stream(
     section.set_connection(Connection.for_ip(reservation.access_address))
     section.remove_attributes("fingerprint", "3ge2ae")
     _write_setup(out, index, stream.access_setup, "passive")
-    section.add_attribute("fingerprint", reservation.fingerprint.value)
+    section.add_attribute("fingerprint", _fingerprint_value(reservation.fingerprint))
     section.add_attribute("3ge2ae", "applied")
     plan = attrs.evolve(
         stream, proto_in=proto_in, proto_out=stream.proto_in, core_setup=_OPPOSITE[core_answer]
@@ -655,11 +667,13 @@ def deterministic_reservations(
     access port is ``port_base + 2*i + 1`` and the core port ``port_base + 2*i + 2``."""
     for ip in (access_address, core_address):
         Connection.for_ip(ip)  # raises LocalPcscfError if not an IP address
+    if not 0 <= port_base <= 65533:
+        raise LocalRewriteError(f"port base must be 0-65533, not {port_base}")
     out: dict[int, StreamReservation] = {}
     for stream in plan.e2ae_streams:
         access = port_base + 2 * stream.index + 1
         core = access + 1
-        if port_base < 1 or core > 65535:
+        if core > 65535:
             raise LocalRewriteError(
                 f"port base {port_base} gives stream {stream.index} ports outside 1-65535"
             )

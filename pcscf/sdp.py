@@ -22,10 +22,17 @@ Public API:
 - Editing: :meth:`MediaSection.set_port`, :meth:`MediaSection.set_proto`,
   :meth:`MediaSection.set_connection` (replaces the media ``c=`` or inserts one where RFC 8866
   puts it: after ``m=`` and ``i=``, before ``b=``, ``k=`` and ``a=``),
-  :meth:`Section.remove_attributes`, :meth:`Section.add_attribute` (appended at the end of the
+  :meth:`Section.remove_attributes` (one or several names in one pass),
+  :meth:`Section.add_attribute` and :meth:`Section.add_lines` (appended at the end of the
   section), :meth:`Section.set_attribute` (first occurrence replaced in place, others removed;
-  appended if absent), :meth:`SessionDescription.copy`.
-- Malformed input raises :class:`pcscf.errors.SdpError` naming the 1-based line and the reason.
+  appended if absent), :meth:`SessionDescription.copy`. Sections keep small attribute indexes;
+  code that edits ``lines`` directly calls :meth:`Section.lines_changed`.
+- Malformed input raises :class:`pcscf.errors.SdpError` naming the 1-based line and the reason:
+  a first line other than ``v=0``, a line that is not ``<letter>=<value>``, an empty line inside
+  the body, a CR or NUL inside a line, bytes that are not UTF-8, an attribute name that is not a
+  token, an ``m=`` line without ``<media> <port>[/<count>] <proto> <fmt>...`` or with a port
+  outside 0-65535, a ``c=`` line without its three fields. Empty lines at the very end are
+  ignored.
 
 Pure: no I/O, no Twisted.
 """
@@ -48,7 +55,6 @@ _TYPE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz")
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ^_`abcdefghijklmnopqrstuvwxyz{|}~"
 )
-_FINGERPRINT = re.compile(r"[ \t]*([A-Za-z0-9-]+) +((?:[0-9A-Fa-f]{2}:)*[0-9A-Fa-f]{2})[ \t]*")
 _DIGEST_SIZE = {name: hashlib.new(name.replace("-", "")).digest_size for name in HASH_FUNCS}
 #: Media-level lines that RFC 8866 places before ``c=`` (after ``m=``).
 _BEFORE_C = frozenset("mi")
@@ -85,18 +91,16 @@ class Connection:
 
 
 @functools.lru_cache(maxsize=256)
-def _attribute_pattern(name: str, escaped: bool = False) -> Callable[[str], object]:
-    """A matcher for ``a=name`` / ``a=name:...`` lines, case-insensitive on the name
-    (``escaped``: ``name`` is already a regex alternation of escaped names)."""
-    alternation = name if escaped else re.escape(name)
+def _attribute_pattern(name: str) -> Callable[[str], object]:
+    """A matcher for ``a=name`` / ``a=name:...`` lines, case-insensitive on the name."""
+    return _removal_pattern((name,))
+
+
+@functools.lru_cache(maxsize=256)
+def _removal_pattern(names: tuple[str, ...]) -> Callable[[str], object]:
+    """A matcher for the ``a=`` lines of any of ``names`` (case-insensitive)."""
+    alternation = "|".join(re.escape(name) for name in names)
     return re.compile("a=(?:" + alternation + ")(?::|$)", re.IGNORECASE).match
-
-
-#: Matchers of the attributes the rewrite looks up all the time (a plain dict is the fastest).
-_MATCHERS = {
-    name: _attribute_pattern(name)
-    for name in ("fingerprint", "3ge2ae", "setup", "key-mgmt", "connection")
-}
 
 
 def _attribute_name_matches(line: str, name: str) -> bool:
@@ -115,15 +119,38 @@ class Section:
 
     lines: list[str]
     names: set[str] | None = attrs.field(default=None, kw_only=True, eq=False, repr=False)
+    _values: dict[str, list[str]] | None = attrs.field(
+        default=None, init=False, eq=False, repr=False
+    )
 
     def lines_changed(self) -> None:
-        """Forget the attribute-name index after ``lines`` was changed directly."""
+        """Forget the attribute indexes after ``lines`` was changed directly."""
         self.names = None
+        self._values = None
+
+    def _value_index(self) -> dict[str, list[str]]:
+        """Lower-case attribute name -> values, built in one pass and kept until an edit."""
+        index: dict[str, list[str]] = {}
+        for line in self.lines:
+            if line[:2] == "a=":
+                colon = line.find(":")
+                if colon > 0:
+                    name, value = line[2:colon].lower(), line[colon + 1 :]
+                else:
+                    name, value = line[2:].lower(), ""
+                found = index.get(name)
+                if found is None:
+                    index[name] = [value]
+                else:
+                    found.append(value)
+        self._values = index
+        return index
 
     def _may_have(self, name: str) -> bool:
         return self.names is None or name in self.names
 
     def _note(self, name: str) -> None:
+        self._values = None
         if self.names is not None:
             self.names.add(name.lower())
 
@@ -133,9 +160,11 @@ class Section:
         names = self.names
         if names is not None and name not in names:
             return []
-        start = 3 + len(name)
-        match = _MATCHERS.get(name) or _attribute_pattern(name)
-        return [line[start:] for line in self.lines if match(line)]
+        index = self._values
+        if index is None:
+            index = self._value_index()
+        found = index.get(name)
+        return [] if found is None else list(found)
 
     def has_attribute(self, name: str, value: str | None = None) -> bool:
         """Is there an ``a=name`` line (with this value, compared case-insensitively)?"""
@@ -150,11 +179,12 @@ class Section:
         wanted = tuple(n.lower() for n in names if self._may_have(n.lower()))
         if not wanted:
             return 0
-        match = _attribute_pattern("|".join(re.escape(n) for n in wanted), escaped=True)
+        match = _removal_pattern(wanted)
         kept = [line for line in self.lines if not match(line)]
         removed = len(self.lines) - len(kept)
         if removed:
             self.lines[:] = kept
+            self._values = None
         if self.names is not None:
             self.names.difference_update(wanted)
         return removed
@@ -282,12 +312,17 @@ def _connection_for_ip(ip: str) -> Connection:
 
 def _parse_fingerprint(value: str) -> Fingerprint:
     """:meth:`Fingerprint.parse`, with a fast path for the common well-formed value."""
-    match = _FINGERPRINT.fullmatch(value)
-    if match is not None:
-        name = match.group(1).lower()
-        digest = bytes.fromhex(match.group(2).replace(":", ""))
-        if _DIGEST_SIZE.get(name) == len(digest):
-            return Fingerprint(name, digest)
+    parts = value.split()
+    if len(parts) == 2:
+        name, hexpart = parts[0].lower(), parts[1]
+        size = _DIGEST_SIZE.get(name)
+        if size is not None and len(hexpart) == 3 * size - 1 and hexpart[2::3] == ":" * (size - 1):
+            try:
+                digest = bytes.fromhex(hexpart.replace(":", ""))
+            except ValueError:
+                digest = b""
+            if len(digest) == size:
+                return Fingerprint(name, digest)
     return Fingerprint.parse(value)
 
 
@@ -313,13 +348,13 @@ def _parse_lines(raw: list[str], controls: bool) -> tuple[Section, list[MediaSec
     type_chars = _TYPE_CHARS
     token_chars = _TOKEN_CHARS
     for lineno, line in enumerate(raw, 1):
-        kind = line[:1]
-        if line[1:2] != "=" or kind not in type_chars:
+        if line[1:2] != "=":
             if not line:
                 raise SdpError(lineno, "empty line")
             raise SdpError(lineno, f"expected '<type>=<value>', got {line[:40]!r}")
         if controls and ("\r" in line or "\x00" in line):
             raise SdpError(lineno, "control character inside the line")
+        kind = line[0]
         if kind == "a":
             colon = line.find(":")
             name = line[2:colon] if colon > 0 else line[2:]
@@ -333,7 +368,10 @@ def _parse_lines(raw: list[str], controls: bool) -> tuple[Section, list[MediaSec
             append = section.lines.append
             continue
         elif kind == "c":
-            Connection.parse_value(line[2:], lineno)
+            if len(line[2:].split()) != 3:
+                Connection.parse_value(line[2:], lineno)  # raises, naming the line
+        elif kind not in type_chars:
+            raise SdpError(lineno, f"expected '<type>=<value>', got {line[:40]!r}")
         append(line)
     return session, media
 

@@ -23,7 +23,7 @@ from typing import Any
 from certs.errors import CertsError
 from certs.fingerprint import Fingerprint
 from pcscf.errors import LocalPcscfError, PcscfError, RemotePcscfError
-from pcscf.policy import Policy, PolicyError, load_policy
+from pcscf.policy import KNOWN_MEDIA_MECHANISMS, Policy, PolicyError, load_policy
 
 #: Documented example values (PROTOCOL.md section 8; TEST-NET addresses of RFC 5737).
 DEFAULT_AGW_ACCESS = "198.51.100.1"
@@ -136,6 +136,14 @@ def _rewrite(args: argparse.Namespace) -> int:
             return _fail(f"cannot read state {args.state}: {exc.strerror}", EXIT_USAGE)
         except (ValueError, LocalPcscfError) as exc:
             return _fail(f"state {args.state}: {exc}", EXIT_USAGE)
+    mechanisms = [m.strip().lower() for m in args.ue_mechanisms.split(",") if m.strip()]
+    unknown = sorted(set(mechanisms) - set(KNOWN_MEDIA_MECHANISMS))
+    if unknown:
+        return _fail(
+            f"--ue-mechanisms: unknown mechanism(s) {', '.join(unknown)}; "
+            f"known: {', '.join(KNOWN_MEDIA_MECHANISMS)}",
+            EXIT_USAGE,
+        )
     try:
         fingerprint = Fingerprint.parse(args.agw_fingerprint)
     except CertsError as exc:
@@ -143,7 +151,7 @@ def _rewrite(args: argparse.Namespace) -> int:
     try:
         sdp = SessionDescription.parse(data)
         if state_in is None:
-            plan = plan_offer(step, sdp, args.ue_mechanisms.split(","), policy)
+            plan = plan_offer(step, sdp, mechanisms, policy)
             reservations = deterministic_reservations(
                 plan,
                 access_address=args.agw_access,

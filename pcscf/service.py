@@ -7,6 +7,7 @@ out of it: a malformed message is answered (400) or dropped, and logged.
 
 from __future__ import annotations
 
+import socket
 import sys
 from typing import Any
 
@@ -35,6 +36,8 @@ from pcscf.sip.proxy import (
 )
 
 log = Logger(namespace="pcscf")
+#: UDP socket buffer size asked for (the kernel may cap it at net.core.rmem_max).
+UDP_BUFFER = 4 * 1024 * 1024
 
 ConnKey = tuple[Side, str, int]
 
@@ -167,14 +170,28 @@ class SipService:
             self.core = ProxyCore(self.config, registrar=self.core.registrar)
 
     def listen_side(self, side: Side, host: str, port: int) -> int:
-        """UDP then TCP on the same port (port 0: the system picks); returns the port."""
-        udp = _Udp(self, side)
-        uport = self.reactor.listenUDP(port, udp, interface=host)
-        actual = uport.getHost().port
-        tport = self.reactor.listenTCP(actual, _StreamFactory(self, side), interface=host)
-        self.udp[side] = udp
-        self.ports += [uport, tport]
-        return int(actual)
+        """UDP then TCP on the same port (port 0: the system picks a port free for both);
+        returns the port."""
+        for _ in range(20 if port == 0 else 1):
+            udp = _Udp(self, side)
+            uport = self.reactor.listenUDP(port, udp, interface=host)
+            sock = getattr(uport, "socket", None)
+            if sock is not None:
+                # bursts of calls must not overflow the kernel's default receive buffer
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UDP_BUFFER)
+            actual = int(uport.getHost().port)
+            try:
+                tport = self.reactor.listenTCP(actual, _StreamFactory(self, side), interface=host)
+            except CannotListenError:
+                uport.stopListening()
+                if port != 0:
+                    raise
+                continue
+            self.udp[side] = udp
+            self.ports += [uport, tport]
+            return actual
+        raise CannotListenError(host, port, OSError("no port free for both UDP and TCP"))
 
     def stop(self) -> defer.Deferred[Any]:
         if self._timer is not None and self._timer.active():
@@ -315,28 +332,71 @@ class SipService:
         self.run(actions)
 
 
-def serve(config: PcscfConfig) -> int:
-    """Run the P-CSCF until stopped (the ``e2ae pcscf`` command). Prints the bound addresses."""
+def serve(config: PcscfConfig, handler: MediaHandler | None = None) -> int:
+    """Run the P-CSCF until stopped (the ``e2ae pcscf`` command): SIP on both sides, Iq for
+    the AGWs, e2ae per the policy. Prints the bound addresses. ``handler`` replaces the e2ae
+    media handler (e.g. :class:`~pcscf.mediahook.PassThrough`); Iq is served either way."""
     from twisted.internet import reactor
 
-    service = SipService(_proxy_config(config), reactor=reactor)
+    from iq.errors import LocalIqError
+    from iq.link import IqController
+    from pcscf.e2ae import E2aeMediaHandler
+
+    try:
+        tls = _iq_tls(config)
+    except LocalIqError as exc:
+        print(f"e2ae pcscf: {exc}", file=sys.stderr)
+        return 2
+    iq_host, iq_port = config.iq
+    controller = IqController(
+        mid=f"[{iq_host}]:{iq_port}", tls=tls, timeout=config.policy.iq_timeout, reactor=reactor
+    )
+    e2ae = E2aeMediaHandler(controller, config.policy, reactor=reactor)
+    if handler is None:
+        handler = e2ae
+    else:
+        e2ae.stop()
+    service = SipService(_proxy_config(config), handler, reactor=reactor)
     try:
         service.listen()
+        iq_listener = controller.listen(iq_port, iq_host)
     except CannotListenError as exc:
         print(f"e2ae pcscf: cannot listen: {exc}", file=sys.stderr)
         return 1
     gm_port, core_port = service.config.gm[1], service.config.core[1]
+    iq_actual = iq_listener.getHost().port
     log.info(
-        "P-CSCF listening: gm {gm}, core {core}, next hop {next_hop}; Iq {iq} (not served yet)",
+        "P-CSCF listening: gm {gm}, core {core}, next hop {next_hop}; Iq {iq} ({iq_transport})",
         gm=f"{config.gm[0]}:{gm_port}",
         core=f"{config.core[0]}:{core_port}",
         next_hop=f"{config.next_hop[0]}:{config.next_hop[1]}",
-        iq=f"{config.iq[0]}:{config.iq[1]}",
+        iq=f"{iq_host}:{iq_actual}",
+        iq_transport="TLS" if tls is not None else "TCP",
     )
-    print(f"pcscf gm={config.gm[0]}:{gm_port} core={config.core[0]}:{core_port}", flush=True)
-    reactor.addSystemEventTrigger("before", "shutdown", service.stop)
+    print(
+        f"pcscf gm={config.gm[0]}:{gm_port} core={config.core[0]}:{core_port}"
+        f" iq={iq_host}:{iq_actual}",
+        flush=True,
+    )
+
+    def stop() -> defer.Deferred[Any]:
+        e2ae.stop()
+        controller.stop()
+        iq_listener.stopListening()
+        return service.stop()
+
+    reactor.addSystemEventTrigger("before", "shutdown", stop)
     reactor.run()
     return 0
+
+
+def _iq_tls(config: PcscfConfig) -> Any:
+    if config.iq_tls is None:
+        return None
+    from iq.config import IqTlsConfig
+
+    cert, key = config.iq_tls
+    return IqTlsConfig.from_files(cert, key, list(config.iq_peers), config.iq_keylog)
 
 
 def _proxy_config(config: PcscfConfig) -> ProxyConfig:

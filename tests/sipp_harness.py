@@ -38,6 +38,7 @@ class Pcscf:
     gm: int
     core: int
     log: Path
+    iq: int = 0
 
 
 @contextmanager
@@ -75,7 +76,11 @@ def pcscf(tmp: Path, next_hop: int, *extra: str) -> Iterator[Pcscf]:
             raise AssertionError(f"pcscf did not start: {line!r}\n{log.read_text()}")
         fields = dict(item.split("=", 1) for item in line.split()[1:])
         yield Pcscf(
-            proc, int(fields["gm"].rsplit(":", 1)[1]), int(fields["core"].rsplit(":", 1)[1]), log
+            proc,
+            int(fields["gm"].rsplit(":", 1)[1]),
+            int(fields["core"].rsplit(":", 1)[1]),
+            log,
+            int(fields["iq"].rsplit(":", 1)[1]),
         )
     finally:
         proc.terminate()
@@ -86,6 +91,62 @@ def pcscf(tmp: Path, next_hop: int, *extra: str) -> Iterator[Pcscf]:
             proc.wait()
 
 
+@attrs.define
+class Agw:
+    """An access gateway process (tests/agw_iq.py) registered with the P-CSCF over Iq."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+    held: int | None = None
+    cert_dir: Path | None = None
+
+
+@contextmanager
+def agw(tmp: Path, iq_port: int, name: str = "agw1") -> Iterator[Agw]:
+    """Start an AGW registered with the P-CSCF at ``iq_port``; on exit, ``held`` is the number
+    of terminations it still had reserved when it was stopped."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    log = tmp / f"{name}.log"
+    cert_dir = tmp / f"{name}-cert"
+    cert_dir.mkdir(exist_ok=True)
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.agw_iq",
+                "--iq",
+                str(iq_port),
+                "--mid",
+                f"<{name}>",
+                "--cert-dir",
+                str(cert_dir),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+    handle = Agw(proc, log, cert_dir=cert_dir)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        if line.strip() != "agw ready":
+            raise AssertionError(f"agw did not register: {line!r}\n{log.read_text()}")
+        yield handle
+    finally:
+        proc.terminate()
+        try:
+            out, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        for text in out.decode().split():
+            if text.startswith("held="):
+                handle.held = int(text[5:])
+
+
 def sipp(
     tmp: Path,
     scenario: str,
@@ -94,6 +155,7 @@ def sipp(
     remote: int | None = None,
     transport: str = "u1",
     calls: int = 1,
+    keys: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start SIPp with a scenario of tests/sipp/ (background; see :func:`finish`)."""
     binary = require_tool("sipp")
@@ -116,6 +178,8 @@ def sipp(
         "-trace_err",
         "-trace_msg",
     ]
+    for name, value in (keys or {}).items():
+        args += ["-key", name, value]
     if remote is not None:
         args.append(f"127.0.0.1:{remote}")
     out = (tmp / f"{scenario}.out").open("wb")

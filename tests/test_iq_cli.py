@@ -75,8 +75,13 @@ def test_tls_options(tmp_path: Path) -> None:
     assert tls is not None
     assert tls.peer_fingerprints == (peer,)
     assert tls.identity.fingerprint() == pair.fingerprint()
+    prefix = str(cert.with_suffix(""))
+    by_prefix = config.tls_from_args(_parse(["--iq-tls", prefix, "--iq-peer", peer.value]))
+    assert by_prefix is not None and by_prefix.identity.fingerprint() == pair.fingerprint()
     with pytest.raises(LocalIqError):
         config.tls_from_args(_parse(["--iq-tls", "--iq-cert", str(cert), "--iq-key", str(key)]))
+    with pytest.raises(LocalIqError):
+        config.tls_from_args(_parse(["--iq-tls", "--iq-peer", peer.value]))
     with pytest.raises(LocalIqError):
         config.tls_from_args(
             _parse(

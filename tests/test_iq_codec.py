@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import attrs
 import pytest
 from hypothesis import given, settings
@@ -347,3 +349,26 @@ def test_documented_examples_are_the_profile_messages() -> None:
     chunks = [c for block in blocks for c in block.split("\n; ") if "MEGACO/" in c]
     documented = [codec.decode(c[c.index("MEGACO/") :].encode()) for c in chunks]
     assert documented == [s.message for s in STEPS]
+
+
+@pytest.mark.parametrize(
+    ("kind", "cause"),
+    [("tls-failure", c) for c in typing.get_args(profile.TlsFailureCause)]
+    + [(k, None) for k in typing.get_args(profile.EventKind) if k != "tls-failure"],
+)
+def test_every_event_and_cause_round_trips(kind: str, cause: str | None) -> None:
+    event = profile.IqEvent(
+        kind,  # type: ignore[arg-type]
+        3,
+        "acc/3/2",
+        2,
+        profile.timestamp(samples.T0),
+        cause=cause,  # type: ignore[arg-type]
+        peer="[2001:db8::1]:5061",
+    )
+    message = Message(
+        "<agw>", (TransactionRequest(9, profile.encode_request(profile.NotifyRequest(event))),)
+    )
+    (t,) = codec.decode(codec.encode(message)).transactions
+    assert isinstance(t, TransactionRequest)
+    assert profile.decode_request(t.actions) == profile.NotifyRequest(event)

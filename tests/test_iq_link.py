@@ -425,3 +425,58 @@ async def test_garbage_gets_error_and_link_stays_up(lab: Lab) -> None:
     (t,) = registered.transactions
     assert isinstance(t, codec.TransactionReply) and t.error is None
     assert registered.mid == ctrl.mid
+
+
+@pytest_twisted.ensureDeferred
+async def test_silent_tls_peer_is_dropped_after_handshake_timeout(
+    lab: Lab, identities: dict[str, certs.CertAndKey]
+) -> None:
+    alg, agw = identities["alg"], identities["agw"]
+    _, port = lab.controller(tls=IqTlsConfig(alg, (agw.fingerprint(),)), handshake_timeout=0.3)
+
+    def silent() -> str:
+        with _raw(port) as sock:  # connects, never starts the handshake
+            try:
+                data = sock.recv(100)
+            except ConnectionResetError:
+                return "closed"
+            return "closed" if data == b"" else "data"
+
+    from twisted.internet import threads
+
+    # the controller cuts the connection (else recv would time out after 5 s and raise)
+    assert await threads.deferToThread(silent) == "closed"
+
+
+@pytest_twisted.ensureDeferred
+async def test_warm_restart_keeps_contexts_and_call_ids(lab: Lab) -> None:
+    ctrl, port = lab.controller()
+    gw = FakeGateway()
+    agent = lab.agent(gw, port, backoff_initial=0.05)
+    await agent.when_registered()
+    reserve = _reserve_request()
+    reply = await ctrl.reserve(MID, reserve)
+    agent._link.transport.abortConnection()  # type: ignore[union-attr]
+    await wait_for(lambda: agent.registrations == 2)
+    assert ctrl.call_id_of(MID, reply.context) == reserve.call_id
+    event = profile.IqEvent("connection-closed", reply.context, "core/1/1", 1, "20260101T00000000")
+    await agent.notify(event)
+    assert IqNotification(MID, reserve.call_id, event) in lab.events
+
+
+@pytest_twisted.ensureDeferred
+async def test_several_gateways_round_robin(lab: Lab) -> None:
+    ctrl, port = lab.controller()
+    with pytest.raises(NotInService):
+        ctrl.next_gateway()
+    gws = {}
+    for name in ("<agw1.lab>", "<agw2.lab>", "<agw3.lab>"):
+        gws[name] = FakeGateway()
+        agent = lab.agent(gws[name], port, mid=name)
+        await agent.when_registered()
+    assert ctrl.gateways_in_service() == ["<agw1.lab>", "<agw2.lab>", "<agw3.lab>"]
+    picked = [ctrl.next_gateway() for _ in range(6)]
+    assert picked == ["<agw1.lab>", "<agw2.lab>", "<agw3.lab>"] * 2
+    for name in picked[:3]:
+        await ctrl.reserve(name, _reserve_request())
+    assert all(len(gw.calls) == 1 for gw in gws.values())

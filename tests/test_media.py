@@ -180,6 +180,10 @@ async def test_core_msrp_peers_both_ways_with_chunking(cleanup: list[Any]) -> No
     assert a.bytes_sent == b.bytes_received > len(BIG)
     assert b.bytes_sent == a.bytes_received > 0
     assert caller.bytes_sent == a.bytes_sent and listener.bytes_received == b.bytes_received
+    await b.close()
+    await a.when_closed()
+    with pytest.raises(ConnectionClosed):
+        await a.send_message(b"too late")
 
 
 @pytest_twisted.ensureDeferred
@@ -238,6 +242,16 @@ async def test_ue_active_tls_msrp_and_bfcp_through_relay(
     assert relay.to_core == conn.bytes_sent == core_conn.bytes_received
     assert relay.to_ue == conn.bytes_received == core_conn.bytes_sent
     assert b"CLIENT_TRAFFIC_SECRET_0" in (tmp_path / "keys.log").read_bytes()
+    assert ue.summary() == {
+        "stream": "msrp",
+        "tls": True,
+        "connections": 1,
+        "verified": 1,
+        "refused": 0,
+        "peer_fingerprints": [ids["agw"].fingerprint().value],
+        "bytes_sent": relay.to_core,
+        "bytes_received": relay.to_ue,
+    }
 
     # BFCP over TLS the same way: UE active, floor control server in the core
     server_ep, server = bfcp_server_endpoint(reactor, conference_id=1)
@@ -379,23 +393,128 @@ async def test_ue_against_openssl_s_server(
 
 
 @pytest.mark.peer
+@pytest.mark.parametrize("presented", ["other", "none"])
 @pytest_twisted.ensureDeferred
-async def test_openssl_s_client_with_a_wrong_certificate_is_refused(
-    ids: dict[str, certs.CertAndKey], cleanup: list[Any], tmp_path: Path
+async def test_openssl_s_client_with_a_wrong_or_no_certificate_is_refused(
+    presented: str, ids: dict[str, certs.CertAndKey], cleanup: list[Any], tmp_path: Path
 ) -> None:
     openssl = require_tool("openssl")
     ue = msrp_endpoint(reactor, local_uri=UE_URI, remote_path=[CORE_URI], tls=_ue_tls(ids))
     cleanup.append(ue.stop)
     port = ue.listen()
     accepted = ue.accepted()
-    cert, key = _write_pair(ids["other"], tmp_path)
+    args = [openssl, "s_client", "-connect", f"127.0.0.1:{port}"]
+    if presented == "other":
+        cert, key = _write_pair(ids["other"], tmp_path)
+        args += ["-cert", cert, "-key", key]
     await threads.deferToThread(
         subprocess.run,
-        [openssl, "s_client", "-connect", f"127.0.0.1:{port}", "-cert", cert, "-key", key],
+        args,
         input=b"MSRP abcd1234 SEND\r\n",
         capture_output=True,
         timeout=20,
         check=False,
     )
+    for _ in range(500):
+        if ue.refused:
+            break
+        await _sleep(0.01)
     assert len(ue.refused) == 1 and not accepted.called
+    expected = "does not match" if presented == "other" else "handshake failed"
+    assert expected in ue.refused[0].reason
     assert ue.bytes_received == 0 and ue.connections[0].bytes_sent == 0
+
+
+# -- bad input never disturbs other sessions ---------------------------------------------------
+
+
+class _Raw(Protocol):
+    def __init__(self) -> None:
+        self.data = b""
+        self.closed: defer.Deferred[None] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.closed.callback(None)
+
+
+async def _raw(port: int) -> _Raw:
+    # (twisted.internet.endpoints would import service_identity, which is not installed)
+    proto = _Raw()
+    connected: defer.Deferred[None] = defer.Deferred()
+
+    class _Once(ClientFactory):
+        def buildProtocol(self, addr: Any) -> _Raw:
+            reactor.callLater(0, connected.callback, None)
+            return proto
+
+    reactor.connectTCP("127.0.0.1", port, _Once())
+    await connected
+    return proto
+
+
+@pytest_twisted.ensureDeferred
+async def test_garbage_closes_only_its_own_msrp_connection(cleanup: list[Any]) -> None:
+    core = msrp_endpoint(reactor, local_uri=CORE_URI)
+    good = msrp_endpoint(reactor, local_uri=UE_URI, remote_path=[CORE_URI])
+    cleanup += [core.stop, good.stop]
+    port = core.listen()
+    conn = await good.connect("127.0.0.1", port)
+    await conn.send_message(b"before")
+    raw = await _raw(port)
+    # a skippable bad frame (no Message-ID) is answered 400 and the connection stays up
+    raw.transport.write(
+        b"MSRP bad00001 SEND\r\nTo-Path: "
+        + CORE_URI.encode()
+        + b"\r\nFrom-Path: "
+        + UE_URI.encode()
+        + b"\r\n-------bad00001$\r\n"
+    )
+    for _ in range(500):
+        if b"-------bad00001$" in raw.data:
+            break
+        await _sleep(0.01)
+    assert raw.data.startswith(b"MSRP bad00001 400 ")
+    # garbage that cannot be resynchronised closes that connection only
+    raw.transport.write(b"GET / HTTP/1.1\r\n\r\n")
+    await raw.closed
+    await conn.send_message(b"after")
+    core_conn = core.connections[0]
+    assert [m.body for m in await core_conn.wait_messages(2)] == [b"before", b"after"]
+    assert len(core.connections[1].peer_errors) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_bfcp_server_answers_bad_messages_with_error(cleanup: list[Any]) -> None:
+    server_ep, server = bfcp_server_endpoint(reactor, conference_id=5)
+    cleanup.append(server_ep.stop)
+    raw = await _raw(server_ep.listen())
+    unknown_primitive = bytes.fromhex("20 63 0000 00000005 0009 0001".replace(" ", ""))
+    hello = bfcp.FloorControlClient(5, 1).hello()
+    raw.transport.write(unknown_primitive + hello.to_bytes())
+    framer = bfcp.BfcpFramer()
+    replies: list[bfcp.Message] = []
+    for _ in range(500):
+        if len(replies) >= 2:
+            break
+        await _sleep(0.01)
+        framer.feed(raw.data)
+        raw.data = b""
+        while (msg := framer.next_message()) is not None:
+            replies.append(msg)
+    error, ack = replies
+    assert error.primitive == bfcp.Primitive.ERROR and error.transaction_id == 9
+    code = error.first(bfcp.AttrType.ERROR_CODE)
+    assert isinstance(code, bfcp.ErrorCode) and code.code == bfcp.ErrorCodeValue.UNKNOWN_PRIMITIVE
+    assert ack.primitive == bfcp.Primitive.HELLO_ACK
+    raw.transport.write(b"\xff" * 12)  # version 7: cannot resynchronise -> closed
+    await raw.closed
+    assert server.granted == {}
+
+
+def _sleep(seconds: float) -> defer.Deferred[None]:
+    from twisted.internet.task import deferLater
+
+    return deferLater(reactor, seconds, lambda: None)

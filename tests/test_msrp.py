@@ -120,7 +120,7 @@ def requests(draw: st.DrawFn) -> Request:
     if draw(st.booleans()):
         headers.append(("Failure-Report", draw(st.sampled_from(["yes", "no", "partial"]))))
     if draw(st.booleans()):
-        headers.append(("X-Extension", draw(st.from_regex(r"\A[ -~]{0,20}[!-~]\Z"))))
+        headers.append(("X-Extension", draw(st.from_regex(r"\A[!-~]([ -~]{0,20}[!-~])?\Z"))))
     ctype = draw(st.sampled_from(["text/plain", "message/cpim", "application/octet-stream"]))
     return Request(
         tid,
@@ -358,3 +358,25 @@ def test_malformed_request_in_session_gets_400_and_session_goes_on() -> None:
     assert isinstance(events[1], MessageReceived) and events[1].message_id == mid
     codes = [r.status for r in parse_frames(b.data_to_send()) if isinstance(r, Response)]
     assert codes == [400, 200]
+
+
+@settings(max_examples=300)
+@given(
+    st.one_of(
+        st.binary(max_size=400),
+        st.tuples(st.integers(0, len(RFC_SEND) - 1), st.binary(min_size=1, max_size=4)).map(
+            lambda cut: RFC_SEND[: cut[0]] + cut[1] + RFC_SEND[cut[0] + len(cut[1]) :]
+        ),
+    )
+)
+def test_any_bytes_give_frames_or_remote_errors_only(data: bytes) -> None:
+    session = MsrpSession(BOB, (ALICE,))
+    try:
+        events = session.receive_data(data)
+    except RemoteMsrpError:
+        return
+    for event in events:
+        assert isinstance(
+            event, MessageReceived | MessageAborted | MessageDelivered | MessageFailed | PeerError
+        ) or isinstance(event, ReportReceived)
+    session.data_to_send()

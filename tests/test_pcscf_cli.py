@@ -61,3 +61,69 @@ def test_bad_policy_is_refused(tmp_path: Path) -> None:
     result = run_e2ae([*BASE, "--iq", "127.0.0.1:1", "--policy", str(policy), "--check"])
     assert result.returncode == 2
     assert "on_agw_failure must be reject or bypass" in result.stderr.decode()
+
+
+def test_iq_over_tls_needs_a_pinned_agw(tmp_path: Path) -> None:
+    made = run_e2ae(["certs", "new", "pcscf", "--out", str(tmp_path)])
+    assert made.returncode == 0, made.stderr
+    result = run_e2ae([*BASE, "--iq", "127.0.0.1:0", "--iq-tls", str(tmp_path / "pcscf")])
+    assert result.returncode == 2
+    assert "pinned peer fingerprint" in result.stderr.decode()
+
+
+def test_iq_over_tls_is_served_to_a_pinned_agw(tmp_path: Path) -> None:
+    """The P-CSCF process serves Iq over mutual TLS: an AGW whose certificate is pinned with
+    --iq-peer registers (ServiceChange accepted)."""
+    import datetime
+    import os
+    import subprocess
+    import sys
+
+    import certs
+    from tests.conftest import REPO
+
+    now = datetime.datetime.now(datetime.UTC)
+    alg, agw = certs.generate("pcscf", now=now), certs.generate("agw", now=now)
+    certs.write(alg, tmp_path)
+    certs.write(agw, tmp_path)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    args = [*BASE, "--iq", "127.0.0.1:0", "--iq-tls", str(tmp_path / "pcscf")]
+    args += ["--iq-peer", agw.fingerprint("sha-256").value]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lab.cli", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        iq_port = int(dict(f.split("=", 1) for f in line.split()[1:])["iq"].rsplit(":", 1)[1])
+        script = (
+            "import sys\n"
+            "from pathlib import Path\n"
+            "from twisted.internet import reactor\n"
+            "from iq.config import IqTlsConfig\n"
+            "from iq.link import IqAgent\n"
+            "d = Path(sys.argv[1])\n"
+            "tls = IqTlsConfig.from_files(d / 'agw.crt', d / 'agw.key', [sys.argv[3]])\n"
+            "agent = IqAgent(None, '127.0.0.1', int(sys.argv[2]), tls=tls, seed=1)\n"
+            "agent.start()\n"
+            "agent.when_registered().addCallback(lambda _: (print('registered'), reactor.stop()))\n"
+            "reactor.callLater(20, reactor.stop)\n"
+            "reactor.run()\n"
+        )
+        pin = alg.fingerprint("sha-256").value
+        agent = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path), str(iq_port), pin],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert b"registered" in agent.stdout, agent.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

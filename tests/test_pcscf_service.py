@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
-from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.protocol import ClientCreator, DatagramProtocol, Protocol
 
 from pcscf.mediahook import CallControl
 from pcscf.service import SipService
@@ -25,10 +25,10 @@ class Endpoint(DatagramProtocol):
 
     noisy = False
 
-    def __init__(self, answer: bool = False) -> None:
+    def __init__(self, auto: tuple[str, ...] = ()) -> None:
         self.got: list[Request | Response] = []
         self.waiters: list[tuple[Callable[[Any], bool], defer.Deferred[Any]]] = []
-        self.answer = answer
+        self.auto = auto
 
     @property
     def port(self) -> int:
@@ -41,18 +41,26 @@ class Endpoint(DatagramProtocol):
             if pred(msg):
                 self.waiters.remove((pred, d))
                 d.callback(msg)
-        if self.answer and isinstance(msg, Request) and msg.method in ("REGISTER", "OPTIONS"):
-            lines = [
-                f"{k}: {v}"
-                for k, v in msg.headers
-                if k.lower() in ("via", "from", "to", "call-id", "cseq", "contact")
-            ]
-            reply = (
-                "SIP/2.0 200 OK\r\n"
-                + "\r\n".join(lines)
-                + "\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
-            )
-            self.transport.write(reply.encode(), addr)  # type: ignore[union-attr]
+        if isinstance(msg, Request) and msg.method in self.auto:
+            self.transport.write(self._answer(msg).encode(), addr)  # type: ignore[union-attr]
+
+    def _answer(self, msg: Request) -> str:
+        keep = ("via", "from", "call-id", "cseq", "contact", "record-route")
+        lines = [
+            f"{k}: {v}" for k, v in msg.headers if k.lower() in keep and k.lower() != "contact"
+        ]
+        to = msg.get("To") or ""
+        if msg.method == "REGISTER":
+            lines += [f"To: {to}", f"Contact: {msg.get('Contact')}", "Expires: 600"]
+        elif msg.method == "INVITE":
+            tag = "" if "tag=" in to else ";tag=callee"
+            lines += [f"To: {to}{tag}", f"Contact: <sip:peer@127.0.0.1:{self.port}>"]
+            body = SDP.replace(b"TCP/TLS/MSRP", b"TCP/MSRP")
+            lines += ["Content-Type: application/sdp", f"Content-Length: {len(body)}"]
+            return "SIP/2.0 200 OK\r\n" + "\r\n".join(lines) + "\r\n\r\n" + body.decode()
+        else:
+            lines.append(f"To: {to}")
+        return "SIP/2.0 200 OK\r\n" + "\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n"
 
     def wait(self, pred: Callable[[Any], bool]) -> defer.Deferred[Any]:
         for msg in self.got:
@@ -94,7 +102,7 @@ class SlowHandler:
 
 @pytest.fixture
 def endpoints() -> Generator[tuple[Endpoint, Endpoint], None, None]:
-    ue, core = Endpoint(), Endpoint(answer=True)
+    ue, core = Endpoint(auto=("BYE",)), Endpoint(auto=("REGISTER", "OPTIONS", "INVITE", "BYE"))
     ports = [
         reactor.listenUDP(0, ue, interface="127.0.0.1"),
         reactor.listenUDP(0, core, interface="127.0.0.1"),
@@ -230,3 +238,90 @@ def test_port_zero_is_replaced_by_the_chosen_port() -> None:
         assert service.core.config is service.config
     finally:
         service.stop()
+
+
+class _TcpClient(Protocol):
+    def __init__(self) -> None:
+        self.data = b""
+        self.closed: defer.Deferred[None] = defer.Deferred()
+        self.waiting: list[tuple[bytes, defer.Deferred[bytes]]] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+        for needle, d in list(self.waiting):
+            if needle in self.data:
+                self.waiting.remove((needle, d))
+                d.callback(self.data)
+
+    def wait_for(self, needle: bytes) -> defer.Deferred[bytes]:
+        if needle in self.data:
+            return defer.succeed(self.data)
+        d: defer.Deferred[bytes] = defer.Deferred()
+        self.waiting.append((needle, d))
+        d.addTimeout(10, reactor)
+        return d
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.closed.callback(None)
+
+
+@pytest_twisted.inlineCallbacks
+def test_tcp_framing_error_closes_only_that_connection(
+    endpoints: tuple[Endpoint, Endpoint],
+) -> Generator[Any, Any, None]:
+    _, core = endpoints
+    service = _service(core.port, SlowHandler())
+    gm = service.config.gm[1]
+    try:
+        good = yield ClientCreator(reactor, _TcpClient).connectTCP("127.0.0.1", gm)
+        bad = yield ClientCreator(reactor, _TcpClient).connectTCP("127.0.0.1", gm)
+        bad.transport.write(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP a;branch=z9hG4bK1\r\n\r\n")
+        yield bad.closed
+        port = good.transport.getHost().port
+        request = (
+            f"OPTIONS sip:x@ims.test SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bKt"
+            "\r\nFrom: <sip:a@ims.test>;tag=1\r\nTo: <sip:x@ims.test>\r\nCall-ID: tcp\r\n"
+            "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+        # a UE that is not registered is refused on its own connection, which stays usable
+        good.transport.write(request.encode()[:40])
+        good.transport.write(request.encode()[40:])
+        yield good.wait_for(b"403 Forbidden (not registered)")
+        good.transport.write(request.replace("z9hG4bKt", "z9hG4bKu").encode())
+        data = yield good.wait_for(b"z9hG4bKu")
+        assert data.count(b"SIP/2.0 403") == 2
+        assert len(service.connections) == 1
+        good.transport.loseConnection()
+        yield good.closed
+    finally:
+        yield service.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_handler_ends_a_call_and_reoffers_through_call_control(
+    endpoints: tuple[Endpoint, Endpoint],
+) -> Generator[Any, Any, None]:
+    ue, core = endpoints
+    handler = SlowHandler()
+    service = _service(core.port, handler)
+    gm = service.config.gm[1]
+    try:
+        _register(ue, gm)
+        yield ue.wait(_is(status=200, call="reg"))
+        _invite(ue, gm, "ctl-1")
+        ok = yield ue.wait(_is(status=200, call="ctl-1"))
+        assert b"TCP/MSRP" in ok.body
+        dialog = DialogId("ctl-1", "orig")
+        status, answer = yield handler.control.reoffer(dialog, "core", SDP)
+        assert status == 200 and b"m=message" in answer
+        yield core.wait(_is(method="ACK", call="ctl-1"))
+        handler.control.end_call(dialog, 503, "TLS session failed")
+        to_ue = yield ue.wait(_is(method="BYE", call="ctl-1"))
+        to_core = yield core.wait(_is(method="BYE", call="ctl-1"))
+        for bye in (to_ue, to_core):
+            assert bye.get("Reason") == 'SIP;cause=503;text="TLS session failed"'
+        assert to_ue.uri == f"sip:alice@127.0.0.1:{ue.port}"
+        assert to_core.uri == f"sip:peer@127.0.0.1:{core.port}"
+        assert dialog in handler.ended
+    finally:
+        yield service.stop()

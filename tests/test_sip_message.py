@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pcscf.sip.errors import RemoteSipError
@@ -16,6 +16,7 @@ from pcscf.sip.message import (
     Request,
     Response,
     StreamParser,
+    make_request,
     make_response,
     parse_datagram,
     validate_request,
@@ -198,7 +199,7 @@ _value = st.text(
 ).map(str.strip)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     method=_token,
     headers=st.lists(st.tuples(_token, _value), max_size=10),
@@ -215,7 +216,7 @@ def test_serialise_then_parse_is_identity(
     assert parsed.headers[:-1] == tuple(headers)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=400))
 def test_parser_only_raises_message_errors(data: bytes) -> None:
     try:
@@ -224,7 +225,7 @@ def test_parser_only_raises_message_errors(data: bytes) -> None:
         pass
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.binary(max_size=300), cuts=st.lists(st.integers(0, 300), max_size=5))
 def test_stream_parser_never_raises(data: bytes, cuts: list[int]) -> None:
     parser = StreamParser()
@@ -237,7 +238,7 @@ def test_stream_parser_never_raises(data: bytes, cuts: list[int]) -> None:
     assert isinstance(got[0], Request)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from(['"a,b"', "<sip:x,y@z>", "tok", ";p=1", " "]), max_size=8))
 def test_split_list_never_splits_inside_quotes_or_brackets(parts: list[str]) -> None:
     items = [p for p in ("".join(parts), "<sip:q@r>") if p.strip()]
@@ -247,3 +248,21 @@ def test_split_list_never_splits_inside_quotes_or_brackets(parts: list[str]) -> 
     except RemoteSipError:
         return
     assert out == [i.strip() for i in items if i.strip()]
+
+
+def test_make_request_for_user_agents() -> None:
+    req = make_request(
+        "INVITE",
+        "sip:bob@ims.test",
+        via="SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK1",
+        from_="<sip:alice@ims.test>;tag=1",
+        to="<sip:bob@ims.test>",
+        call_id="c",
+        cseq=1,
+        extra=[("Contact", "<sip:alice@192.0.2.10>")],
+        body=b"v=0\r\n",
+    )
+    parsed = parse_datagram(req.serialise())
+    assert isinstance(parsed, Request)
+    validate_request(parsed)
+    assert parsed.has_sdp and parsed.cseq == (1, "INVITE") and parsed.get("Max-Forwards") == "70"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pcscf.sip.media import DialogId, Forward, Reject
 from pcscf.sip.message import Request, Response, parse_datagram
@@ -191,6 +193,7 @@ def test_originating_invite_waits_for_media_then_forwards(core: ProxyCore) -> No
         True,
     )
     assert ctx.ue.mechanisms == {"msrp-tls"} and ctx.ue.registered
+    assert ctx.step == "orig-offer"
     assert ask.body == SDP
     out = core.media_result(ask.token, Forward(b"rewritten"), 1.1)
     (fwd,) = sends(out)
@@ -381,7 +384,7 @@ def test_late_offer_in_200_answer_in_ack(core: ProxyCore) -> None:
         SCSCF, resp_to(sent, 200, body=b"offer", extra="Contact: <sip:bob@127.0.0.9:6060>"), 2
     )
     (ask,) = media(out)
-    assert (ask.context.kind, ask.context.status) == ("offer", 200)
+    assert (ask.context.kind, ask.context.status, ask.context.step) == ("offer", 200, "term-offer")
     core.media_result(ask.token, Forward(b"offer'"), 2.1)
     ack = req(
         """ACK sip:bob@127.0.0.9:6060 SIP/2.0
@@ -396,6 +399,7 @@ CSeq: 1 ACK""",
     out = core.receive(UE, ack, 2.5)
     (ask,) = media(out)
     assert (ask.context.kind, ask.context.method, ask.context.initial) == ("answer", "ACK", True)
+    assert ask.context.step == "term-answer"
     (fwd,) = sends(core.media_result(ask.token, Forward(b"answer'"), 2.6))
     assert fwd.peer == SCSCF and fwd.message.body == b"answer'"
 
@@ -444,3 +448,283 @@ CSeq: 1 BYE"""
     (answer,) = sends(core.receive(UE, msg, 1))
     assert answer.message.status == 400  # type: ignore[union-attr]
     assert "CSeq method BYE does not match INVITE" in answer.message.reason  # type: ignore[union-attr]
+
+
+def _answered_call(core: ProxyCore, extra: str = "") -> tuple[Request, Response]:
+    sent = _forward_first_invite(core)
+    contact = "Contact: <sip:bob@127.0.0.9:6060>"
+    ok = resp_to(sent, 200, body=b"a", extra=f"{contact}\r\n{extra}" if extra else contact)
+    out = core.receive(SCSCF, ok, 2)
+    core.media_result(media(out)[0].token, Forward(b"a'"), 2.1)
+    return sent, ok
+
+
+def test_2xx_retransmission_is_forwarded_not_treated_as_a_race(core: ProxyCore) -> None:
+    _, ok = _answered_call(core)
+    out = core.receive(SCSCF, ok, 2.6)
+    assert [(s.peer, s.message.status, s.message.body) for s in sends(out)] == [  # type: ignore[union-attr]
+        (UE, 200, b"a'")
+    ]
+    assert media(out) == []
+
+
+def test_2xx_after_cancel_race_is_acked_and_the_callee_released_once(core: ProxyCore) -> None:
+    sent = _forward_first_invite(core)
+    cancel = req(
+        """CANCEL sip:bob@ims.test SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.10:40000;branch=z9hG4bKb1
+From: <sip:alice@ims.test>;tag=a1
+To: <sip:bob@ims.test>
+Call-ID: c1
+CSeq: 1 CANCEL"""
+    )
+    core.receive(UE, cancel, 1.5)
+    core.receive(SCSCF, resp_to(sent, 487), 1.6)  # caller gets 487
+    ok = resp_to(sent, 200, body=b"a", extra="Contact: <sip:bob@127.0.0.9:6060>")
+    first = core.receive(SCSCF, ok, 1.7)
+    again = core.receive(SCSCF, ok, 1.8)
+    methods = [s.message.method for s in sends(first) if isinstance(s.message, Request)]
+    assert methods == ["ACK", "BYE"]
+    assert [s.message.method for s in sends(again)] == ["ACK"]  # type: ignore[union-attr]
+    assert sends(first, "gm") == [] and sends(again, "gm") == []
+
+
+def test_in_dialog_request_from_another_ue_is_refused(core: ProxyCore) -> None:
+    _answered_call(core)
+    register(core, Peer("gm", "udp", "192.0.2.66", 40066), user="mallory")
+    bye = req(
+        """BYE sip:bob@127.0.0.9:6060 SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.66:40066;branch=z9hG4bKevil
+Route: <sip:127.0.0.1:5060;lr;e2ae=orig>, <sip:127.0.0.2:5070;lr;e2ae=orig>
+From: <sip:alice@ims.test>;tag=a1
+To: <sip:bob@ims.test>;tag=callee
+Call-ID: c1
+CSeq: 2 BYE"""
+    )
+    out = core.receive(Peer("gm", "udp", "192.0.2.66", 40066), bye, 3)
+    assert [s.message.status for s in sends(out)] == [403]  # type: ignore[union-attr]
+    assert not any(isinstance(a, DialogEnded) for a in out)
+    out = core.receive(
+        UE,
+        bye.evolve(headers=bye.replacing("Via", ["SIP/2.0/UDP 192.0.2.10:40000;branch=z9hG4bKok"])),
+        3,
+    )
+    assert [s.peer for s in sends(out)] == [Peer("core", "udp", "127.0.0.9", 6060)]
+    assert any(isinstance(a, DialogEnded) for a in out)
+
+
+def test_session_timer_expiry_ends_the_call(core: ProxyCore) -> None:
+    _answered_call(core, "Session-Expires: 90;refresher=uac")
+    assert sends(core.tick(60)) == []
+    out = core.tick(2 + 90)
+    assert sorted(s.message.method for s in sends(out) if isinstance(s.message, Request)) == [
+        "BYE",
+        "BYE",
+    ]
+    assert [a.reason for a in out if isinstance(a, DialogEnded)] == ["session timer expired"]
+
+
+def test_proxy_require_mediasec_accepted_unknown_refused(core: ProxyCore) -> None:
+    register(core)
+    msg = req(
+        """OPTIONS sip:bob@ims.test SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.10:40000;branch=z9hG4bKpr
+Proxy-Require: mediasec
+Require: mediasec
+From: <sip:alice@ims.test>;tag=a1
+To: <sip:bob@ims.test>
+Call-ID: pr
+CSeq: 1 OPTIONS"""
+    )
+    assert [s.peer for s in sends(core.receive(UE, msg, 1))] == [SCSCF]
+    msg = msg.evolve(headers=msg.replacing("Proxy-Require", ["mediasec, foo"]))
+    msg = msg.evolve(
+        headers=msg.replacing("Via", ["SIP/2.0/UDP 192.0.2.10:40000;branch=z9hG4bKpr2"])
+    )
+    (answer,) = sends(core.receive(UE, msg, 1))
+    assert answer.message.status == 420 and answer.message.get("Unsupported") == "foo"  # type: ignore[union-attr]
+
+
+def test_reregister_replaces_mechanisms(core: ProxyCore) -> None:
+    register(core)
+    reg = req(
+        """REGISTER sip:ims.test SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.10:40000;branch=z9hG4bKrereg
+From: <sip:alice@ims.test>;tag=r1
+To: <sip:alice@ims.test>
+Call-ID: reg-alice
+CSeq: 9 REGISTER
+Contact: <sip:alice@192.0.2.10:40000>
+Security-Client: bfcp-tls;mediasec, msrp-tls"""
+    )
+    fwd = sends(core.receive(UE, reg, 100))[0].message
+    assert isinstance(fwd, Request)
+    core.receive(
+        SCSCF, resp_to(fwd, 200, extra="Contact: <sip:alice@192.0.2.10:40000>;expires=300"), 100
+    )
+    (binding,) = list(core.registrar)
+    assert binding.mechanisms == {"bfcp-tls"} and binding.expires_at == 400
+
+
+def test_in_dialog_request_to_a_name_gets_404_not_a_crash(core: ProxyCore) -> None:
+    register(core)
+    bye = req(
+        """BYE sip:bob@ims.test SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.10:40000;branch=z9hG4bKname
+From: <sip:alice@ims.test>;tag=a1
+To: <sip:bob@ims.test>;tag=x
+Call-ID: nocall
+CSeq: 2 BYE"""
+    )
+    (answer,) = sends(core.receive(UE, bye, 1))
+    assert answer.message.status == 404  # type: ignore[union-attr]
+    assert answer.message.reason == "Not Found (no address for ims.test)"  # type: ignore[union-attr]
+
+
+_HEADER_VALUES = st.one_of(
+    st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=30),
+    st.sampled_from(
+        [
+            "",
+            "<>",
+            "<sip:>",
+            "sip:a@b:99999",
+            "SIP/2.0/UDP",
+            "SIP/2.0/UDP [::1",
+            "<sip:127.0.0.1:5060;lr>, <sip:x@[::1]:5;lr>",
+            "1 INVITE",
+            "4294967296 INVITE",
+            '"unterminated <sip:a@b>',
+            "*",
+            "msrp-tls;mediasec;=x",
+            "-1",
+        ]
+    ),
+)
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    name=st.sampled_from(
+        [
+            "Via",
+            "From",
+            "To",
+            "Call-ID",
+            "CSeq",
+            "Route",
+            "Contact",
+            "Max-Forwards",
+            "Security-Client",
+            "Proxy-Require",
+            "Expires",
+            "Record-Route",
+        ]
+    ),
+    value=_HEADER_VALUES,
+    method=st.sampled_from(["INVITE", "REGISTER", "BYE", "ACK", "CANCEL", "OPTIONS"]),
+    side=st.sampled_from([UE, SCSCF]),
+)
+def test_proxy_core_never_raises_on_odd_headers(
+    core: ProxyCore, name: str, value: str, method: str, side: Peer
+) -> None:
+    base = req(
+        f"""{method} sip:bob@127.0.0.1 SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.10:40000;branch=z9hG4bKfuzz
+Max-Forwards: 70
+From: <sip:alice@ims.test>;tag=a1
+To: <sip:bob@ims.test>
+Call-ID: fuzz
+CSeq: 1 {method}
+Contact: <sip:alice@192.0.2.10:40000>"""
+    )
+    msg = base.evolve(headers=base.replacing(name, [value]))
+    try:
+        msg = parse_datagram(msg.serialise())
+    except Exception:
+        return
+    core.receive(side, msg, 1.0)
+    ok = Response(msg.headers, b"", 200, "OK")
+    core.receive(side, ok, 1.1)
+
+
+def test_ringing_longer_than_timer_b_is_fine_and_timer_c_cancels(core: ProxyCore) -> None:
+    sent = _forward_first_invite(core)
+    core.receive(SCSCF, resp_to(sent, 180), 2)
+    assert sends(core.tick(2 + 64 * 0.5 + 1)) == []  # Timer B does not apply after a 180
+    out = core.tick(2 + 180)
+    (cancel,) = sends(out)
+    assert cancel.message.method == "CANCEL"  # type: ignore[union-attr]
+    assert "Timer C" in (cancel.message.get("Reason") or "")
+    out = core.receive(SCSCF, resp_to(sent, 487), 183)
+    assert [s.message.status for s in sends(out, "gm")] == [487]  # type: ignore[union-attr]
+
+
+def test_ipv6_addresses_in_via_record_route_and_path() -> None:
+    v6 = ProxyCore(
+        ProxyConfig(
+            gm=("2001:db8::1", 5060),
+            core=("2001:db8::2", 5070),
+            next_hop=Peer("core", "udp", "2001:db8::9", 6060),
+        )
+    )
+    ue = Peer("gm", "udp", "2001:db8::10", 40000)
+    reg = req(
+        """REGISTER sip:ims.test SIP/2.0
+Via: SIP/2.0/UDP [2001:db8::10]:40000;branch=z9hG4bKv6
+From: <sip:alice@ims.test>;tag=r1
+To: <sip:alice@ims.test>
+Call-ID: v6
+CSeq: 1 REGISTER
+Contact: <sip:alice@[2001:db8::10]:40000>"""
+    )
+    (fwd,) = sends(v6.receive(ue, reg, 0))
+    sent = fwd.message
+    assert isinstance(sent, Request)
+    assert sent.top_via.sent_by == "[2001:db8::2]:5070"
+    assert sent.addresses("Path")[0].sip_uri().address() == ("2001:db8::2", 5070)
+    ok = resp_to(sent, 200, extra="Contact: <sip:alice@[2001:db8::10]:40000>;expires=60")
+    (back,) = sends(v6.receive(fwd.peer, ok, 0.1))
+    assert back.peer == ue and len(v6.registrar) == 1
+
+
+def test_new_invite_with_same_call_id_replaces_a_pending_one(core: ProxyCore) -> None:
+    register(core)
+    first = media(invite(core, branch="one"))[0]
+    out = invite(core, branch="two")
+    second = media(out)[0]
+    assert [a.reason for a in out if isinstance(a, DialogEnded)] == [
+        "replaced by a new INVITE with the same Call-ID"
+    ]
+    assert sends(core.media_result(first.token, Forward(b"old"), 1.2), "core") == []
+    (fwd,) = sends(core.media_result(second.token, Forward(b"new"), 1.3), "core")
+    assert fwd.message.body == b"new"
+    sent = fwd.message
+    assert isinstance(sent, Request)
+    out = core.receive(SCSCF, resp_to(sent, 183, body=b"ans"), 1.4)
+    assert len(media(out)) == 1  # the new dialog is not left busy by the old result
+
+
+def test_retransmitted_ack_is_forwarded_identically(core: ProxyCore) -> None:
+    _answered_call(core)
+    ack = req(
+        """ACK sip:bob@127.0.0.9:6060 SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.10:40000;branch=z9hG4bKack1
+Route: <sip:127.0.0.1:5060;lr;e2ae=orig>, <sip:127.0.0.2:5070;lr;e2ae=orig>
+From: <sip:alice@ims.test>;tag=a1
+To: <sip:bob@ims.test>;tag=callee
+Call-ID: c1
+CSeq: 1 ACK"""
+    )
+    (first,) = sends(core.receive(UE, ack, 3))
+    (again,) = sends(core.receive(UE, ack, 3.5))
+    assert first.message.serialise() == again.message.serialise()
+    other = ack.evolve(
+        headers=ack.replacing("Via", ["SIP/2.0/UDP 192.0.2.10:40000;branch=z9hG4bKack2"])
+    )
+    (new,) = sends(core.receive(UE, other, 4))
+    assert new.message.top_via.branch != first.message.top_via.branch  # type: ignore[union-attr]

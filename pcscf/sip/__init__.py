@@ -9,6 +9,7 @@ from pcscf.sip.message import (
     Request,
     Response,
     StreamParser,
+    make_request,
     make_response,
     parse_datagram,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "UeInfo",
     "Via",
     "canonical",
+    "make_request",
     "make_response",
     "media_mechanisms",
     "parse_datagram",

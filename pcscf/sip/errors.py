@@ -8,12 +8,14 @@ drops a response). :class:`LocalSipError` means we were asked to build something
 
 from __future__ import annotations
 
-
-class SipError(Exception):
-    """Root of every SIP-layer error."""
+from pcscf.errors import LocalPcscfError, PcscfError, RemotePcscfError
 
 
-class RemoteSipError(SipError):
+class SipError(PcscfError):
+    """Root of every SIP-layer error (a :class:`~pcscf.errors.PcscfError`)."""
+
+
+class RemoteSipError(SipError, RemotePcscfError):
     """The peer sent a message we cannot accept. ``status``/``reason`` form the SIP answer."""
 
     def __init__(self, status: int, reason: str, *, where: str = "") -> None:
@@ -23,5 +25,5 @@ class RemoteSipError(SipError):
         self.where = where
 
 
-class LocalSipError(SipError):
+class LocalSipError(SipError, LocalPcscfError):
     """We were asked to build or send something that cannot be expressed in SIP."""

@@ -1,7 +1,8 @@
-"""Header field helpers: compact forms, comma lists, Via and security-mechanism values."""
+"""Header fields: compact forms, comma lists, Via and security-mechanism values."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import attrs
@@ -64,6 +65,7 @@ LIST_HEADERS: frozenset[str] = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=1024)
 def canonical(name: str) -> str:
     """Lower-case full header name (compact forms expanded)."""
     lowered = name.strip().lower()
@@ -72,6 +74,8 @@ def canonical(name: str) -> str:
 
 def split_list(value: str, where: str = "header") -> list[str]:
     """Split a comma list, respecting ``"quoted strings"`` and ``<angle brackets>``."""
+    if '"' not in value:
+        return _split_unquoted(value)
     items: list[str] = []
     current: list[str] = []
     quoted = escaped = False
@@ -96,6 +100,28 @@ def split_list(value: str, where: str = "header") -> list[str]:
         raise RemoteSipError(400, f"Unterminated quoted string in {where}", where=where)
     items.append("".join(current).strip())
     return [item for item in items if item]
+
+
+def _split_unquoted(value: str) -> list[str]:
+    """:func:`split_list` for values without quotes: split on commas outside ``<...>``."""
+    if "<" not in value:
+        return [item for item in (p.strip() for p in value.split(",")) if item]
+    items: list[str] = []
+    pending: list[str] = []
+    depth = 0
+    for piece in value.split(","):
+        pending.append(piece)
+        depth = max(0, depth + piece.count("<") - piece.count(">"))
+        if depth == 0:
+            item = ",".join(pending).strip()
+            if item:
+                items.append(item)
+            pending = []
+    if pending:
+        item = ",".join(pending).strip()
+        if item:
+            items.append(item)
+    return items
 
 
 def parse_params(text: str, where: str) -> tuple[tuple[str, str | None], ...]:

@@ -16,6 +16,7 @@ from pcscf.sip.registrar import Flow
 Side = Literal["gm", "core"]
 Direction = Literal["orig", "term"]
 Kind = Literal["offer", "answer"]
+Step = Literal["orig-offer", "orig-answer", "term-offer", "term-answer"]
 
 
 @attrs.frozen
@@ -65,6 +66,15 @@ class MediaContext:
     @property
     def direction(self) -> Direction:
         return self.dialog.direction
+
+    @property
+    def step(self) -> Step:
+        """The e2ae rewrite step (:mod:`pcscf.rewrite`) for this body, named by who offers:
+        ``orig-*`` when the UE is the offerer, ``term-*`` when the core is (a late offer in a 2xx
+        from the core of an originating call is a ``term-offer``)."""
+        if self.kind == "offer":
+            return "orig-offer" if self.from_ue else "term-offer"
+        return "term-answer" if self.from_ue else "orig-answer"
 
 
 @attrs.frozen

@@ -11,6 +11,7 @@ Framing: over UDP one datagram is one message (:func:`parse_datagram`); over TCP
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 import attrs
@@ -25,7 +26,7 @@ MAX_MESSAGE = 65_535
 MAX_HEADERS = 200
 MAX_LINE = 8_192
 
-_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
 REASONS: dict[int, str] = {
     100: "Trying",
@@ -53,7 +54,7 @@ Header = tuple[str, str]
 
 
 def _is_token(text: str) -> bool:
-    return bool(text) and all(ch in _TOKEN_CHARS for ch in text)
+    return _TOKEN.fullmatch(text) is not None
 
 
 @attrs.frozen
@@ -467,6 +468,38 @@ def make_response(
             headers.append((key, value))
     headers.extend(extra)
     return Response(tuple(headers), body, status, reason or REASONS.get(status, "Unknown"))
+
+
+def make_request(
+    method: str,
+    uri: str,
+    *,
+    via: str,
+    from_: str,
+    to: str,
+    call_id: str,
+    cseq: int,
+    max_forwards: int = 70,
+    extra: Iterable[Header] = (),
+    body: bytes = b"",
+    content_type: str = "application/sdp",
+) -> Request:
+    """A new request as a user agent sends it (RFC 3261 section 8.1.1): the mandatory header
+    fields in the usual order, then ``extra``, then Content-Type if there is a body."""
+    if not _is_token(method):
+        raise LocalSipError(f"bad method {method!r}")
+    headers: list[Header] = [
+        ("Via", via),
+        ("Max-Forwards", str(max_forwards)),
+        ("From", from_),
+        ("To", to),
+        ("Call-ID", call_id),
+        ("CSeq", f"{cseq} {method}"),
+        *extra,
+    ]
+    if body:
+        headers.append(("Content-Type", content_type))
+    return Request(tuple(headers), body, method, uri)
 
 
 def is_list_header(name: str) -> bool:

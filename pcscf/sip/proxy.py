@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import ipaddress
 import itertools
 import secrets
 from collections import deque
@@ -128,6 +129,8 @@ class ProxyConfig:
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
+    #: Timer C: how long an INVITE may ring (after a provisional response) before CANCEL.
+    timer_c: float = 180.0
     #: Answer requests from UEs that are not registered with 403 (else forward them).
     require_registration: bool = True
 
@@ -175,6 +178,8 @@ class ClientTxn:
     offer_in_request: bool = False
     register: PendingRegister | None = None
     answers: dict[bytes, MediaResult] = attrs.field(factory=dict)
+    released: bool = False
+    timer_c_fired: bool = False
     on_final: Callable[[Response, float, list[Action]], None] | None = None
 
     @property
@@ -203,22 +208,29 @@ class Dialog:
     to_hdr: str
     state: str = "early"
     awaiting_answer: bool = False
+    callee_released: bool = False
     busy: bool = False
     queue: deque[Step] = attrs.field(factory=deque)
     server: ServerKey | None = None
     client: ClientKey | None = None
+    expires_at: float | None = None
 
 
 @attrs.define
 class _Pending:
-    dialog: DialogId
+    dialog: Dialog
     on_forward: Callable[[bytes, float, list[Action]], None]
     on_reject: Callable[[Reject, float, list[Action]], None]
 
 
 def _loop_hash(request: Request) -> str:
+    # RFC 3261 16.6 step 8 includes the topmost Route: an in-dialog request of a spiral (both
+    # UEs behind this proxy, the S-CSCF record-routing in between) comes back with the same
+    # Request-URI, tags and CSeq, but another Route.
+    routes = request.values("route")
     parts = [
         request.uri,
+        routes[0] if routes else "",
         request.from_.tag or "",
         request.to.tag or "",
         request.call_id,
@@ -289,10 +301,12 @@ class ProxyCore:
             pending.on_forward(result.body, now, out)
         else:
             pending.on_reject(result, now, out)
-        dialog = self.dialogs.get(pending.dialog)
-        if dialog is not None:
-            dialog.busy = False
-            self._drain(dialog, now, out)
+        dialog = pending.dialog
+        dialog.busy = False
+        self._drain(dialog, now, out)
+        if dialog.state == "ended" and not dialog.busy and not dialog.queue:
+            if self.dialogs.get(dialog.id) is dialog:
+                del self.dialogs[dialog.id]
         return out
 
     def next_deadline(self) -> float | None:
@@ -307,6 +321,12 @@ class ProxyCore:
                 self._client_timer(key, now, out)  # type: ignore[arg-type]
             elif kind == "server":
                 self._server_timer(key, now, out)  # type: ignore[arg-type]
+            elif kind == "dialog":
+                dialog = self.dialogs.get(key)  # type: ignore[call-overload]
+                if dialog is not None and dialog.expires_at is not None:
+                    if now >= dialog.expires_at and dialog.state == "confirmed":
+                        text = "session timer expired"
+                        self._end(dialog, 408, text, text, now, out)
         if now >= self._next_reap:
             self._next_reap = now + 10.0
             for gone in self.registrar.expire(now):
@@ -318,21 +338,8 @@ class ProxyCore:
         each with ``Reason: SIP;cause=<cause>;text="<text>"``."""
         out: list[Action] = []
         dialog = self.dialogs.get(dialog_id)
-        if dialog is None or dialog.state == "ended":
-            return out
-        reason = _reason(cause, text)
-        if dialog.state == "early":
-            server = self.server_txns.get(dialog.server) if dialog.server else None
-            client = self.client_txns.get(dialog.client) if dialog.client else None
-            if client is not None and client.state in ("trying", "proceeding"):
-                self._send_cancel(client, now, out, reason)
-            if server is not None and not server.final:
-                status = cause if 400 <= cause <= 699 else 500
-                self._respond(server, status, now, out, extra=[("Reason", reason)])
-        else:
-            for party in (dialog.caller, dialog.callee):
-                self._send_in_dialog(dialog, party, "BYE", b"", now, out, [("Reason", reason)])
-        self._ended(dialog, "ended by the media handler: " + text, out)
+        if dialog is not None:
+            self._end(dialog, cause, text, "ended by the media handler: " + text, now, out)
         return out
 
     def reoffer(
@@ -580,6 +587,22 @@ class ProxyCore:
         out: list[Action],
     ) -> None:
         dialog = self._find_dialog(msg.call_id, hint, peer)
+        if (
+            dialog is not None
+            and peer.side == "gm"
+            and dialog.ue.flow is not None
+            and dialog.ue.flow != peer.flow
+        ):
+            out.append(
+                Log(
+                    "warn",
+                    "In-dialog {method} for {call_id} from {peer}, not the call's UE: refused",
+                    {"method": msg.method, "call_id": msg.call_id, "peer": str(peer)},
+                )
+            )
+            if txn is not None:
+                self._respond(txn, 403, now, out, reason="Forbidden (not this call's UE)")
+            return
         out_side: Side = "core" if peer.side == "gm" else "gm"
         dest: Peer | None = None
         if out_side == "gm" and dialog is not None and dialog.ue.flow is not None:
@@ -588,6 +611,17 @@ class ProxyCore:
         else:
             uri = routes[0].sip_uri("Route") if routes else SipUri.parse(msg.uri, "Request-URI")
             host, port = uri.address()
+            if not _is_ip(host):
+                out.append(
+                    Log(
+                        "warn",
+                        "No route for in-dialog {method} of {call_id}: {host} is not an address",
+                        {"method": msg.method, "call_id": msg.call_id, "host": host},
+                    )
+                )
+                if txn is not None:
+                    self._respond(txn, 404, now, out, reason=f"Not Found (no address for {host})")
+                return
             dest = Peer(out_side, "tcp" if uri.transport == "tcp" else "udp", host, port)
 
         def go(now: float, out: list[Action]) -> None:
@@ -680,6 +714,8 @@ class ProxyCore:
             if via.sent_by in (self._sent_by("gm"), self._sent_by("core")) and len(msg.vias) > 1:
                 nxt = msg.vias[1]
                 host, port = nxt.response_address()
+                if not _is_ip(host):
+                    return
                 side: Side = "core" if peer.side == "gm" else "gm"
                 transport: Transport = "tcp" if nxt.transport == "TCP" else "udp"
                 out.append(
@@ -700,10 +736,15 @@ class ProxyCore:
         if not final:
             if txn.state == "trying":
                 txn.state = "proceeding"
-                if txn.method == "INVITE":
-                    txn.retransmit_at = None
-                elif txn.retransmit_at is not None:
+                if txn.method != "INVITE" and txn.retransmit_at is not None:
                     txn.interval = self.config.t2
+            if txn.method == "INVITE" and txn.state == "proceeding":
+                # Timer B no longer applies; Timer C (RFC 3261 16.6 step 11), reset by every
+                # provisional response, bounds how long the callee may ring.
+                txn.retransmit_at = None
+                if not txn.timer_c_fired:
+                    txn.timeout_at = now + self.config.timer_c
+                    self._schedule("client", txn.key, txn.timeout_at)
         else:
             txn.retransmit_at = None
             txn.timeout_at = None
@@ -730,6 +771,31 @@ class ProxyCore:
         if txn.register is not None:
             fwd = self._register_response(txn.register, fwd, now, out)
         dialog = self.dialogs.get(txn.dialog) if txn.dialog else None
+        if (
+            dialog is None
+            and txn.dialog is not None
+            and txn.method == "INVITE"
+            and 200 <= msg.status < 300
+            and server is not None
+            and server.last is not None
+            and server.last.status >= 300
+        ):
+            # A 2xx for a call that is already over for the caller (CANCEL race).
+            stub = Dialog(
+                txn.dialog,
+                UeInfo(registered=False),
+                txn.request,
+                caller=Party(server.peer.side),
+                callee=Party(
+                    txn.peer.side, route=self._callee_route(fwd), cseq=txn.request.cseq[0]
+                ),
+                from_hdr=txn.request.get("from") or "",
+                to_hdr=fwd.get("to") or "",
+                callee_released=txn.released,
+            )
+            self._release_callee(stub, fwd, 487, "call no longer wanted", now, out)
+            txn.released = True
+            return
 
         def go(now: float, out: list[Action]) -> None:
             self._response_step(txn, server, dialog, fwd, now, out)
@@ -755,27 +821,21 @@ class ProxyCore:
                 contact = msg.addresses("contact")
                 if contact:
                     dialog.callee.target = contact[0].uri
-                rr = [a.uri for a in msg.addresses("record-route")]
-                ours = [i for i, uri in enumerate(rr) if self._is_ours(NameAddr(uri))]
-                above = rr[: ours[0]] if ours else rr
-                dialog.callee.route = list(reversed(above))
+                dialog.callee.route = self._callee_route(msg)
             if 200 <= msg.status < 300:
                 dialog.state = "confirmed"
-        if server is not None and server.final:
-            if txn.method == "INVITE" and 200 <= msg.status < 300 and dialog is not None:
-                # The caller already got a final answer (CANCEL race, rejected answer): the
-                # callee must not stay in a call nobody is in.
-                self._send_in_dialog(dialog, dialog.callee, "ACK", b"", now, out, [], response=msg)
-                self._send_in_dialog(
-                    dialog,
-                    dialog.callee,
-                    "BYE",
-                    b"",
-                    now,
-                    out,
-                    [("Reason", _reason(487, "call no longer wanted"))],
-                )
-            return
+        if dialog is not None and txn.method in ("INVITE", "UPDATE") and 200 <= msg.status < 300:
+            self._session_timer(dialog, msg, now)
+        if server is not None and server.final and server.last is not None:
+            accepted = 200 <= msg.status < 300
+            if txn.method == "INVITE" and accepted and server.last.status >= 300:
+                if dialog is not None:
+                    # The caller already got an error (CANCEL race, rejected answer): the
+                    # callee must not stay in a call nobody is in.
+                    self._release_callee(dialog, msg, 487, "call no longer wanted", now, out)
+                return
+            if not (accepted and server.last.status < 300):
+                return  # the caller has its final answer; a 2xx retransmission goes on
 
         def forward(body: bytes, now: float, out: list[Action]) -> None:
             if server is None:
@@ -826,18 +886,7 @@ class ProxyCore:
                 self._respond(
                     server, result.status, now, out, extra=[self._warning(result.warning)]
                 )
-                self._send_in_dialog(
-                    the_dialog, the_dialog.callee, "ACK", b"", now, out, [], response=msg
-                )
-                self._send_in_dialog(
-                    the_dialog,
-                    the_dialog.callee,
-                    "BYE",
-                    b"",
-                    now,
-                    out,
-                    [("Reason", _reason(result.status, result.warning))],
-                )
+                self._release_callee(the_dialog, msg, result.status, result.warning, now, out)
                 self._ended(the_dialog, f"answer rejected: {result.warning}", out)
                 return
             out.extend(self.end_call(the_dialog.id, result.status, result.warning, now))
@@ -846,6 +895,50 @@ class ProxyCore:
             dialog, kind, txn.method, msg.status, initial, txn.peer.side == "gm", msg
         )
         self._ask(dialog, context, msg.body, remember, reject, out)
+
+    def _callee_route(self, msg: Response) -> list[str]:
+        """Our route set towards the callee: the Record-Route entries above ours, reversed."""
+        rr = [a.uri for a in msg.addresses("record-route")]
+        ours = [i for i, uri in enumerate(rr) if self._is_ours(NameAddr(uri))]
+        above = rr[: ours[0]] if ours else rr
+        return list(reversed(above))
+
+    def _session_timer(self, dialog: Dialog, msg: Response, now: float) -> None:
+        """RFC 4028: a 2xx with Session-Expires (re)starts the session timer of the call."""
+        value = (msg.get("session-expires") or "").split(";")[0].strip()
+        if value.isdigit() and 0 < int(value) < 2**31:
+            dialog.expires_at = now + int(value)
+            self._schedule("dialog", dialog.id, dialog.expires_at)
+
+    def _release_callee(
+        self, dialog: Dialog, ok: Response, cause: int, text: str, now: float, out: list[Action]
+    ) -> None:
+        """ACK a 2xx the caller will never see (again, if retransmitted) and BYE the callee once."""
+        self._send_in_dialog(dialog, dialog.callee, "ACK", b"", now, out, [], response=ok)
+        if not dialog.callee_released:
+            dialog.callee_released = True
+            self._send_in_dialog(
+                dialog, dialog.callee, "BYE", b"", now, out, [("Reason", _reason(cause, text))]
+            )
+
+    def _end(
+        self, dialog: Dialog, cause: int, text: str, why: str, now: float, out: list[Action]
+    ) -> None:
+        if dialog.state == "ended":
+            return
+        reason = _reason(cause, text)
+        if dialog.state == "early":
+            server = self.server_txns.get(dialog.server) if dialog.server else None
+            client = self.client_txns.get(dialog.client) if dialog.client else None
+            if client is not None and client.state in ("trying", "proceeding"):
+                self._send_cancel(client, now, out, reason)
+            if server is not None and not server.final:
+                status = cause if 400 <= cause <= 699 else 500
+                self._respond(server, status, now, out, extra=[("Reason", reason)])
+        else:
+            for party in (dialog.caller, dialog.callee):
+                self._send_in_dialog(dialog, party, "BYE", b"", now, out, [("Reason", reason)])
+        self._ended(dialog, why, out)
 
     def _register_response(
         self, pending: PendingRegister, msg: Response, now: float, out: list[Action]
@@ -871,7 +964,7 @@ class ProxyCore:
             )
         return msg
 
-    # ============================================================================= helpers
+    # =========================================================================== internals
     def _refuse(
         self, peer: Peer, message: Request | Response, exc: RemoteSipError, out: list[Action]
     ) -> None:
@@ -912,7 +1005,7 @@ class ProxyCore:
         out: list[Action],
     ) -> None:
         token = next(self._tokens)
-        self._pending[token] = _Pending(dialog.id, forward, reject)
+        self._pending[token] = _Pending(dialog, forward, reject)
         dialog.busy = True
         out.append(MediaRequest(token, context, body))
 
@@ -938,11 +1031,9 @@ class ProxyCore:
                 {"call_id": dialog.id.call_id, "direction": dialog.id.direction, "reason": reason},
             )
         )
-        if not dialog.busy and not dialog.queue:
-            self.dialogs.pop(dialog.id, None)
-        else:
-            # keep it until the queue has drained; a later lookup sees it ended
-            pass
+        if not dialog.busy and not dialog.queue and self.dialogs.get(dialog.id) is dialog:
+            # (a busy dialog stays until its queue has drained; lookups see it ended)
+            del self.dialogs[dialog.id]
 
     def _find_dialog(self, call_id: str, hint: Direction | None, peer: Peer) -> Dialog | None:
         if hint is not None:
@@ -958,8 +1049,7 @@ class ProxyCore:
         return candidates[0] if candidates else None
 
     def _sent_by(self, side: Side) -> str:
-        host, port = self.config.address(side)
-        return f"{host.lower()}:{port}"
+        return _hostport(*self.config.address(side)).lower()
 
     def _is_ours(self, addr: NameAddr) -> bool:
         try:
@@ -998,8 +1088,9 @@ class ProxyCore:
         return f"{MAGIC}{_loop_hash(msg)}.{self._new_id()}"
 
     def _via(self, side: Side, transport: Transport, branch: str) -> str:
-        host, port = self.config.address(side)
-        return f"SIP/2.0/{transport.upper()} {host}:{port};branch={branch}"
+        return (
+            f"SIP/2.0/{transport.upper()} {_hostport(*self.config.address(side))};branch={branch}"
+        )
 
     def _forward(
         self, server: ServerTxn, msg: Request, dest: Peer, now: float, out: list[Action]
@@ -1021,7 +1112,12 @@ class ProxyCore:
         )
 
     def _forward_stateless(self, msg: Request, dest: Peer, out: list[Action]) -> None:
-        out.append(Send(dest, self._prepare(msg, dest, self._branch(msg))))
+        """Forward without a transaction (ACK for 2xx). The branch is a function of the incoming
+        one (RFC 3261 16.11), so a retransmitted ACK goes on byte for byte the same and the
+        next hop sees a retransmission, not a new request."""
+        top = msg.top_via
+        digest = hashlib.sha256(f"{top.branch}\n{top.sent_by}".encode()).hexdigest()[:12]
+        out.append(Send(dest, self._prepare(msg, dest, f"{MAGIC}{_loop_hash(msg)}.{digest}")))
 
     def _start_client(self, txn: ClientTxn, now: float, out: list[Action]) -> None:
         self.client_txns[txn.key] = txn
@@ -1045,6 +1141,13 @@ class ProxyCore:
             del self.client_txns[key]
             return
         if txn.timeout_at is not None and now >= txn.timeout_at:
+            if txn.method == "INVITE" and txn.state == "proceeding" and not txn.timer_c_fired:
+                # Timer C: give up on the callee; its 487 (or Timer B after it) ends the call
+                txn.timer_c_fired = True
+                self._send_cancel(txn, now, out, _reason(408, "no answer (Timer C)"))
+                txn.timeout_at = now + 64 * self.config.t1
+                self._schedule("client", key, txn.timeout_at)
+                return
             del self.client_txns[key]
             self._client_timeout(txn, now, out)
             return
@@ -1122,9 +1225,8 @@ class ProxyCore:
                 self._schedule("server", txn.key, txn.retransmit_at)
 
     def _warning(self, text: str) -> Header:
-        host, port = self.config.gm
         safe = text.replace("\\", "").replace('"', "'")
-        return ("Warning", f'399 {host}:{port} "{safe}"')
+        return ("Warning", f'399 {_hostport(*self.config.gm)} "{safe}"')
 
     def _send_ack(self, txn: ClientTxn, response: Response, out: list[Action]) -> None:
         """ACK for a non-2xx final response, hop by hop (RFC 3261 section 17.1.1.3)."""
@@ -1193,6 +1295,8 @@ class ProxyCore:
         else:
             uri = SipUri.parse(party.route[0] if party.route else party.target, "route")
             host, port = uri.address()
+            if not _is_ip(host):
+                return
             dest = Peer(party.side, "tcp" if uri.transport == "tcp" else "udp", host, port)
         branch = f"{MAGIC}{self._new_id()}"
         headers: list[Header] = [
@@ -1215,6 +1319,19 @@ class ProxyCore:
             (branch, method), request, dest, dialog=dialog.id, internal=True, on_final=on_final
         )
         self._start_client(txn, now, out)
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _is_ip(host: str) -> bool:
+    """The lab resolves no names: only literal addresses can be sent to."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _reason(cause: int, text: str) -> str:

@@ -89,6 +89,26 @@ class Registrar:
     """Registered contacts keyed by (AOR, contact); looked up by flow, contact URI or AOR."""
 
     _bindings: dict[tuple[str, str], Binding] = attrs.field(factory=dict)
+    #: flow -> keys of its bindings (a UE's requests are looked up by flow, in O(1)).
+    _flows: dict[Flow, set[tuple[str, str]]] = attrs.field(factory=dict)
+    _tokens: dict[str, Flow] = attrs.field(factory=dict)
+
+    def _put(self, key: tuple[str, str], binding: Binding) -> None:
+        self._drop(key)
+        self._bindings[key] = binding
+        self._flows.setdefault(binding.flow, set()).add(key)
+        self._tokens[binding.flow_token] = binding.flow
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        old = self._bindings.pop(key, None)
+        if old is None:
+            return
+        keys = self._flows.get(old.flow)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._flows[old.flow]
+                self._tokens.pop(old.flow_token, None)
 
     def __len__(self) -> int:
         return len(self._bindings)
@@ -110,7 +130,7 @@ class Registrar:
         header_expires = _int(response.get("expires"))
         if pending.wildcard:
             for key in [k for k in self._bindings if k[0] == pending.aor]:
-                del self._bindings[key]
+                self._drop(key)
             return []
         kept: list[Binding] = []
         for contact, asked in pending.contacts:
@@ -125,7 +145,7 @@ class Registrar:
                         expiry = DEFAULT_EXPIRES
                     break
             if not expiry:
-                self._bindings.pop(key, None)
+                self._drop(key)
                 continue
             binding = Binding(
                 pending.aor,
@@ -135,7 +155,7 @@ class Registrar:
                 now + expiry,
                 pending.flow_token,
             )
-            self._bindings[key] = binding
+            self._put(key, binding)
             kept.append(binding)
         return kept
 
@@ -143,20 +163,22 @@ class Registrar:
         """Drop the bindings whose expiry has passed; returns them."""
         gone = [b for b in self._bindings.values() if b.expires_at <= now]
         for binding in gone:
-            del self._bindings[(binding.aor, _contact_key(binding.contact))]
+            self._drop((binding.aor, _contact_key(binding.contact)))
         return gone
 
     def by_flow(self, flow: Flow, now: float) -> Binding | None:
-        for binding in self._bindings.values():
-            if binding.flow == flow and binding.expires_at > now:
-                return binding
-        return None
+        """A live binding registered from ``flow`` (the newest if several)."""
+        best: Binding | None = None
+        for key in self._flows.get(flow, ()):
+            binding = self._bindings[key]
+            if binding.expires_at > now and (best is None or binding.expires_at > best.expires_at):
+                best = binding
+        return best
 
     def by_token(self, token: str, now: float) -> Binding | None:
-        for binding in self._bindings.values():
-            if binding.flow_token == token and binding.expires_at > now:
-                return binding
-        return None
+        """A live binding of the flow named by ``token`` (the user part of our Path)."""
+        flow = self._tokens.get(token)
+        return self.by_flow(flow, now) if flow is not None else None
 
     def by_uri(self, uri: SipUri, now: float) -> Binding | None:
         """The binding whose contact is ``uri``, else the newest binding of the AOR ``uri``."""

@@ -551,7 +551,8 @@ class Termination:
             self.state = State.FAILED
             self.establishment_deadline = None
             self.close_reason = "tls-establishment-timeout"
-            events.append(StreamFailed(self.id, self.last_failure or "handshake-timeout"))
+            self.last_failure = self.last_failure or "handshake-timeout"
+            events.append(StreamFailed(self.id, self.last_failure))
         elif (
             self.timers.idle is not None
             and self.state in (State.VERIFIED, State.RELAYING)

@@ -205,7 +205,7 @@ class AccessTLSProtocol(TwistedProtocol):
         assert self.tls is not None
         view = memoryview(data)
         for start in range(0, len(view), FEED_SIZE):
-            self.tls.bio_write(bytes(view[start : start + FEED_SIZE]))
+            self.tls.bio_write(view[start : start + FEED_SIZE])
             if not self.handshake_complete:
                 self._handshake()
                 if self.failed:
@@ -225,22 +225,32 @@ class AccessTLSProtocol(TwistedProtocol):
 
     def _decrypt(self) -> None:
         assert self.tls is not None and self._sink is not None
-        while True:
-            try:
-                plain = self.tls.recv(self.read_size)
-            except SSL.WantReadError:
-                self._flush()
-                return
-            except SSL.ZeroReturnError:
-                self._flush()
-                self._signal_eof()
-                return
-            except SSL.Error as exc:
-                self.owner.handshake_failed(self, _reasons(exc))
-                self.transport.abortConnection()
-                return
-            if plain:
-                self._sink(plain)
+        # One write towards the core per piece fed, not one per TLS record.
+        chunks: list[bytes] = []
+        try:
+            while True:
+                try:
+                    plain = self.tls.recv(self.read_size)
+                except SSL.WantReadError:
+                    self._flush()
+                    return
+                except SSL.ZeroReturnError:
+                    self._flush()
+                    if chunks:
+                        self._sink(b"".join(chunks))
+                        chunks = []
+                    self._signal_eof()
+                    return
+                except SSL.Error as exc:
+                    chunks = []
+                    self.owner.handshake_failed(self, _reasons(exc))
+                    self.transport.abortConnection()
+                    return
+                if plain:
+                    chunks.append(plain)
+        finally:
+            if chunks:
+                self._sink(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def write_to_ue(self, data: bytes) -> None:
         """Encrypt and send plaintext from the core, one record at a time."""
@@ -249,7 +259,7 @@ class AccessTLSProtocol(TwistedProtocol):
         view = memoryview(data)
         for start in range(0, len(view), PLAIN_SIZE):
             try:
-                self.tls.sendall(bytes(view[start : start + PLAIN_SIZE]))
+                self.tls.sendall(view[start : start + PLAIN_SIZE])
             except SSL.Error as exc:
                 self.owner.handshake_failed(self, _reasons(exc))
                 self.transport.abortConnection()

@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -61,6 +62,7 @@ class Sipp:
         self.binary = binary
         self.workdir = workdir
         self.transport = "t1" if transport == "tcp" else "u1"
+        self.trace = False
 
     def start(
         self,
@@ -92,6 +94,8 @@ class Sipp:
             "-max_socket",
             "1000",
         ]
+        if self.trace:
+            args.append("-trace_err")
         if rate is not None:
             args += ["-r", str(rate), "-l", str(max(rate * 4, 100))]
         if remote is not None:
@@ -119,8 +123,12 @@ def run_calls(
     return uac_code == 0 and uas_code == 0, calls / elapsed
 
 
+def _log(log_dir: Path | None, name: str) -> Any:
+    return subprocess.DEVNULL if log_dir is None else (log_dir / f"{name}.log").open("wb")
+
+
 def start_pcscf(
-    next_hop: int, transport: str, extra: list[str]
+    next_hop: int, transport: str, extra: list[str], log_dir: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], int, int]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
@@ -131,7 +139,7 @@ def start_pcscf(
         "--iq", "127.0.0.1:0", "--log-level", "warn", *extra,
     ]  # fmt: skip
     proc = subprocess.Popen(
-        args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=_log(log_dir, "pcscf")
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().decode()
@@ -145,7 +153,7 @@ def start_pcscf(
 DEFAULT_AGW = f"{shlex.quote(sys.executable)} -m tests.agw_iq --iq {{iq}}"
 
 
-def start_agw(command: str, iq: int) -> subprocess.Popen[bytes]:
+def start_agw(command: str, iq: int, log_dir: Path | None = None) -> subprocess.Popen[bytes]:
     """Start the AGW process and wait until it says it registered (``agw ready``)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
@@ -154,7 +162,7 @@ def start_agw(command: str, iq: int) -> subprocess.Popen[bytes]:
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=_log(log_dir, "agw"),
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().decode()
@@ -186,6 +194,9 @@ def main() -> int:
     parser.add_argument("--pcscf-arg", action="append", default=[], metavar="ARG")
     parser.add_argument("--agw-cmd", default=DEFAULT_AGW, help="AGW process ({iq}: Iq port)")
     parser.add_argument("--quick", action="store_true", help="two short low-rate steps")
+    parser.add_argument(
+        "--log-dir", type=Path, help="keep the P-CSCF, AGW and SIPp error logs here"
+    )
     args = parser.parse_args()
     if args.quick:
         args.start, args.step, args.max, args.seconds = 10, 10, 20, 1.0
@@ -194,14 +205,15 @@ def main() -> int:
         raise SystemExit("sipp is not installed (Debian package sip-tester)")
 
     with tempfile.TemporaryDirectory(prefix="e2ae-cps-") as tmp:
-        sipp = Sipp(binary, Path(tmp), args.transport)
+        sipp = Sipp(binary, args.log_dir or Path(tmp), args.transport)
+        sipp.trace = args.log_dir is not None
         direct_uas, direct_uac = free_port(), free_port()
         core_port, ue_port = free_port(), free_port()
-        pcscf, gm, iq = start_pcscf(core_port, args.transport, args.pcscf_arg)
+        pcscf, gm, iq = start_pcscf(core_port, args.transport, args.pcscf_arg, args.log_dir)
         agw = None
         held = "?"
         try:
-            agw = start_agw(args.agw_cmd, iq)
+            agw = start_agw(args.agw_cmd, iq, args.log_dir)
             registrar = sipp.start("uas_register.xml", core_port)
             ue = sipp.start("uac_register.xml", ue_port, remote=gm)
             if ue.wait() != 0 or registrar.wait(timeout=30) != 0:

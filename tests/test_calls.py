@@ -402,3 +402,17 @@ def test_nothing_leaks_whatever_the_order(ops: list[str]) -> None:
         account(table.offer_reserved(work, reply, 99.0).actions)
     assert reserved <= released, (reserved, released)
     assert table.held() == {}
+
+
+def test_configure_failure_after_the_answer_went_on_ends_the_call() -> None:
+    table = CallTable(Policy())
+    work = table.offer(ctx("offer", True), ue_offer(), ["<agw1>"], 0.0)
+    assert isinstance(work, OfferWork) and work.reserve is not None
+    table.offer_reserved(work, reply_for(work.reserve.request), 0.0)
+    answer = table.answer(ctx("answer", False), core_answer(), 0.0)
+    assert isinstance(answer, AnswerWork)
+    done = table.answer_failed(answer, agw_error("AGW refused: 430"), 1.0, forwarded=True)
+    (end,) = [a for a in done.actions if isinstance(a, EndCall)]
+    assert end.cause == 503 and "430" in end.text
+    assert releases(done.actions) == [profile.ReleaseRequest(7)]
+    assert table.held() == {}

@@ -207,7 +207,11 @@ class E2aeMediaHandler:
         elif isinstance(action, IqReserve | IqConfigure):  # pragma: no cover - via work objects
             raise AssertionError(f"unexpected {action!r}")
 
-    def _release(self, action: IqRelease) -> None:
+    #: A Release that got no reply (timeout) is sent again this many times, after a pause of
+    #: ``iq_timeout``: a lost Release would leave the AGW holding the terminations.
+    release_retries = 3
+
+    def _release(self, action: IqRelease, attempt: int = 0) -> None:
         request = action.request
         d = self._track(
             self.controller.release(action.gateway, request, timeout=self._iq_timeout())
@@ -223,14 +227,18 @@ class E2aeMediaHandler:
             )
 
         def failed(failure: Failure) -> None:
+            again = failure.check(IqTimeout) is not None and attempt < self.release_retries
             log.warn(
                 "e2ae call {call_id}: release of context {iq_context} on {gateway} failed:"
-                " {reason}",
+                " {reason}{retry}",
                 call_id=action.dialog.call_id,
                 iq_context=request.context,
                 gateway=action.gateway,
                 reason=_iq_reason(failure),
+                retry="; trying again" if again else "",
             )
+            if again:
+                self.reactor.callLater(self._iq_timeout(), self._release, action, attempt + 1)
 
         d.addCallbacks(released, failed)
 

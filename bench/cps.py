@@ -138,13 +138,17 @@ def start_pcscf(
         "--next-hop", f"127.0.0.1:{next_hop}", "--next-hop-transport", transport,
         "--iq", "127.0.0.1:0", "--log-level", "warn", *extra,
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=_log(log_dir, "pcscf")
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline().decode()
-    if not line.startswith("pcscf "):
+    for _ in range(3):  # port 0 for UDP, then the same number for TCP: that may be taken
+        proc = subprocess.Popen(
+            args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=_log(log_dir, "pcscf")
+        )
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        if line.startswith("pcscf "):
+            break
         proc.kill()
+        proc.wait()
+    else:
         raise SystemExit(f"pcscf did not start: {line!r}")
     fields = dict(item.split("=", 1) for item in line.split()[1:])
     return proc, int(fields["gm"].rsplit(":", 1)[1]), int(fields["iq"].rsplit(":", 1)[1])

@@ -273,8 +273,10 @@ class _Session:
         self._apply(self.term.leg_closed("core", clean=clean, reason="reset", now=self.now))
 
     def connect_core(self) -> None:
-        if self.core_address is None or self.core is not None:
-            self.want_core_connect = True
+        if self.core is not None:
+            return
+        if self.core_address is None:
+            self.want_core_connect = True  # connect as soon as the ALG gives the address
             return
         self.want_core_connect = False
         host, port = self.core_address
@@ -527,9 +529,14 @@ class AccessGateway:
         ue_address: Address | None = None,
         core_address: Address | None = None,
         establish_tls: bool = False,
+        start_timer: bool = True,
     ) -> None:
         """Give a termination the UE's fingerprints, the remote addresses, or the "establish TLS
-        session" signal (AGW as TLS client: connect to ``ue_address`` now)."""
+        session" signal (AGW as TLS client: connect to ``ue_address`` now).
+
+        A remote address the AGW does not connect to (the UE's when it is TLS server, the
+        core's when it listens) is recorded and otherwise ignored. The TLS establishment timer
+        starts here unless ``start_timer`` is false (a reservation's own parameters)."""
         session = self._session(termination)
         term = session.term
         if establish_tls and term.tls_role != "client":
@@ -537,18 +544,21 @@ class AccessGateway:
         if establish_tls and (ue_address or session.ue_address) is None:
             raise InvalidRequest(termination, None, "establish TLS needs the UE address")
         if ue_address is not None:
-            session.ue_address = ue_address
+            session.ue_address = ue_address  # used when the AGW is TLS client
         if core_address is not None:
-            if term.core_role != "connect":
-                raise InvalidRequest(termination, core_address, "the core connects to the AGW here")
-            session.core_address = core_address
+            session.core_address = core_address  # used when the AGW connects to the core
         events = term.configure(
             None if fingerprints is None else tuple(fingerprints),
             session.now,
             establish_tls=establish_tls,
+            start_timer=start_timer,
         )
         session._apply(events)
-        if session.want_core_connect and session.core_address is not None:
+        if (
+            session.want_core_connect
+            and session.core_address is not None
+            and term.core_role == "connect"
+        ):
             session.connect_core()
         if establish_tls and session.ue_address is not None and term.state is State.CONNECTING:
             host, port = session.ue_address

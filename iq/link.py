@@ -516,6 +516,7 @@ class IqController:
         self._gateways: dict[str, _Gateway] = {}
         self._links: set[IqLinkProtocol] = set()
         self._subscribers: list[Callable[[ControllerEvent], None]] = []
+        self._round_robin = -1
 
     def listen(self, port: int = DEFAULT_PORT, interface: str = "127.0.0.1") -> IListeningPort:
         """Listen for AGWs (TLS if configured). Port 0 picks a free port: see ``getHost()``."""
@@ -531,6 +532,16 @@ class IqController:
 
     def gateways_in_service(self) -> list[str]:
         return [g.mid for g in self._gateways.values() if g.in_service]
+
+    def next_gateway(self) -> str:
+        """A gateway for a new call: round robin over those in service, in registration order.
+
+        Raises :class:`NotInService` when no gateway is registered."""
+        names = self.gateways_in_service()
+        if not names:
+            raise NotInService("no access gateway is in service")
+        self._round_robin += 1
+        return names[self._round_robin % len(names)]
 
     def subscribe(self, callback: Callable[[ControllerEvent], None]) -> Callable[[], None]:
         """Call ``callback`` with every :class:`IqNotification` and :class:`GatewayStatus`;

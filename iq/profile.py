@@ -245,10 +245,11 @@ class StreamConfiguration:
     core side: ``core_address``, ``core_remote_setup``. ``access_setup``/``core_setup`` change
     the AGW's own roles. ``establish_tls`` asks the AGW (TLS client) to connect to the UE.
     Only the terminations of the sides that change are sent: in a decoded request the
-    termination of an untouched side is ``""``."""
+    termination of an untouched side is ``""``. ``media`` is needed (for the ``m=`` line) when
+    an address is given, and travels only then: decoded, it is ``None`` without an address."""
 
     stream: int = attrs.field(validator=_check_stream)
-    media: MediaType = attrs.field(validator=_check_media)
+    media: MediaType | None = attrs.field(validator=attrs.validators.optional(_check_media))
     access_termination: str
     core_termination: str
     ue_address: Endpoint | None = None
@@ -259,6 +260,10 @@ class StreamConfiguration:
     access_setup: Setup | None = attrs.field(default=None, validator=_check_setup)
     core_setup: Setup | None = attrs.field(default=None, validator=_check_setup)
     establish_tls: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if self.media is None and (self.ue_address or self.core_address):
+            raise LocalIqError("the media type is needed to configure an address")
 
     @property
     def changes_access(self) -> bool:
@@ -593,7 +598,7 @@ def _encode_configure(req: ConfigureRequest) -> tuple[Action, ...]:
                 remote = sdp_for(
                     endpoint=s.ue_address,
                     media=s.media,
-                    proto=ACCESS_PROTOS[s.media],
+                    proto=None if s.media is None else ACCESS_PROTOS[s.media],
                     setup=s.ue_setup,
                     fingerprints=s.ue_fingerprints,
                 )
@@ -608,7 +613,7 @@ def _encode_configure(req: ConfigureRequest) -> tuple[Action, ...]:
                 remote = sdp_for(
                     endpoint=s.core_address,
                     media=s.media,
-                    proto=CORE_PROTOS[s.media],
+                    proto=None if s.media is None else CORE_PROTOS[s.media],
                     setup=s.core_remote_setup,
                 )
             commands.append(
@@ -825,7 +830,7 @@ def _decode_configure(action: Action) -> ConfigureRequest:
     streams: list[StreamConfiguration] = []
     for number, slot in sides.items():
         acc, core = slot.get(True), slot.get(False)
-        media = (acc.media if acc else None) or (core.media if core else None) or "message"
+        media = (acc.media if acc else None) or (core.media if core else None)
         try:
             streams.append(
                 StreamConfiguration(

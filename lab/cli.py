@@ -17,6 +17,8 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "pcscf.sdp_cli",
     "iq.cli",
     "pcscf.cli",
+    "accessgw.cli",
+    "lab.commands",
 )
 
 

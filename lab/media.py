@@ -733,6 +733,22 @@ class MediaEndpoint(Generic[C]):
         port: int = self._listening.getHost().port  # type: ignore[attr-defined]
         return port
 
+    def summary(self) -> dict[str, Any]:
+        """Counters for a demo summary (JSON-ready; fingerprints as ``"<hash> <HEX:...>"``)."""
+        verified = [c for c in self.connections if c.verified]
+        return {
+            "stream": self.label,
+            "tls": self.tls is not None,
+            "connections": len(self.connections),
+            "verified": len(verified),
+            "refused": len(self.refused),
+            "peer_fingerprints": sorted(
+                {c.peer_fingerprint.value for c in verified if c.peer_fingerprint is not None}
+            ),
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+        }
+
     def stop(self) -> defer.Deferred[None]:
         """Stop listening and close every connection."""
         waits: list[defer.Deferred[Any]] = []

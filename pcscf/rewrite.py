@@ -43,6 +43,7 @@ docs/sdp-rewrite.md.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, cast, get_args
 
@@ -248,6 +249,12 @@ def _write_setup(sdp: SessionDescription, index: int, value: Setup, default: Set
     current = session[0].strip().lower() if session else default
     if current != value:
         section.add_attribute("setup", value)
+
+
+@functools.lru_cache(maxsize=64)
+def _fingerprint_value(fingerprint: Fingerprint) -> str:
+    """``fingerprint.value``, kept: the AGW's fingerprint is written into every answer."""
+    return fingerprint.value
 
 
 def _access_role(agw_setup: Setup) -> TlsRole | None:
@@ -475,7 +482,7 @@ def rewrite_offer(
             section.remove_attributes("fingerprint", "3ge2ae")
             assert stream.access_setup is not None
             _write_setup(out, stream.index, stream.access_setup, "active")
-            section.add_attribute("fingerprint", reservation.fingerprint.value)
+            section.add_attribute("fingerprint", _fingerprint_value(reservation.fingerprint))
             section.add_attribute("3ge2ae", "applied")
         rewritten.add(stream.index)
         states.append(StreamState(stream, reservation))
@@ -572,7 +579,7 @@ def _orig_answer_stream(
     section.set_connection(Connection.for_ip(reservation.access_address))
     section.remove_attributes("fingerprint", "3ge2ae")
     _write_setup(out, index, stream.access_setup, "passive")
-    section.add_attribute("fingerprint", reservation.fingerprint.value)
+    section.add_attribute("fingerprint", _fingerprint_value(reservation.fingerprint))
     section.add_attribute("3ge2ae", "applied")
     plan = attrs.evolve(
         stream, proto_in=proto_in, proto_out=stream.proto_in, core_setup=_OPPOSITE[core_answer]

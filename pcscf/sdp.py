@@ -22,10 +22,17 @@ Public API:
 - Editing: :meth:`MediaSection.set_port`, :meth:`MediaSection.set_proto`,
   :meth:`MediaSection.set_connection` (replaces the media ``c=`` or inserts one where RFC 8866
   puts it: after ``m=`` and ``i=``, before ``b=``, ``k=`` and ``a=``),
-  :meth:`Section.remove_attributes`, :meth:`Section.add_attribute` (appended at the end of the
+  :meth:`Section.remove_attributes` (one or several names in one pass),
+  :meth:`Section.add_attribute` and :meth:`Section.add_lines` (appended at the end of the
   section), :meth:`Section.set_attribute` (first occurrence replaced in place, others removed;
-  appended if absent), :meth:`SessionDescription.copy`.
-- Malformed input raises :class:`pcscf.errors.SdpError` naming the 1-based line and the reason.
+  appended if absent), :meth:`SessionDescription.copy`. Sections keep small attribute indexes;
+  code that edits ``lines`` directly calls :meth:`Section.lines_changed`.
+- Malformed input raises :class:`pcscf.errors.SdpError` naming the 1-based line and the reason:
+  a first line other than ``v=0``, a line that is not ``<letter>=<value>``, an empty line inside
+  the body, a CR or NUL inside a line, bytes that are not UTF-8, an attribute name that is not a
+  token, an ``m=`` line without ``<media> <port>[/<count>] <proto> <fmt>...`` or with a port
+  outside 0-65535, a ``c=`` line without its three fields. Empty lines at the very end are
+  ignored.
 
 Pure: no I/O, no Twisted.
 """
@@ -84,10 +91,15 @@ class Connection:
 
 
 @functools.lru_cache(maxsize=256)
-def _attribute_pattern(name: str, escaped: bool = False) -> Callable[[str], object]:
-    """A matcher for ``a=name`` / ``a=name:...`` lines, case-insensitive on the name
-    (``escaped``: ``name`` is already a regex alternation of escaped names)."""
-    alternation = name if escaped else re.escape(name)
+def _attribute_pattern(name: str) -> Callable[[str], object]:
+    """A matcher for ``a=name`` / ``a=name:...`` lines, case-insensitive on the name."""
+    return _removal_pattern((name,))
+
+
+@functools.lru_cache(maxsize=256)
+def _removal_pattern(names: tuple[str, ...]) -> Callable[[str], object]:
+    """A matcher for the ``a=`` lines of any of ``names`` (case-insensitive)."""
+    alternation = "|".join(re.escape(name) for name in names)
     return re.compile("a=(?:" + alternation + ")(?::|$)", re.IGNORECASE).match
 
 
@@ -167,7 +179,7 @@ class Section:
         wanted = tuple(n.lower() for n in names if self._may_have(n.lower()))
         if not wanted:
             return 0
-        match = _attribute_pattern("|".join(re.escape(n) for n in wanted), escaped=True)
+        match = _removal_pattern(wanted)
         kept = [line for line in self.lines if not match(line)]
         removed = len(self.lines) - len(kept)
         if removed:
@@ -336,13 +348,13 @@ def _parse_lines(raw: list[str], controls: bool) -> tuple[Section, list[MediaSec
     type_chars = _TYPE_CHARS
     token_chars = _TOKEN_CHARS
     for lineno, line in enumerate(raw, 1):
-        kind = line[:1]
-        if line[1:2] != "=" or kind not in type_chars:
+        if line[1:2] != "=":
             if not line:
                 raise SdpError(lineno, "empty line")
             raise SdpError(lineno, f"expected '<type>=<value>', got {line[:40]!r}")
         if controls and ("\r" in line or "\x00" in line):
             raise SdpError(lineno, "control character inside the line")
+        kind = line[0]
         if kind == "a":
             colon = line.find(":")
             name = line[2:colon] if colon > 0 else line[2:]
@@ -356,7 +368,10 @@ def _parse_lines(raw: list[str], controls: bool) -> tuple[Section, list[MediaSec
             append = section.lines.append
             continue
         elif kind == "c":
-            Connection.parse_value(line[2:], lineno)
+            if len(line[2:].split()) != 3:
+                Connection.parse_value(line[2:], lineno)  # raises, naming the line
+        elif kind not in type_chars:
+            raise SdpError(lineno, f"expected '<type>=<value>', got {line[:40]!r}")
         append(line)
     return session, media
 

@@ -170,19 +170,28 @@ class SipService:
             self.core = ProxyCore(self.config, registrar=self.core.registrar)
 
     def listen_side(self, side: Side, host: str, port: int) -> int:
-        """UDP then TCP on the same port (port 0: the system picks); returns the port."""
-        udp = _Udp(self, side)
-        uport = self.reactor.listenUDP(port, udp, interface=host)
-        sock = getattr(uport, "socket", None)
-        if sock is not None:
-            # bursts of calls must not overflow the kernel's default receive buffer
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UDP_BUFFER)
-        actual = uport.getHost().port
-        tport = self.reactor.listenTCP(actual, _StreamFactory(self, side), interface=host)
-        self.udp[side] = udp
-        self.ports += [uport, tport]
-        return int(actual)
+        """UDP then TCP on the same port (port 0: the system picks a port free for both);
+        returns the port."""
+        for _ in range(20 if port == 0 else 1):
+            udp = _Udp(self, side)
+            uport = self.reactor.listenUDP(port, udp, interface=host)
+            sock = getattr(uport, "socket", None)
+            if sock is not None:
+                # bursts of calls must not overflow the kernel's default receive buffer
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UDP_BUFFER)
+            actual = int(uport.getHost().port)
+            try:
+                tport = self.reactor.listenTCP(actual, _StreamFactory(self, side), interface=host)
+            except CannotListenError:
+                uport.stopListening()
+                if port != 0:
+                    raise
+                continue
+            self.udp[side] = udp
+            self.ports += [uport, tport]
+            return actual
+        raise CannotListenError(host, port, OSError("no port free for both UDP and TCP"))
 
     def stop(self) -> defer.Deferred[Any]:
         if self._timer is not None and self._timer.active():

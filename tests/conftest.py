@@ -16,8 +16,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Property tests judge behaviour, never speed: no per-example deadline, and no health check that
+# fails a test because a shared machine was slow to generate data.
+settings.register_profile(
+    "e2ae",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.load_profile("e2ae")
 
 
 def require_tool(name: str) -> str:

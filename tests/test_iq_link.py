@@ -462,3 +462,21 @@ async def test_warm_restart_keeps_contexts_and_call_ids(lab: Lab) -> None:
     event = profile.IqEvent("connection-closed", reply.context, "core/1/1", 1, "20260101T00000000")
     await agent.notify(event)
     assert IqNotification(MID, reserve.call_id, event) in lab.events
+
+
+@pytest_twisted.ensureDeferred
+async def test_several_gateways_round_robin(lab: Lab) -> None:
+    ctrl, port = lab.controller()
+    with pytest.raises(NotInService):
+        ctrl.next_gateway()
+    gws = {}
+    for name in ("<agw1.lab>", "<agw2.lab>", "<agw3.lab>"):
+        gws[name] = FakeGateway()
+        agent = lab.agent(gws[name], port, mid=name)
+        await agent.when_registered()
+    assert ctrl.gateways_in_service() == ["<agw1.lab>", "<agw2.lab>", "<agw3.lab>"]
+    picked = [ctrl.next_gateway() for _ in range(6)]
+    assert picked == ["<agw1.lab>", "<agw2.lab>", "<agw3.lab>"] * 2
+    for name in picked[:3]:
+        await ctrl.reserve(name, _reserve_request())
+    assert all(len(gw.calls) == 1 for gw in gws.values())

@@ -238,6 +238,16 @@ async def test_ue_active_tls_msrp_and_bfcp_through_relay(
     assert relay.to_core == conn.bytes_sent == core_conn.bytes_received
     assert relay.to_ue == conn.bytes_received == core_conn.bytes_sent
     assert b"CLIENT_TRAFFIC_SECRET_0" in (tmp_path / "keys.log").read_bytes()
+    assert ue.summary() == {
+        "stream": "msrp",
+        "tls": True,
+        "connections": 1,
+        "verified": 1,
+        "refused": 0,
+        "peer_fingerprints": [ids["agw"].fingerprint().value],
+        "bytes_sent": relay.to_core,
+        "bytes_received": relay.to_ue,
+    }
 
     # BFCP over TLS the same way: UE active, floor control server in the core
     server_ep, server = bfcp_server_endpoint(reactor, conference_id=1)

@@ -120,7 +120,7 @@ def requests(draw: st.DrawFn) -> Request:
     if draw(st.booleans()):
         headers.append(("Failure-Report", draw(st.sampled_from(["yes", "no", "partial"]))))
     if draw(st.booleans()):
-        headers.append(("X-Extension", draw(st.from_regex(r"\A[ -~]{0,20}[!-~]\Z"))))
+        headers.append(("X-Extension", draw(st.from_regex(r"\A[!-~]([ -~]{0,20}[!-~])?\Z"))))
     ctype = draw(st.sampled_from(["text/plain", "message/cpim", "application/octet-stream"]))
     return Request(
         tid,

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from certs.fingerprint import Fingerprint
-from pcscf.errors import LocalRewriteError, RemoteRewriteError
+from pcscf.errors import LocalRewriteError, PcscfError, RemotePcscfError, RemoteRewriteError
 from pcscf.policy import Policy
 from pcscf.rewrite import (
     VALID_ANSWERS,
@@ -379,3 +379,69 @@ def test_terminating_invariants(text: str, data: st.DataObject) -> None:
         assert section.port == 40000 + 2 * i + 2
         assert [line for line in section.lines if line.startswith("c=")] == [f"c=IN IP4 {CORE}"]
         assert _setup(final.sdp, i, "passive") in VALID_ANSWERS[_setup(before, i, "active")]  # type: ignore[index]
+
+
+# --- robustness: hostile but parseable SDP never escapes as anything but a PcscfError ---------
+
+_hostile_value = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\r\n\x00"),
+    max_size=20,
+)
+_known_line = st.sampled_from(
+    [
+        "a=3ge2ae:requested",
+        "a=3ge2ae:applied",
+        "a=3GE2AE:Requested",
+        "a=key-mgmt:mikey AQ==",
+        "a=setup:active",
+        "a=setup:passive",
+        "a=setup:actpass",
+        "a=setup:holdconn",
+        f"a=fingerprint:{UE_FP.value}",
+        f"a=fingerprint:{UE_FP2.value}",
+        "a=fingerprint:md5 00:11",
+        "c=IN IP4 192.0.2.99",
+        "c=IN IP6 2001:db8::99",
+    ]
+)
+_hostile_line = st.one_of(
+    _known_line,
+    _known_line,
+    _known_line,
+    _known_line,
+    _hostile_value.map(lambda v: f"a=setup:{v}"),
+    _hostile_value.map(lambda v: f"a=fingerprint:{v}"),
+    _hostile_value.map(lambda v: f"a=3ge2ae:{v}"),
+)
+_hostile_m = st.tuples(
+    st.sampled_from(["message", "application", "audio"]),
+    st.sampled_from([0, 5000]),
+    st.sampled_from(["TCP/TLS/MSRP", "TCP/MSRP", "tcp/tls/bfcp", "TCP/BFCP", "RTP/AVP"]),
+).map(lambda t: f"m={t[0]} {t[1]} {t[2]} *")
+
+
+@st.composite
+def hostile_sdp(draw: st.DrawFn) -> str:
+    lines = ["v=0", "o=- 1 1 IN IP4 192.0.2.1", "s=-"]
+    if draw(st.integers(0, 4)):
+        lines.append("c=IN IP4 192.0.2.1")
+    lines.append("t=0 0")
+    lines += draw(st.lists(_hostile_line, max_size=3))
+    for _ in range(draw(st.integers(1, 4))):
+        lines.append(draw(_hostile_m))
+        lines += draw(st.lists(_hostile_line, max_size=5))
+    return "\r\n".join(lines) + "\r\n"
+
+
+@settings(max_examples=150, deadline=None)
+@given(hostile_sdp(), hostile_sdp(), st.sampled_from(["orig", "term"]))
+def test_hostile_sdp_gives_protocol_errors_only(offer: str, answer: str, direction: str) -> None:
+    try:
+        _, result = _offer(f"{direction}-offer", offer)
+        rewrite_answer(
+            f"{direction}-answer",  # type: ignore[arg-type]
+            SessionDescription.parse(answer),
+            _roundtrip_state(result.state),
+        )
+    except PcscfError as exc:
+        assert isinstance(exc, RemotePcscfError), exc

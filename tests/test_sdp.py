@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pcscf.errors import LocalPcscfError, RemotePcscfError, SdpError
@@ -170,6 +170,7 @@ def sdp_texts(draw: st.DrawFn) -> str:
     return "\r\n".join(lines) + "\r\n"
 
 
+@settings(deadline=None)
 @given(sdp_texts())
 def test_round_trip_generated(text: str) -> None:
     data = text.encode()
@@ -177,6 +178,7 @@ def test_round_trip_generated(text: str) -> None:
     assert SessionDescription.parse(text.replace("\r\n", "\n")).serialise() == data
 
 
+@settings(deadline=None)
 @given(sdp_texts())
 def test_sections_partition_the_lines(text: str) -> None:
     sdp = SessionDescription.parse(text)
@@ -184,3 +186,38 @@ def test_sections_partition_the_lines(text: str) -> None:
     for section in sdp.media:
         assert section.lines[0].startswith("m=")
         assert not any(line.startswith("m=") for line in section.lines[1:])
+
+
+@settings(deadline=None)
+@given(sdp_texts(), _token)
+def test_attribute_lookup_agrees_with_a_plain_scan(text: str, name: str) -> None:
+    sdp = SessionDescription.parse(text)
+    for section in [sdp.session, *sdp.media]:
+        for wanted in {
+            name,
+            *(line[2:].split(":")[0] for line in section.lines if line[:2] == "a="),
+        }:
+            prefix = "a=" + wanted.lower()
+            expected = [
+                line[len(prefix) + 1 :]
+                for line in section.lines
+                if line[: len(prefix)].lower() == prefix
+                and (len(line) == len(prefix) or line[len(prefix)] == ":")
+            ]
+            assert section.attribute_values(wanted) == expected
+        section.remove_attributes(name)
+        assert section.attribute_values(name) == []
+        section.add_attribute(name, "v")
+        assert section.attribute_values(name) == ["v"]
+
+
+@settings(deadline=None)
+@given(st.binary(max_size=300) | sdp_texts().map(lambda t: t.encode()[: len(t) // 2]))
+def test_any_bytes_parse_or_sdp_error(data: bytes) -> None:
+    try:
+        sdp = SessionDescription.parse(b"v=0\r\n" + data)
+    except SdpError as exc:
+        assert exc.line >= 1 and "\n" not in str(exc)
+    else:
+        again = SessionDescription.parse(sdp.serialise())
+        assert again.serialise() == sdp.serialise()

@@ -705,3 +705,24 @@ def test_new_invite_with_same_call_id_replaces_a_pending_one(core: ProxyCore) ->
     assert isinstance(sent, Request)
     out = core.receive(SCSCF, resp_to(sent, 183, body=b"ans"), 1.4)
     assert len(media(out)) == 1  # the new dialog is not left busy by the old result
+
+
+def test_retransmitted_ack_is_forwarded_identically(core: ProxyCore) -> None:
+    _answered_call(core)
+    ack = req(
+        """ACK sip:bob@127.0.0.9:6060 SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.10:40000;branch=z9hG4bKack1
+Route: <sip:127.0.0.1:5060;lr;e2ae=orig>, <sip:127.0.0.2:5070;lr;e2ae=orig>
+From: <sip:alice@ims.test>;tag=a1
+To: <sip:bob@ims.test>;tag=callee
+Call-ID: c1
+CSeq: 1 ACK"""
+    )
+    (first,) = sends(core.receive(UE, ack, 3))
+    (again,) = sends(core.receive(UE, ack, 3.5))
+    assert first.message.serialise() == again.message.serialise()
+    other = ack.evolve(
+        headers=ack.replacing("Via", ["SIP/2.0/UDP 192.0.2.10:40000;branch=z9hG4bKack2"])
+    )
+    (new,) = sends(core.receive(UE, other, 4))
+    assert new.message.top_via.branch != first.message.top_via.branch  # type: ignore[union-attr]

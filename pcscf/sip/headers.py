@@ -1,4 +1,4 @@
-"""Header field helpers: compact forms, comma lists, Via and security-mechanism values."""
+"""Header fields: compact forms, comma lists, Via and security-mechanism values."""
 
 from __future__ import annotations
 

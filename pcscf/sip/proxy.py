@@ -224,8 +224,13 @@ class _Pending:
 
 
 def _loop_hash(request: Request) -> str:
+    # RFC 3261 16.6 step 8 includes the topmost Route: an in-dialog request of a spiral (both
+    # UEs behind this proxy, the S-CSCF record-routing in between) comes back with the same
+    # Request-URI, tags and CSeq, but another Route.
+    routes = request.values("route")
     parts = [
         request.uri,
+        routes[0] if routes else "",
         request.from_.tag or "",
         request.to.tag or "",
         request.call_id,
@@ -959,7 +964,7 @@ class ProxyCore:
             )
         return msg
 
-    # ============================================================================= helpers
+    # =========================================================================== internals
     def _refuse(
         self, peer: Peer, message: Request | Response, exc: RemoteSipError, out: list[Action]
     ) -> None:
@@ -1107,7 +1112,12 @@ class ProxyCore:
         )
 
     def _forward_stateless(self, msg: Request, dest: Peer, out: list[Action]) -> None:
-        out.append(Send(dest, self._prepare(msg, dest, self._branch(msg))))
+        """Forward without a transaction (ACK for 2xx). The branch is a function of the incoming
+        one (RFC 3261 16.11), so a retransmitted ACK goes on byte for byte the same and the
+        next hop sees a retransmission, not a new request."""
+        top = msg.top_via
+        digest = hashlib.sha256(f"{top.branch}\n{top.sent_by}".encode()).hexdigest()[:12]
+        out.append(Send(dest, self._prepare(msg, dest, f"{MAGIC}{_loop_hash(msg)}.{digest}")))
 
     def _start_client(self, txn: ClientTxn, now: float, out: list[Action]) -> None:
         self.client_txns[txn.key] = txn

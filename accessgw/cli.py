@@ -1,0 +1,100 @@
+"""``e2ae accessgw``: run the IMS Access Gateway, registered with an ALG over Iq.
+
+e2ae accessgw --alg HOST:PORT --access-ip IP --core-ip IP --cert FILE --key FILE
+              [--ports LO-HI] [--iq-tls ...] [--keylog FILE] [--config FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    from iq.config import add_arguments
+
+    parser = subparsers.add_parser(
+        "accessgw", help="run the IMS Access Gateway (TLS towards UEs, TCP relay to the core)"
+    )
+    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML file, [accessgw]")
+    parser.add_argument("--alg", metavar="HOST:PORT", help="the ALG's Iq address")
+    parser.add_argument("--access-ip", metavar="IP", help="bind address towards the UEs")
+    parser.add_argument("--core-ip", metavar="IP", help="bind address towards the core")
+    parser.add_argument("--cert", metavar="FILE", help="the AGW's certificate (PEM)")
+    parser.add_argument("--key", metavar="FILE", help="the AGW's private key (PEM)")
+    parser.add_argument("--ports", metavar="LO-HI", help="port range (default: ephemeral)")
+    parser.add_argument("--keylog", metavar="FILE", help="NSS key log of the access TLS")
+    parser.add_argument("--mid", metavar="MID", help="H.248 mId (default <agw.e2ae.lab>)")
+    parser.add_argument(
+        "--tls-establishment-timeout", type=float, metavar="SECONDS", help="default 30"
+    )
+    parser.add_argument("--handshake-timeout", type=float, metavar="SECONDS", help="default 10")
+    parser.add_argument("--early-handshake", choices=("hold", "reject"), help="default hold")
+    parser.add_argument("--hold-timeout", type=float, metavar="SECONDS", help="default 5")
+    parser.add_argument("--idle-timeout", type=float, metavar="SECONDS", help="default none")
+    parser.add_argument("--log-level", choices=("debug", "info", "warn", "error"), default="info")
+    parser.add_argument("--log-json", metavar="FILE", type=Path, help="JSON trace file")
+    add_arguments(parser)
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from accessgw.config import KEYS, AgwConfig, load_file, load_identity
+    from accessgw.errors import AccessGwError
+    from iq.config import faults_from_args, tls_from_args
+    from iq.errors import IqError
+
+    try:
+        values: dict[str, Any] = load_file(args.config) if args.config else {}
+        for key in KEYS:
+            flag = getattr(args, key, None)
+            if flag is not None:
+                values[key] = flag
+        config = AgwConfig.from_values(values)
+        identity = load_identity(config.cert, config.key)
+        iq_tls = tls_from_args(args)
+        faults = faults_from_args(args)
+    except (AccessGwError, IqError) as exc:
+        print(f"e2ae accessgw: {exc}", file=sys.stderr)
+        return 2
+
+    from twisted.internet import reactor
+
+    from accessgw.gateway import AccessGateway
+    from accessgw.iqhandler import GatewayIqHandler
+    from iq.link import IqAgent
+    from lab.logsetup import start_logging
+
+    start_logging(level=args.log_level, json_path=args.log_json)
+    gateway = AccessGateway(
+        config.access_ip,
+        config.core_ip,
+        identity,
+        ports=config.ports,
+        keylog=config.keylog,
+        timers=config.timers,
+        early_policy="reject" if config.early_handshake == "reject" else "hold",
+    )
+    handler = GatewayIqHandler(gateway)
+    host, port = config.alg
+    agent = IqAgent(
+        handler, host, port, mid=config.mid, tls=iq_tls, timeout=args.iq_timeout, faults=faults
+    )
+    handler.attach(agent)
+    agent.start()
+    print(
+        f"e2ae accessgw: access {config.access_ip} core {config.core_ip}"
+        f" ports {config.ports or 'ephemeral'} fingerprint {gateway.fingerprint().value}"
+        f" registering with {host}:{port} as {config.mid}",
+        flush=True,
+    )
+
+    def shutdown() -> Any:
+        gateway.close()
+        return agent.stop()
+
+    reactor.addSystemEventTrigger("before", "shutdown", shutdown)  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    return 0

@@ -1,0 +1,159 @@
+"""Configuration of the ``e2ae accessgw`` service (pure: reads files, no Twisted).
+
+The same settings come from the command line or from a TOML file (``--config FILE``, table
+``[accessgw]``); a flag given on the command line wins over the file. Paths in the file are
+relative to the file's directory.
+
+.. code-block:: toml
+
+    [accessgw]
+    alg = "127.0.0.1:2944"       # the ALG's Iq address
+    access_ip = "198.51.100.1"  # bind address towards the UEs (TLS)
+    core_ip = "203.0.113.1"     # bind address towards the core (plain TCP)
+    cert = "certs/agw.crt"
+    key = "certs/agw.key"
+    ports = "40000-40999"        # omit for ephemeral ports
+    keylog = "agw-keys.log"      # NSS key log of the access TLS sessions
+    mid = "<agw1.example.net>"
+    tls_establishment_timeout = 30
+    handshake_timeout = 10
+    early_handshake = "hold"     # or "reject"
+    hold_timeout = 5
+    idle_timeout = 0             # 0: none
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from accessgw.errors import LocalAccessGwError
+from accessgw.ports import PortRange
+from accessgw.termination import Timers
+from certs.generate import CertAndKey
+
+KEYS = (
+    "alg",
+    "access_ip",
+    "core_ip",
+    "cert",
+    "key",
+    "ports",
+    "keylog",
+    "mid",
+    "tls_establishment_timeout",
+    "handshake_timeout",
+    "early_handshake",
+    "hold_timeout",
+    "idle_timeout",
+)
+_PATHS = ("cert", "key", "keylog")
+_REQUIRED = ("alg", "access_ip", "core_ip", "cert", "key")
+
+
+def parse_hostport(text: str, what: str = "--alg") -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host:
+        raise LocalAccessGwError(f"{what} must be HOST:PORT, got {text!r}")
+    try:
+        number = int(port)
+    except ValueError:
+        raise LocalAccessGwError(f"{what}: bad port in {text!r}") from None
+    if not 0 < number < 65536:
+        raise LocalAccessGwError(f"{what}: port out of range in {text!r}")
+    return host, number
+
+
+def _ip(value: str, what: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise LocalAccessGwError(f"{what} must be an IP address, got {value!r}") from None
+
+
+@attrs.frozen
+class AgwConfig:
+    alg: tuple[str, int]
+    access_ip: str
+    core_ip: str
+    cert: Path
+    key: Path
+    ports: PortRange | None = None
+    keylog: Path | None = None
+    mid: str = "<agw.e2ae.lab>"
+    timers: Timers = attrs.field(factory=Timers)
+    early_handshake: str = "hold"
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> AgwConfig:
+        missing = [k for k in _REQUIRED if values.get(k) in (None, "")]
+        if missing:
+            flags = ", ".join("--" + k.replace("_", "-") for k in missing)
+            raise LocalAccessGwError(f"missing setting(s): {flags}")
+        early = str(values.get("early_handshake") or "hold")
+        if early not in ("hold", "reject"):
+            raise LocalAccessGwError(f"early_handshake must be hold or reject, not {early!r}")
+        try:
+            idle = float(values.get("idle_timeout") or 0)
+            timers = Timers(
+                establishment=float(values.get("tls_establishment_timeout") or 30),
+                handshake=float(values.get("handshake_timeout") or 10),
+                hold=float(values.get("hold_timeout") or 5),
+                idle=idle if idle > 0 else None,
+            )
+        except (TypeError, ValueError) as exc:
+            raise LocalAccessGwError(f"bad timer setting: {exc}") from None
+        ports = values.get("ports")
+        return cls(
+            alg=parse_hostport(str(values["alg"])),
+            access_ip=_ip(str(values["access_ip"]), "access_ip"),
+            core_ip=_ip(str(values["core_ip"]), "core_ip"),
+            cert=Path(values["cert"]),
+            key=Path(values["key"]),
+            ports=PortRange.parse(str(ports)) if ports else None,
+            keylog=Path(values["keylog"]) if values.get("keylog") else None,
+            mid=str(values.get("mid") or "<agw.e2ae.lab>"),
+            timers=timers,
+            early_handshake=early,
+        )
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    """The ``[accessgw]`` table of a TOML file, paths made relative to the file."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise LocalAccessGwError(f"cannot read {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise LocalAccessGwError(f"{path}: {exc}") from exc
+    table = data.get("accessgw", {})
+    if not isinstance(table, dict):
+        raise LocalAccessGwError(f"{path}: [accessgw] must be a table")
+    unknown = sorted(set(table) - set(KEYS))
+    if unknown:
+        raise LocalAccessGwError(f"{path}: unknown key(s) {', '.join(unknown)}")
+    values = dict(table)
+    for key in _PATHS:
+        if values.get(key):
+            values[key] = str(path.parent / str(values[key]))
+    return values
+
+
+def load_identity(cert: Path, key: Path) -> CertAndKey:
+    """The AGW's certificate and private key from PEM files."""
+    try:
+        certificate = x509.load_pem_x509_certificate(cert.read_bytes())
+        private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    except (OSError, ValueError) as exc:
+        raise LocalAccessGwError(f"cannot load certificate {cert} / key {key}: {exc}") from exc
+    if not isinstance(private, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise LocalAccessGwError(f"unsupported key type in {key}")
+    return CertAndKey(cert.stem, certificate, private)

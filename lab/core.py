@@ -1,0 +1,405 @@
+"""The lab's core stub (Twisted edge): registrar + S-CSCF routing, a plain MSRP peer, a BFCP
+floor control server.
+
+:class:`CoreStub` listens for SIP on UDP (the P-CSCF's next hop):
+
+- REGISTER: binds the AOR (To) to its Contact and the ``Path`` the P-CSCF added; 200 OK.
+- An initial INVITE (and its CANCEL / hop-by-hop ACK) to a registered AOR is routed back like an
+  S-CSCF does: Request-URI = the registered contact, ``Route`` = the stored Path, a Via of ours
+  (stateless: the branch is derived from the incoming one, so a CANCEL matches its INVITE).
+  Responses lose our Via and go on to the next one.
+- An INVITE to ``sip:<peer_user>@<domain>`` is answered by the core itself: a plain TCP MSRP peer
+  that acknowledges and records every message (``echo`` sends each one back), and a BFCP floor
+  control server that grants every request (``TCP/MSRP`` / ``TCP/BFCP`` in the SDP answer, the
+  TCP role from the offer's ``a=setup``). BYE closes them.
+
+Everything it did is kept for checks: :attr:`CoreStub.bindings`, :attr:`CoreStub.routed`
+(the SDP protos of each INVITE it routed) and :attr:`CoreStub.peer_calls`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import secrets
+from typing import Any
+
+import attrs
+from twisted.internet import defer
+from twisted.logger import Logger
+
+import certs
+from lab import bfcp, media, msrp, ue
+from lab.sipnode import Address, SipNode, Transport
+from lab.ue import StreamInfo
+from pcscf.sip.message import Message, Request, Response, make_response
+from pcscf.sip.uri import NameAddr, SipUri
+
+log = Logger(namespace="lab.core")
+
+DISCARD_PORT = 9
+#: build_sdp wants a fingerprint; a plain (non-TLS) answer never shows it.
+_NO_FINGERPRINT = certs.fingerprint_of(b"plain core peer", "sha-256")
+CONFERENCE_ID = 7
+CLIENT_USER_ID = 1
+FLOOR_ID = 1
+
+
+@attrs.frozen
+class Binding:
+    aor: str
+    contact: str
+    path: tuple[str, ...]
+    expires: int
+
+
+@attrs.frozen
+class RoutedInvite:
+    call_id: str
+    from_: str
+    to: str
+    protos: tuple[str, ...]
+
+
+@attrs.define
+class PeerCall:
+    """A call the core answered itself, and what its media peers saw."""
+
+    call_id: str
+    offer: bytes
+    answer: bytes = b""
+    protos: tuple[str, ...] = ()
+    msrp: media.MediaEndpoint[media.MsrpConnection] | None = None
+    msrp_remote: StreamInfo | None = None
+    msrp_setup: str = "passive"
+    bfcp: media.MediaEndpoint[media.BfcpServerConnection] | None = None
+    bfcp_remote: StreamInfo | None = None
+    bfcp_setup: str = "passive"
+    floor_server: bfcp.FloorControlServer | None = None
+    msrp_port: int = 0
+    msrp_session: str = ""
+    bfcp_port: int | None = None
+    ended: bool = False
+
+    @property
+    def messages(self) -> list[msrp.MessageReceived]:
+        if self.msrp is None:
+            return []
+        return [m for conn in self.msrp.connections for m in conn.received]
+
+    @property
+    def grants(self) -> int:
+        if self.bfcp is None:
+            return 0
+        return sum(
+            1
+            for conn in self.bfcp.connections
+            for m in conn.received
+            if m.primitive == bfcp.Primitive.FLOOR_REQUEST
+        )
+
+
+class CoreStub:
+    """Registrar, S-CSCF routing and the plain core peers, on one UDP port."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        *,
+        host: str = "127.0.0.1",
+        domain: str = "lab.example",
+        peer_user: str = "peer",
+        echo: bool = False,
+    ) -> None:
+        self.reactor = reactor
+        self.host = host
+        self.domain = domain
+        self.peer_user = peer_user
+        self.echo = echo
+        self.node = SipNode(reactor, "core", host)
+        self.node.handler = self._received
+        self.bindings: dict[str, Binding] = {}
+        self.routed: list[RoutedInvite] = []
+        self.peer_calls: dict[str, PeerCall] = {}
+        self._peer_waiters: list[defer.Deferred[PeerCall]] = []
+
+    @property
+    def port(self) -> int:
+        return self.node.port
+
+    @property
+    def peer_uri(self) -> str:
+        return f"sip:{self.peer_user}@{self.domain}"
+
+    def listen(self, port: int = 0) -> int:
+        bound = self.node.listen_udp(port)
+        log.info(
+            "core: S-CSCF/registrar on {address}, plain peer {peer_uri}",
+            address=f"{self.host}:{bound}",
+            peer_uri=self.peer_uri,
+        )
+        return bound
+
+    def stop(self) -> defer.Deferred[Any]:
+        waits = [self.node.stop()]
+        for call in self.peer_calls.values():
+            waits.extend(self._stop_peer(call))
+        return defer.gatherResults(waits, consumeErrors=True)
+
+    def next_peer_call(self) -> defer.Deferred[PeerCall]:
+        """The next call answered by the plain core peer (once ACKed)."""
+        d: defer.Deferred[PeerCall] = defer.Deferred()
+        self._peer_waiters.append(d)
+        return d
+
+    # -- SIP --------------------------------------------------------------------------------
+
+    def _received(self, message: Message, addr: Address, transport: Transport) -> None:
+        if isinstance(message, Response):
+            self._forward_response(message)
+            return
+        if message.method == "REGISTER":
+            self._register(message, addr)
+            return
+        target = SipUri.parse(message.uri, "Request-URI")
+        ours_peer = target.user == self.peer_user and message.to.tag is not None
+        if message.to.tag is None and target.user == self.peer_user:
+            if message.method == "INVITE":
+                self._answer(message, addr)
+            elif message.method == "CANCEL":
+                self.node.send(make_response(message, 200), addr)
+            return
+        if ours_peer or message.call_id in self.peer_calls:
+            self._peer_request(message, addr)
+            return
+        self._route(message, addr, target)
+
+    def _register(self, request: Request, addr: Address) -> None:
+        aor = request.to.sip_uri("To").aor()
+        contacts = request.addresses("Contact")
+        expires_text = request.get("Expires") or "3600"
+        expires = int(expires_text) if expires_text.strip().isdigit() else 3600
+        extra: list[tuple[str, str]] = []
+        if contacts and expires > 0:
+            binding = Binding(aor, contacts[0].uri, tuple(request.values("Path")), expires)
+            self.bindings[aor] = binding
+            extra.append(("Contact", f"<{binding.contact}>;expires={expires}"))
+            extra.extend(("Path", p) for p in binding.path)
+        else:
+            self.bindings.pop(aor, None)
+        extra.append(("Expires", str(expires)))
+        log.info(
+            "core: {aor} {what} via Path {path}",
+            aor=aor,
+            what="registered" if expires > 0 else "unregistered",
+            path=", ".join(request.values("Path")) or "none",
+        )
+        self.node.send(make_response(request, 200, to_tag=secrets.token_hex(4), extra=extra), addr)
+
+    def _branch(self, request: Request) -> str:
+        digest = hashlib.sha256(request.top_via.branch.encode()).hexdigest()[:16]
+        return f"z9hG4bK{digest}"
+
+    def _route(self, request: Request, addr: Address, target: SipUri) -> None:
+        binding = self.bindings.get(target.aor())
+        routes = list(request.values("Route"))
+        if routes:
+            first = NameAddr.parse(routes[0], "Route").sip_uri("Route")
+            if (first.host, first.port) == (self.host, self.port):
+                routes = routes[1:]
+        uri = request.uri
+        if binding is not None and request.to.tag is None:
+            uri = binding.contact
+            routes = list(binding.path) + routes
+        elif request.to.tag is None:
+            if request.method != "ACK":
+                self.node.send(make_response(request, 404, to_tag="core404"), addr)
+            return
+        next_hop = (
+            NameAddr.parse(routes[0], "Route").sip_uri("Route") if routes else SipUri.parse(uri)
+        )
+        if not _is_ip(next_hop.host):
+            if request.method != "ACK":
+                self.node.send(make_response(request, 404, to_tag="core404"), addr)
+            return
+        via = f"SIP/2.0/UDP {self.host}:{self.port};branch={self._branch(request)}"
+        top = request.top_via.with_received(addr[0], addr[1])
+        headers = [(n, v) for n, v in request.without("Route") if n.lower() not in ("via", "v")]
+        forwards = request.get("Max-Forwards")
+        out_headers: list[tuple[str, str]] = [("Via", via), ("Via", str(top))]
+        out_headers += [("Via", str(v)) for v in request.vias[1:]]
+        out_headers += [("Route", r) for r in routes]
+        if request.method == "INVITE" and request.to.tag is None:
+            # like an S-CSCF: stay on the dialog's path (separates the two passes of a spiral)
+            out_headers.append(("Record-Route", f"<sip:{self.host}:{self.port};lr>"))
+        for name, value in headers:
+            if name.lower() == "max-forwards":
+                value = str(max(0, int(forwards or "70") - 1))
+            out_headers.append((name, value))
+        forwarded = request.evolve(headers=tuple(out_headers), uri=uri)
+        if request.method == "INVITE" and request.to.tag is None:
+            protos = tuple(s.proto for s in _streams(request.body))
+            self.routed.append(
+                RoutedInvite(request.call_id, request.from_.uri, request.to.uri, protos)
+            )
+            log.info(
+                "core: routing {call_id} to {contact} via {route}",
+                call_id=request.call_id,
+                contact=uri,
+                route=", ".join(routes) or "-",
+            )
+        self.node.send(forwarded, next_hop.address())
+
+    def _forward_response(self, response: Response) -> None:
+        vias = response.vias
+        if not vias or (vias[0].host, vias[0].port) != (self.host, self.port) or len(vias) < 2:
+            return
+        rest = [(n, v) for n, v in response.headers if n.lower() not in ("via", "v")]
+        headers = tuple([("Via", str(v)) for v in vias[1:]] + rest)
+        self.node.send(response.evolve(headers=headers), vias[1].response_address())
+
+    # -- the plain core peer ----------------------------------------------------------------
+
+    def _answer(self, request: Request, addr: Address) -> None:
+        call = PeerCall(request.call_id, request.body)
+        try:
+            offered = ue.streams_of(request.body, from_offerer=True)
+            if not offered or any(s.tls for s in offered):
+                raise ue.RemoteUeError(
+                    "the plain core peer takes TCP/MSRP and TCP/BFCP", where="SDP"
+                )
+            for stream in offered:
+                self._peer_stream(call, stream)
+        except (ue.UeError, ValueError) as exc:
+            self.node.send(make_response(request, 488, to_tag="core488"), addr)
+            log.warn(
+                "core: cannot answer {call_id}: {error}", call_id=request.call_id, error=str(exc)
+            )
+            return
+        call.protos = tuple(s.proto for s in offered)
+        call.answer = ue.build_sdp(
+            ue.MediaPlan(
+                self.host,
+                _NO_FINGERPRINT,
+                call.msrp_port,
+                msrp_session=call.msrp_session,
+                bfcp_port=call.bfcp_port,
+                setup=call.msrp_setup,  # type: ignore[arg-type]
+                bfcp_setup=call.bfcp_setup,  # type: ignore[arg-type]
+                e2ae=False,
+                tls=False,
+                conference_id=CONFERENCE_ID,
+                user_id=CLIENT_USER_ID,
+                floor_id=FLOOR_ID,
+                floorctrl="s-only",
+            ),
+            username="core",
+        )
+        self.peer_calls[call.call_id] = call
+        contact = f"<sip:{self.peer_user}@{self.host}:{self.port}>"
+        ok = make_response(
+            request,
+            200,
+            to_tag=secrets.token_hex(4),
+            extra=[("Contact", contact), ("Content-Type", "application/sdp")],
+            body=call.answer,
+        )
+        self.node.send(ok, addr)
+
+    def _peer_stream(self, call: PeerCall, stream: StreamInfo) -> None:
+        setup = stream.our_role
+        if stream.media == "message":
+            call.msrp_session = secrets.token_hex(6)
+            holder: list[str] = [""]
+            endpoint = media.msrp_endpoint(self.reactor, local_uri="", call_id=call.call_id)
+
+            def make(remote_path: tuple[str, ...] = stream.path) -> media.MsrpConnection:
+                conn = media.MsrpConnection(msrp.MsrpSession(holder[0], remote_path))
+                if self.echo:
+                    conn.when_ready().addCallback(self._echo_loop)
+                return conn
+
+            endpoint.make_connection = make
+            port = endpoint.listen(0, self.host) if setup == "passive" else DISCARD_PORT
+            holder[0] = f"msrp://{self.host}:{port}/{call.msrp_session};tcp"
+            call.msrp, call.msrp_remote, call.msrp_setup = endpoint, stream, setup
+            call.msrp_port = port
+            return
+        server_ep, state = media.bfcp_server_endpoint(
+            self.reactor, conference_id=CONFERENCE_ID, floors=[FLOOR_ID]
+        )
+        server_ep.call_id = call.call_id
+        port = server_ep.listen(0, self.host) if setup == "passive" else DISCARD_PORT
+        call.bfcp, call.bfcp_remote, call.bfcp_setup = server_ep, stream, setup
+        call.floor_server = state
+        call.bfcp_port = port
+
+    def _echo_loop(self, conn: media.MsrpConnection) -> None:
+        def next_message(count: int) -> None:
+            d = conn.wait_messages(count)
+
+            def got(messages: list[msrp.MessageReceived]) -> None:
+                message = messages[count - 1]
+                sent = conn.send_message(b"echo: " + message.body, message.content_type)
+                sent.addErrback(lambda _: None)
+                next_message(count + 1)
+
+            d.addCallbacks(got, lambda _: None)
+
+        next_message(1)
+
+    def _peer_request(self, request: Request, addr: Address) -> None:
+        call = self.peer_calls.get(request.call_id)
+        if request.method == "ACK":
+            if call is not None and not call.ended:
+                self._peer_connect(call)
+            return
+        status = 200 if call is not None or request.method != "BYE" else 481
+        self.node.send(make_response(request, status), addr)
+        if request.method == "BYE" and call is not None:
+            call.ended = True
+            self._stop_peer(call)
+
+    def _peer_connect(self, call: PeerCall) -> None:
+        if call.msrp is not None and call.msrp_remote is not None and call.msrp_setup == "active":
+            d1 = call.msrp.connect(call.msrp_remote.host or self.host, call.msrp_remote.port)
+            d1.addErrback(self._connect_failed, call, "msrp")
+        if call.bfcp is not None and call.bfcp_remote is not None and call.bfcp_setup == "active":
+            d2 = call.bfcp.connect(call.bfcp_remote.host or self.host, call.bfcp_remote.port)
+            d2.addErrback(self._connect_failed, call, "bfcp")
+        waiters, self._peer_waiters = self._peer_waiters, []
+        for d in waiters:
+            d.callback(call)
+
+    def _connect_failed(self, failure: Any, call: PeerCall, stream: str) -> None:
+        log.warn(
+            "core: {stream} connection of {call_id} failed: {error}",
+            stream=stream,
+            call_id=call.call_id,
+            error=failure.getErrorMessage(),
+        )
+
+    def _stop_peer(self, call: PeerCall) -> list[defer.Deferred[Any]]:
+        out: list[defer.Deferred[Any]] = []
+        if call.msrp is not None:
+            out.append(call.msrp.stop())
+        if call.bfcp is not None:
+            out.append(call.bfcp.stop())
+        return out
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _streams(body: bytes) -> list[StreamInfo]:
+    if not body:
+        return []
+    try:
+        return ue.streams_of(body, from_offerer=True)
+    except (ue.UeError, ValueError):
+        return []

@@ -1,0 +1,444 @@
+"""``e2ae demo``: a whole e2ae lab in one process on loopback, three scenarios, checked.
+
+Fresh certificates in a temporary directory; a P-CSCF with the e2ae media handler and an Iq
+controller; an AGW registered over Iq; the core stub; two UEs (alice, bob). Then:
+
+1. alice calls bob through the same P-CSCF (originating and terminating e2ae): MSRP both ways,
+   a BFCP floor request granted by bob;
+2. alice calls the plain core peer (TCP/MSRP and TCP/BFCP in the core), which echoes;
+3. an impostor with another certificate tries the AGW access port of alice's live MSRP stream
+   of call 1 and must be refused.
+
+The call flow is printed from the elements' own log events (a log observer; nothing prints on
+its own), one line per event, then a summary table. Every check comes from what happened: the
+bytes the AGW relayed (its termination statistics) against the bytes each end counted, the
+fingerprint verifications on both sides of each TLS leg (UE: the AGW's certificate against the
+SDP; AGW: the UE's certificate against what the P-CSCF gave it over Iq), the AGW's refusal event
+for the impostor. ``E2AE_DEMO_BREAK=agw-fingerprint`` makes the AGW announce a wrong fingerprint
+over Iq (a test of the checks: the UEs must refuse it and the demo must fail).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+from twisted.internet import defer
+from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
+
+import certs
+from lab import media
+
+log = Logger(namespace="lab.demo")
+
+BREAK_ENV = "E2AE_DEMO_BREAK"
+DOMAIN = "lab.example"
+
+#: Log namespaces shown in the call flow, and the column label of each.
+CATEGORIES: tuple[tuple[str, str], ...] = (
+    ("lab.sip", "SIP"),
+    ("pcscf.e2ae", "P-CSCF"),
+    ("pcscf", "P-CSCF"),
+    ("iq", "Iq"),
+    ("accessgw", "AGW"),
+    ("lab.media", "MEDIA"),
+    ("lab.ue", "UE"),
+    ("lab.core", "CORE"),
+    ("lab.demo", "DEMO"),
+)
+
+
+def _category(namespace: str) -> str | None:
+    for prefix, label in CATEGORIES:
+        if namespace == prefix or namespace.startswith(prefix + "."):
+            return label
+    return None
+
+
+@attrs.define
+class FlowRecorder:
+    """A log observer keeping the call flow: (seconds since start, label, text) per event."""
+
+    start: float = attrs.field(factory=time.monotonic)
+    lines: list[tuple[float, str, str]] = attrs.field(factory=list)
+    events: list[dict[str, Any]] = attrs.field(factory=list)
+    echo: IO[str] | None = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        label = _category(str(event.get("log_namespace", "")))
+        level = event.get("log_level")
+        if label is None or level is None or level < LogLevel.info:
+            return
+        fmt = str(event.get("log_format") or "")
+        if fmt.startswith(("Starting factory", "Stopping factory")):
+            return
+        text = formatEvent(event).replace("\n", " | ")
+        if event.get("log_failure") is not None:
+            text += f" ({event['log_failure'].getErrorMessage()})"
+        self.events.append(event)
+        line = (time.monotonic() - self.start, label, text)
+        self.lines.append(line)
+        if self.echo is not None:
+            print(f"{line[0]:7.3f}  {line[1]:<6} {line[2]}", file=self.echo, flush=True)
+
+
+@attrs.define
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@attrs.define
+class DemoResult:
+    calls: list[dict[str, Any]] = attrs.field(factory=list)
+    checks: list[Check] = attrs.field(factory=list)
+    impostor_refused: bool = False
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.checks) and all(c.ok for c in self.checks)
+
+    def check(self, name: str, ok: bool, detail: str = "") -> bool:
+        self.checks.append(Check(name, bool(ok), detail))
+        return bool(ok)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "calls": self.calls,
+            "impostor_refused": self.impostor_refused,
+            "checks": [attrs.asdict(c) for c in self.checks],
+            "error": self.error,
+        }
+
+
+class _AgwWatch:
+    """AGW events by kind (the gateway's observer)."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def __call__(self, event: Any) -> None:
+        self.events.append(event)
+
+    def of(self, kind: str) -> list[Any]:
+        return [e for e in self.events if type(e).__name__ == kind]
+
+
+async def _wait(reactor: Any, predicate: Any, timeout: float = 5.0) -> bool:
+    deadline = reactor.seconds() + timeout
+    while not predicate():
+        if reactor.seconds() > deadline:
+            return False
+        d: defer.Deferred[None] = defer.Deferred()
+        reactor.callLater(0.02, d.callback, None)
+        await d
+    return True
+
+
+async def run_demo(reactor: Any, workdir: Path, result: DemoResult) -> None:
+    from accessgw.gateway import AccessGateway
+    from accessgw.iqhandler import GatewayIqHandler
+    from iq.link import IqAgent, IqController
+    from lab.core import CoreStub
+    from lab.uesim import UeSim
+    from pcscf.e2ae import E2aeMediaHandler
+    from pcscf.policy import Policy
+    from pcscf.service import SipService
+    from pcscf.sip.proxy import Peer, ProxyConfig
+
+    now = datetime.datetime.now(datetime.UTC)
+    ids = {n: certs.generate(n, now=now) for n in ("agw", "alice", "bob", "impostor")}
+    for pair in ids.values():
+        certs.write(pair, workdir)
+    keylog = media.KeyLogWriter(workdir / "keys.log")
+    stops: list[Any] = []
+    try:
+        core = CoreStub(reactor, domain=DOMAIN, echo=True)
+        core_port = core.listen()
+        stops.append(core.stop)
+
+        policy = Policy()
+        controller = IqController(mid="[127.0.0.1]:0", timeout=policy.iq_timeout, reactor=reactor)
+        iq_port = controller.listen(0, "127.0.0.1")
+        stops.append(iq_port.stopListening)
+        stops.append(controller.stop)
+        handler = E2aeMediaHandler(controller, policy, reactor=reactor)
+        stops.append(handler.stop)
+        service = SipService(
+            ProxyConfig(
+                gm=("127.0.0.1", 0),
+                core=("127.0.0.1", 0),
+                next_hop=Peer("core", "udp", "127.0.0.1", core_port),
+                network_mechanisms=policy.network_mechanisms,
+            ),
+            handler,
+            reactor=reactor,
+        )
+        service.listen()
+        stops.append(service.stop)
+
+        watch = _AgwWatch()
+        gateway = AccessGateway(
+            "127.0.0.1",
+            "127.0.0.1",
+            ids["agw"],
+            reactor=reactor,
+            keylog=workdir / "keys.log",
+            observer=watch,
+        )
+        stops.append(gateway.close)
+        if os.environ.get(BREAK_ENV) == "agw-fingerprint":
+            wrong = ids["impostor"]
+            gateway.fingerprint = lambda hash_func=None: wrong.fingerprint(  # type: ignore[method-assign]
+                hash_func or "sha-256"
+            )
+        agw_handler = GatewayIqHandler(gateway)
+        agent = IqAgent(
+            agw_handler, "127.0.0.1", iq_port.getHost().port, mid="agw1", reactor=reactor
+        )
+        agw_handler.attach(agent)
+        agent.start()
+        stops.append(agent.stop)
+        await agent.when_registered().addTimeout(5, reactor)
+        result.check("AGW registered over Iq", bool(controller.gateways_in_service()))
+
+        gm = service.config.gm
+        alice = UeSim(reactor, "alice", ids["alice"], gm, domain=DOMAIN, keylog=keylog)
+        bob = UeSim(reactor, "bob", ids["bob"], gm, domain=DOMAIN, keylog=keylog)
+        for u in (alice, bob):
+            await u.start()
+            stops.append(u.stop)
+            reg = await u.register()
+            result.check(
+                f"{u.user} registered with msrp-tls and bfcp-tls",
+                reg.status == 200
+                and u.ua is not None
+                and {"msrp-tls", "bfcp-tls"} <= u.ua.network_mechanisms,
+                f"{reg.status}",
+            )
+
+        # 3. (while call 1 is being set up) the impostor, at the AGW access port of alice's
+        # MSRP stream, reserved and waiting for alice
+        async def impostor_first(call: Any) -> None:
+            target = call.streams["msrp"].action
+            impostor = media.msrp_endpoint(
+                reactor,
+                local_uri="msrps://127.0.0.1:9/impostor;tcp",
+                tls=media.UeTls(ids["impostor"], target.pinned),
+            )
+            stops.append(impostor.stop)
+            received = 0
+            try:
+                conn = await impostor.connect(target.host or "127.0.0.1", target.port, timeout=5)
+                await conn.when_closed().addTimeout(5, reactor)
+                received = conn.bytes_received
+            except Exception as exc:
+                log.info("impostor: connection ended ({error})", error=str(exc))
+            await _wait(reactor, lambda: bool(watch.of("TlsFailure")))
+            failures = watch.of("TlsFailure")
+            result.impostor_refused = bool(failures) and received == 0
+            result.check(
+                "impostor refused by the AGW (another certificate than alice's SDP fingerprint)",
+                result.impostor_refused,
+                ", ".join(f"{f.cause} from {f.peer}" for f in failures) or "no refusal event",
+            )
+
+        # 1. alice -> bob through the same P-CSCF
+        incoming = bob.next_call()
+        call1 = await alice.call(f"sip:bob@{DOMAIN}", before_media=impostor_first)
+        answered = await incoming.addTimeout(10, reactor)
+        await call1.msrp.send_message(b"Hello Bob, this travels over e2ae TLS.")
+        got = await answered.msrp.wait_messages(1).addTimeout(5, reactor)
+        await answered.msrp.send_message(b"Hi Alice, and back.")
+        back = await call1.msrp.wait_messages(1).addTimeout(5, reactor)
+        grant = await call1.bfcp.request_floor(1).addTimeout(5, reactor)
+        result.check(
+            "call 1: MSRP both ways (alice got in after the impostor was refused)",
+            got[0].body.startswith(b"Hello Bob") and back[0].body.startswith(b"Hi Alice"),
+        )
+        result.check("call 1: BFCP floor granted", grant.floor_ids == (1,))
+
+        protos1 = next((r.protos for r in core.routed if r.call_id == call1.call_id), ())
+        result.calls.append(
+            _call_summary(result, "call 1", alice, call1, protos1, gateway, watch, answered)
+        )
+        bye = await alice.hangup(call1)
+        result.check("call 1: BYE answered 200", bye.status == 200, str(bye.status))
+        await answered.when_ended().addTimeout(5, reactor)
+
+        # 2. alice -> the plain core peer
+        call2 = await alice.call(core.peer_uri)
+        await call2.msrp.send_message(b"Hello plain core.")
+        echo = await call2.msrp.wait_messages(1).addTimeout(5, reactor)
+        grant2 = await call2.bfcp.request_floor(1).addTimeout(5, reactor)
+        peer = core.peer_calls.get(call2.call_id)
+        result.check(
+            "call 2: the core peer got the message and echoed it",
+            peer is not None
+            and [m.body for m in peer.messages] == [b"Hello plain core."]
+            and echo[0].body == b"echo: Hello plain core.",
+        )
+        result.check("call 2: BFCP floor granted by the core", grant2.floor_ids == (1,))
+        summary2 = _call_summary(
+            result, "call 2", alice, call2, peer.protos if peer else (), gateway, watch, None
+        )
+        if peer is not None and peer.msrp is not None:
+            msrp_stream = summary2["streams"][0]
+            result.check(
+                "call 2: bytes the AGW relayed = bytes the core peer counted",
+                msrp_stream["bytes_to_core"] == peer.msrp.bytes_received
+                and msrp_stream["bytes_to_ue"] == peer.msrp.bytes_sent,
+                f"{msrp_stream['bytes_to_core']}/{peer.msrp.bytes_received}",
+            )
+        result.calls.append(summary2)
+        bye2 = await alice.hangup(call2)
+        result.check("call 2: BYE answered 200", bye2.status == 200, str(bye2.status))
+        await _wait(reactor, lambda: len(watch.of("Closed")) >= 6)
+        result.check(
+            "every AGW termination released after the BYEs",
+            not gateway.terminations,
+            ", ".join(gateway.terminations),
+        )
+    finally:
+        for stop in reversed(stops):
+            try:
+                await defer.maybeDeferred(stop)
+            except Exception:  # noqa: S110 - best effort at shutdown
+                pass
+
+
+def _call_summary(
+    result: DemoResult,
+    name: str,
+    ue: Any,
+    call: Any,
+    core_protos: tuple[str, ...],
+    gateway: Any,
+    watch: _AgwWatch,
+    far_end: Any,
+) -> dict[str, Any]:
+    """The JSON of one call; checks every stream on the way."""
+    established = watch.of("TlsEstablished")
+    streams: list[dict[str, Any]] = []
+    for index, leg in enumerate(call.streams.values()):
+        peer = f"127.0.0.1:{leg.local_port}"
+        mine = [e for e in established if e.peer == peer]
+        stats = gateway.stats(mine[-1].termination) if mine else None
+        agw_fp = gateway.identity.fingerprint("sha-256").value
+        ue_fp = ue.fingerprint.value
+        ue_side = leg.verified_fingerprint == agw_fp
+        agw_side = bool(mine) and mine[-1].fingerprint.value == ue_fp
+        conn = leg.connection
+        stream = {
+            "media": leg.action.media,
+            "proto_ue": leg.proto,
+            "proto_core": core_protos[index] if index < len(core_protos) else None,
+            "fingerprint_verified": ue_side and agw_side,
+            "bytes_to_core": stats.bytes_to_core if stats else 0,
+            "bytes_to_ue": stats.bytes_to_ue if stats else 0,
+            "ue_fingerprint": ue_fp,
+            "agw_fingerprint": leg.verified_fingerprint,
+            "agw_termination": mine[-1].termination if mine else None,
+        }
+        streams.append(stream)
+        label = f"{name} {leg.kind}"
+        result.check(f"{label}: UE leg is TLS", str(stream["proto_ue"]).startswith("TCP/TLS/"))
+        result.check(
+            f"{label}: core leg is plain TCP",
+            stream["proto_core"] in ("TCP/MSRP", "TCP/BFCP"),
+            str(stream["proto_core"]),
+        )
+        result.check(
+            f"{label}: fingerprints verified (UE checked the AGW, the AGW checked the UE)",
+            stream["fingerprint_verified"],
+        )
+        result.check(
+            f"{label}: AGW relayed what the UE sent and received",
+            stats is not None
+            and stats.bytes_to_core == conn.bytes_sent > 0
+            and stats.bytes_to_ue == conn.bytes_received > 0,
+            f"to core {stream['bytes_to_core']} (UE sent {conn.bytes_sent}), "
+            f"to UE {stream['bytes_to_ue']} (UE received {conn.bytes_received})",
+        )
+        if far_end is not None:
+            other = far_end.streams[leg.kind].connection
+            result.check(
+                f"{label}: what reached the core side reached the far UE",
+                stats is not None and other.bytes_received == stats.bytes_to_core,
+                f"{other.bytes_received}",
+            )
+    return {
+        "name": name,
+        "from": ue.aor,
+        "to": str(call.dialog.remote_uri),
+        "call_id": call.call_id,
+        "streams": streams,
+    }
+
+
+def _table(result: DemoResult, out: IO[str]) -> None:
+    print("\nSummary", file=out)
+    header = f"{'call':<8} {'stream':<12} {'UE leg':<14} {'core leg':<10} {'verified':<9} "
+    header += f"{'to core':>8} {'to UE':>8}"
+    print(header, file=out)
+    for call in result.calls:
+        for s in call["streams"]:
+            print(
+                f"{call['name']:<8} {s['media']:<12} {s['proto_ue']:<14} "
+                f"{s['proto_core'] or '-':<10} {'yes' if s['fingerprint_verified'] else 'NO':<9} "
+                f"{s['bytes_to_core']:>8} {s['bytes_to_ue']:>8}",
+                file=out,
+            )
+    print(f"impostor refused: {'yes' if result.impostor_refused else 'NO'}", file=out)
+    print("\nChecks", file=out)
+    for c in result.checks:
+        print(
+            f"  [{'ok' if c.ok else 'FAIL'}] {c.name}" + (f" ({c.detail})" if c.detail else ""),
+            file=out,
+        )
+    if result.error:
+        print(f"  [FAIL] {result.error}", file=out)
+    print(f"\n{'ALL GOOD' if result.ok else 'DEMO FAILED'}", file=out)
+
+
+def main(as_json: bool, timeout: float = 30.0) -> int:
+    """Run the demo in this process (the ``e2ae demo`` command); exit code 0 only if ok."""
+    from twisted.internet import reactor, task
+
+    recorder = FlowRecorder(echo=None if as_json else sys.stdout)
+    globalLogPublisher.addObserver(recorder)
+    result = DemoResult()
+
+    async def body(r: Any) -> None:
+        with tempfile.TemporaryDirectory(prefix="e2ae-demo-") as tmp:
+            try:
+                d = defer.Deferred.fromCoroutine(run_demo(r, Path(tmp), result))
+                await d.addTimeout(timeout, r)
+            except Exception as exc:
+                while isinstance(exc, defer.FirstError):
+                    exc = exc.subFailure.value  # type: ignore[assignment]
+                result.error = f"{type(exc).__name__}: {exc}"
+
+    if not as_json:
+        print("e2ae demo: P-CSCF + AGW (Iq) + core stub + UEs alice and bob on 127.0.0.1\n")
+    try:
+        task.react(lambda r: defer.Deferred.fromCoroutine(body(r)))
+    except SystemExit:
+        pass
+    globalLogPublisher.removeObserver(recorder)
+    del reactor
+    if as_json:
+        print(json.dumps(result.as_json(), indent=2))
+    else:
+        _table(result, sys.stdout)
+    return 0 if result.ok else 1

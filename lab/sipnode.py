@@ -1,0 +1,180 @@
+"""SIP over UDP or TCP for the lab's user agents and core stub (Twisted edge).
+
+A :class:`SipNode` owns one UDP socket (every node) and, for a UE over TCP, one outbound
+connection to its proxy (RFC 5626 style: requests for the UE come back on it). Received bytes go
+through the P-CSCF's SIP parser (:mod:`pcscf.sip.message`); malformed input is logged and
+dropped. Each message is logged as one event (``{direction}`` ``{summary}``) so that a call flow
+can be printed from the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from twisted.internet import defer
+from twisted.internet.protocol import ClientFactory, DatagramProtocol, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from pcscf.sip.message import Message, MessageError, Request, StreamParser, parse_datagram
+
+Transport = Literal["udp", "tcp"]
+Address = tuple[str, int]
+Handler = Callable[[Message, Address, Transport], None]
+
+log = Logger(namespace="lab.sip")
+
+
+def summary(message: Message) -> str:
+    """``INVITE sip:bob@lab`` or ``200 OK (INVITE)``, plus the SDP protos when a body is there."""
+    if isinstance(message, Request):
+        head = f"{message.method} {message.uri}"
+    else:
+        head = f"{message.status} {message.reason} ({message.cseq[1]})"
+    if message.body and message.content_type.lower().startswith("application/sdp"):
+        protos = [
+            line.split()[2]
+            for line in message.body.decode("utf-8", "replace").splitlines()
+            if line.startswith("m=") and len(line.split()) > 2
+        ]
+        head += f" [SDP {', '.join(protos)}]"
+    return head
+
+
+class _Udp(DatagramProtocol):
+    noisy = False
+
+    def __init__(self, node: SipNode) -> None:
+        self.node = node
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        if not datagram.strip(b"\r\n\x00"):
+            return
+        try:
+            message = parse_datagram(datagram)
+        except MessageError as exc:
+            log.warn(
+                "{node}: malformed SIP from {peer} dropped: {error}",
+                node=self.node.name,
+                peer=f"{addr[0]}:{addr[1]}",
+                error=str(exc),
+            )
+            return
+        self.node.received(message, (addr[0], addr[1]), "udp")
+
+
+class _Stream(Protocol):
+    def __init__(self, node: SipNode, ready: defer.Deferred[None]) -> None:
+        self.node = node
+        self.parser = StreamParser()
+        self.ready = ready
+
+    def connectionMade(self) -> None:
+        self.node.stream = self
+        self.ready.callback(None)
+
+    def dataReceived(self, data: bytes) -> None:
+        peer = self.transport.getPeer()  # type: ignore[union-attr]
+        for item in self.parser.feed(data):
+            if isinstance(item, MessageError):
+                log.warn(
+                    "{node}: malformed SIP over TCP dropped: {error}",
+                    node=self.node.name,
+                    error=str(item),
+                )
+                continue
+            self.node.received(item, (peer.host, peer.port), "tcp")
+        if self.parser.broken:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.node.stream is self:
+            self.node.stream = None
+
+
+class SipNode:
+    """Sends and receives SIP messages; hands each received one to ``handler``."""
+
+    def __init__(self, reactor: Any, name: str, host: str = "127.0.0.1") -> None:
+        self.reactor = reactor
+        self.name = name
+        self.host = host
+        self.handler: Handler | None = None
+        self.port = 0
+        self.stream: _Stream | None = None
+        self._udp: Any = None
+
+    def listen_udp(self, port: int = 0) -> int:
+        self._udp = self.reactor.listenUDP(port, _Udp(self), interface=self.host)
+        self.port = int(self._udp.getHost().port)
+        return self.port
+
+    def connect_tcp(self, host: str, port: int) -> defer.Deferred[None]:
+        """One connection to the proxy; every send goes on it from now on."""
+        ready: defer.Deferred[None] = defer.Deferred()
+        node = self
+
+        class _Factory(ClientFactory):
+            noisy = False
+
+            def buildProtocol(self, addr: Any) -> _Stream:
+                return _Stream(node, ready)
+
+            def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+                ready.errback(reason)
+
+        connector = self.reactor.connectTCP(host, port, _Factory(), timeout=5)
+        ready.addCallback(lambda _: self._bound_tcp(connector))
+        return ready
+
+    def _bound_tcp(self, connector: Any) -> None:
+        assert self.stream is not None and self.stream.transport is not None
+        self.port = int(self.stream.transport.getHost().port)
+
+    @property
+    def transport(self) -> Transport:
+        return "tcp" if self.stream is not None else "udp"
+
+    def received(self, message: Message, addr: Address, transport: Transport) -> None:
+        log.info(
+            "{node} <- {summary}",
+            node=self.name,
+            summary=summary(message),
+            direction="in",
+            call_id=message.get("Call-ID"),
+            peer=f"{addr[0]}:{addr[1]}",
+        )
+        if self.handler is not None:
+            try:
+                self.handler(message, addr, transport)
+            except Exception:
+                log.failure(
+                    "{node}: failed on a message from {peer}",
+                    node=self.name,
+                    peer=f"{addr[0]}:{addr[1]}",
+                )
+
+    def send(self, message: Message, addr: Address) -> None:
+        log.info(
+            "{node} -> {summary}",
+            node=self.name,
+            summary=summary(message),
+            direction="out",
+            call_id=message.get("Call-ID"),
+            peer=f"{addr[0]}:{addr[1]}",
+        )
+        data = message.serialise()
+        if self.stream is not None and self.stream.transport is not None:
+            self.stream.transport.write(data)
+        elif self._udp is not None:
+            self._udp.write(data, addr)
+
+    def stop(self) -> defer.Deferred[Any]:
+        waits: list[defer.Deferred[Any]] = []
+        if self.stream is not None and self.stream.transport is not None:
+            self.stream.transport.loseConnection()
+        if self._udp is not None:
+            waits.append(defer.maybeDeferred(self._udp.stopListening))
+            self._udp = None
+        return defer.gatherResults(waits, consumeErrors=True)

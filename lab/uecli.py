@@ -1,0 +1,249 @@
+"""``e2ae ue`` and ``e2ae core``: a UE or the core stub as a process (Twisted edge).
+
+``e2ae ue`` registers, then either places a call (``--call URI``: MSRP messages, a BFCP floor
+request, BYE) or answers calls (``--answer N``), and prints one JSON object per call at the
+end with ``--json``. The first line on standard output is always ``ue USER registered AOR``
+(or the failure), so a script can wait for it before calling this UE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import certs
+from certs.tls import KeyLogWriter
+
+
+def _hostport(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def add_ue_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "ue",
+        help="run a UE: register, call or answer with MSRP and BFCP over TLS, hang up",
+        description="A UE simulator against any P-CSCF (Gm address).",
+    )
+    p.add_argument("--pcscf", type=_hostport, required=True, metavar="HOST:PORT", help="Gm")
+    p.add_argument("--user", required=True, help="user part of the AOR (sip:USER@DOMAIN)")
+    p.add_argument("--domain", default="lab.example")
+    p.add_argument("--host", default="127.0.0.1", help="our address (SIP and media)")
+    p.add_argument("--transport", choices=("udp", "tcp"), default="udp")
+    p.add_argument("--call", metavar="URI", help="call this URI")
+    p.add_argument(
+        "--answer", type=int, default=0, metavar="N", help="answer N calls (-1: for ever)"
+    )
+    p.add_argument("--message", action="append", default=[], help="MSRP message to send")
+    p.add_argument(
+        "--wait-messages",
+        type=int,
+        default=0,
+        metavar="N",
+        help="wait for N MSRP messages from the far end",
+    )
+    p.add_argument("--floor", action="store_true", help="request BFCP floor 1 (caller)")
+    p.add_argument(
+        "--hold",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="stay in the call this long before hanging up",
+    )
+    p.add_argument("--plain", action="store_true", help="offer TCP/MSRP and TCP/BFCP (no TLS)")
+    p.add_argument(
+        "--present",
+        choices=("own", "other", "none"),
+        default="own",
+        help="certificate to present: ours, another one, none (misbehaviour)",
+    )
+    p.add_argument(
+        "--no-mechanisms",
+        action="store_true",
+        help="register without Security-Client mediasec (misbehaviour)",
+    )
+    p.add_argument(
+        "--cert",
+        metavar="PREFIX",
+        type=Path,
+        help="PREFIX.crt/PREFIX.key (default: a fresh certificate)",
+    )
+    p.add_argument("--keylog", metavar="FILE", type=Path, help="NSS key log of our TLS")
+    p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--json", action="store_true", help="print a JSON object per call")
+    p.add_argument("--log-level", choices=("debug", "info", "warn", "error"), default="warn")
+    p.set_defaults(func=_ue)
+
+
+def add_core_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "core",
+        help="run the core stub: registrar, S-CSCF routing by Path, plain MSRP/BFCP peer",
+    )
+    p.add_argument(
+        "--sip",
+        type=_hostport,
+        default=("127.0.0.1", 0),
+        metavar="HOST:PORT",
+        help="SIP (UDP) address, the P-CSCF's next hop",
+    )
+    p.add_argument("--domain", default="lab.example")
+    p.add_argument("--peer-user", default="peer", help="sip:USER@DOMAIN reaches the core peer")
+    p.add_argument("--echo", action="store_true", help="the MSRP peer echoes every message")
+    p.add_argument("--log-level", choices=("debug", "info", "warn", "error"), default="info")
+    p.set_defaults(func=_core)
+
+
+def _identity(args: argparse.Namespace) -> certs.CertAndKey:
+    if args.cert is not None:
+        from accessgw.config import load_identity
+
+        return load_identity(Path(f"{args.cert}.crt"), Path(f"{args.cert}.key"))
+    return certs.generate(args.user, now=datetime.datetime.now(datetime.UTC))
+
+
+def _leg_json(leg: Any) -> dict[str, Any]:
+    conn = leg.connection
+    return {
+        "media": leg.action.media,
+        "proto": leg.proto,
+        "fingerprint_verified": leg.verified_fingerprint is not None,
+        "peer_fingerprint": leg.verified_fingerprint,
+        "bytes_sent": 0 if conn is None else conn.bytes_sent,
+        "bytes_received": 0 if conn is None else conn.bytes_received,
+    }
+
+
+async def _exchange(reactor: Any, args: argparse.Namespace, call: Any, out: dict[str, Any]) -> None:
+    from twisted.internet import defer
+
+    if "msrp" in call.streams:
+        for text in args.message:
+            await call.msrp.send_message(text.encode()).addTimeout(args.timeout, reactor)
+        if args.wait_messages:
+            got = await call.msrp.wait_messages(args.wait_messages).addTimeout(
+                args.timeout, reactor
+            )
+            out["messages_received"] = [m.body.decode("utf-8", "replace") for m in got]
+    if args.floor and "bfcp" in call.streams and call.outgoing:
+        grant = await call.bfcp.request_floor(1).addTimeout(args.timeout, reactor)
+        out["floor_granted"] = list(grant.floor_ids)
+    if args.hold:
+        d: defer.Deferred[None] = defer.Deferred()
+        reactor.callLater(args.hold, d.callback, None)
+        await d
+
+
+def _emit(args: argparse.Namespace, out: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(out), flush=True)
+        return
+    fields = ", ".join(f"{k}={v}" for k, v in out.items() if k != "streams")
+    print(f"call: {fields}", flush=True)
+    for stream in out.get("streams", []):
+        print(
+            f"  {stream['media']} {stream['proto']} verified={stream['fingerprint_verified']} "
+            f"sent={stream['bytes_sent']} received={stream['bytes_received']}",
+            flush=True,
+        )
+
+
+def _ue(args: argparse.Namespace) -> int:
+    from twisted.internet import defer, task
+
+    from lab.logsetup import start_logging
+    from lab.uesim import UeSim
+
+    start_logging(level=args.log_level)
+    keylog = KeyLogWriter(args.keylog) if args.keylog else None
+    status = {"code": 0}
+
+    async def body(reactor: Any) -> None:
+        sim = UeSim(
+            reactor,
+            args.user,
+            _identity(args),
+            args.pcscf,
+            transport=args.transport,
+            domain=args.domain,
+            host=args.host,
+            present=args.present,
+            mechanisms=() if args.no_mechanisms else ("msrp-tls", "bfcp-tls"),
+            e2ae=not args.plain,
+            keylog=keylog,
+            media_timeout=args.timeout,
+        )
+        await sim.start()
+        try:
+            reg = await sim.register()
+            print(
+                f"ue {args.user} {'registered' if sim.registered else 'not registered'} "
+                f"{sim.aor} ({reg.status})",
+                flush=True,
+            )
+            if not sim.registered:
+                status["code"] = 1
+                return
+            if args.call:
+                out: dict[str, Any] = {"to": args.call}
+                try:
+                    call = await sim.call(args.call)
+                    out["call_id"] = call.call_id
+                    out["streams"] = [_leg_json(leg) for leg in call.streams.values()]
+                    await _exchange(reactor, args, call, out)
+                    out["streams"] = [_leg_json(leg) for leg in call.streams.values()]
+                    bye = await sim.hangup(call)
+                    out["bye"] = bye.status
+                except Exception as exc:
+                    while isinstance(exc, defer.FirstError):
+                        exc = exc.subFailure.value
+                    out["error"] = f"{type(exc).__name__}: {exc}"
+                    status["code"] = 1
+                _emit(args, out)
+            answered = 0
+            while args.answer < 0 or answered < args.answer:
+                answered += 1
+                call = await sim.next_call()
+                out = {"from": call.dialog.remote_uri, "call_id": call.call_id}
+                await _exchange(reactor, args, call, out)
+                await call.when_ended()
+                out["streams"] = [_leg_json(leg) for leg in call.streams.values()]
+                out["ended"] = call.end_reason
+                _emit(args, out)
+        finally:
+            await sim.stop()
+
+    try:
+        task.react(lambda r: defer.Deferred.fromCoroutine(body(r)))
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            status["code"] = 1
+    return status["code"]
+
+
+def _core(args: argparse.Namespace) -> int:
+    from twisted.internet import reactor
+
+    from lab.core import CoreStub
+    from lab.logsetup import start_logging
+
+    start_logging(level=args.log_level)
+    core = CoreStub(
+        reactor, host=args.sip[0], domain=args.domain, peer_user=args.peer_user, echo=args.echo
+    )
+    try:
+        port = core.listen(args.sip[1])
+    except Exception as exc:
+        print(f"e2ae core: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    print(f"core sip={args.sip[0]}:{port} peer={core.peer_uri}", flush=True)
+    reactor.addSystemEventTrigger("before", "shutdown", core.stop)  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    return 0

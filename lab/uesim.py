@@ -1,0 +1,485 @@
+"""The UE simulator's Twisted edge: :class:`UeSim` runs the pure SIP user agent and SDP of
+:mod:`lab.ue` over UDP or TCP and opens the media with :mod:`lab.media`.
+
+It registers through the P-CSCF (``Security-Client: msrp-tls;mediasec, bfcp-tls;mediasec``),
+places calls (:meth:`UeSim.call`) and answers them (:meth:`UeSim.next_call`) with an MSRP and a
+BFCP stream marked ``a=3ge2ae:requested`` with its certificate's fingerprint, follows the SDP it
+gets back (address, ``a=setup`` role, the AGW's fingerprint) and hangs up (:meth:`UeSim.hangup`).
+The TLS peer must present the certificate of the SDP fingerprint (mutual verification: the UE
+refuses a wrong AGW too).
+
+Misbehaviour on purpose: ``present="other"`` (another certificate than the one in its SDP),
+``present="none"`` (no certificate), ``mechanisms=()`` (asks for e2ae per stream without having
+registered it).
+
+As a lab UA: the P-CSCF is the outbound proxy of every request, dialogs follow the Record-Route
+set, no retransmissions over UDP (loopback). The media of a call is opened after the answer
+(caller) or after the ACK (callee: the P-CSCF has given the AGW its fingerprint by then).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import attrs
+from twisted.internet import defer
+from twisted.logger import Logger
+
+import certs
+from certs.tls import KeyLogWriter
+from lab import media, msrp, ue
+from lab.sipnode import Address, SipNode, Transport
+from pcscf.sip.message import Message, Request, Response, make_request
+
+log = Logger(namespace="lab.ue")
+
+#: Port an active endpoint puts in its m= line (RFC 4145 section 4: it does not listen there).
+DISCARD_PORT = 9
+#: BFCP identities of a UE that is the floor control server of a call it answers.
+FLOOR_CONFERENCE = 1
+FLOOR_USER = 2
+FLOOR_ID = 1
+
+
+class CallFailed(ue.UeError):
+    """The call was refused (final response >= 300) or its media could not be set up."""
+
+    def __init__(self, reason: str, *, status: int | None = None, call_id: str = "") -> None:
+        super().__init__(f"call {call_id}: {reason}" if call_id else reason)
+        self.status = status
+        self.call_id = call_id
+
+
+@attrs.define
+class StreamLeg:
+    """One MSRP or BFCP stream of a call, on the UE."""
+
+    kind: str  # msrp | bfcp
+    action: ue.MediaAction
+    endpoint: media.MediaEndpoint[Any]
+    proto: str
+    connection: Any = None
+
+    @property
+    def verified_fingerprint(self) -> str | None:
+        """The SDP fingerprint the peer's certificate matched (TLS only)."""
+        conn = self.connection
+        if conn is None or conn.peer_fingerprint is None:
+            return None
+        value: str = conn.peer_fingerprint.value
+        return value
+
+    @property
+    def local_port(self) -> int | None:
+        conn = self.connection
+        if conn is None or conn.transport is None:
+            return None
+        return int(conn.transport.getHost().port)
+
+
+@attrs.define
+class Call:
+    """A call on the UE: its dialog (:class:`lab.ue.Dialog`) and media."""
+
+    dialog: ue.Dialog
+    outgoing: bool
+    offer: bytes = b""
+    answer: bytes = b""
+    streams: dict[str, StreamLeg] = attrs.field(factory=dict)
+    ended: bool = False
+    end_reason: str = ""
+    _closed: list[defer.Deferred[None]] = attrs.field(factory=list)
+
+    @property
+    def call_id(self) -> str:
+        return self.dialog.call_id
+
+    @property
+    def msrp(self) -> media.MsrpConnection:
+        conn: media.MsrpConnection = self.streams["msrp"].connection
+        return conn
+
+    @property
+    def bfcp(self) -> Any:
+        return self.streams["bfcp"].connection
+
+    def when_ended(self) -> defer.Deferred[None]:
+        if self.ended:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._closed.append(d)
+        return d
+
+
+def _kind(media_name: str) -> str:
+    return "msrp" if media_name == "message" else "bfcp"
+
+
+class UeSim:
+    """A UE: the SIP user agent of :mod:`lab.ue` on a socket, and its media endpoints."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        user: str,
+        identity: certs.CertAndKey,
+        proxy: Address,
+        *,
+        transport: Transport = "udp",
+        domain: str = "lab.example",
+        host: str = "127.0.0.1",
+        present: media.Present = "own",
+        mechanisms: Sequence[str] = ue.MEDIA_MECHANISMS,
+        e2ae: bool = True,
+        bfcp: bool = True,
+        keylog: KeyLogWriter | None = None,
+        media_timeout: float = 10.0,
+    ) -> None:
+        self.reactor = reactor
+        self.user = user
+        self.identity = identity
+        self.proxy = proxy
+        self.transport = transport
+        self.domain = domain
+        self.host = host
+        self.present = present
+        self.mechanisms = tuple(mechanisms)
+        self.e2ae = e2ae
+        self.bfcp = bfcp
+        self.keylog = keylog
+        self.media_timeout = media_timeout
+        self.fingerprint = identity.fingerprint("sha-256")
+        self.node = SipNode(reactor, f"UE {user}", host)
+        self.node.handler = self._received
+        self.ua: ue.UserAgent | None = None
+        self.calls: dict[str, Call] = {}
+        self.registered = False
+        self._pending: dict[str, defer.Deferred[Response]] = {}
+        self._incoming: list[Call] = []
+        self._incoming_waiters: list[defer.Deferred[Call]] = []
+
+    @property
+    def aor(self) -> str:
+        return f"sip:{self.user}@{self.domain}"
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.transport == "tcp":
+            await self.node.connect_tcp(*self.proxy)
+        else:
+            self.node.listen_udp(0)
+        self.ua = ue.UserAgent(
+            self.aor,
+            self.host,
+            self.node.port,
+            self.proxy,
+            transport=self.transport,
+            mechanisms=self.mechanisms,
+        )
+
+    def stop(self) -> defer.Deferred[Any]:
+        waits = [self.node.stop()]
+        for call in self.calls.values():
+            waits.extend(leg.endpoint.stop() for leg in call.streams.values())
+        return defer.gatherResults(waits, consumeErrors=True)
+
+    def _agent(self) -> ue.UserAgent:
+        if self.ua is None:
+            raise ue.LocalUeError("UE not started")
+        return self.ua
+
+    # -- client transactions ----------------------------------------------------------------
+
+    def _request(self, request: Request) -> defer.Deferred[Response]:
+        d: defer.Deferred[Response] = defer.Deferred()
+        self._pending[request.top_via.branch] = d
+        self.node.send(request, self.proxy)
+        return d.addTimeout(32, self.reactor)
+
+    async def register(self, expires: int = 600) -> Response:
+        """REGISTER through the P-CSCF; returns the final response."""
+        agent = self._agent()
+        response = await self._request(agent.register(expires=expires))
+        self.registered = agent.registered(response) and expires > 0
+        log.info(
+            "UE {ue}: registered {aor} ({status}); network media security: {mechanisms}",
+            ue=self.user,
+            aor=self.aor,
+            status=response.status,
+            mechanisms=", ".join(sorted(agent.network_mechanisms)) or "none",
+        )
+        return response
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def _plan(
+        self, msrp_port: int, bfcp_port: int | None, setup: ue.Setup, **kw: Any
+    ) -> ue.MediaPlan:
+        return ue.MediaPlan(
+            self.host,
+            self.fingerprint,
+            msrp_port,
+            msrp_session=ue.new_token(),
+            bfcp_port=bfcp_port,
+            setup=setup,
+            e2ae=self.e2ae,
+            tls=self.e2ae,
+            **kw,
+        )
+
+    async def call(
+        self, target: str, *, before_media: Callable[[Call], Awaitable[None]] | None = None
+    ) -> Call:
+        """INVITE ``target``; once answered, ACK and open the media as the answer says.
+        Returns the call with verified media connections; raises :class:`CallFailed`.
+        ``before_media`` runs between the answer and the media (the demo's impostor)."""
+        agent = self._agent()
+        plan = self._plan(DISCARD_PORT, DISCARD_PORT if self.bfcp else None, "active")
+        offer = ue.build_sdp(plan, username=self.user)
+        invite, dialog = agent.invite(target, offer)
+        call = Call(dialog, outgoing=True, offer=offer)
+        self.calls[dialog.call_id] = call
+        response = await self._request(invite)
+        agent.invite_answered(response)
+        if response.status >= 300:
+            self.calls.pop(dialog.call_id, None)
+            warning = response.get("Warning")
+            raise CallFailed(
+                f"{response.status} {response.reason}" + (f" ({warning})" if warning else ""),
+                status=response.status,
+                call_id=dialog.call_id,
+            )
+        call.answer = response.body
+        self.node.send(agent.ack(dialog), self.proxy)
+        try:
+            actions = ue.media_actions(response.body, from_offerer=False, own=plan)
+        except ue.UeError as exc:
+            raise CallFailed(str(exc), call_id=dialog.call_id) from None
+        if len(actions) < (2 if self.bfcp else 1):
+            raise CallFailed("a stream was rejected in the answer", call_id=dialog.call_id)
+        protos = {s.media: s.proto for s in ue.streams_of(response.body, from_offerer=False)}
+        for action in actions:
+            leg = self._leg(call, action, plan, server=False, proto=protos[action.media])
+            call.streams[leg.kind] = leg
+        if before_media is not None:
+            await before_media(call)
+        await self._open_media(call)
+        return call
+
+    def next_call(self) -> defer.Deferred[Call]:
+        """The next incoming call, once answered, ACKed and its media connected."""
+        if self._incoming:
+            return defer.succeed(self._incoming.pop(0))
+        d: defer.Deferred[Call] = defer.Deferred()
+        self._incoming_waiters.append(d)
+        return d
+
+    def _incoming_invite(self, request: Request, addr: Address) -> None:
+        agent = self._agent()
+        try:
+            offered = ue.streams_of(request.body, from_offerer=True)
+            kinds = {_kind(s.media): s for s in offered if s.port}
+            # listen first where we are passive, so that the answer carries real ports
+            endpoints: dict[str, media.MediaEndpoint[Any]] = {}
+            ports: dict[str, int] = {}
+            server = True  # the callee is the floor control server of the call
+            for kind, stream in kinds.items():
+                tls = self._tls(stream.fingerprints) if stream.tls else None
+                endpoints[kind] = self._endpoint(kind, tls, request.call_id, server=server)
+                if stream.our_role == "passive":
+                    ports[kind] = endpoints[kind].listen(0, self.host)
+                else:
+                    ports[kind] = DISCARD_PORT
+            msrp_stream = kinds.get("msrp")
+            plan = ue.MediaPlan(
+                self.host,
+                self.fingerprint,
+                ports.get("msrp", 0),
+                msrp_session=ue.new_token(),
+                bfcp_port=ports.get("bfcp"),
+                setup=msrp_stream.our_role if msrp_stream else "active",
+                bfcp_setup=kinds["bfcp"].our_role if "bfcp" in kinds else None,
+                e2ae=False,
+                tls=bool(msrp_stream and msrp_stream.tls),
+                conference_id=FLOOR_CONFERENCE,
+                user_id=FLOOR_USER,
+                floor_id=FLOOR_ID,
+                floorctrl="s-only",
+            )
+            answer = ue.build_sdp(plan, username=self.user)
+            actions = ue.media_actions(request.body, from_offerer=True, own=plan)
+        except (ue.UeError, ValueError) as exc:
+            log.warn(
+                "UE {ue}: cannot answer {call_id}: {error}",
+                ue=self.user,
+                call_id=request.call_id,
+                error=str(exc),
+            )
+            response, _ = agent.answer(request, b"", status=488)
+            self.node.send(response, addr)
+            return
+        response, dialog = agent.answer(request, answer)
+        call = Call(dialog, outgoing=False, offer=request.body, answer=answer)
+        for action in actions:
+            kind = _kind(action.media)
+            endpoint = endpoints[kind]
+            if kind == "msrp":
+                self._msrp_session(endpoint, plan.msrp_uri, action.remote_path)
+            call.streams[kind] = StreamLeg(kind, action, endpoint, kinds[kind].proto)
+        self.calls[dialog.call_id] = call
+        self.node.send(response, addr)
+
+    async def _after_ack(self, call: Call) -> None:
+        try:
+            await self._open_media(call)
+        except Exception as exc:
+            log.warn(
+                "UE {ue}: media of {call_id} failed: {error}",
+                ue=self.user,
+                call_id=call.call_id,
+                error=str(exc),
+            )
+            return
+        if self._incoming_waiters:
+            self._incoming_waiters.pop(0).callback(call)
+        else:
+            self._incoming.append(call)
+
+    # -- media ------------------------------------------------------------------------------
+
+    def _tls(self, pinned: Sequence[certs.Fingerprint]) -> media.UeTls:
+        return media.UeTls(self.identity, tuple(pinned), present=self.present, keylog=self.keylog)
+
+    def _msrp_session(
+        self, endpoint: media.MediaEndpoint[Any], local_uri: str, remote_path: Sequence[str]
+    ) -> None:
+        def make() -> media.MsrpConnection:
+            return media.MsrpConnection(msrp.MsrpSession(local_uri, tuple(remote_path)))
+
+        endpoint.make_connection = make
+
+    def _endpoint(
+        self,
+        kind: str,
+        tls: media.UeTls | None,
+        call_id: str,
+        *,
+        server: bool,
+        conference_id: int | None = None,
+        user_id: int | None = None,
+    ) -> media.MediaEndpoint[Any]:
+        if kind == "msrp":
+            return media.msrp_endpoint(self.reactor, local_uri="", tls=tls, call_id=call_id)
+        if server:
+            endpoint, _ = media.bfcp_server_endpoint(
+                self.reactor, conference_id=FLOOR_CONFERENCE, floors=[FLOOR_ID], tls=tls
+            )
+            endpoint.call_id = call_id
+            return endpoint
+        return media.bfcp_client_endpoint(
+            self.reactor,
+            conference_id=conference_id or 1,
+            user_id=user_id or 1,
+            tls=tls,
+            call_id=call_id,
+        )
+
+    def _leg(
+        self, call: Call, action: ue.MediaAction, plan: ue.MediaPlan, *, server: bool, proto: str
+    ) -> StreamLeg:
+        kind = _kind(action.media)
+        tls = self._tls(action.pinned) if action.tls else None
+        endpoint = self._endpoint(
+            kind,
+            tls,
+            call.call_id,
+            server=server,
+            conference_id=action.conference_id,
+            user_id=action.user_id,
+        )
+        if kind == "msrp":
+            self._msrp_session(endpoint, plan.msrp_uri, action.remote_path)
+        return StreamLeg(kind, action, endpoint, proto)
+
+    async def _open_media(self, call: Call) -> None:
+        waits: list[defer.Deferred[Any]] = []
+        for leg in call.streams.values():
+            if leg.action.action == "connect":
+                assert leg.action.host is not None
+                d = leg.endpoint.connect(leg.action.host, leg.action.port)
+            else:
+                d = leg.endpoint.accepted()
+            d.addTimeout(self.media_timeout, self.reactor)
+            waits.append(d.addCallback(self._connected, leg))
+        await defer.gatherResults(waits, consumeErrors=True)
+
+    def _connected(self, conn: Any, leg: StreamLeg) -> Any:
+        leg.connection = conn
+        return conn
+
+    # -- hanging up -------------------------------------------------------------------------
+
+    async def hangup(self, call: Call) -> Response:
+        """BYE; closes the media; returns the final response."""
+        bye = self._agent().bye(call.dialog)
+        self._end(call, "hung up")
+        return await self._request(bye)
+
+    def _end(self, call: Call, reason: str) -> None:
+        if call.ended:
+            return
+        call.ended = True
+        call.end_reason = reason
+        for leg in call.streams.values():
+            leg.endpoint.stop()
+        waiters, call._closed = call._closed, []
+        for d in waiters:
+            d.callback(None)
+
+    # -- input ------------------------------------------------------------------------------
+
+    def _received(self, message: Message, addr: Address, transport: Transport) -> None:
+        if isinstance(message, Response):
+            self._response(message)
+            return
+        agent = self._agent()
+        call = self.calls.get(message.call_id)
+        if message.method == "INVITE" and message.to.tag is None:
+            self._incoming_invite(message, addr)
+        elif message.method == "ACK":
+            if call is not None and not call.outgoing and not call.ended:
+                defer.Deferred.fromCoroutine(self._after_ack(call))
+        elif message.method == "BYE":
+            self.node.send(agent.respond(message), addr)
+            if call is not None:
+                self._end(call, "remote hung up")
+        elif message.method in ("CANCEL", "OPTIONS", "UPDATE", "INVITE"):
+            self.node.send(agent.respond(message, 200), addr)
+        else:
+            self.node.send(agent.respond(message, 501), addr)
+
+    def _response(self, response: Response) -> None:
+        branch = response.top_via.branch
+        if response.status < 200:
+            return
+        d = self._pending.pop(branch, None)
+        if response.cseq[1] == "INVITE" and response.status >= 300:
+            # a non-2xx final response is ACKed in its own transaction (same branch)
+            ack = make_request(
+                "ACK",
+                ue.uri_of(response.get("To") or f"<sip:{self.domain}>"),
+                via=str(response.top_via),
+                from_=response.get("From") or "",
+                to=response.get("To") or "",
+                call_id=response.call_id,
+                cseq=response.cseq[0],
+            )
+            self.node.send(ack, self.proxy)
+        elif response.cseq[1] == "INVITE" and d is None:
+            call = self.calls.get(response.call_id)
+            if call is not None and call.dialog.remote_tag is not None:
+                self.node.send(self._agent().ack(call.dialog), self.proxy)  # 2xx retransmitted
+        if d is not None and not d.called:
+            d.callback(response)

@@ -176,6 +176,9 @@ class StreamSession:
     verified: bool = False
     deadline: float | None = None
     failed_attempts: int = 0
+    #: The AGW's own a=setup roles as reserved (a Configure only sends a role that changes).
+    access_setup: Setup | None = None
+    core_setup: Setup | None = None
 
     @property
     def number(self) -> int:
@@ -358,7 +361,12 @@ class CallTable:
 
     def _reservation(self, s: StreamPlan) -> profile.StreamReservation:
         assert s.access_setup is not None and s.offer_setup is not None
-        core_setup = s.core_setup or _OPPOSITE[s.offer_setup]
+        # Terminating, the core's role is only decided by the UE's answer; an AGW keeps the
+        # role it was reserved with, so for a core offering actpass we reserve the role that
+        # carries the usual UE answer (active, RFC 6135) through to the core.
+        core_setup = s.core_setup or (
+            "active" if s.offer_setup == "actpass" else _OPPOSITE[s.offer_setup]
+        )
         remote = _endpoint(s.remote_address, s.remote_port)
         orig = s.ue_setup is not None
         return profile.StreamReservation(
@@ -417,6 +425,8 @@ class CallTable:
                         r.access.host, r.access.port, r.core.host, r.core.port, r.agw_fingerprint
                     ),
                     fingerprints=plan.fingerprints,
+                    access_setup=r.access_setup,
+                    core_setup=r.core_setup,
                 )
                 notes.append(
                     _note(
@@ -594,6 +604,7 @@ class CallTable:
     ) -> profile.StreamConfiguration:
         establish = update.access_role == "client"
         remote = _endpoint(update.remote_address, update.remote_port)
+        core_setup = update.core_setup if update.core_setup != stream.core_setup else None
         if update.side == "core":
             assert update.core_setup is not None
             return profile.StreamConfiguration(
@@ -603,7 +614,7 @@ class CallTable:
                 stream.core_termination,
                 core_address=remote,
                 core_remote_setup=_OPPOSITE[update.core_setup],
-                core_setup=update.core_setup,
+                core_setup=core_setup,
                 establish_tls=establish,
             )
         ue_setup: Setup | None = None
@@ -611,16 +622,18 @@ class CallTable:
         if update.access_role is not None:
             access_setup = "active" if establish else "passive"
             ue_setup = _OPPOSITE[access_setup]
+            if access_setup == stream.access_setup:
+                access_setup = None
         return profile.StreamConfiguration(
             stream.number,
             stream.media,
             stream.access_termination,
-            stream.core_termination if update.core_setup else "",
+            stream.core_termination if core_setup else "",
             ue_address=remote,
             ue_setup=ue_setup,
             ue_fingerprints=update.fingerprints,
             access_setup=access_setup,
-            core_setup=update.core_setup,
+            core_setup=core_setup,
             establish_tls=establish,
         )
 

@@ -142,8 +142,9 @@ def test_originating_call_reserves_rewrites_configures_and_releases() -> None:
     assert conf.gateway == "<agw1>" and conf.request.context == 7
     first = conf.request.streams[0]
     assert first.core_address == profile.Endpoint("203.0.113.50", 12763)
+    # the AGW's core role (active, as reserved) is unchanged, so it is not sent again
     assert (first.core_setup, first.core_remote_setup, first.establish_tls) == (
-        "active",
+        None,
         "passive",
         False,
     )

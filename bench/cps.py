@@ -15,12 +15,13 @@ terminations the AGW still held at the end (0 unless something leaked). It asser
 The machine may be shared: figures from one run are comparable with each other only.
 
 The AGW process is ``--agw-cmd`` (default: the in-process AccessGateway behind an Iq agent of
-tests/agw_iq.py); ``{iq}`` in it is replaced by the P-CSCF's Iq port. ``--pcscf-arg`` passes more
-arguments to ``e2ae pcscf`` (e.g. ``--policy FILE``). ``--quick`` runs two short low-rate steps
-(a smoke test).
+tests/agw_iq.py, which reports the terminations it still holds); ``{iq}`` in it is replaced by
+the P-CSCF's Iq port. ``--accessgw`` uses the ``e2ae accessgw`` service instead.
+``--pcscf-arg`` passes more arguments to ``e2ae pcscf`` (e.g. ``--policy FILE``). ``--quick``
+runs two short low-rate steps (a smoke test).
 
 Usage: ``python bench/cps.py [--quick] [--start 100] [--step 100] [--max 1500] [--seconds 5]
-[--transport udp|tcp] [--agw-cmd CMD] [--pcscf-arg ARG ...]``
+[--transport udp|tcp] [--agw-cmd CMD | --accessgw] [--pcscf-arg ARG ...]``
 """
 
 from __future__ import annotations
@@ -170,7 +171,9 @@ def start_agw(command: str, iq: int, log_dir: Path | None = None) -> subprocess.
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().decode()
-    if line.strip() != "agw ready":
+    if line.startswith("e2ae accessgw:"):
+        time.sleep(1.0)  # it registers right after printing its line
+    elif line.strip() != "agw ready":
         proc.kill()
         raise SystemExit(f"the AGW did not register: {line!r}")
     return proc
@@ -197,6 +200,11 @@ def main() -> int:
     parser.add_argument("--transport", choices=("udp", "tcp"), default="udp")
     parser.add_argument("--pcscf-arg", action="append", default=[], metavar="ARG")
     parser.add_argument("--agw-cmd", default=DEFAULT_AGW, help="AGW process ({iq}: Iq port)")
+    parser.add_argument(
+        "--accessgw",
+        action="store_true",
+        help="use the `e2ae accessgw` process as the AGW (no leak count: it prints none)",
+    )
     parser.add_argument("--quick", action="store_true", help="two short low-rate steps")
     parser.add_argument(
         "--log-dir", type=Path, help="keep the P-CSCF, AGW and SIPp error logs here"
@@ -217,7 +225,22 @@ def main() -> int:
         agw = None
         held = "?"
         try:
-            agw = start_agw(args.agw_cmd, iq, args.log_dir)
+            command = args.agw_cmd
+            if args.accessgw:
+                made = subprocess.run(
+                    [sys.executable, "-m", "lab.cli", "certs", "new", "agw", "--out", tmp],
+                    cwd=REPO,
+                    env=dict(os.environ, PYTHONPATH=str(REPO)),
+                    capture_output=True,
+                    check=True,
+                )
+                del made
+                command = (
+                    f"{shlex.quote(sys.executable)} -m lab.cli accessgw --alg 127.0.0.1:{{iq}}"
+                    f" --access-ip 127.0.0.1 --core-ip 127.0.0.1 --cert {tmp}/agw.crt"
+                    f" --key {tmp}/agw.key --log-level warn"
+                )
+            agw = start_agw(command, iq, args.log_dir)
             registrar = sipp.start("uas_register.xml", core_port)
             ue = sipp.start("uac_register.xml", ue_port, remote=gm)
             if ue.wait() != 0 or registrar.wait(timeout=30) != 0:

@@ -15,12 +15,13 @@ terminations the AGW still held at the end (0 unless something leaked). It asser
 The machine may be shared: figures from one run are comparable with each other only.
 
 The AGW process is ``--agw-cmd`` (default: the in-process AccessGateway behind an Iq agent of
-tests/agw_iq.py); ``{iq}`` in it is replaced by the P-CSCF's Iq port. ``--pcscf-arg`` passes more
-arguments to ``e2ae pcscf`` (e.g. ``--policy FILE``). ``--quick`` runs two short low-rate steps
-(a smoke test).
+tests/agw_iq.py, which reports the terminations it still holds); ``{iq}`` in it is replaced by
+the P-CSCF's Iq port. ``--accessgw`` uses the ``e2ae accessgw`` service instead.
+``--pcscf-arg`` passes more arguments to ``e2ae pcscf`` (e.g. ``--policy FILE``). ``--quick``
+runs two short low-rate steps (a smoke test).
 
 Usage: ``python bench/cps.py [--quick] [--start 100] [--step 100] [--max 1500] [--seconds 5]
-[--transport udp|tcp] [--agw-cmd CMD] [--pcscf-arg ARG ...]``
+[--transport udp|tcp] [--agw-cmd CMD | --accessgw] [--pcscf-arg ARG ...]``
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -61,6 +63,7 @@ class Sipp:
         self.binary = binary
         self.workdir = workdir
         self.transport = "t1" if transport == "tcp" else "u1"
+        self.trace = False
 
     def start(
         self,
@@ -92,6 +95,8 @@ class Sipp:
             "-max_socket",
             "1000",
         ]
+        if self.trace:
+            args.append("-trace_err")
         if rate is not None:
             args += ["-r", str(rate), "-l", str(max(rate * 4, 100))]
         if remote is not None:
@@ -119,8 +124,12 @@ def run_calls(
     return uac_code == 0 and uas_code == 0, calls / elapsed
 
 
+def _log(log_dir: Path | None, name: str) -> Any:
+    return subprocess.DEVNULL if log_dir is None else (log_dir / f"{name}.log").open("wb")
+
+
 def start_pcscf(
-    next_hop: int, transport: str, extra: list[str]
+    next_hop: int, transport: str, extra: list[str], log_dir: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], int, int]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
@@ -130,13 +139,17 @@ def start_pcscf(
         "--next-hop", f"127.0.0.1:{next_hop}", "--next-hop-transport", transport,
         "--iq", "127.0.0.1:0", "--log-level", "warn", *extra,
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline().decode()
-    if not line.startswith("pcscf "):
+    for _ in range(3):  # port 0 for UDP, then the same number for TCP: that may be taken
+        proc = subprocess.Popen(
+            args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=_log(log_dir, "pcscf")
+        )
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        if line.startswith("pcscf "):
+            break
         proc.kill()
+        proc.wait()
+    else:
         raise SystemExit(f"pcscf did not start: {line!r}")
     fields = dict(item.split("=", 1) for item in line.split()[1:])
     return proc, int(fields["gm"].rsplit(":", 1)[1]), int(fields["iq"].rsplit(":", 1)[1])
@@ -145,7 +158,7 @@ def start_pcscf(
 DEFAULT_AGW = f"{shlex.quote(sys.executable)} -m tests.agw_iq --iq {{iq}}"
 
 
-def start_agw(command: str, iq: int) -> subprocess.Popen[bytes]:
+def start_agw(command: str, iq: int, log_dir: Path | None = None) -> subprocess.Popen[bytes]:
     """Start the AGW process and wait until it says it registered (``agw ready``)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
@@ -154,11 +167,13 @@ def start_agw(command: str, iq: int) -> subprocess.Popen[bytes]:
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=_log(log_dir, "agw"),
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().decode()
-    if line.strip() != "agw ready":
+    if line.startswith("e2ae accessgw:"):
+        time.sleep(1.0)  # it registers right after printing its line
+    elif line.strip() != "agw ready":
         proc.kill()
         raise SystemExit(f"the AGW did not register: {line!r}")
     return proc
@@ -185,7 +200,15 @@ def main() -> int:
     parser.add_argument("--transport", choices=("udp", "tcp"), default="udp")
     parser.add_argument("--pcscf-arg", action="append", default=[], metavar="ARG")
     parser.add_argument("--agw-cmd", default=DEFAULT_AGW, help="AGW process ({iq}: Iq port)")
+    parser.add_argument(
+        "--accessgw",
+        action="store_true",
+        help="use the `e2ae accessgw` process as the AGW (no leak count: it prints none)",
+    )
     parser.add_argument("--quick", action="store_true", help="two short low-rate steps")
+    parser.add_argument(
+        "--log-dir", type=Path, help="keep the P-CSCF, AGW and SIPp error logs here"
+    )
     args = parser.parse_args()
     if args.quick:
         args.start, args.step, args.max, args.seconds = 10, 10, 20, 1.0
@@ -194,14 +217,30 @@ def main() -> int:
         raise SystemExit("sipp is not installed (Debian package sip-tester)")
 
     with tempfile.TemporaryDirectory(prefix="e2ae-cps-") as tmp:
-        sipp = Sipp(binary, Path(tmp), args.transport)
+        sipp = Sipp(binary, args.log_dir or Path(tmp), args.transport)
+        sipp.trace = args.log_dir is not None
         direct_uas, direct_uac = free_port(), free_port()
         core_port, ue_port = free_port(), free_port()
-        pcscf, gm, iq = start_pcscf(core_port, args.transport, args.pcscf_arg)
+        pcscf, gm, iq = start_pcscf(core_port, args.transport, args.pcscf_arg, args.log_dir)
         agw = None
         held = "?"
         try:
-            agw = start_agw(args.agw_cmd, iq)
+            command = args.agw_cmd
+            if args.accessgw:
+                made = subprocess.run(
+                    [sys.executable, "-m", "lab.cli", "certs", "new", "agw", "--out", tmp],
+                    cwd=REPO,
+                    env=dict(os.environ, PYTHONPATH=str(REPO)),
+                    capture_output=True,
+                    check=True,
+                )
+                del made
+                command = (
+                    f"{shlex.quote(sys.executable)} -m lab.cli accessgw --alg 127.0.0.1:{{iq}}"
+                    f" --access-ip 127.0.0.1 --core-ip 127.0.0.1 --cert {tmp}/agw.crt"
+                    f" --key {tmp}/agw.key --log-level warn"
+                )
+            agw = start_agw(command, iq, args.log_dir)
             registrar = sipp.start("uas_register.xml", core_port)
             ue = sipp.start("uac_register.xml", ue_port, remote=gm)
             if ue.wait() != 0 or registrar.wait(timeout=30) != 0:

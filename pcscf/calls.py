@@ -12,8 +12,10 @@ edge carries out; it never reads a clock (``now`` is a parameter) and never does
 - :meth:`CallTable.offer` -> a :class:`MediaDone` (forward/reject now) or an
   :class:`OfferWork` (Iq requests to make first); then :meth:`CallTable.offer_reserved` with
   the Reserve reply (or ``None``) or :meth:`CallTable.offer_failed` with the reason.
-- :meth:`CallTable.answer` -> :class:`MediaDone` or :class:`AnswerWork` (Configure requests);
-  then :meth:`CallTable.answer_configured` or :meth:`CallTable.answer_failed`.
+- :meth:`CallTable.answer` -> :class:`MediaDone` or :class:`AnswerWork` (Configure requests;
+  the edge forwards the rewritten answer at once and configures beside it); then
+  :meth:`CallTable.answer_configured` (starts the TLS establishment timers) or
+  :meth:`CallTable.answer_failed` (ends the call).
 - :meth:`CallTable.ended` (dialog over), :meth:`CallTable.notification` (AGW events),
   :meth:`CallTable.tick` (TLS establishment timers; :meth:`CallTable.next_deadline`),
   :meth:`CallTable.pick_gateway` (round robin among the AGWs in service).
@@ -30,6 +32,8 @@ of these but a policy refusal (``non_e2ae_tls = "reject"``) forward the SDP unto
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Sequence
 from typing import Literal
 
@@ -172,6 +176,9 @@ class StreamSession:
     verified: bool = False
     deadline: float | None = None
     failed_attempts: int = 0
+    #: The AGW's own a=setup roles as reserved (a Configure only sends a role that changes).
+    access_setup: Setup | None = None
+    core_setup: Setup | None = None
 
     @property
     def number(self) -> int:
@@ -241,8 +248,10 @@ class CallTable:
         self.calls: dict[DialogId, CallSession] = {}
         self._contexts: dict[tuple[str, int], DialogId] = {}
         self._next_gateway = 0
-        #: Failed TLS attempts by strangers (no verified session yet), over all calls.
+        #: Refused TLS attempts (strangers), over all calls.
         self.stranger_failures = 0
+        self._timers: list[tuple[float, int, DialogId, int]] = []
+        self._seq = itertools.count()
 
     # ------------------------------------------------------------------ gateways
 
@@ -352,7 +361,12 @@ class CallTable:
 
     def _reservation(self, s: StreamPlan) -> profile.StreamReservation:
         assert s.access_setup is not None and s.offer_setup is not None
-        core_setup = s.core_setup or _OPPOSITE[s.offer_setup]
+        # Terminating, the core's role is only decided by the UE's answer; an AGW keeps the
+        # role it was reserved with, so for a core offering actpass we reserve the role that
+        # carries the usual UE answer (active, RFC 6135) through to the core.
+        core_setup = s.core_setup or (
+            "active" if s.offer_setup == "actpass" else _OPPOSITE[s.offer_setup]
+        )
         remote = _endpoint(s.remote_address, s.remote_port)
         orig = s.ue_setup is not None
         return profile.StreamReservation(
@@ -411,6 +425,8 @@ class CallTable:
                         r.access.host, r.access.port, r.core.host, r.core.port, r.agw_fingerprint
                     ),
                     fingerprints=plan.fingerprints,
+                    access_setup=r.access_setup,
+                    core_setup=r.core_setup,
                 )
                 notes.append(
                     _note(
@@ -588,6 +604,7 @@ class CallTable:
     ) -> profile.StreamConfiguration:
         establish = update.access_role == "client"
         remote = _endpoint(update.remote_address, update.remote_port)
+        core_setup = update.core_setup if update.core_setup != stream.core_setup else None
         if update.side == "core":
             assert update.core_setup is not None
             return profile.StreamConfiguration(
@@ -597,7 +614,7 @@ class CallTable:
                 stream.core_termination,
                 core_address=remote,
                 core_remote_setup=_OPPOSITE[update.core_setup],
-                core_setup=update.core_setup,
+                core_setup=core_setup,
                 establish_tls=establish,
             )
         ue_setup: Setup | None = None
@@ -605,16 +622,18 @@ class CallTable:
         if update.access_role is not None:
             access_setup = "active" if establish else "passive"
             ue_setup = _OPPOSITE[access_setup]
+            if access_setup == stream.access_setup:
+                access_setup = None
         return profile.StreamConfiguration(
             stream.number,
             stream.media,
             stream.access_termination,
-            stream.core_termination if update.core_setup else "",
+            stream.core_termination if core_setup else "",
             ue_address=remote,
             ue_setup=ue_setup,
             ue_fingerprints=update.fingerprints,
             access_setup=access_setup,
-            core_setup=update.core_setup,
+            core_setup=core_setup,
             establish_tls=establish,
         )
 
@@ -627,15 +646,24 @@ class CallTable:
             stream = call.streams.get(index)
             if stream is not None and not stream.verified and stream.deadline is None:
                 stream.deadline = now + self.policy.tls_establishment_timeout
+                heapq.heappush(self._timers, (stream.deadline, next(self._seq), work.dialog, index))
         return MediaDone(Forward(work.body))
 
-    def answer_failed(self, work: AnswerWork, error: BaseException, now: float) -> MediaDone:
-        """Configuring the AGW failed: the answer cannot be honoured; the call ends."""
+    def answer_failed(
+        self, work: AnswerWork, error: BaseException, now: float, *, forwarded: bool = False
+    ) -> MediaDone:
+        """Configuring the AGW failed: the answer cannot be honoured; the call ends (with
+        ``forwarded``, the answer already went on: an :class:`EndCall` ends the call)."""
         call = self.calls.get(work.dialog)
         _, text = classify(error if isinstance(error, PcscfError) else _AgwError(str(error)))
         actions: list[CallAction] = []
         if call is not None:
+            if call.ended:
+                return MediaDone(Reject(500, "e2ae: the call has ended"))
             actions.extend(self._release_all(call, "configuration failed"))
+            if forwarded:
+                call.ended = True
+                actions.append(EndCall(work.dialog, 503, f"e2ae: {text}"))
         actions.append(
             _note(
                 "warn",
@@ -711,35 +739,41 @@ class CallTable:
             why = f"the {side} TCP connection of stream {stream.index} failed"
         return self._tls_failed(call, stream, why, fields)
 
+    def _live_timer(self, entry: tuple[float, int, DialogId, int]) -> StreamSession | None:
+        deadline, _, dialog, index = entry
+        call = self.calls.get(dialog)
+        stream = call.streams.get(index) if call is not None and not call.ended else None
+        return stream if stream is not None and stream.deadline == deadline else None
+
     def next_deadline(self) -> float | None:
-        deadlines = [
-            s.deadline
-            for c in self.calls.values()
-            for s in c.streams.values()
-            if s.deadline is not None
-        ]
-        return min(deadlines) if deadlines else None
+        """When :meth:`tick` has work next (a heap of timers; stale entries are dropped)."""
+        while self._timers and self._live_timer(self._timers[0]) is None:
+            heapq.heappop(self._timers)
+        return self._timers[0][0] if self._timers else None
 
     def tick(self, now: float) -> list[CallAction]:
         """Run the TLS establishment timers that are due."""
         actions: list[CallAction] = []
-        for call in list(self.calls.values()):
-            for stream in list(call.streams.values()):
-                if stream.deadline is not None and stream.deadline <= now and not call.ended:
-                    stream.deadline = None
-                    why = (
-                        f"no verified TLS session on stream {stream.index} within"
-                        f" {self.policy.tls_establishment_timeout:g} s"
-                    )
-                    if stream.failed_attempts:
-                        why += f" ({stream.failed_attempts} refused attempt(s))"
-                    fields: dict[str, object] = dict(
-                        call_id=call.dialog.call_id,
-                        stream=stream.index,
-                        iq_context=call.context,
-                        termination=stream.access_termination,
-                    )
-                    actions.extend(self._tls_failed(call, stream, why, fields))
+        while self._timers and self._timers[0][0] <= now:
+            entry = heapq.heappop(self._timers)
+            stream = self._live_timer(entry)
+            call = self.calls.get(entry[2])
+            if stream is None or call is None:
+                continue
+            stream.deadline = None
+            why = (
+                f"no verified TLS session on stream {stream.index} within"
+                f" {self.policy.tls_establishment_timeout:g} s"
+            )
+            if stream.failed_attempts:
+                why += f" ({stream.failed_attempts} refused attempt(s))"
+            fields: dict[str, object] = dict(
+                call_id=call.dialog.call_id,
+                stream=stream.index,
+                iq_context=call.context,
+                termination=stream.access_termination,
+            )
+            actions.extend(self._tls_failed(call, stream, why, fields))
         return actions
 
     def _tls_failed(

@@ -37,7 +37,7 @@ from pcscf.calls import (
 )
 from pcscf.mediahook import CallControl
 from pcscf.policy import Policy
-from pcscf.sip.media import DialogId, MediaContext, MediaResult
+from pcscf.sip.media import DialogId, Forward, MediaContext, MediaResult
 
 log = Logger(namespace="pcscf.e2ae")
 
@@ -71,6 +71,7 @@ class E2aeMediaHandler:
         self.table = CallTable(policy)
         self.control: CallControl | None = None
         self._timer: IDelayedCall | None = None
+        self._timer_at: float | None = None
         self._unsubscribe = controller.subscribe(self._event)
         #: Iq requests in flight (tests wait on these to settle).
         self.in_flight: set[defer.Deferred[Any]] = set()
@@ -135,24 +136,29 @@ class E2aeMediaHandler:
 
         return d.addCallbacks(ok, failed)
 
-    def _answer_work(self, work: AnswerWork) -> defer.Deferred[MediaResult]:
+    def _answer_work(self, work: AnswerWork) -> MediaResult:
+        """Forward the rewritten answer now and configure the AGW beside it: the UE's TLS
+        session is checked against the fingerprint the AGW already has (originating) or held
+        by the AGW until the fingerprint arrives (terminating), and the core leg waits for the
+        core address. Waiting for the reply before forwarding would add an Iq round trip to
+        every answer (and provoke 2xx retransmissions on a slow link). A failed Configure ends
+        the call."""
         self._run(work.releases)
         gathered = defer.gatherResults(
             [self._configure(c) for c in work.configures], consumeErrors=True
         )
 
-        def ok(_: object) -> MediaResult:
-            result = self._done(self.table.answer_configured(work, self._now()))
-            self._rearm()
-            return result
+        def ok(_: object) -> None:
+            self._run(self.table.answer_configured(work, self._now()).actions)
 
-        def failed(failure: Failure) -> MediaResult:
+        def failed(failure: Failure) -> None:
             inner = failure.value
             sub = inner.subFailure if isinstance(inner, defer.FirstError) else failure
             error = agw_error(_iq_reason(sub))
-            return self._done(self.table.answer_failed(work, error, self._now()))
+            self._run(self.table.answer_failed(work, error, self._now(), forwarded=True).actions)
 
-        return gathered.addCallbacks(ok, failed)
+        gathered.addCallbacks(ok, failed)
+        return Forward(work.body)
 
     def _configure(self, conf: IqConfigure) -> defer.Deferred[Any]:
         return self._track(
@@ -201,7 +207,11 @@ class E2aeMediaHandler:
         elif isinstance(action, IqReserve | IqConfigure):  # pragma: no cover - via work objects
             raise AssertionError(f"unexpected {action!r}")
 
-    def _release(self, action: IqRelease) -> None:
+    #: A Release that got no reply (timeout) is sent again this many times, after a pause of
+    #: ``iq_timeout``: a lost Release would leave the AGW holding the terminations.
+    release_retries = 3
+
+    def _release(self, action: IqRelease, attempt: int = 0) -> None:
         request = action.request
         d = self._track(
             self.controller.release(action.gateway, request, timeout=self._iq_timeout())
@@ -217,14 +227,18 @@ class E2aeMediaHandler:
             )
 
         def failed(failure: Failure) -> None:
+            again = failure.check(IqTimeout) is not None and attempt < self.release_retries
             log.warn(
                 "e2ae call {call_id}: release of context {iq_context} on {gateway} failed:"
-                " {reason}",
+                " {reason}{retry}",
                 call_id=action.dialog.call_id,
                 iq_context=request.context,
                 gateway=action.gateway,
                 reason=_iq_reason(failure),
+                retry="; trying again" if again else "",
             )
+            if again:
+                self.reactor.callLater(self._iq_timeout(), self._release, action, attempt + 1)
 
         d.addCallbacks(released, failed)
 
@@ -247,8 +261,11 @@ class E2aeMediaHandler:
     def _rearm(self) -> None:
         deadline = self.table.next_deadline()
         if self._timer is not None and self._timer.active():
+            if deadline == self._timer_at:
+                return
             self._timer.cancel()
         self._timer = None
+        self._timer_at = deadline
         if deadline is not None:
             self._timer = self.reactor.callLater(max(0.0, deadline - self._now()), self._tick)
 

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -201,3 +202,42 @@ def finish(tmp: Path, proc: subprocess.Popen[bytes], pc: Pcscf | None = None) ->
     if pc is not None:
         report.append(f"--- pcscf\n{pc.log.read_text(errors='replace')[-3000:]}")
     return "\n".join(report)
+
+
+@contextmanager
+def accessgw(tmp: Path, iq_port: int, pc: Pcscf) -> Iterator[Path]:
+    """The real ``e2ae accessgw`` process registered with the P-CSCF at ``iq_port``; yields its
+    log file (it logs every reserved and released termination)."""
+    import datetime
+
+    import certs
+
+    pair = certs.generate("agw", now=datetime.datetime.now(datetime.UTC))
+    cert, key = certs.write(pair, tmp, force=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    log = tmp / "accessgw.log"
+    args = [sys.executable, "-m", "lab.cli", "accessgw", "--alg", f"127.0.0.1:{iq_port}"]
+    args += ["--access-ip", "127.0.0.1", "--core-ip", "127.0.0.1", "--cert", str(cert)]
+    args += ["--key", str(key), "--mid", "<agw.real>"]
+    with log.open("wb") as err:
+        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=err)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        if not line.startswith("e2ae accessgw:"):
+            raise AssertionError(f"accessgw did not start: {line!r}\n{log.read_text()}")
+        for _ in range(400):
+            if "<agw.real> in service" in pc.log.read_text(errors="replace"):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"accessgw did not register\n{log.read_text()}")
+        yield log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -142,8 +142,9 @@ def test_originating_call_reserves_rewrites_configures_and_releases() -> None:
     assert conf.gateway == "<agw1>" and conf.request.context == 7
     first = conf.request.streams[0]
     assert first.core_address == profile.Endpoint("203.0.113.50", 12763)
+    # the AGW's core role (active, as reserved) is unchanged, so it is not sent again
     assert (first.core_setup, first.core_remote_setup, first.establish_tls) == (
-        "active",
+        None,
         "passive",
         False,
     )
@@ -401,4 +402,18 @@ def test_nothing_leaks_whatever_the_order(ops: list[str]) -> None:
         reserved.add(reply.context)
         account(table.offer_reserved(work, reply, 99.0).actions)
     assert reserved <= released, (reserved, released)
+    assert table.held() == {}
+
+
+def test_configure_failure_after_the_answer_went_on_ends_the_call() -> None:
+    table = CallTable(Policy())
+    work = table.offer(ctx("offer", True), ue_offer(), ["<agw1>"], 0.0)
+    assert isinstance(work, OfferWork) and work.reserve is not None
+    table.offer_reserved(work, reply_for(work.reserve.request), 0.0)
+    answer = table.answer(ctx("answer", False), core_answer(), 0.0)
+    assert isinstance(answer, AnswerWork)
+    done = table.answer_failed(answer, agw_error("AGW refused: 430"), 1.0, forwarded=True)
+    (end,) = [a for a in done.actions if isinstance(a, EndCall)]
+    assert end.cause == 503 and "430" in end.text
+    assert releases(done.actions) == [profile.ReleaseRequest(7)]
     assert table.held() == {}

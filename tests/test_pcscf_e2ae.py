@@ -217,3 +217,59 @@ async def test_no_verified_session_in_time_ends_the_call(lab: Lab) -> None:
     ((ended, cause, text),) = control.ended
     assert ended == dialog and cause == 488 and "no verified TLS session" in text
     await wait_for(lambda: gw.terminations == [])
+
+
+class LosesFirstRelease:
+    """Reserves on an AccessGateway-less fake; the first Release gets no reply."""
+
+    def __init__(self) -> None:
+        self.releases: list[int] = []
+        self.held: set[int] = set()
+
+    def reserve(self, request: profile.ReserveRequest) -> profile.ReserveReply:
+        fp = profile.Endpoint("127.0.0.1", 40000)
+        context = 1 + len(self.held) + len(self.releases)
+        self.held.add(context)
+        streams = tuple(
+            profile.ReservedStream(
+                s.stream,
+                f"acc/{s.stream}",
+                f"core/{s.stream}",
+                fp,
+                fp,
+                agw_iq._identity().fingerprint("sha-256"),
+                s.access_setup,
+                s.core_setup,
+            )
+            for s in request.streams
+        )
+        return profile.ReserveReply(context, streams)
+
+    def configure(self, request: Any) -> Any:
+        return profile.ConfigureReply(request.context)
+
+    def release(self, request: profile.ReleaseRequest) -> Any:
+        self.releases.append(request.context)
+        if len(self.releases) == 1:
+            return defer.Deferred()  # lost
+        self.held.discard(request.context)
+        return profile.ReleaseReply(request.context, ())
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_release_without_reply_is_sent_again(lab: Lab) -> None:
+    handler, _, iq_port = lab.alg(Policy(iq_timeout=0.2))
+    gw = LosesFirstRelease()
+    agent = IqAgent(gw, "127.0.0.1", iq_port, mid="<agw1>", seed=1)
+    agent.start()
+    lab.cleanups.append(agent.stop)
+    await agent.when_registered()
+    dialog = DialogId("c4", "orig")
+    assert isinstance(
+        await _sdp(handler, ctx(dialog, "offer", True), offer("sha-256 " + ":".join(["AA"] * 32))),
+        Forward,
+    )
+    assert gw.held == {1}
+    handler.dialog_ended(dialog, "BYE")
+    await wait_for(lambda: not gw.held)
+    assert gw.releases == [1, 1]

@@ -21,7 +21,7 @@ import pytest
 
 from tests.agw_helpers import identity
 from tests.conftest import require_tool
-from tests.sipp_harness import agw, finish, free_port, pcscf, sipp
+from tests.sipp_harness import accessgw, agw, finish, free_port, pcscf, sipp
 
 pytestmark = pytest.mark.peer
 
@@ -48,6 +48,28 @@ def test_call_through_pcscf(tmp_path: Path, case: str, transport: str) -> None:
     assert ue_errors == "", ue_errors
     assert core_errors == "", core_errors
     assert gw.held == 0, gw.log.read_text()[-3000:]
+
+
+@pytest.mark.parametrize("case", ["orig", "term", "busy"])
+def test_call_with_the_real_accessgw(tmp_path: Path, case: str) -> None:
+    """The same scenarios with the ``e2ae accessgw`` process on Iq: every termination it
+    reserved is released by the end of the call."""
+    core_port = free_port()
+    with pcscf(tmp_path, core_port) as pc, accessgw(tmp_path, pc.iq, pc) as log:
+        core = sipp(tmp_path, f"core_{case}.xml", core_port)
+        ue = sipp(tmp_path, f"ue_{case}.xml", free_port(), remote=pc.gm)
+        ue_errors = finish(tmp_path, ue, pc)
+        core_errors = finish(tmp_path, core, pc)
+        for _ in range(200):
+            text = log.read_text(errors="replace")
+            if text.count("] released ") == text.count("] reserved "):
+                break
+            time.sleep(0.05)
+    assert ue_errors == "", ue_errors
+    assert core_errors == "", core_errors
+    text = log.read_text(errors="replace")
+    reserved = text.count("] reserved ")
+    assert reserved == 2 and text.count("] released ") == reserved, text
 
 
 def test_agw_down_rejects_with_503(tmp_path: Path) -> None:

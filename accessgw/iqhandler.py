@@ -47,14 +47,15 @@ from iq.errors import (
 
 log = Logger(namespace="accessgw.iq")
 
-#: Our failure causes that the Iq profile has no code for are reported as ``hsfail``.
+#: Our failure causes and the Iq profile's, one for one.
 _CAUSES: dict[str, profile.TlsFailureCause] = {
     "fingerprint-mismatch": "fingerprint-mismatch",
     "no-certificate": "no-certificate",
     "protocol-version": "protocol-version",
     "handshake-timeout": "handshake-timeout",
     "handshake-failure": "handshake-failure",
-    "fingerprint-unknown": "handshake-failure",
+    "fingerprint-unknown": "fingerprint-unknown",
+    "connection-failed": "connection-failed",
 }
 
 
@@ -237,12 +238,9 @@ class GatewayIqHandler:
         if isinstance(event, TlsEstablished):
             notify = make("tls-established", stream.access, peer=event.peer)
         elif isinstance(event, TlsFailure):
-            if event.cause == "connection-failed":
-                notify = make("tcp-failure", stream.access, peer=event.peer or None)
-            else:
-                notify = make(
-                    "tls-failure", stream.access, cause=_CAUSES[event.cause], peer=event.peer
-                )
+            notify = make(
+                "tls-failure", stream.access, cause=_CAUSES[event.cause], peer=event.peer or None
+            )
         elif isinstance(event, TcpFailure):
             term = stream.access if event.side == "access" else stream.core
             notify = make("tcp-failure", term)

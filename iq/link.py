@@ -107,6 +107,10 @@ class _LinkOwner(Protocol):
     ) -> defer.Deferred[TransactionReply]: ...
 
 
+#: Seconds a timed-out request's late reply is still recognised (and cleaned up after).
+LATE_REPLY_WINDOW = 120.0
+
+
 @attrs.define
 class _Pending:
     deferred: defer.Deferred[TransactionReply]
@@ -153,6 +157,8 @@ class IqLinkProtocol(TwistedProtocol):
         self._early: list[bytes] = []
         self._ids = TransactionIds()
         self._pending: dict[int, _Pending] = {}
+        #: Handlers for replies that arrive after their request timed out (see request()).
+        self._late: dict[int, Callable[[TransactionReply], None]] = {}
         self._replies = ReplyCache()
         self._handshake_timer: IDelayedCall | None = None
         #: Seconds a TLS peer has to complete the handshake and pass the fingerprint check.
@@ -335,6 +341,18 @@ class IqLinkProtocol(TwistedProtocol):
     def _reply_received(self, reply: TransactionReply) -> None:
         entry = self._pending.pop(reply.transaction_id, None)
         if entry is None:
+            late = self._late.pop(reply.transaction_id, None)
+            if late is not None:
+                log.warn(
+                    "Iq late reply to timed-out transaction {tid} from {peer}: cleaning up",
+                    tid=reply.transaction_id,
+                    peer=self.peer,
+                )
+                try:
+                    late(reply)
+                except Exception:
+                    log.failure("Iq late-reply handler for {tid} failed", tid=reply.transaction_id)
+                return
             log.warn(
                 "Iq reply to unknown transaction {tid} from {peer} dropped",
                 tid=reply.transaction_id,
@@ -356,10 +374,18 @@ class IqLinkProtocol(TwistedProtocol):
     # -- sending
 
     def request(
-        self, actions: tuple[Action, ...], *, timeout: float, what: str = ""
+        self,
+        actions: tuple[Action, ...],
+        *,
+        timeout: float,
+        what: str = "",
+        on_late: Callable[[TransactionReply], None] | None = None,
     ) -> defer.Deferred[TransactionReply]:
         """Send a transaction request; the Deferred fires with the reply, or fails with
-        :class:`IqTimeout` / :class:`LinkLost`."""
+        :class:`IqTimeout` / :class:`LinkLost`.
+
+        ``on_late`` is called with a reply that arrives after the timeout (within
+        :data:`LATE_REPLY_WINDOW` seconds), so that what the peer did anyway can be undone."""
         if self.closed or not self.ready:
             return defer.fail(LinkLost(f"Iq link to {self.peer} is not up"))
         tid = self._ids.allocate()
@@ -376,6 +402,9 @@ class IqLinkProtocol(TwistedProtocol):
                     peer=self.peer,
                     timeout=timeout,
                 )
+                if on_late is not None:
+                    self._late[tid] = on_late
+                    self.reactor.callLater(LATE_REPLY_WINDOW, self._late.pop, tid, None)
                 entry.deferred.errback(
                     IqTimeout(f"no reply to transaction {tid} ({what}) within {timeout}s")
                 )
@@ -557,7 +586,31 @@ class IqController:
     def reserve(
         self, gateway: str, request: profile.ReserveRequest, *, timeout: float | None = None
     ) -> defer.Deferred[profile.ReserveReply]:
-        d = self._request(gateway, request, timeout)
+        """Reserve terminations. If the reply comes only after the timeout (the caller has
+        given up), the context it created is released at once, so nothing stays reserved."""
+
+        def late(reply: TransactionReply) -> None:
+            try:
+                profile.reply_error(reply.actions, reply.error)
+                reserved = profile.decode_reply(request, reply.actions)
+            except Exception:
+                return  # an error reply reserved nothing
+            assert isinstance(reserved, profile.ReserveReply)
+            log.warn(
+                "Iq late Reserve reply from {gateway}: releasing context {iq_context}",
+                gateway=gateway,
+                iq_context=reserved.context,
+                call_id=request.call_id,
+            )
+            self.release(gateway, profile.ReleaseRequest(reserved.context)).addErrback(
+                lambda f: log.warn(
+                    "Iq release of late context {iq_context} failed: {error}",
+                    iq_context=reserved.context,
+                    error=f.getErrorMessage(),
+                )
+            )
+
+        d = self._request(gateway, request, timeout, on_late=late)
 
         def remember(reply: profile.IqReply) -> profile.ReserveReply:
             assert isinstance(reply, profile.ReserveReply)
@@ -602,7 +655,12 @@ class IqController:
     # -- internals
 
     def _request(
-        self, gateway: str, request: profile.IqRequest, timeout: float | None
+        self,
+        gateway: str,
+        request: profile.IqRequest,
+        timeout: float | None,
+        *,
+        on_late: Callable[[TransactionReply], None] | None = None,
     ) -> defer.Deferred[profile.IqReply]:
         gw = self._gateways.get(gateway)
         if gw is None or not gw.in_service or gw.link is None:
@@ -614,6 +672,7 @@ class IqController:
             profile.encode_request(request),
             timeout=self.timeout if timeout is None else timeout,
             what=what,
+            on_late=on_late,
         )
 
         def typed(reply: TransactionReply) -> profile.IqReply:

@@ -224,7 +224,7 @@ async def test_tls_peer_with_unpinned_certificate_is_refused(
 
 
 @pytest_twisted.ensureDeferred
-async def test_timeout_and_late_reply_dropped(lab: Lab) -> None:
+async def test_timeout_then_late_reserve_reply_is_released(lab: Lab) -> None:
     ctrl, port = lab.controller(timeout=0.3)
     gw = FakeGateway()
     agent = lab.agent(gw, port)
@@ -232,9 +232,16 @@ async def test_timeout_and_late_reply_dropped(lab: Lab) -> None:
     gw.holding = True
     with pytest.raises(IqTimeout):
         await ctrl.reserve(MID, _reserve_request())
-    # the late reply arrives for a transaction the controller gave up: logged and dropped
-    gw.hold.pop().callback(None)
+    assert gw.contexts[1]  # the gateway did reserve, only too late
+    # The late reply arrives for a transaction the caller gave up: nobody will ever release
+    # what it reserved, so the controller releases the context itself.
     gw.holding = False
+    gw.hold.pop().callback(None)
+    await wait_for(lambda: any(isinstance(c, profile.ReleaseRequest) for c in gw.calls))
+    [release] = [c for c in gw.calls if isinstance(c, profile.ReleaseRequest)]
+    assert release == profile.ReleaseRequest(1)
+    assert gw.contexts[1] == set()
+    assert ctrl.call_id_of(MID, 1) is None
     reply = await ctrl.reserve(MID, _reserve_request(), timeout=2)
     assert reply.context == 2
 

@@ -47,17 +47,6 @@ from iq.errors import (
 
 log = Logger(namespace="accessgw.iq")
 
-#: Our failure causes and the Iq profile's, one for one.
-_CAUSES: dict[str, profile.TlsFailureCause] = {
-    "fingerprint-mismatch": "fingerprint-mismatch",
-    "no-certificate": "no-certificate",
-    "protocol-version": "protocol-version",
-    "handshake-timeout": "handshake-timeout",
-    "handshake-failure": "handshake-failure",
-    "fingerprint-unknown": "fingerprint-unknown",
-    "connection-failed": "connection-failed",
-}
-
 
 @attrs.define
 class _Stream:
@@ -238,9 +227,7 @@ class GatewayIqHandler:
         if isinstance(event, TlsEstablished):
             notify = make("tls-established", stream.access, peer=event.peer)
         elif isinstance(event, TlsFailure):
-            notify = make(
-                "tls-failure", stream.access, cause=_CAUSES[event.cause], peer=event.peer or None
-            )
+            notify = make("tls-failure", stream.access, cause=event.cause, peer=event.peer or None)
         elif isinstance(event, TcpFailure):
             term = stream.access if event.side == "access" else stream.core
             notify = make("tcp-failure", term)

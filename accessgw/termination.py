@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import attrs
 
 from certs.fingerprint import HASH_FUNCS, Fingerprint, matching_fingerprint, normalise_hash_func
+from iq.profile import TlsFailureCause
 
 TlsRole = Literal["server", "client"]
 """The AGW's TLS role on the access side (the UE's ``a=setup:active`` makes the AGW server)."""
@@ -37,30 +38,15 @@ CoreRole = Literal["listen", "connect"]
 EarlyHandshakePolicy = Literal["hold", "reject"]
 Side = Literal["access", "core"]
 
-FailureCause = Literal[
-    "fingerprint-mismatch",
-    "no-certificate",
-    "protocol-version",
-    "handshake-timeout",
-    "handshake-failure",
-    "fingerprint-unknown",
-    "connection-failed",
-]
-"""Why a TLS attempt was refused. The first four are the causes named for the Iq Notify;
+FailureCause = TlsFailureCause
+"""Why a TLS attempt was refused: exactly the causes the Iq profile carries in a Notify
+(:data:`iq.profile.TlsFailureCause`). The first four are the ones TS 23.334 names;
 ``handshake-failure`` covers every other handshake error (no shared cipher, a bad record),
 ``fingerprint-unknown`` a handshake refused (policy ``reject``, or ``hold`` ran out) because the
 ALG had not given the fingerprint, ``connection-failed`` a TCP connect to the UE that failed
 (AGW as TLS client)."""
 
-FAILURE_CAUSES: tuple[FailureCause, ...] = (
-    "fingerprint-mismatch",
-    "no-certificate",
-    "protocol-version",
-    "handshake-timeout",
-    "handshake-failure",
-    "fingerprint-unknown",
-    "connection-failed",
-)
+FAILURE_CAUSES: tuple[FailureCause, ...] = get_args(TlsFailureCause)
 
 
 class State(enum.Enum):

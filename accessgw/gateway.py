@@ -81,6 +81,27 @@ class Reservation:
     """The AGW's own certificate fingerprint, for the SDP towards the UE."""
 
 
+def _release_producer(consumer: Any, producer: Any) -> None:
+    """``producer`` has nothing more to give ``consumer``: unregister it, and let it read again
+    if ``consumer``'s backpressure had paused it (it still has to see its peer's close).
+
+    A transport whose registered streaming producer is paused, when its buffer drains, resumes
+    that producer *instead of* finishing a pending half-close; with no more data to write, the
+    half-close would then never happen. Unregistering first makes the half-close the next thing
+    the transport does once its buffer is empty."""
+    if consumer.producer is producer:
+        paused = consumer.producerPaused
+        consumer.unregisterProducer()
+        if paused and producer.connected and not producer.disconnecting:
+            producer.resumeProducing()
+
+
+def _end_of_data(consumer: Any, producer: Any) -> None:
+    """A TCP half-close on ``consumer`` after the bytes it holds, ``producer`` being done."""
+    _release_producer(consumer, producer)
+    consumer.loseWriteConnection()
+
+
 @implementer(interfaces.IHalfCloseableProtocol)
 class _CoreLeg(TwistedProtocol):
     """Plain TCP towards the core; paused until the access side is verified."""
@@ -234,7 +255,7 @@ class _Session:
 
     def ue_eof(self, leg: AccessTLSProtocol) -> None:
         if self.core is not None:
-            self.core.transport.loseWriteConnection()
+            _end_of_data(self.core.transport, leg.transport)
 
     def leg_lost(self, leg: AccessTLSProtocol, reason: Failure) -> None:
         if leg.attempt is not None:
@@ -264,6 +285,8 @@ class _Session:
 
     def core_eof(self) -> None:
         if self.access is not None:
+            if self.core is not None:
+                _release_producer(self.access.transport, self.core.transport)
             self.access.half_close()
 
     def core_lost(self, leg: _CoreLeg, reason: Failure) -> None:

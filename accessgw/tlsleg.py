@@ -191,8 +191,8 @@ class AccessTLSProtocol(TwistedProtocol):
     # -- bytes --
 
     def dataReceived(self, data: bytes) -> None:
-        if self.failed or self.tls is None:
-            return
+        if self.failed or self.tls is None or self._eof_signalled:
+            return  # nothing follows close_notify: whatever does is not kept
         if self.handshake_complete and not self.relaying:
             # Arrived with or after the Finished message: keep the ciphertext (bounded: the
             # transport is paused) until the session is accepted.

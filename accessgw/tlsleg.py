@@ -7,10 +7,16 @@ the handshake (verify callback: a wrong one gets a TLS alert) and again at hands
 the termination has accepted the session. Until then the socket is paused: the kernel holds what
 the UE sends (bounded, TCP flow control), nothing is dropped.
 
-Memory: OpenSSL's memory BIOs keep the largest chunk they ever held. Ciphertext is therefore fed
-to OpenSSL, and plaintext handed to it, in pieces of at most one TLS record (``FEED_SIZE``), and
-the context releases its record buffers when idle (``SSL_MODE_RELEASE_BUFFERS``): an idle
-session after a burst keeps a few tens of KiB, not a multiple of the burst.
+Speed and memory: each socket read goes to OpenSSL in one piece and comes out as one write
+towards the core (and the other way round), so the per-record work stays in C. OpenSSL's
+memory BIOs keep the largest amount they ever held, though, so a connection that moved more
+than one record through them gets fresh, empty BIOs (``_renew_bios``) at the end of a burst:
+both BIOs drained and the last read shorter than the read size (the socket had no more). Not
+after every read of a bulk transfer (each renewal frees and allocates a read's worth: a
+quarter more CPU per GiB), and not later on a timer (freed late, the buffers of many sessions
+scatter through the heap and stay resident). The context releases its record buffers when
+idle (``SSL_MODE_RELEASE_BUFFERS``). An idle session after a burst therefore keeps a few tens
+of KiB, not a multiple of the burst.
 """
 
 from __future__ import annotations
@@ -28,10 +34,43 @@ from zope.interface import implementer
 
 from certs.tls import peer_certificate_der
 
-#: Largest piece of ciphertext written into / plaintext handed to OpenSSL at once: one record.
-FEED_SIZE = 16384 + 325
+#: Largest plaintext one TLS record carries (what one ``recv`` can return).
 PLAIN_SIZE = 16384
+#: Bytes through the memory BIOs since they were last renewed above which they are renewed.
+RENEW_AFTER = PLAIN_SIZE + 325
+
+try:
+    # The binding pyOpenSSL itself uses: renewing a connection's memory BIOs needs it, and
+    # pyOpenSSL has no public call for it. Without it the BIOs are kept (more memory, same
+    # behaviour).
+    from OpenSSL._util import ffi as _ffi
+    from OpenSSL._util import lib as _lib
+
+    _CAN_RENEW = all(hasattr(_lib, n) for n in ("BIO_new", "BIO_s_mem", "SSL_set_bio"))
+except ImportError:  # pragma: no cover - depends on the pyOpenSSL version
+    _CAN_RENEW = False
+
+
+def _renew_bios(tls: SSL.Connection) -> bool:
+    """Give ``tls`` new, empty memory BIOs; OpenSSL frees the old ones. Only when both are
+    empty: nothing waits in the read BIO, everything in the write BIO has been sent."""
+    if not _CAN_RENEW or getattr(tls, "_into_ssl", None) is None:
+        return False
+    into = _lib.BIO_new(_lib.BIO_s_mem())
+    out = _lib.BIO_new(_lib.BIO_s_mem())
+    if into == _ffi.NULL or out == _ffi.NULL:  # pragma: no cover - out of memory
+        for bio in (into, out):
+            if bio != _ffi.NULL:
+                _lib.BIO_free(bio)
+        return False
+    _lib.SSL_set_bio(tls._ssl, into, out)
+    tls._into_ssl, tls._from_ssl = into, out
+    return True
+
+
 _DER = Encoding.DER
+#: Largest piece asked of the write BIO at once (below glibc's default mmap threshold).
+_FLUSH_SIZE = 64 * 1024
 _CONNECTION_DONE = Failure(ConnectionDone())
 
 
@@ -91,6 +130,9 @@ class AccessTLSProtocol(TwistedProtocol):
         self._eof_signalled = False
         self._write_done = False
         self._sink: Callable[[bytes], None] | None = None
+        self._through_bios = 0  # bytes through the memory BIOs since they were renewed
+        self._into_empty = True  # OpenSSL has taken everything written into its read BIO
+        self._last_read_full = False  # the last read from the UE took all the read size
 
     # -- connection set-up --
 
@@ -203,79 +245,82 @@ class AccessTLSProtocol(TwistedProtocol):
 
     def _feed(self, data: bytes) -> None:
         assert self.tls is not None
-        view = memoryview(data)
-        for start in range(0, len(view), FEED_SIZE):
-            self.tls.bio_write(view[start : start + FEED_SIZE])
-            if not self.handshake_complete:
-                self._handshake()
-                if self.failed:
-                    return
-                if self.handshake_complete and not self.relaying:
-                    # Whatever followed the Finished message stays encrypted (in the BIO and
-                    # here) until the owner accepts the session.
-                    rest = bytes(view[start + FEED_SIZE :])
-                    if rest:
-                        self._held.append(rest)
-                    return
-                if not self.handshake_complete:
-                    continue
-            self._decrypt()
-            if self.closing or self._eof_signalled:
+        self.tls.bio_write(data)
+        self._into_empty = False
+        self._through_bios += len(data)
+        self._last_read_full = len(data) >= self.read_size
+        if not self.handshake_complete:
+            self._handshake()
+            if self.failed or not self.handshake_complete or not self.relaying:
+                # Whatever followed the Finished message stays encrypted in the BIO until
+                # the owner accepts the session (start_relay).
                 return
+        self._decrypt()
 
     def _decrypt(self) -> None:
         assert self.tls is not None and self._sink is not None
-        # One write towards the core per piece fed, not one per TLS record.
+        recv = self.tls.recv
+        # One write towards the core per read from the UE, not one per TLS record.
         chunks: list[bytes] = []
-        try:
-            while True:
-                try:
-                    plain = self.tls.recv(self.read_size)
-                except SSL.WantReadError:
-                    self._flush()
-                    return
-                except SSL.ZeroReturnError:
-                    self._flush()
-                    if chunks:
-                        self._sink(b"".join(chunks))
-                        chunks = []
-                    self._signal_eof()
-                    return
-                except SSL.Error as exc:
-                    chunks = []
-                    self.owner.handshake_failed(self, _reasons(exc))
-                    self.transport.abortConnection()
-                    return
-                if plain:
-                    chunks.append(plain)
-        finally:
-            if chunks:
-                self._sink(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-
-    def write_to_ue(self, data: bytes) -> None:
-        """Encrypt and send plaintext from the core, one record at a time."""
-        if self.tls is None or self.closing:
-            return
-        view = memoryview(data)
-        for start in range(0, len(view), PLAIN_SIZE):
+        eof = False
+        while True:
             try:
-                self.tls.sendall(view[start : start + PLAIN_SIZE])
+                chunks.append(recv(PLAIN_SIZE))
+            except SSL.WantReadError:
+                self._into_empty = True
+                break
+            except SSL.ZeroReturnError:
+                eof = True
+                break
             except SSL.Error as exc:
+                self._flush()
                 self.owner.handshake_failed(self, _reasons(exc))
                 self.transport.abortConnection()
                 return
-            self._flush()
+        self._flush()
+        if chunks:
+            self._sink(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if eof:
+            self._signal_eof()
+        elif not self._last_read_full:
+            self._maybe_renew()
+
+    def write_to_ue(self, data: bytes) -> None:
+        """Encrypt plaintext from the core (OpenSSL cuts it into records) and send it."""
+        if self.tls is None or self.closing:
+            return
+        try:
+            self.tls.sendall(data)
+        except SSL.Error as exc:
+            self.owner.handshake_failed(self, _reasons(exc))
+            self.transport.abortConnection()
+            return
+        self._through_bios += len(data)
+        self._flush()
+        if len(data) < self.read_size:  # the core leg's read did not fill: a burst's end
+            self._maybe_renew()
 
     def _flush(self) -> None:
         assert self.tls is not None
+        out: list[bytes] = []
         while True:
             try:
-                out = self.tls.bio_read(FEED_SIZE * 2)
+                data = self.tls.bio_read(_FLUSH_SIZE)
             except SSL.WantReadError:
-                return
-            if not out:
-                return
-            self.transport.write(out)
+                break
+            if not data:
+                break
+            out.append(data)
+        if out:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _maybe_renew(self) -> None:
+        # Both BIOs are empty here: the read BIO when the last recv wanted more (nothing is fed
+        # but what is then decrypted, except while a session waits to be accepted), the write
+        # BIO after every _flush. Fresh ones lose nothing and free the grown buffers.
+        if self._through_bios > RENEW_AFTER and self._into_empty and self.tls is not None:
+            if _renew_bios(self.tls):
+                self._through_bios = 0
 
     # -- closing --
 

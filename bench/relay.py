@@ -10,7 +10,7 @@ Figures, per relay:
 - handshakes: 4 client processes open mutual-auth TLS sessions one after the other (each sends
   one byte); sessions per second and relay CPU ms per handshake;
 - idle: N sessions each carry 64 KiB and then stay open; relay resident memory per session
-  (RSS after minus RSS before).
+  (RSS after 2 s of quiet minus RSS before).
 
 Prints figures and ratios against haproxy (and stunnel); asserts nothing.
 
@@ -46,6 +46,7 @@ import certs  # noqa: E402
 CHUNK = 256 * 1024
 _MP = multiprocessing.get_context("spawn")  # no fork of a process with a sink thread
 IDLE_BYTES = 64 * 1024
+QUIET = 2.0  # seconds without traffic before idle memory is measured
 
 
 # --------------------------------------------------------------------------- helpers
@@ -318,8 +319,11 @@ def serve_agw(spec: str) -> None:
 
     from accessgw.config import load_identity
     from accessgw.gateway import AccessGateway
+    from accessgw.malloc import tune_malloc
     from accessgw.termination import Timers
 
+    if params.get("malloc_tuning", True):
+        tune_malloc()  # as the e2ae accessgw service does
     identity = load_identity(Path(params["cert"]), Path(params["key"]))
     pin = certs.Fingerprint.parse(params["pin"])
     gw = AccessGateway(
@@ -419,7 +423,7 @@ def measure_idle(make: Any, files: dict[str, Path], sink: Sink, count: int) -> d
             tls.sendall(payload)
             sessions.append(tls)
         sink.wait_total(count * IDLE_BYTES, timeout=600)
-        time.sleep(0.5)
+        time.sleep(QUIET)  # idle means idle: what a relay frees once quiet is not counted
         after = rss_kib(relay.pid)
         return {"RSS KiB/session": (after - before) / count}
     finally:

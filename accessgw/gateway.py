@@ -51,7 +51,7 @@ from accessgw.termination import (
     TlsRole,
     classify_handshake_error,
 )
-from accessgw.tlsleg import AccessTLSProtocol
+from accessgw.tlsleg import VERIFY_MODE, AccessTLSProtocol, verify_leaf
 from certs.fingerprint import HASH_FUNCS, Fingerprint
 from certs.generate import CertAndKey
 from certs.tls import KeyLogWriter, make_context
@@ -142,6 +142,8 @@ class _CoreLeg(TwistedProtocol):
 
 
 class _CoreFactory(ClientFactory):
+    noisy = False  # no "Starting factory" line per connection
+
     def __init__(self, session: _Session) -> None:
         self.session = session
 
@@ -158,6 +160,8 @@ class _CoreFactory(ClientFactory):
 
 
 class _AccessFactory(Factory):
+    noisy = False  # no "Starting factory" line per connection
+
     def __init__(self, session: _Session, role: str) -> None:
         self.session = session
         self.role = role
@@ -189,6 +193,7 @@ class _Session:
         self.core_address: Address | None = None
         self.want_core_connect = False
         self.timer: Any = None
+        self.timer_deadline: float | None = None
         self.released = False
 
     @property
@@ -405,11 +410,14 @@ class _Session:
                 self.core.transport.loseConnection()
 
     def _reschedule(self) -> None:
-        deadline = self.term.next_deadline()
+        deadline = None if self.released else self.term.next_deadline()
         if self.timer is not None and self.timer.active():
+            if deadline == self.timer_deadline:
+                return  # the timer already set is the right one
             self.timer.cancel()
         self.timer = None
-        if deadline is not None and not self.released:
+        self.timer_deadline = deadline
+        if deadline is not None:
             delay = max(0.0, deadline - self.now)
             self.timer = self.gateway.reactor.callLater(delay, self._on_timer)
 
@@ -461,6 +469,7 @@ class AccessGateway:
         self.client_context = make_context(identity, "client", keylog=writer)
         for ctx in (self.server_context, self.client_context):
             ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
+            ctx.set_verify(VERIFY_MODE, verify_leaf)
         self._allocators: dict[str, PortAllocator] = {}
         self._sessions: dict[str, _Session] = {}
         self._next_id = 1

@@ -32,46 +32,29 @@ from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from accessgw.bio import PLAIN_SIZE, drain_output, read_plaintext, renew_bios
 from certs.tls import peer_certificate_der
 
-#: Largest plaintext one TLS record carries (what one ``recv`` can return).
-PLAIN_SIZE = 16384
 #: Bytes through the memory BIOs since they were last renewed above which they are renewed.
 RENEW_AFTER = PLAIN_SIZE + 325
 
-try:
-    # The binding pyOpenSSL itself uses: renewing a connection's memory BIOs needs it, and
-    # pyOpenSSL has no public call for it. Without it the BIOs are kept (more memory, same
-    # behaviour).
-    from OpenSSL._util import ffi as _ffi
-    from OpenSSL._util import lib as _lib
-
-    _CAN_RENEW = all(hasattr(_lib, n) for n in ("BIO_new", "BIO_s_mem", "SSL_set_bio"))
-except ImportError:  # pragma: no cover - depends on the pyOpenSSL version
-    _CAN_RENEW = False
-
-
-def _renew_bios(tls: SSL.Connection) -> bool:
-    """Give ``tls`` new, empty memory BIOs; OpenSSL frees the old ones. Only when both are
-    empty: nothing waits in the read BIO, everything in the write BIO has been sent."""
-    if not _CAN_RENEW or getattr(tls, "_into_ssl", None) is None:
-        return False
-    into = _lib.BIO_new(_lib.BIO_s_mem())
-    out = _lib.BIO_new(_lib.BIO_s_mem())
-    if into == _ffi.NULL or out == _ffi.NULL:  # pragma: no cover - out of memory
-        for bio in (into, out):
-            if bio != _ffi.NULL:
-                _lib.BIO_free(bio)
-        return False
-    _lib.SSL_set_bio(tls._ssl, into, out)
-    tls._into_ssl, tls._from_ssl = into, out
-    return True
-
 
 _DER = Encoding.DER
-#: Largest piece asked of the write BIO at once (below glibc's default mmap threshold).
-_FLUSH_SIZE = 64 * 1024
 _CONNECTION_DONE = Failure(ConnectionDone())
+
+
+#: Verify mode of the AGW's contexts: a peer certificate is required.
+VERIFY_MODE = SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT | SSL.VERIFY_CLIENT_ONCE
+
+
+def verify_leaf(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
+    """The verify callback of the AGW's contexts: asks the access leg the connection belongs
+    to (its app data). One callback per context rather than one per connection: pyOpenSSL
+    builds a C callback for every ``set_verify``. A connection without a leg is refused."""
+    leg = conn.get_app_data()
+    if not isinstance(leg, AccessTLSProtocol):
+        return False
+    return leg._verify(conn, cert, errno, depth, ok)
 
 
 class AccessLegOwner(Protocol):
@@ -133,6 +116,7 @@ class AccessTLSProtocol(TwistedProtocol):
         self._through_bios = 0  # bytes through the memory BIOs since they were renewed
         self._into_empty = True  # OpenSSL has taken everything written into its read BIO
         self._last_read_full = False  # the last read from the UE took all the read size
+        self._leaf_verdict: bool | None = None
 
     # -- connection set-up --
 
@@ -142,10 +126,7 @@ class AccessTLSProtocol(TwistedProtocol):
         self.transport.setTcpNoDelay(True)
         self.transport.bufferSize = self.read_size
         tls = SSL.Connection(self.context, None)
-        tls.set_verify(
-            SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT | SSL.VERIFY_CLIENT_ONCE,
-            self._verify,
-        )
+        tls.set_app_data(self)  # for verify_leaf, the contexts' verify callback
         if self.role == "server":
             tls.set_accept_state()
         else:
@@ -161,8 +142,10 @@ class AccessTLSProtocol(TwistedProtocol):
     ) -> bool:
         if depth != 0:
             return True  # the chain is not judged; only the leaf's fingerprint counts
-        der = cert.to_cryptography().public_bytes(_DER)
-        return self.owner.certificate_presented(self, der)
+        if self._leaf_verdict is None:  # OpenSSL may ask twice about the same leaf
+            der = cert.to_cryptography().public_bytes(_DER)
+            self._leaf_verdict = self.owner.certificate_presented(self, der)
+        return self._leaf_verdict
 
     def _handshake(self) -> None:
         assert self.tls is not None
@@ -259,27 +242,18 @@ class AccessTLSProtocol(TwistedProtocol):
 
     def _decrypt(self) -> None:
         assert self.tls is not None and self._sink is not None
-        recv = self.tls.recv
         # One write towards the core per read from the UE, not one per TLS record.
-        chunks: list[bytes] = []
-        eof = False
-        while True:
-            try:
-                chunks.append(recv(PLAIN_SIZE))
-            except SSL.WantReadError:
-                self._into_empty = True
-                break
-            except SSL.ZeroReturnError:
-                eof = True
-                break
-            except SSL.Error as exc:
-                self._flush()
-                self.owner.handshake_failed(self, _reasons(exc))
-                self.transport.abortConnection()
-                return
+        try:
+            data, eof = read_plaintext(self.tls)
+        except SSL.Error as exc:
+            self._flush()
+            self.owner.handshake_failed(self, _reasons(exc))
+            self.transport.abortConnection()
+            return
+        self._into_empty = not eof
         self._flush()
-        if chunks:
-            self._sink(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if data:
+            self._sink(data)
         if eof:
             self._signal_eof()
         elif not self._last_read_full:
@@ -302,24 +276,16 @@ class AccessTLSProtocol(TwistedProtocol):
 
     def _flush(self) -> None:
         assert self.tls is not None
-        out: list[bytes] = []
-        while True:
-            try:
-                data = self.tls.bio_read(_FLUSH_SIZE)
-            except SSL.WantReadError:
-                break
-            if not data:
-                break
-            out.append(data)
+        out = drain_output(self.tls)
         if out:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            self.transport.write(out)
 
     def _maybe_renew(self) -> None:
         # Both BIOs are empty here: the read BIO when the last recv wanted more (nothing is fed
         # but what is then decrypted, except while a session waits to be accepted), the write
         # BIO after every _flush. Fresh ones lose nothing and free the grown buffers.
         if self._through_bios > RENEW_AFTER and self._into_empty and self.tls is not None:
-            if _renew_bios(self.tls):
+            if renew_bios(self.tls):
                 self._through_bios = 0
 
     # -- closing --
@@ -364,4 +330,6 @@ class AccessTLSProtocol(TwistedProtocol):
         self._maybe_close()
 
     def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
+        if self.tls is not None:
+            self.tls.set_app_data(None)
         self.owner.leg_lost(self, reason)

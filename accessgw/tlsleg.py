@@ -8,9 +8,10 @@ the termination has accepted the session. Until then the socket is paused: the k
 the UE sends (bounded, TCP flow control), nothing is dropped.
 
 Speed and memory: each socket read goes to OpenSSL in one piece and comes out as one write
-towards the core (and the other way round), so the per-record work stays in C. OpenSSL's
-memory BIOs keep the largest amount they ever held, though, so a connection that moved more
-than one record through them gets fresh, empty BIOs (``_renew_bios``) at the end of a burst:
+towards the core (and the other way round); the per-record loops are C calls
+(:mod:`accessgw.bio`). OpenSSL's memory BIOs keep the largest amount they ever held, though,
+so a connection that moved more than one record through them gets fresh, empty BIOs
+(:func:`accessgw.bio.renew_bios`) at the end of a burst:
 both BIOs drained and the last read shorter than the read size (the socket had no more). Not
 after every read of a bulk transfer (each renewal frees and allocates a read's worth: a
 quarter more CPU per GiB), and not later on a timer (freed late, the buffers of many sessions

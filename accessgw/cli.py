@@ -34,6 +34,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--early-handshake", choices=("hold", "reject"), help="default hold")
     parser.add_argument("--hold-timeout", type=float, metavar="SECONDS", help="default 5")
     parser.add_argument("--idle-timeout", type=float, metavar="SECONDS", help="default none")
+    parser.add_argument(
+        "--no-malloc-tuning",
+        dest="malloc_tuning",
+        action="store_false",
+        default=None,
+        help="keep glibc's dynamic malloc thresholds (see docs/accessgw.md, Performance)",
+    )
     parser.add_argument("--log-level", choices=("debug", "info", "warn", "error"), default="info")
     parser.add_argument("--log-json", metavar="FILE", type=Path, help="JSON trace file")
     add_arguments(parser)
@@ -68,6 +75,10 @@ def _run(args: argparse.Namespace) -> int:
     from lab.logsetup import start_logging
 
     start_logging(level=args.log_level, json_path=args.log_json)
+    if config.malloc_tuning:
+        from accessgw.malloc import tune_malloc
+
+        tune_malloc()
     gateway = AccessGateway(
         config.access_ip,
         config.core_ip,

@@ -20,6 +20,7 @@ relative to the file's directory.
     early_handshake = "hold"     # or "reject"
     hold_timeout = 5
     idle_timeout = 0             # 0: none
+    malloc_tuning = true         # fixed glibc malloc thresholds (accessgw.malloc)
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ KEYS = (
     "early_handshake",
     "hold_timeout",
     "idle_timeout",
+    "malloc_tuning",
 )
 _PATHS = ("cert", "key", "keylog")
 _REQUIRED = ("alg", "access_ip", "core_ip", "cert", "key")
@@ -91,6 +93,7 @@ class AgwConfig:
     mid: str = "<agw.e2ae.lab>"
     timers: Timers = attrs.field(factory=Timers)
     early_handshake: str = "hold"
+    malloc_tuning: bool = True
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> AgwConfig:
@@ -112,6 +115,9 @@ class AgwConfig:
         except (TypeError, ValueError) as exc:
             raise LocalAccessGwError(f"bad timer setting: {exc}") from None
         ports = values.get("ports")
+        tuning = values.get("malloc_tuning", True)
+        if not isinstance(tuning, bool):
+            raise LocalAccessGwError(f"malloc_tuning must be true or false, not {tuning!r}")
         return cls(
             alg=parse_hostport(str(values["alg"])),
             access_ip=_ip(str(values["access_ip"]), "access_ip"),
@@ -123,6 +129,7 @@ class AgwConfig:
             mid=str(values.get("mid") or "<agw.e2ae.lab>"),
             timers=timers,
             early_handshake=early,
+            malloc_tuning=tuning,
         )
 
 

@@ -51,7 +51,7 @@ from accessgw.termination import (
     TlsRole,
     classify_handshake_error,
 )
-from accessgw.tlsleg import AccessTLSProtocol
+from accessgw.tlsleg import VERIFY_MODE, AccessTLSProtocol, verify_leaf
 from certs.fingerprint import HASH_FUNCS, Fingerprint
 from certs.generate import CertAndKey
 from certs.tls import KeyLogWriter, make_context
@@ -79,6 +79,27 @@ class Reservation:
     """``None`` when the AGW connects to the core."""
     fingerprint: Fingerprint
     """The AGW's own certificate fingerprint, for the SDP towards the UE."""
+
+
+def _release_producer(consumer: Any, producer: Any) -> None:
+    """``producer`` has nothing more to give ``consumer``: unregister it, and let it read again
+    if ``consumer``'s backpressure had paused it (it still has to see its peer's close).
+
+    A transport whose registered streaming producer is paused, when its buffer drains, resumes
+    that producer *instead of* finishing a pending half-close; with no more data to write, the
+    half-close would then never happen. Unregistering first makes the half-close the next thing
+    the transport does once its buffer is empty."""
+    if consumer.producer is producer:
+        paused = consumer.producerPaused
+        consumer.unregisterProducer()
+        if paused and producer.connected and not producer.disconnecting:
+            producer.resumeProducing()
+
+
+def _end_of_data(consumer: Any, producer: Any) -> None:
+    """A TCP half-close on ``consumer`` after the bytes it holds, ``producer`` being done."""
+    _release_producer(consumer, producer)
+    consumer.loseWriteConnection()
 
 
 @implementer(interfaces.IHalfCloseableProtocol)
@@ -121,6 +142,8 @@ class _CoreLeg(TwistedProtocol):
 
 
 class _CoreFactory(ClientFactory):
+    noisy = False  # no "Starting factory" line per connection
+
     def __init__(self, session: _Session) -> None:
         self.session = session
 
@@ -137,6 +160,8 @@ class _CoreFactory(ClientFactory):
 
 
 class _AccessFactory(Factory):
+    noisy = False  # no "Starting factory" line per connection
+
     def __init__(self, session: _Session, role: str) -> None:
         self.session = session
         self.role = role
@@ -168,6 +193,7 @@ class _Session:
         self.core_address: Address | None = None
         self.want_core_connect = False
         self.timer: Any = None
+        self.timer_deadline: float | None = None
         self.released = False
 
     @property
@@ -234,7 +260,7 @@ class _Session:
 
     def ue_eof(self, leg: AccessTLSProtocol) -> None:
         if self.core is not None:
-            self.core.transport.loseWriteConnection()
+            _end_of_data(self.core.transport, leg.transport)
 
     def leg_lost(self, leg: AccessTLSProtocol, reason: Failure) -> None:
         if leg.attempt is not None:
@@ -264,6 +290,8 @@ class _Session:
 
     def core_eof(self) -> None:
         if self.access is not None:
+            if self.core is not None:
+                _release_producer(self.access.transport, self.core.transport)
             self.access.half_close()
 
     def core_lost(self, leg: _CoreLeg, reason: Failure) -> None:
@@ -382,11 +410,14 @@ class _Session:
                 self.core.transport.loseConnection()
 
     def _reschedule(self) -> None:
-        deadline = self.term.next_deadline()
+        deadline = None if self.released else self.term.next_deadline()
         if self.timer is not None and self.timer.active():
+            if deadline == self.timer_deadline:
+                return  # the timer already set is the right one
             self.timer.cancel()
         self.timer = None
-        if deadline is not None and not self.released:
+        self.timer_deadline = deadline
+        if deadline is not None:
             delay = max(0.0, deadline - self.now)
             self.timer = self.gateway.reactor.callLater(delay, self._on_timer)
 
@@ -438,6 +469,7 @@ class AccessGateway:
         self.client_context = make_context(identity, "client", keylog=writer)
         for ctx in (self.server_context, self.client_context):
             ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
+            ctx.set_verify(VERIFY_MODE, verify_leaf)
         self._allocators: dict[str, PortAllocator] = {}
         self._sessions: dict[str, _Session] = {}
         self._next_id = 1

@@ -7,10 +7,17 @@ the handshake (verify callback: a wrong one gets a TLS alert) and again at hands
 the termination has accepted the session. Until then the socket is paused: the kernel holds what
 the UE sends (bounded, TCP flow control), nothing is dropped.
 
-Memory: OpenSSL's memory BIOs keep the largest chunk they ever held. Ciphertext is therefore fed
-to OpenSSL, and plaintext handed to it, in pieces of at most one TLS record (``FEED_SIZE``), and
-the context releases its record buffers when idle (``SSL_MODE_RELEASE_BUFFERS``): an idle
-session after a burst keeps a few tens of KiB, not a multiple of the burst.
+Speed and memory: each socket read goes to OpenSSL in one piece and comes out as one write
+towards the core (and the other way round); the per-record loops are C calls
+(:mod:`accessgw.bio`). OpenSSL's memory BIOs keep the largest amount they ever held, though,
+so a connection that moved more than one record through them gets fresh, empty BIOs
+(:func:`accessgw.bio.renew_bios`) at the end of a burst:
+both BIOs drained and the last read shorter than the read size (the socket had no more). Not
+after every read of a bulk transfer (each renewal frees and allocates a read's worth: a
+quarter more CPU per GiB), and not later on a timer (freed late, the buffers of many sessions
+scatter through the heap and stay resident). The context releases its record buffers when
+idle (``SSL_MODE_RELEASE_BUFFERS``). An idle session after a burst therefore keeps a few tens
+of KiB, not a multiple of the burst.
 """
 
 from __future__ import annotations
@@ -26,13 +33,29 @@ from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from accessgw.bio import PLAIN_SIZE, drain_output, read_plaintext, renew_bios
 from certs.tls import peer_certificate_der
 
-#: Largest piece of ciphertext written into / plaintext handed to OpenSSL at once: one record.
-FEED_SIZE = 16384 + 325
-PLAIN_SIZE = 16384
+#: Bytes through the memory BIOs since they were last renewed above which they are renewed.
+RENEW_AFTER = PLAIN_SIZE + 325
+
+
 _DER = Encoding.DER
 _CONNECTION_DONE = Failure(ConnectionDone())
+
+
+#: Verify mode of the AGW's contexts: a peer certificate is required.
+VERIFY_MODE = SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT | SSL.VERIFY_CLIENT_ONCE
+
+
+def verify_leaf(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
+    """The verify callback of the AGW's contexts: asks the access leg the connection belongs
+    to (its app data). One callback per context rather than one per connection: pyOpenSSL
+    builds a C callback for every ``set_verify``. A connection without a leg is refused."""
+    leg = conn.get_app_data()
+    if not isinstance(leg, AccessTLSProtocol):
+        return False
+    return leg._verify(conn, cert, errno, depth, ok)
 
 
 class AccessLegOwner(Protocol):
@@ -91,6 +114,10 @@ class AccessTLSProtocol(TwistedProtocol):
         self._eof_signalled = False
         self._write_done = False
         self._sink: Callable[[bytes], None] | None = None
+        self._through_bios = 0  # bytes through the memory BIOs since they were renewed
+        self._into_empty = True  # OpenSSL has taken everything written into its read BIO
+        self._last_read_full = False  # the last read from the UE took all the read size
+        self._leaf_verdict: bool | None = None
 
     # -- connection set-up --
 
@@ -100,10 +127,7 @@ class AccessTLSProtocol(TwistedProtocol):
         self.transport.setTcpNoDelay(True)
         self.transport.bufferSize = self.read_size
         tls = SSL.Connection(self.context, None)
-        tls.set_verify(
-            SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT | SSL.VERIFY_CLIENT_ONCE,
-            self._verify,
-        )
+        tls.set_app_data(self)  # for verify_leaf, the contexts' verify callback
         if self.role == "server":
             tls.set_accept_state()
         else:
@@ -119,8 +143,10 @@ class AccessTLSProtocol(TwistedProtocol):
     ) -> bool:
         if depth != 0:
             return True  # the chain is not judged; only the leaf's fingerprint counts
-        der = cert.to_cryptography().public_bytes(_DER)
-        return self.owner.certificate_presented(self, der)
+        if self._leaf_verdict is None:  # OpenSSL may ask twice about the same leaf
+            der = cert.to_cryptography().public_bytes(_DER)
+            self._leaf_verdict = self.owner.certificate_presented(self, der)
+        return self._leaf_verdict
 
     def _handshake(self) -> None:
         assert self.tls is not None
@@ -191,8 +217,8 @@ class AccessTLSProtocol(TwistedProtocol):
     # -- bytes --
 
     def dataReceived(self, data: bytes) -> None:
-        if self.failed or self.tls is None:
-            return
+        if self.failed or self.tls is None or self._eof_signalled:
+            return  # nothing follows close_notify: whatever does is not kept
         if self.handshake_complete and not self.relaying:
             # Arrived with or after the Finished message: keep the ciphertext (bounded: the
             # transport is paused) until the session is accepted.
@@ -203,79 +229,65 @@ class AccessTLSProtocol(TwistedProtocol):
 
     def _feed(self, data: bytes) -> None:
         assert self.tls is not None
-        view = memoryview(data)
-        for start in range(0, len(view), FEED_SIZE):
-            self.tls.bio_write(view[start : start + FEED_SIZE])
-            if not self.handshake_complete:
-                self._handshake()
-                if self.failed:
-                    return
-                if self.handshake_complete and not self.relaying:
-                    # Whatever followed the Finished message stays encrypted (in the BIO and
-                    # here) until the owner accepts the session.
-                    rest = bytes(view[start + FEED_SIZE :])
-                    if rest:
-                        self._held.append(rest)
-                    return
-                if not self.handshake_complete:
-                    continue
-            self._decrypt()
-            if self.closing or self._eof_signalled:
+        self.tls.bio_write(data)
+        self._into_empty = False
+        self._through_bios += len(data)
+        self._last_read_full = len(data) >= self.read_size
+        if not self.handshake_complete:
+            self._handshake()
+            if self.failed or not self.handshake_complete or not self.relaying:
+                # Whatever followed the Finished message stays encrypted in the BIO until
+                # the owner accepts the session (start_relay).
                 return
+        self._decrypt()
 
     def _decrypt(self) -> None:
         assert self.tls is not None and self._sink is not None
-        # One write towards the core per piece fed, not one per TLS record.
-        chunks: list[bytes] = []
+        # One write towards the core per read from the UE, not one per TLS record.
         try:
-            while True:
-                try:
-                    plain = self.tls.recv(self.read_size)
-                except SSL.WantReadError:
-                    self._flush()
-                    return
-                except SSL.ZeroReturnError:
-                    self._flush()
-                    if chunks:
-                        self._sink(b"".join(chunks))
-                        chunks = []
-                    self._signal_eof()
-                    return
-                except SSL.Error as exc:
-                    chunks = []
-                    self.owner.handshake_failed(self, _reasons(exc))
-                    self.transport.abortConnection()
-                    return
-                if plain:
-                    chunks.append(plain)
-        finally:
-            if chunks:
-                self._sink(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            data, eof = read_plaintext(self.tls)
+        except SSL.Error as exc:
+            self._flush()
+            self.owner.handshake_failed(self, _reasons(exc))
+            self.transport.abortConnection()
+            return
+        self._into_empty = not eof
+        self._flush()
+        if data:
+            self._sink(data)
+        if eof:
+            self._signal_eof()
+        elif not self._last_read_full:
+            self._maybe_renew()
 
     def write_to_ue(self, data: bytes) -> None:
-        """Encrypt and send plaintext from the core, one record at a time."""
+        """Encrypt plaintext from the core (OpenSSL cuts it into records) and send it."""
         if self.tls is None or self.closing:
             return
-        view = memoryview(data)
-        for start in range(0, len(view), PLAIN_SIZE):
-            try:
-                self.tls.sendall(view[start : start + PLAIN_SIZE])
-            except SSL.Error as exc:
-                self.owner.handshake_failed(self, _reasons(exc))
-                self.transport.abortConnection()
-                return
-            self._flush()
+        try:
+            self.tls.sendall(data)
+        except SSL.Error as exc:
+            self.owner.handshake_failed(self, _reasons(exc))
+            self.transport.abortConnection()
+            return
+        self._through_bios += len(data)
+        self._flush()
+        if len(data) < self.read_size:  # the core leg's read did not fill: a burst's end
+            self._maybe_renew()
 
     def _flush(self) -> None:
         assert self.tls is not None
-        while True:
-            try:
-                out = self.tls.bio_read(FEED_SIZE * 2)
-            except SSL.WantReadError:
-                return
-            if not out:
-                return
+        out = drain_output(self.tls)
+        if out:
             self.transport.write(out)
+
+    def _maybe_renew(self) -> None:
+        # Both BIOs are empty here: the read BIO when the last recv wanted more (nothing is fed
+        # but what is then decrypted, except while a session waits to be accepted), the write
+        # BIO after every _flush. Fresh ones lose nothing and free the grown buffers.
+        if self._through_bios > RENEW_AFTER and self._into_empty and self.tls is not None:
+            if renew_bios(self.tls):
+                self._through_bios = 0
 
     # -- closing --
 
@@ -319,4 +331,6 @@ class AccessTLSProtocol(TwistedProtocol):
         self._maybe_close()
 
     def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
+        if self.tls is not None:
+            self.tls.set_app_data(None)
         self.owner.leg_lost(self, reason)

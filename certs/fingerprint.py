@@ -69,7 +69,7 @@ class Fingerprint:
     @property
     def hex(self) -> str:
         """Upper-case colon-separated hex, as RFC 8122 writes it."""
-        return ":".join(f"{b:02X}" for b in self.digest)
+        return self.digest.hex(":").upper()
 
     @property
     def value(self) -> str:

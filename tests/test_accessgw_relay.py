@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import select
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -387,6 +389,69 @@ async def test_half_close_is_propagated_both_ways(lab: Lab) -> None:
     assert result == {"got": b"response", "clean": True}
     await wait_for(lambda: bool(lab.of(Closed)))
     assert lab.of(Closed)[0].clean
+
+
+def _burst_client(
+    port: int, ident: certs.CertAndKey, payload: bytes, result: dict[str, Any], *, lag: float
+) -> None:
+    """Sends ``payload`` and close_notify, waits ``lag`` s, then reads everything to the end."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.setblocking(True)
+    tls = SSL.Connection(make_context(ident, "client"), sock)
+    tls.set_connect_state()
+    tls.do_handshake()
+    tls.sendall(payload)
+    tls.shutdown()
+    time.sleep(lag)
+    got = 0
+    while True:
+        try:
+            chunk = tls.recv(65536)
+        except SSL.ZeroReturnError:
+            result["clean"] = True
+            break
+        except (SSL.SysCallError, OSError):
+            result["clean"] = False
+            break
+        if not chunk:
+            break
+        got += len(chunk)
+    result["got"] = got
+    sock.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_half_close_is_propagated_under_backpressure(tmp_path: Path) -> None:
+    """End of data from either side reaches the other while the relay is pushed back: the
+    UE's close_notify comes in the same read as data that fills the core leg's buffer (small
+    reads make every record do that), and the UE reads late when the core's FIN comes. Each
+    half-close waits for the bytes before it, and is not lost."""
+    require_tool("openssl")
+    lab = Lab(tmp_path, read_size=4096)
+    size = 1024 * 1024
+    try:
+        sink, sink_port = lab.sink(stay_open=True, keep=False, slow=0.002)
+        r = lab.gw.reserve(fingerprints=[lab.ue.fingerprint()], core_role="connect")
+        lab.gw.configure(r.termination, core_address=("127.0.0.1", sink_port))
+        assert r.access_port is not None
+        result: dict[str, Any] = {}
+        thread = threads.deferToThread(
+            functools.partial(_burst_client, lag=1.0), r.access_port, lab.ue, b"u" * size, result
+        )
+        await wait_for(lambda: bool(sink.conns))
+        await wait_for(lambda: sink.conns[0].eof, timeout=20)
+        assert sink.conns[0].count == size
+        sink.slow = None
+        sink.conns[0].transport.write(b"c" * size)
+        sink.conns[0].transport.loseWriteConnection()
+        await thread
+        assert result == {"got": size, "clean": True}
+        await wait_for(lambda: bool(lab.of(Closed)))
+        [closed] = lab.of(Closed)
+        assert closed.clean
+        assert closed.stats.bytes_to_core == size == closed.stats.bytes_to_ue
+    finally:
+        lab.close()
 
 
 @pytest_twisted.ensureDeferred

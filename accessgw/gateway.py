@@ -51,7 +51,7 @@ from accessgw.termination import (
     TlsRole,
     classify_handshake_error,
 )
-from accessgw.tlsleg import VERIFY_MODE, AccessTLSProtocol, verify_leaf
+from accessgw.tlsleg import AccessTLSProtocol, verify_leaf
 from certs.fingerprint import HASH_FUNCS, Fingerprint
 from certs.generate import CertAndKey
 from certs.tls import KeyLogWriter, make_context
@@ -94,12 +94,6 @@ def _release_producer(consumer: Any, producer: Any) -> None:
         consumer.unregisterProducer()
         if paused and producer.connected and not producer.disconnecting:
             producer.resumeProducing()
-
-
-def _end_of_data(consumer: Any, producer: Any) -> None:
-    """A TCP half-close on ``consumer`` after the bytes it holds, ``producer`` being done."""
-    _release_producer(consumer, producer)
-    consumer.loseWriteConnection()
 
 
 @implementer(interfaces.IHalfCloseableProtocol)
@@ -260,7 +254,8 @@ class _Session:
 
     def ue_eof(self, leg: AccessTLSProtocol) -> None:
         if self.core is not None:
-            _end_of_data(self.core.transport, leg.transport)
+            _release_producer(self.core.transport, leg.transport)
+            self.core.transport.loseWriteConnection()
 
     def leg_lost(self, leg: AccessTLSProtocol, reason: Failure) -> None:
         if leg.attempt is not None:
@@ -465,11 +460,10 @@ class AccessGateway:
         self.read_size = read_size
         self.observers: list[Callable[[Event], None]] = [observer] if observer else []
         writer = KeyLogWriter(keylog) if keylog is not None else None
-        self.server_context = make_context(identity, "server", keylog=writer)
-        self.client_context = make_context(identity, "client", keylog=writer)
+        self.server_context = make_context(identity, "server", keylog=writer, verify=verify_leaf)
+        self.client_context = make_context(identity, "client", keylog=writer, verify=verify_leaf)
         for ctx in (self.server_context, self.client_context):
             ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
-            ctx.set_verify(VERIFY_MODE, verify_leaf)
         self._allocators: dict[str, PortAllocator] = {}
         self._sessions: dict[str, _Session] = {}
         self._next_id = 1

@@ -44,10 +44,6 @@ _DER = Encoding.DER
 _CONNECTION_DONE = Failure(ConnectionDone())
 
 
-#: Verify mode of the AGW's contexts: a peer certificate is required.
-VERIFY_MODE = SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT | SSL.VERIFY_CLIENT_ONCE
-
-
 def verify_leaf(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
     """The verify callback of the AGW's contexts: asks the access leg the connection belongs
     to (its app data). One callback per context rather than one per connection: pyOpenSSL

@@ -69,12 +69,16 @@ def make_context(
     keylog: Callable[[SSL.Connection, bytes], None] | None = None,
     min_version: int = SSL.TLS1_2_VERSION,
     present_certificate: bool = True,
+    verify: Callable[[SSL.Connection, crypto.X509, int, int, int], bool] = _accept_any_certificate,
 ) -> SSL.Context:
     """A context of the 3GPP profile for ``role`` presenting ``identity``.
 
     The peer must present a certificate (a server fails the handshake otherwise).
     ``present_certificate=False`` leaves ``identity`` out: a client that misbehaves on purpose
-    (the lab's "send no certificate" knob); a server needs its certificate to handshake."""
+    (the lab's "send no certificate" knob); a server needs its certificate to handshake.
+    ``verify`` is the context's verify callback (default: accept any certificate, for the
+    caller to check the fingerprint after the handshake); a pinning endpoint passes its own to
+    refuse a wrong certificate with an alert during the handshake."""
     method = SSL.TLS_SERVER_METHOD if role == "server" else SSL.TLS_CLIENT_METHOD
     ctx = SSL.Context(method)
     ctx.set_min_proto_version(max(min_version, SSL.TLS1_2_VERSION))
@@ -93,7 +97,7 @@ def make_context(
         ctx.check_privatekey()
     ctx.set_verify(
         SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT | SSL.VERIFY_CLIENT_ONCE,
-        _accept_any_certificate,
+        verify,
     )
     ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     if keylog is not None:

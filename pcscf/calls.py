@@ -779,19 +779,81 @@ class CallTable:
     def _tls_failed(
         self, call: CallSession, stream: StreamSession, why: str, fields: dict[str, object]
     ) -> list[CallAction]:
-        text = f"e2ae: {why}"
         note = _note("warn", "e2ae call {call_id} stream {stream}: {reason}", reason=why, **fields)
-        if self.policy.on_tls_failure == "bye" or not call.sent:
-            call.ended = True
-            actions: list[CallAction] = [note, *self._release_all(call, why)]
-            actions.append(EndCall(call.dialog, TLS_FAILURE_CAUSE, text))
-            return actions
-        actions = [note, self._release_stream(call, stream, why)]
-        for side, sdp in sorted(call.sent.items()):
-            if stream.index >= len(sdp.media):
+        if self._ends_call(call):
+            return [note, *self._release_all(call, why), self._end(call, why)]
+        release = self._release_stream(call, stream, why)
+        return [note, release, *self._reoffers_without(call, [stream.index])]
+
+    def gateway_status(
+        self, gateway: str, in_service: bool, reason: str, now: float
+    ) -> list[CallAction]:
+        """An AGW came into service or left it (Iq ServiceChange, or its link was lost).
+
+        ``forced`` (the AGW shut down, after releasing everything it held) and a cold
+        ``register`` of an AGW that this table still has calls on (it restarted without its
+        contexts) take away the media of every call on it: each such call loses its protected
+        streams as if their TLS had failed (``on_tls_failure``), and nothing is released on
+        Iq, the AGW holds nothing. A lost link or a warm ``restart`` does nothing: the AGW keeps
+        its contexts and sessions and comes back."""
+        if in_service and reason != "register":
+            return []
+        if not in_service and reason != "forced":
+            return [
+                _note(
+                    "warn",
+                    "e2ae: AGW {gateway} unreachable ({reason}); its calls keep their media"
+                    " while it reconnects",
+                    gateway=gateway,
+                    reason=reason,
+                )
+            ]
+        why = (
+            "the AGW carrying the call went out of service"
+            if not in_service
+            else "the AGW carrying the call restarted and lost its terminations"
+        )
+        actions: list[CallAction] = []
+        for call in list(self.calls.values()):
+            if call.gateway != gateway or call.context is None or call.ended:
                 continue
+            note = _note(
+                "warn",
+                "e2ae call {call_id}: {reason} (context {iq_context} on {gateway})",
+                call_id=call.dialog.call_id,
+                iq_context=call.context,
+                gateway=gateway,
+                reason=why,
+            )
+            lost = sorted(call.streams)
+            self._contexts.pop((gateway, call.context), None)
+            call.streams.clear()
+            call.context = None
+            if self._ends_call(call):
+                actions += [note, self._end(call, why)]
+            else:
+                actions += [note, *self._reoffers_without(call, lost)]
+            self._forget_if_empty(call)
+        return actions
+
+    def _ends_call(self, call: CallSession) -> bool:
+        """Does a failed protected stream end the whole call (policy, or nothing sent yet)?"""
+        return self.policy.on_tls_failure == "bye" or not call.sent
+
+    def _end(self, call: CallSession, why: str) -> EndCall:
+        call.ended = True
+        return EndCall(call.dialog, TLS_FAILURE_CAUSE, f"e2ae: {why}")
+
+    def _reoffers_without(self, call: CallSession, indexes: Sequence[int]) -> list[CallAction]:
+        """Re-offers to both parties of what each was last sent, with ``indexes`` at port 0."""
+        actions: list[CallAction] = []
+        for side, sdp in sorted(call.sent.items()):
             body = sdp.copy()
-            body.media[stream.index].set_port(0)
+            dropped = [i for i in indexes if i < len(body.media)]
+            if not dropped:
+                continue
+            for index in dropped:
+                body.media[index].set_port(0)
             _bump_origin(body)
             call.sent[side] = body
             actions.append(Reoffer(call.dialog, "gm" if side == "gm" else "core", body.serialise()))

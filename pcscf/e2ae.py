@@ -254,6 +254,11 @@ class E2aeMediaHandler:
                 state="in service" if event.in_service else "out of service",
                 reason=event.reason,
             )
+            self._run(
+                self.table.gateway_status(
+                    event.gateway, event.in_service, event.reason, self._now()
+                )
+            )
 
     def _now(self) -> float:
         return float(self.reactor.seconds())

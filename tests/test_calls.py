@@ -344,6 +344,49 @@ def test_tls_timer_with_bye_ends_the_call() -> None:
     assert table.held() == {}
 
 
+@pytest.mark.parametrize(
+    ("in_service", "reason", "words"),
+    [(False, "forced", "went out of service"), (True, "register", "restarted and lost")],
+)
+def test_an_agw_that_lost_its_terminations_ends_its_calls(
+    in_service: bool, reason: str, words: str
+) -> None:
+    table = CallTable(Policy())
+    set_up_orig(table)
+    actions = table.gateway_status("<agw1>", in_service, reason, 2.0)
+    (end,) = [a for a in actions if isinstance(a, EndCall)]
+    assert end.dialog == ORIG and end.cause == 488 and words in end.text
+    assert releases(actions) == []  # the AGW holds nothing any more
+    assert table.held() == {}
+    assert table.gateway_status("<agw1>", in_service, reason, 3.0) == []  # once
+    assert releases(table.ended(ORIG, "BYE")) == []
+
+
+def test_an_agw_that_lost_its_terminations_with_remove_stream_reoffers_port_zero() -> None:
+    table = CallTable(Policy(on_tls_failure="remove-stream"))
+    set_up_orig(table)
+    actions = table.gateway_status("<agw1>", False, "forced", 2.0)
+    assert not any(isinstance(a, EndCall) for a in actions) and releases(actions) == []
+    reoffers = [a for a in actions if isinstance(a, Reoffer)]
+    assert sorted(r.side for r in reoffers) == ["core", "gm"]
+    for r in reoffers:
+        sdp = SessionDescription.parse(r.body)
+        assert [m.port for m in sdp.media][:2] == [0, 0] and sdp.media[2].port != 0  # audio stays
+    assert table.held() == {}
+
+
+@pytest.mark.parametrize(
+    ("in_service", "reason"), [(False, "link lost"), (True, "restart"), (True, "register")]
+)
+def test_a_link_blip_or_warm_restart_leaves_calls_alone(in_service: bool, reason: str) -> None:
+    table = CallTable(Policy())
+    set_up_orig(table)
+    other = "<agw2>" if reason == "register" else "<agw1>"  # a cold boot of another AGW
+    actions = table.gateway_status(other, in_service, reason, 2.0)
+    assert not any(isinstance(a, EndCall | Reoffer | IqRelease) for a in actions)
+    assert table.held() == {ORIG: ["acc/71", "core/71", "acc/72", "core/72"]}
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(

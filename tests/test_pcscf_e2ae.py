@@ -219,6 +219,27 @@ async def test_no_verified_session_in_time_ends_the_call(lab: Lab) -> None:
     await wait_for(lambda: gw.terminations == [])
 
 
+@pytest_twisted.ensureDeferred
+async def test_an_agw_shutting_down_ends_the_calls_it_carried(lab: Lab) -> None:
+    handler, control, iq_port = lab.alg(Policy())
+    gw, _, agent = agw_iq.start(iq_port, reactor, mid="<agw1>")
+    lab.cleanups += [agent.stop, gw.close]
+    await wait_for(lambda: handler.controller.gateways_in_service() == ["<agw1>"])
+    dialog = DialogId("gone", "orig")
+    fp = "sha-256 " + ":".join(["AA"] * 32)
+    assert isinstance(await _sdp(handler, ctx(dialog, "offer", True), offer(fp)), Forward)
+    assert isinstance(await _sdp(handler, ctx(dialog, "answer", False), answer(9)), Forward)
+    await wait_for(lambda: not handler.in_flight)  # the Configure beside the answer is done
+    assert gw.terminations != [] and control.ended == []
+    # As `e2ae accessgw` stops: release everything, then ServiceChange Forced on Iq.
+    gw.close()
+    await agent.stop()
+    await wait_for(lambda: bool(control.ended))
+    ((ended, cause, text),) = control.ended
+    assert ended == dialog and cause == 488 and "went out of service" in text
+    assert handler.table.held() == {}
+
+
 class LosesFirstRelease:
     """Reserves on an AccessGateway-less fake; the first Release gets no reply."""
 

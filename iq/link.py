@@ -844,6 +844,7 @@ class IqAgent:
         self._running = False
         self._retry: IDelayedCall | None = None
         self._waiting: list[defer.Deferred[None]] = []
+        self._backlog: list[tuple[profile.IqEvent, defer.Deferred[None]]] = []
         self.registrations = 0
 
     @property
@@ -864,11 +865,34 @@ class IqAgent:
         self._waiting.append(d)
         return d
 
+    #: Notifications kept while the link is down, sent in order once registered again.
+    notify_backlog = 1000
+
     def notify(self, event: profile.IqEvent) -> defer.Deferred[None]:
-        """Report an event to the ALG; fires when the ALG acknowledged it."""
+        """Report an event to the ALG; fires when the ALG acknowledged it.
+
+        While the link is down (the agent reconnecting) the event waits, up to
+        ``notify_backlog`` of them, and goes out after the next registration: a warm
+        reconnection keeps the ALG's contexts, so it still applies. Fails with
+        :class:`LinkLost` if the backlog is full or the agent stops; a Notify already sent
+        when the link drops fails with it (at most once, like every request)."""
         link = self._link
         if link is None or not self._registered:
-            return defer.fail(LinkLost("Iq link to the ALG is not up"))
+            if not self._running:
+                return defer.fail(LinkLost("Iq agent stopped"))
+            if len(self._backlog) >= self.notify_backlog:
+                return defer.fail(
+                    LinkLost(
+                        "Iq link to the ALG is not up and"
+                        f" {len(self._backlog)} notifications are already waiting"
+                    )
+                )
+            waiting: defer.Deferred[None] = defer.Deferred()
+            self._backlog.append((event, waiting))
+            return waiting
+        return self._send_notify(link, event)
+
+    def _send_notify(self, link: IqLinkProtocol, event: profile.IqEvent) -> defer.Deferred[None]:
         request = profile.NotifyRequest(event)
         d = link.request(profile.encode_request(request), timeout=self.timeout, what="Notify")
 
@@ -880,6 +904,9 @@ class IqAgent:
     def stop(self) -> defer.Deferred[None]:
         """ServiceChange Forced, then close the link; no more reconnecting."""
         self._running = False
+        backlog, self._backlog = self._backlog, []
+        for _, held in backlog:
+            held.errback(LinkLost("Iq agent stopped"))
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         link = self._link
@@ -946,6 +973,14 @@ class IqAgent:
             waiting, self._waiting = self._waiting, []
             for w in waiting:
                 w.callback(None)
+            backlog, self._backlog = self._backlog, []
+            if backlog:
+                log.info(
+                    "Iq sending {count} notification(s) held while the link was down",
+                    count=len(backlog),
+                )
+            for event, held in backlog:
+                self._send_notify(link, event).chainDeferred(held)
 
         def refused(failure: Failure) -> None:
             log.warn(

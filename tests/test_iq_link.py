@@ -472,6 +472,43 @@ async def test_warm_restart_keeps_contexts_and_call_ids(lab: Lab) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_notifications_while_the_link_is_down_wait_for_the_reconnection(lab: Lab) -> None:
+    ctrl, port = lab.controller()
+    gw = FakeGateway()
+    agent = lab.agent(gw, port, backoff_initial=0.2)
+    await agent.when_registered()
+    reply = await ctrl.reserve(MID, _reserve_request())
+    agent._link.transport.abortConnection()  # type: ignore[union-attr]
+    await wait_for(lambda: not agent.registered)
+    agent.notify_backlog = 2
+    events = [
+        profile.IqEvent("connection-closed", reply.context, "acc/1/1", n, "20260101T00000000")
+        for n in (1, 2, 3)
+    ]
+    held = [agent.notify(e) for e in events]
+    with pytest.raises(LinkLost, match="2 notifications are already waiting"):
+        await held[2]
+    assert not held[0].called and not held[1].called
+    await defer.gatherResults(held[:2])  # sent, in order, after the warm reconnection
+    assert agent.registrations == 2
+    got = [e.event for e in lab.events if isinstance(e, IqNotification)]
+    assert got == events[:2]
+
+
+@pytest_twisted.ensureDeferred
+async def test_held_notifications_fail_when_the_agent_stops(lab: Lab) -> None:
+    _, port = lab.controller()
+    agent = lab.agent(FakeGateway(), port, backoff_initial=5.0)
+    await agent.when_registered()
+    agent._link.transport.abortConnection()  # type: ignore[union-attr]
+    await wait_for(lambda: not agent.registered)
+    held = agent.notify(profile.IqEvent("connection-closed", 1, "core/1/1", 1, "20260101T0"))
+    await agent.stop()
+    with pytest.raises(LinkLost, match="stopped"):
+        await held
+
+
+@pytest_twisted.ensureDeferred
 async def test_several_gateways_round_robin(lab: Lab) -> None:
     ctrl, port = lab.controller()
     with pytest.raises(NotInService):

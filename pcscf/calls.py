@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Literal
 
@@ -247,6 +248,8 @@ class CallTable:
         self.policy = policy
         self.calls: dict[DialogId, CallSession] = {}
         self._contexts: dict[tuple[str, int], DialogId] = {}
+        #: Contexts released lately, for the Notifies that cross their release on Iq.
+        self._released: OrderedDict[tuple[str, int], DialogId] = OrderedDict()
         self._next_gateway = 0
         #: Refused TLS attempts (strangers), over all calls.
         self.stranger_failures = 0
@@ -704,6 +707,19 @@ class CallTable:
             gateway=gateway,
         )
         if call is None or stream is None:
+            gone = self._released.get((gateway, event.context))
+            if gone is not None:
+                # Sent by the AGW as the call's Release crossed it on Iq (closing legs report).
+                fields["call_id"] = gone.call_id
+                return [
+                    _note(
+                        "info",
+                        "e2ae call {call_id}: {kind} on {termination} after the context was"
+                        " released (nothing to do)",
+                        kind=event.kind,
+                        **fields,
+                    )
+                ]
             return [
                 _note("info", "e2ae: {kind} on unknown {termination}", kind=event.kind, **fields)
             ]
@@ -826,7 +842,7 @@ class CallTable:
                 reason=why,
             )
             lost = sorted(call.streams)
-            self._contexts.pop((gateway, call.context), None)
+            self._drop_context(gateway, call.context)
             call.streams.clear()
             call.context = None
             if self._ends_call(call):
@@ -866,7 +882,7 @@ class CallTable:
         assert call.gateway is not None and call.context is not None
         terms = stream.terminations
         if not call.streams:
-            self._contexts.pop((call.gateway, call.context), None)
+            self._drop_context(call.gateway, call.context)
             request = profile.ReleaseRequest(call.context)
             call.context = None
         else:
@@ -878,7 +894,7 @@ class CallTable:
             call.streams.clear()
             return []
         request = profile.ReleaseRequest(call.context)
-        self._contexts.pop((call.gateway, call.context), None)
+        self._drop_context(call.gateway, call.context)
         call.streams.clear()
         call.context = None
         return [
@@ -891,6 +907,16 @@ class CallTable:
                 reason=why,
             ),
         ]
+
+    #: How many released contexts :attr:`_released` remembers.
+    released_memory = 1024
+
+    def _drop_context(self, gateway: str, context: int) -> None:
+        dialog = self._contexts.pop((gateway, context), None)
+        if dialog is not None:
+            self._released[(gateway, context)] = dialog
+            while len(self._released) > self.released_memory:
+                self._released.popitem(last=False)
 
     def _forget_if_empty(self, call: CallSession) -> None:
         if not call.streams and call.pending is None and call.context is None:

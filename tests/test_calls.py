@@ -17,6 +17,7 @@ from pcscf.calls import (
     EndCall,
     IqRelease,
     MediaDone,
+    Note,
     OfferWork,
     Reoffer,
     agw_error,
@@ -342,6 +343,17 @@ def test_tls_timer_with_bye_ends_the_call() -> None:
     assert "within 3 s" in end.text
     assert releases(actions) == [profile.ReleaseRequest(7)]
     assert table.held() == {}
+
+
+def test_notifies_that_cross_the_release_are_told_apart_from_unknown_ones() -> None:
+    table = CallTable(Policy())
+    set_up_orig(table)
+    table.ended(ORIG, "BYE")
+    (late,) = table.notification("<agw1>", _event("connection-closed", "core/71"), 3.0)
+    assert isinstance(late, Note) and "after the context was released" in late.format
+    assert dict(late.fields)["call_id"] == ORIG.call_id
+    (unknown,) = table.notification("<agw2>", _event("connection-closed", "core/71"), 3.0)
+    assert isinstance(unknown, Note) and "unknown" in unknown.format
 
 
 @pytest.mark.parametrize(

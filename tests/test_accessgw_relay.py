@@ -19,7 +19,7 @@ from twisted.internet import reactor, threads
 
 import certs
 from accessgw.errors import InvalidRequest, PortsExhausted, UnknownTermination
-from accessgw.gateway import AccessGateway
+from accessgw.gateway import AccessGateway, Reservation
 from accessgw.ports import PortRange
 from accessgw.termination import (
     Closed,
@@ -57,6 +57,14 @@ class Lab:
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
         self.listeners.append(port)
         return factory, port.getHost().port
+
+    def pinned_relay(self, sink_port: int) -> Reservation:
+        """A termination pinned to the UE's certificate (AGW TLS server) that connects to
+        the core peer on ``sink_port`` once the session is verified."""
+        r = self.gw.reserve(fingerprints=[self.ue.fingerprint()], core_role="connect")
+        self.gw.configure(r.termination, core_address=("127.0.0.1", sink_port))
+        assert r.access_port is not None
+        return r
 
     def of(self, kind: type) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
@@ -122,9 +130,7 @@ REFUSALS = {
 async def test_refused_then_the_real_ue_still_gets_through(lab: Lab, case: str) -> None:
     who, extra, cause = REFUSALS[case]
     sink, sink_port = lab.sink(echo=True, close_after=5)
-    r = lab.gw.reserve(fingerprints=[lab.ue.fingerprint()], core_role="connect")
-    lab.gw.configure(r.termination, core_address=("127.0.0.1", sink_port))
-    assert r.access_port is not None
+    r = lab.pinned_relay(sink_port)
     path = {"impostor": lab.bad_path, "ue": lab.ue_path, None: None}[who]
     bad = s_client(r.access_port, path, *extra)
     bad.send(b"EARLY-BYTES-NEVER-RELAYED" * 100, close=True)
@@ -148,9 +154,7 @@ async def test_refused_then_the_real_ue_still_gets_through(lab: Lab, case: str) 
 @pytest_twisted.ensureDeferred
 async def test_second_connection_after_a_verified_one_is_refused(lab: Lab) -> None:
     sink, sink_port = lab.sink()
-    r = lab.gw.reserve(fingerprints=[lab.ue.fingerprint()], core_role="connect")
-    lab.gw.configure(r.termination, core_address=("127.0.0.1", sink_port))
-    assert r.access_port is not None
+    r = lab.pinned_relay(sink_port)
     first = s_client(r.access_port, lab.ue_path)
     first.send(b"one")
     await wait_for(lambda: sink.received == b"one")
@@ -381,9 +385,7 @@ def _pyopenssl_client(
 @pytest_twisted.ensureDeferred
 async def test_half_close_is_propagated_both_ways(lab: Lab) -> None:
     sink, sink_port = lab.sink(stay_open=True)
-    r = lab.gw.reserve(fingerprints=[lab.ue.fingerprint()], core_role="connect")
-    lab.gw.configure(r.termination, core_address=("127.0.0.1", sink_port))
-    assert r.access_port is not None
+    r = lab.pinned_relay(sink_port)
     result: dict[str, Any] = {}
     thread = threads.deferToThread(_pyopenssl_client, r.access_port, lab.ue, b"request", result)
     await wait_for(lambda: bool(sink.conns) and sink.conns[0].data == b"request")
@@ -409,9 +411,7 @@ async def test_half_close_is_propagated_under_backpressure(tmp_path: Path) -> No
     size = 1024 * 1024
     try:
         sink, sink_port = lab.sink(stay_open=True, keep=False, slow=0.002)
-        r = lab.gw.reserve(fingerprints=[lab.ue.fingerprint()], core_role="connect")
-        lab.gw.configure(r.termination, core_address=("127.0.0.1", sink_port))
-        assert r.access_port is not None
+        r = lab.pinned_relay(sink_port)
         result: dict[str, Any] = {}
         thread = threads.deferToThread(
             functools.partial(_pyopenssl_client, lag=1.0),
@@ -439,9 +439,7 @@ async def test_half_close_is_propagated_under_backpressure(tmp_path: Path) -> No
 @pytest_twisted.ensureDeferred
 async def test_core_reset_closes_the_access_leg_and_is_reported(lab: Lab) -> None:
     sink, sink_port = lab.sink()
-    r = lab.gw.reserve(fingerprints=[lab.ue.fingerprint()], core_role="connect")
-    lab.gw.configure(r.termination, core_address=("127.0.0.1", sink_port))
-    assert r.access_port is not None
+    r = lab.pinned_relay(sink_port)
     ue = s_client(r.access_port, lab.ue_path)
     ue.send(b"x")
     await wait_for(lambda: sink.received == b"x")
@@ -458,9 +456,7 @@ async def test_idle_timeout_closes_both_legs(tmp_path: Path) -> None:
     lab = Lab(tmp_path, timers=Timers(idle=0.3))
     try:
         sink, sink_port = lab.sink()
-        r = lab.gw.reserve(fingerprints=[lab.ue.fingerprint()], core_role="connect")
-        lab.gw.configure(r.termination, core_address=("127.0.0.1", sink_port))
-        assert r.access_port is not None
+        r = lab.pinned_relay(sink_port)
         ue = s_client(r.access_port, lab.ue_path)
         ue.send(b"x")
         await ue.ended
@@ -531,9 +527,7 @@ def _rss_kib() -> int:
 async def test_100_mb_through_a_slow_consumer_with_bounded_memory(lab: Lab) -> None:
     size = 100 * 1024 * 1024
     sink, sink_port = lab.sink(slow=0.001, keep=False)  # counts, does not keep the bytes
-    r = lab.gw.reserve(fingerprints=[lab.ue.fingerprint()], core_role="connect")
-    lab.gw.configure(r.termination, core_address=("127.0.0.1", sink_port))
-    assert r.access_port is not None
+    r = lab.pinned_relay(sink_port)
     rss_before = _rss_kib()
     peak = {"buffered": 0}
 

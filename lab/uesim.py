@@ -13,17 +13,23 @@ Misbehaviour on purpose: ``present="other"`` (another certificate than the one i
 registered it).
 
 As a lab UA: the P-CSCF is the outbound proxy of every request, dialogs follow the Record-Route
-set, no retransmissions over UDP (loopback). The media of a call is opened after the answer
-(caller) or after the ACK (callee: the P-CSCF has given the AGW its fingerprint by then).
+set. Over UDP it retransmits as RFC 3261 section 17 says, so it keeps working on a lossy link
+(lab network emulation): requests every T1, doubling (non-INVITE capped at T2) until a response
+(an INVITE stops at the first provisional one); a 2xx to an INVITE until the ACK comes, for at
+most 64*T1; a retransmitted request gets the response it already got, once more. The media of a
+call is opened after the answer (caller) or after the ACK (callee: the P-CSCF has given the
+AGW its fingerprint by then).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import attrs
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 import certs
@@ -33,6 +39,14 @@ from lab.sipnode import Address, SipNode, Transport
 from pcscf.sip.message import Message, Request, Response, make_request
 
 log = Logger(namespace="lab.ue")
+
+#: RFC 3261 timers (seconds), for UDP: the first retransmission interval, the cap of
+#: non-INVITE and 2xx retransmissions, and how long a transaction may last.
+T1 = 0.5
+T2 = 4.0
+TRANSACTION_TIMEOUT = 64 * T1
+#: Server transactions whose response is kept to answer a retransmitted request.
+ANSWERED_MEMORY = 256
 
 #: Port an active endpoint puts in its m= line (RFC 4145 section 4: it does not listen there).
 DISCARD_PORT = 9
@@ -89,6 +103,8 @@ class Call:
     streams: dict[str, StreamLeg] = attrs.field(factory=dict)
     ended: bool = False
     end_reason: str = ""
+    acked: bool = False
+    ack: Request | None = None  # the ACK sent for the 2xx (sent again if the 2xx comes again)
     _closed: list[defer.Deferred[None]] = attrs.field(factory=list)
 
     @property
@@ -156,6 +172,9 @@ class UeSim:
         self.calls: dict[str, Call] = {}
         self.registered = False
         self._pending: dict[str, defer.Deferred[Response]] = {}
+        self._resend: dict[str, IDelayedCall] = {}  # client retransmissions, by branch
+        self._answered: OrderedDict[tuple[str, str], Response] = OrderedDict()
+        self._unacked: dict[str, IDelayedCall] = {}  # 2xx retransmissions, by Call-ID
         self._incoming: list[Call] = []
         self._incoming_waiters: list[defer.Deferred[Call]] = []
 
@@ -180,6 +199,11 @@ class UeSim:
         )
 
     def stop(self) -> defer.Deferred[Any]:
+        for timer in (*self._resend.values(), *self._unacked.values()):
+            if timer.active():
+                timer.cancel()
+        self._resend.clear()
+        self._unacked.clear()
         waits = [self.node.stop()]
         for call in self.calls.values():
             waits.extend(leg.endpoint.stop() for leg in call.streams.values())
@@ -194,9 +218,70 @@ class UeSim:
 
     def _request(self, request: Request) -> defer.Deferred[Response]:
         d: defer.Deferred[Response] = defer.Deferred()
-        self._pending[request.top_via.branch] = d
+        branch = request.top_via.branch
+        self._pending[branch] = d
         self.node.send(request, self.proxy)
-        return d.addTimeout(32, self.reactor)
+        if self.transport == "udp":
+            self._resend[branch] = self.reactor.callLater(T1, self._retransmit, request, T1)
+
+        def over(result: Any) -> Any:
+            self._pending.pop(branch, None)
+            self._stop_resending(branch)
+            return result
+
+        return d.addTimeout(TRANSACTION_TIMEOUT, self.reactor).addBoth(over)
+
+    def _retransmit(self, request: Request, interval: float) -> None:
+        branch = request.top_via.branch
+        if branch not in self._pending:
+            return
+        self.node.send(request, self.proxy)
+        interval = interval * 2 if request.method == "INVITE" else min(interval * 2, T2)
+        self._resend[branch] = self.reactor.callLater(interval, self._retransmit, request, interval)
+
+    def _stop_resending(self, branch: str) -> None:
+        timer = self._resend.pop(branch, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    # -- server transactions ----------------------------------------------------------------
+
+    def _respond(self, request: Request, response: Response, addr: Address) -> None:
+        self.node.send(response, addr)
+        if self.transport != "udp":
+            return
+        self._answered[(request.top_via.branch, request.method)] = response
+        while len(self._answered) > ANSWERED_MEMORY:
+            self._answered.popitem(last=False)
+        if request.method == "INVITE" and 200 <= response.status < 300:
+            self._stop_2xx(request.call_id)
+            self._unacked[request.call_id] = self.reactor.callLater(
+                T1, self._retransmit_2xx, response, addr, T1, T1
+            )
+
+    def _retransmit_2xx(
+        self, response: Response, addr: Address, interval: float, waited: float
+    ) -> None:
+        call_id = response.call_id
+        self._unacked.pop(call_id, None)
+        if waited >= TRANSACTION_TIMEOUT:
+            log.warn(
+                "UE {ue}: no ACK for the 2xx of {call_id} within {timeout:g} s",
+                ue=self.user,
+                call_id=call_id,
+                timeout=TRANSACTION_TIMEOUT,
+            )
+            return
+        self.node.send(response, addr)
+        interval = min(interval * 2, T2)
+        self._unacked[call_id] = self.reactor.callLater(
+            interval, self._retransmit_2xx, response, addr, interval, waited + interval
+        )
+
+    def _stop_2xx(self, call_id: str) -> None:
+        timer = self._unacked.pop(call_id, None)
+        if timer is not None and timer.active():
+            timer.cancel()
 
     async def register(self, expires: int = 600) -> Response:
         """REGISTER through the P-CSCF; returns the final response."""
@@ -252,7 +337,8 @@ class UeSim:
                 call_id=dialog.call_id,
             )
         call.answer = response.body
-        self.node.send(agent.ack(dialog), self.proxy)
+        call.ack = agent.ack(dialog)
+        self.node.send(call.ack, self.proxy)
         try:
             actions = ue.media_actions(response.body, from_offerer=False, own=plan)
         except ue.UeError as exc:
@@ -318,7 +404,7 @@ class UeSim:
                 error=str(exc),
             )
             response, _ = agent.answer(request, b"", status=488)
-            self.node.send(response, addr)
+            self._respond(request, response, addr)
             return
         response, dialog = agent.answer(request, answer)
         call = Call(dialog, outgoing=False, offer=request.body, answer=answer)
@@ -329,7 +415,7 @@ class UeSim:
                 self._msrp_session(endpoint, plan.msrp_uri, action.remote_path)
             call.streams[kind] = StreamLeg(kind, action, endpoint, kinds[kind].proto)
         self.calls[dialog.call_id] = call
-        self.node.send(response, addr)
+        self._respond(request, response, addr)
 
     async def _after_ack(self, call: Call) -> None:
         try:
@@ -450,24 +536,33 @@ class UeSim:
             return
         agent = self._agent()
         call = self.calls.get(message.call_id)
+        again = self._answered.get((message.top_via.branch, message.method))
+        if again is not None and message.method != "ACK":
+            self.node.send(again, addr)  # a retransmitted request: the same response again
+            return
         if message.method == "INVITE" and message.to.tag is None:
             self._incoming_invite(message, addr)
         elif message.method == "ACK":
-            if call is not None and not call.outgoing and not call.ended:
+            self._stop_2xx(message.call_id)
+            if call is not None and not call.outgoing and not call.ended and not call.acked:
+                call.acked = True
                 defer.Deferred.fromCoroutine(self._after_ack(call))
         elif message.method == "BYE":
-            self.node.send(agent.respond(message), addr)
+            self._respond(message, agent.respond(message), addr)
             if call is not None:
                 self._end(call, "remote hung up")
         elif message.method in ("CANCEL", "OPTIONS", "UPDATE", "INVITE"):
-            self.node.send(agent.respond(message, 200), addr)
+            self._respond(message, agent.respond(message, 200), addr)
         else:
-            self.node.send(agent.respond(message, 501), addr)
+            self._respond(message, agent.respond(message, 501), addr)
 
     def _response(self, response: Response) -> None:
         branch = response.top_via.branch
         if response.status < 200:
+            if response.cseq[1] == "INVITE":
+                self._stop_resending(branch)  # the proxy has it (Timer A stops)
             return
+        self._stop_resending(branch)
         d = self._pending.pop(branch, None)
         if response.cseq[1] == "INVITE" and response.status >= 300:
             # a non-2xx final response is ACKed in its own transaction (same branch)
@@ -483,7 +578,7 @@ class UeSim:
             self.node.send(ack, self.proxy)
         elif response.cseq[1] == "INVITE" and d is None:
             call = self.calls.get(response.call_id)
-            if call is not None and call.dialog.remote_tag is not None:
-                self.node.send(self._agent().ack(call.dialog), self.proxy)  # 2xx retransmitted
+            if call is not None and call.ack is not None:
+                self.node.send(call.ack, self.proxy)  # the 2xx again: the same ACK again
         if d is not None and not d.called:
             d.callback(response)

@@ -13,12 +13,15 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
+from twisted.internet.protocol import DatagramProtocol
 
 import certs
+import lab.ue as lab_ue
 from lab.core import CoreStub
 from lab.uesim import CallFailed, UeSim
 from pcscf.service import SipService
+from pcscf.sip import Response, parse_datagram
 from pcscf.sip.proxy import Peer, ProxyConfig
 
 NOW = datetime.datetime.now(datetime.UTC)
@@ -164,3 +167,100 @@ async def test_call_to_unknown_user_fails(
     with pytest.raises(CallFailed) as info:
         await alice.call("sip:nobody@lab.example")
     assert info.value.status == 404
+
+
+class FirstCopyLost(DatagramProtocol):
+    """A UDP hop between a UE and the P-CSCF that loses the first copy of every datagram, both
+    ways: only retransmissions get through."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.ue: tuple[str, int] | None = None
+        self.seen: set[bytes] = set()
+        self.lost = 0
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        if tuple(addr) != self.target:
+            self.ue = tuple(addr)
+            dest: tuple[str, int] | None = self.target
+        else:
+            dest = self.ue
+        if dest is None:
+            return
+        if data not in self.seen:
+            self.seen.add(data)
+            self.lost += 1
+            return
+        self.transport.write(data, dest)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_call_over_a_link_that_loses_every_first_datagram(
+    ids: dict[str, certs.CertAndKey], cleanup: list[Any]
+) -> None:
+    """Over UDP the UE retransmits its requests, re-sends the same ACK for a 2xx that comes
+    again, and (callee) repeats its 2xx until the ACK: a call goes through a link that loses
+    the first copy of everything alice and the P-CSCF send each other."""
+    _, gm = _lab(cleanup)
+    hop = FirstCopyLost(gm)
+    port = reactor.listenUDP(0, hop, interface="127.0.0.1")  # type: ignore[attr-defined]
+    cleanup.append(port.stopListening)
+    alice = await _ue(cleanup, "alice", ids["alice"], ("127.0.0.1", port.getHost().port))
+    bob = await _ue(cleanup, "bob", ids["bob"], gm)
+    assert (await alice.register()).status == 200
+    assert (await bob.register()).status == 200
+    incoming = bob.next_call()
+    call = await alice.call("sip:bob@lab.example")
+    answered = await incoming
+    await call.msrp.send_message(b"through the lossy hop")
+    assert [m.body for m in await answered.msrp.wait_messages(1)] == [b"through the lossy hop"]
+    assert (await alice.hangup(call)).status == 200
+    await answered.when_ended()
+    assert len(bob.calls) == 1
+    # REGISTER, its 200, INVITE, 100, 200, ACK, BYE and its 200 were each lost once at least
+    assert hop.lost >= 8, hop.lost
+
+
+class FakeProxy(DatagramProtocol):
+    """The test as the callee's P-CSCF: sends datagrams to the UE, keeps what comes back."""
+
+    def __init__(self) -> None:
+        self.got: list[bytes] = []
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        self.got.append(data)
+
+    def responses(self, status: int) -> list[bytes]:
+        return [d for d in self.got if d.startswith(f"SIP/2.0 {status} ".encode())]
+
+
+@pytest_twisted.ensureDeferred
+async def test_callee_answers_a_repeated_invite_once_and_repeats_its_2xx_until_the_ack(
+    ids: dict[str, certs.CertAndKey], cleanup: list[Any]
+) -> None:
+    proxy = FakeProxy()
+    port = reactor.listenUDP(0, proxy, interface="127.0.0.1")  # type: ignore[attr-defined]
+    cleanup.append(port.stopListening)
+    bob = await _ue(cleanup, "bob", ids["bob"], ("127.0.0.1", port.getHost().port))
+    bob_addr = ("127.0.0.1", bob.node.port)
+    caller = lab_ue.UserAgent("sip:carol@lab.example", "127.0.0.1", port.getHost().port, bob_addr)
+    plan = lab_ue.MediaPlan("127.0.0.1", ids["alice"].fingerprint(), 9, tls=False, e2ae=False)
+    invite, dialog = caller.invite("sip:bob@lab.example", lab_ue.build_sdp(plan, username="c"))
+    wire = invite.serialise()
+    for _ in range(2):  # the INVITE, then its retransmission
+        port.write(wire, bob_addr)
+        await task.deferLater(reactor, 0.1, lambda: None)
+    assert len(bob.calls) == 1
+    oks = proxy.responses(200)
+    assert len(oks) == 2 and oks[0] == oks[1]  # the same answer, not a second call
+    await task.deferLater(reactor, 0.8, lambda: None)  # T1 (0.5 s) passed without an ACK
+    assert len(proxy.responses(200)) >= 3 and set(proxy.responses(200)) == {oks[0]}
+    answered = parse_datagram(oks[0])
+    assert isinstance(answered, Response)
+    caller.invite_answered(answered)
+    port.write(caller.ack(dialog).serialise(), bob_addr)
+    await task.deferLater(reactor, 0.2, lambda: None)
+    count = len(proxy.responses(200))
+    await task.deferLater(reactor, 1.2, lambda: None)  # past the next 2xx retransmission
+    assert len(proxy.responses(200)) == count
+    assert next(iter(bob.calls.values())).acked

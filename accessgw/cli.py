@@ -39,7 +39,7 @@ def register(subparsers: Any) -> None:
         dest="malloc_tuning",
         action="store_false",
         default=None,
-        help="keep glibc's dynamic malloc thresholds (see docs/accessgw.md, Performance)",
+        help="keep glibc's dynamic malloc thresholds (see docs/accessgw.md, The relay)",
     )
     parser.add_argument("--log-level", choices=("debug", "info", "warn", "error"), default="info")
     parser.add_argument("--log-json", metavar="FILE", type=Path, help="JSON trace file")

@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -66,3 +66,18 @@ def run_e2ae(
         timeout=timeout,
         check=False,
     )
+
+
+def run_cleanups(cleanups: Sequence[Callable[[], object]]) -> None:
+    """Undo a test's set-up, last first, from a fixture: waits for every Deferred a cleanup
+    returns (stopping links, ports), then one more reactor turn for the sockets to close."""
+    import pytest_twisted
+    from twisted.internet import defer, reactor, task
+
+    waits = []
+    for cleanup in reversed(cleanups):
+        result = cleanup()
+        if isinstance(result, defer.Deferred):
+            waits.append(result)
+    pytest_twisted.blockon(defer.DeferredList(waits))
+    pytest_twisted.blockon(task.deferLater(reactor, 0.05, lambda: None))

@@ -23,6 +23,7 @@ from iq.errors import (
 )
 from iq.link import GatewayStatus, IqAgent, IqController, IqNotification, IqTlsConfig
 from iq.transactions import FaultPlan
+from tests.conftest import run_cleanups
 
 NOW = datetime.datetime.now(datetime.UTC)
 MID = "<agw1.lab>"
@@ -132,13 +133,7 @@ class Lab:
 def lab() -> Iterator[Lab]:
     lab = Lab()
     yield lab
-    ds = []
-    for cleanup in reversed(lab.cleanups):
-        result = cleanup()
-        if isinstance(result, defer.Deferred):
-            ds.append(result)
-    pytest_twisted.blockon(defer.DeferredList(ds))
-    pytest_twisted.blockon(task.deferLater(reactor, 0.05, lambda: None))
+    run_cleanups(lab.cleanups)
 
 
 async def _full_call(lab: Lab, ctrl: IqController, agent: IqAgent, gw: FakeGateway) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 
 from accessgw.gateway import AccessGateway
 from iq import profile
@@ -21,6 +21,7 @@ from pcscf.sip.media import DialogId, Forward, MediaContext, Reject, UeInfo
 from tests import agw_iq
 from tests.agw_helpers import SinkFactory, identity, s_client
 from tests.agw_helpers import wait_for as wait_long
+from tests.conftest import run_cleanups
 
 MECHS = frozenset({"msrp-tls", "bfcp-tls"})
 
@@ -101,13 +102,7 @@ class Lab:
 def lab() -> Iterator[Lab]:
     lab = Lab()
     yield lab
-    ds = []
-    for cleanup in reversed(lab.cleanups):
-        result = cleanup()
-        if isinstance(result, defer.Deferred):
-            ds.append(result)
-    pytest_twisted.blockon(defer.DeferredList(ds))
-    pytest_twisted.blockon(task.deferLater(reactor, 0.05, lambda: None))
+    run_cleanups(lab.cleanups)
 
 
 async def _sdp(handler: E2aeMediaHandler, context: MediaContext, body: bytes) -> Any:

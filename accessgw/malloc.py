@@ -5,7 +5,7 @@ writes are all allocations of that size, freed soon after. glibc's default is a 
 threshold (128 KiB, raised to the largest chunk freed) with a trim threshold of twice that: the
 heap top is handed back to the kernel and faulted in again over and over. Measured on this
 project's bench (1 GiB through one session): about 390,000 page faults and 2.7 CPU s per GiB
-with the defaults, 9 page faults and 1.6 CPU s with fixed thresholds. Fixing them keeps
+with the defaults, 40 to 110 page faults and 1.6 CPU s with fixed thresholds. Fixing them keeps
 allocations below ``mmap_threshold`` on the heap and lets up to ``trim_threshold`` of free heap
 top stay mapped for the next read, nothing more.
 

@@ -879,7 +879,7 @@ class IqAgent:
         link = self._link
         if link is None or not self._registered:
             if not self._running:
-                return defer.fail(LinkLost("Iq agent stopped"))
+                return defer.fail(LinkLost("Iq agent not running"))
             if len(self._backlog) >= self.notify_backlog:
                 return defer.fail(
                     LinkLost(

@@ -30,6 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from accessgw import writethrough
 from accessgw.errors import InvalidRequest, LocalAccessGwError, PortsExhausted, UnknownTermination
 from accessgw.ports import PortAllocator, PortRange
 from accessgw.termination import (
@@ -250,7 +251,7 @@ class _Session:
     def data_from_ue(self, leg: AccessTLSProtocol, data: bytes) -> None:
         self.term.relayed("to_core", len(data), self.now)
         if self.core is not None:
-            self.core.transport.write(data)
+            writethrough.write(self.core.transport, data)
 
     def ue_eof(self, leg: AccessTLSProtocol) -> None:
         if self.core is not None:

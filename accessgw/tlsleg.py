@@ -33,6 +33,7 @@ from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from accessgw import writethrough
 from accessgw.bio import PLAIN_SIZE, drain_output, read_plaintext, renew_bios
 from certs.tls import peer_certificate_der
 
@@ -275,7 +276,7 @@ class AccessTLSProtocol(TwistedProtocol):
         assert self.tls is not None
         out = drain_output(self.tls)
         if out:
-            self.transport.write(out)
+            writethrough.write(self.transport, out)
 
     def _maybe_renew(self) -> None:
         # Both BIOs are empty here: the read BIO when the last recv wanted more (nothing is fed

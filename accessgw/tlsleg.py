@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL, crypto
 from twisted.internet import interfaces
 from twisted.internet.error import ConnectionDone
@@ -41,7 +40,6 @@ from certs.tls import peer_certificate_der
 RENEW_AFTER = PLAIN_SIZE + 325
 
 
-_DER = Encoding.DER
 _CONNECTION_DONE = Failure(ConnectionDone())
 
 
@@ -141,7 +139,7 @@ class AccessTLSProtocol(TwistedProtocol):
         if depth != 0:
             return True  # the chain is not judged; only the leaf's fingerprint counts
         if self._leaf_verdict is None:  # OpenSSL may ask twice about the same leaf
-            der = cert.to_cryptography().public_bytes(_DER)
+            der = crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
             self._leaf_verdict = self.owner.certificate_presented(self, der)
         return self._leaf_verdict
 

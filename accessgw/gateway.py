@@ -16,13 +16,15 @@ Notify requests).
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import attrs
 from OpenSSL import SSL
-from twisted.internet import interfaces
+from twisted.internet import interfaces, tcp
 from twisted.internet.error import CannotListenError, ConnectionDone
 from twisted.internet.protocol import ClientFactory, Factory, connectionDone
 from twisted.internet.protocol import Protocol as TwistedProtocol
@@ -64,6 +66,45 @@ log = Logger(namespace="accessgw")
 DEFAULT_READ_SIZE = 128 * 1024
 
 Address = tuple[str, int]
+
+#: Linux: a bind to port 0 leaves the choice of the local port to connect(), which picks one
+#: free for that destination at once, instead of searching the whole ephemeral range for a
+#: port free for any destination (the core leg binds to the core address before connecting).
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+class _CoreClient(tcp.Client):
+    """Twisted's TCP client, with the local port chosen at connect time (see above)."""
+
+    def createInternetSocket(self) -> socket.socket:
+        sock: socket.socket = super().createInternetSocket()
+        with contextlib.suppress(OSError):  # not Linux: bind() picks the port, as usual
+            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+        return sock
+
+    def resolveAddress(self) -> None:
+        # An IP address needs no resolution: connect now rather than through a Deferred.
+        if self._requiresResolution:
+            super().resolveAddress()
+            return
+        try:
+            self._setRealAddress(self.addr)
+        except Exception:
+            self.failIfNotConnected(Failure())
+
+
+class _TerminationPort(tcp.Port):
+    """A termination's listening port. It closes once its connection is there; the AGW's own
+    log says so with the termination's fields, so Twisted's "(TCP Port N Closed)" is not
+    repeated for every stream."""
+
+    def _logConnectionLostMsg(self) -> None:
+        pass
+
+
+class _CoreConnector(tcp.Connector):
+    def _makeTransport(self) -> tcp.Client:
+        return _CoreClient(self.host, self.port, self.bindAddress, self, self.reactor)
 
 
 @attrs.frozen
@@ -112,8 +153,9 @@ class _CoreLeg(TwistedProtocol):
     def connectionMade(self) -> None:
         self.transport.setTcpNoDelay(True)
         self.transport.bufferSize = self.session.gateway.read_size
-        self.transport.pauseProducing()  # nothing is read before the relay starts
         self.session.core_connected(self)
+        if not self.relaying and self.transport.connected:
+            self.transport.pauseProducing()  # nothing is read before the relay starts
 
     def dataReceived(self, data: bytes) -> None:
         self.session.from_core(data)
@@ -304,9 +346,14 @@ class _Session:
             return
         self.want_core_connect = False
         host, port = self.core_address
-        self.gateway.reactor.connectTCP(
-            host, port, _CoreFactory(self), timeout=10, bindAddress=(self.gateway.core_ip, 0)
-        )
+        _CoreConnector(
+            host,
+            port,
+            _CoreFactory(self),
+            timeout=10,
+            bindAddress=(self.gateway.core_ip, 0),
+            reactor=self.gateway.reactor,
+        ).connect()
 
     # -- events --
 
@@ -651,14 +698,14 @@ class AccessGateway:
 
     def _listen(self, address: str, factory: Factory) -> tuple[Any, int]:
         if self.ports is None:
-            port = self.reactor.listenTCP(0, factory, interface=address)
+            port = self._listen_on(0, factory, address)
             return port, int(port.getHost().port)
         allocator = self._allocators.setdefault(address, PortAllocator(address, self.ports))
         busy: set[int] = set()
         while True:
             number = allocator.allocate(skip=frozenset(busy))
             try:
-                port = self.reactor.listenTCP(number, factory, interface=address)
+                port = self._listen_on(number, factory, address)
             except CannotListenError:
                 allocator.free(number)
                 busy.add(number)
@@ -666,6 +713,15 @@ class AccessGateway:
                     raise PortsExhausted(address, self.ports.low, self.ports.high) from None
                 continue
             return port, number
+
+    def _listen_on(self, number: int, factory: Factory, address: str) -> Any:
+        port = _TerminationPort(number, factory, interface=address, reactor=self.reactor)
+        port.startListening()
+        # A termination's port expects one connection (a few, with impostors): accept one per
+        # readiness instead of Twisted's default 100, which costs a failing accept() every time.
+        # (Twisted raises it again by itself if connections queue up.)
+        port.numberAccepts = 1
+        return port
 
     def _free_ports(self, session: _Session) -> None:
         for address, number in (

@@ -7,6 +7,7 @@ import os
 import re
 import select
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from twisted.internet import reactor, threads
 
 import certs
 from accessgw.errors import InvalidRequest, PortsExhausted, UnknownTermination
-from accessgw.gateway import AccessGateway, Reservation
+from accessgw.gateway import IP_BIND_ADDRESS_NO_PORT, AccessGateway, Reservation
 from accessgw.ports import PortRange
 from accessgw.termination import (
     Closed,
@@ -167,6 +168,31 @@ async def test_second_connection_after_a_verified_one_is_refused(lab: Lab) -> No
     await wait_for(lambda: sink.received == b"one+more")
     first.kill()
     await first.ended
+
+
+@pytest_twisted.ensureDeferred
+async def test_core_leg_connects_from_the_core_address(tmp_path: Path) -> None:
+    """The core leg leaves from the configured core address (127.0.0.2 here), its local port
+    chosen at connect time (Linux: IP_BIND_ADDRESS_NO_PORT), not by a search at bind()."""
+    require_tool("openssl")
+    lab = Lab(tmp_path)
+    lab.gw.core_ip = "127.0.0.2"
+    try:
+        sink, sink_port = lab.sink(close_after=2)
+        r = lab.pinned_relay(sink_port)
+        ue = s_client(r.access_port, lab.ue_path)
+        ue.send(b"x")
+        await wait_for(lambda: sink.received == b"x")
+        peer = sink.conns[0].transport.getPeer()
+        assert peer.host == "127.0.0.2" and peer.port > 0
+        if sys.platform.startswith("linux"):
+            core_socket = lab.gw._sessions[r.termination].core.transport.socket
+            assert core_socket.getsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT) == 1
+        ue.send(b"y", close=True)
+        await ue.ended
+        assert sink.received == b"xy"
+    finally:
+        lab.close()
 
 
 @pytest_twisted.ensureDeferred

@@ -17,7 +17,8 @@ after every read of a bulk transfer (each renewal frees and allocates a read's w
 quarter more CPU per GiB), and not later on a timer (freed late, the buffers of many sessions
 scatter through the heap and stay resident). The context releases its record buffers when
 idle (``SSL_MODE_RELEASE_BUFFERS``). An idle session after a burst therefore keeps a few tens
-of KiB, not a multiple of the burst.
+of KiB, not a multiple of the burst. What OpenSSL has to send goes to the socket at once when
+nothing is queued before it (:mod:`accessgw.writethrough`).
 """
 
 from __future__ import annotations

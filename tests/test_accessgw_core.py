@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -20,6 +21,7 @@ from accessgw.termination import (
     StreamFailed,
     TcpFailure,
     Termination,
+    TerminationStats,
     Timers,
     TlsEstablished,
     TlsFailure,
@@ -243,3 +245,24 @@ def test_allocator_never_hands_out_a_port_twice(size: int, ops: list[bool]) -> N
             held.append(port)
         elif held:
             alloc.free(held.pop(0))
+
+
+def test_stats_as_dict_has_every_field_and_failures_as_a_mapping() -> None:
+    stats = TerminationStats(
+        "agw/1",
+        "2",
+        10,
+        20,
+        1,
+        2,
+        "verified",
+        "sha-256 AB",
+        2,
+        (("hsfail", 1), ("fpmismatch", 1)),
+        "closed",
+        "core-closed",
+    )
+    expected = attrs.asdict(stats)
+    expected["failures"] = {"hsfail": 1, "fpmismatch": 1}
+    assert stats.as_dict() == expected
+    assert list(stats.as_dict()) == [f.name for f in attrs.fields(TerminationStats)]

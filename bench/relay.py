@@ -7,8 +7,10 @@ The relay runs on CPU 0, the clients and the TCP sink on CPU 1 (when there are t
 Figures, per relay:
 - bulk: one session carries SIZE bytes towards the sink; MB/s (first to last byte at the sink)
   and the relay process's CPU seconds per GiB;
-- handshakes: 4 client processes open mutual-auth TLS sessions one after the other (each sends
-  one byte); sessions per second and relay CPU ms per handshake;
+- handshakes: 4 client processes open mutual-auth TLS sessions one after the other; each sends
+  one byte and ends with close_notify, and every byte must reach the sink (so every relay
+  really connects to the core for every session); sessions per second and relay CPU ms per
+  handshake;
 - idle: N sessions each carry 64 KiB and then stay open; relay resident memory per session
   (RSS after 2 s of quiet minus RSS before).
 

@@ -24,12 +24,12 @@ from pcscf.calls import (
 )
 from pcscf.policy import Policy
 from pcscf.sdp import SessionDescription
-from pcscf.sip.media import DialogId, Forward, MediaContext, Reject, UeInfo
+from pcscf.sip.media import DialogId, Forward, MediaContext, Reject
+from tests.media_helpers import MECHS, media_context
 
 UE_FP = Fingerprint.parse("sha-256 " + ":".join(["4A"] * 32))
 UE_FP2 = Fingerprint.parse("sha-256 " + ":".join(["5B"] * 32))
 AGW_FP = Fingerprint.parse("sha-256 " + ":".join(["9F"] * 32))
-MECHS = frozenset({"msrp-tls", "bfcp-tls"})
 ORIG = DialogId("call-1", "orig")
 TERM = DialogId("call-2", "term")
 
@@ -37,16 +37,7 @@ TERM = DialogId("call-2", "term")
 def ctx(
     kind: str, from_ue: bool, dialog: DialogId = ORIG, mechanisms: frozenset[str] = MECHS
 ) -> MediaContext:
-    return MediaContext(
-        dialog,
-        kind,  # type: ignore[arg-type]
-        "INVITE",
-        None if kind == "offer" else 200,
-        True,
-        from_ue,
-        UeInfo(True, mechanisms=mechanisms),
-        1,
-    )
+    return media_context(dialog, kind, from_ue, mechanisms)
 
 
 def ue_offer(fp: Fingerprint = UE_FP, bfcp_port: int = 50000, msrp_port: int = 7394) -> bytes:

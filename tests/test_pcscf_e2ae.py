@@ -17,13 +17,12 @@ from iq.link import IqAgent, IqController
 from pcscf.e2ae import E2aeMediaHandler
 from pcscf.policy import Policy
 from pcscf.sdp import SessionDescription
-from pcscf.sip.media import DialogId, Forward, MediaContext, Reject, UeInfo
+from pcscf.sip.media import DialogId, Forward, MediaContext, Reject
 from tests import agw_iq
 from tests.agw_helpers import SinkFactory, identity, s_client
 from tests.agw_helpers import wait_for as wait_long
 from tests.conftest import run_cleanups
-
-MECHS = frozenset({"msrp-tls", "bfcp-tls"})
+from tests.media_helpers import media_context as ctx
 
 
 class Control:
@@ -43,19 +42,6 @@ class Control:
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     await wait_long(predicate, timeout)
-
-
-def ctx(dialog: DialogId, kind: str, from_ue: bool) -> MediaContext:
-    return MediaContext(
-        dialog,
-        kind,  # type: ignore[arg-type]
-        "INVITE",
-        None if kind == "offer" else 200,
-        True,
-        from_ue,
-        UeInfo(True, mechanisms=MECHS),
-        1,
-    )
 
 
 def offer(fp: str, setup: str = "active") -> bytes:

@@ -199,7 +199,8 @@ class Via:
         """Where responses go (RFC 3261 18.2.2 with RFC 3581 rport)."""
         host = self.param("received") or self.host
         rport = self.param("rport")
-        port = int(rport) if rport and rport.isdigit() else (self.port or 5060)
+        valid = rport is not None and rport.isascii() and rport.isdigit() and len(rport) <= 10
+        port = int(rport) if rport and valid and 0 < int(rport) < 65536 else (self.port or 5060)
         return host.strip("[]"), port
 
     def with_received(self, host: str, port: int) -> Via:

@@ -101,7 +101,8 @@ class _Base:
             raise RemoteSipError(400, "Missing CSeq header", where="CSeq")
         number, _, method = value.strip().partition(" ")
         method = method.strip()
-        if not number.isdigit() or len(number) > 10 or int(number) >= 2**31 or not method:
+        digits = number.isdigit() and number.isascii()
+        if not digits or len(number) > 10 or int(number) >= 2**31 or not method:
             raise RemoteSipError(400, f"Bad CSeq {value!r}", where="CSeq")
         return int(number), method.upper()
 
@@ -249,15 +250,19 @@ class MessageError(RemoteSipError):
 def _parse_head(head: str) -> tuple[str, list[Header]]:
     lines = head.split("\r\n")
     start = lines[0]
+    if "\r" in start or "\n" in start:
+        raise RemoteSipError(400, "Bare CR or LF in the start line", where="start line")
     headers: list[Header] = []
     for raw in lines[1:]:
         if len(raw) > MAX_LINE:
             raise RemoteSipError(400, "Header line too long", where="headers")
+        if "\r" in raw or "\n" in raw:
+            raise RemoteSipError(400, "Bare CR or LF in a header line", where="headers")
         if raw[:1] in (" ", "\t"):
             if not headers:
                 raise RemoteSipError(400, "Continuation line before any header", where="headers")
             name, value = headers[-1]
-            headers[-1] = (name, f"{value} {raw.strip()}")
+            headers[-1] = (name, f"{value} {raw.strip()}".strip())
             continue
         name, colon, value = raw.partition(":")
         name = name.rstrip(" \t")
@@ -272,7 +277,8 @@ def _parse_head(head: str) -> tuple[str, list[Header]]:
 def _start_line(start: str, headers: list[Header], body: bytes) -> Message:
     if start.startswith(SIP_VERSION + " "):
         _, code, reason = [*start.split(" ", 2), "", ""][:3]
-        if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+        digits = code.isdigit() and code.isascii()
+        if len(code) != 3 or not digits or not 100 <= int(code) <= 699:
             raise RemoteSipError(400, f"Bad status code {code!r}", where="status line")
         return Response(tuple(headers), body, int(code), reason)
     parts = start.split(" ")
@@ -292,7 +298,8 @@ def _content_length(headers: list[Header]) -> int | None:
     values = [v for k, v in headers if canonical(k) == "content-length"]
     if not values:
         return None
-    if len(set(values)) > 1 or not values[0].isdigit() or len(values[0]) > 9:
+    digits = values[0].isdigit() and values[0].isascii()
+    if len(set(values)) > 1 or not digits or len(values[0]) > 9:
         raise RemoteSipError(400, f"Bad Content-Length {values[0][:20]!r}", where="Content-Length")
     return int(values[0])
 
@@ -305,7 +312,7 @@ def _salvage(start: str, head: str) -> Request | None:
     headers: list[Header] = []
     for raw in head.split("\r\n")[1:]:
         name, colon, value = raw.partition(":")
-        if colon and _is_token(name.strip()):
+        if colon and _is_token(name.strip()) and "\r" not in raw and "\n" not in raw:
             headers.append((name.strip(), value.strip()))
     request = Request(tuple(headers), b"", parts[0], parts[1])
     try:
@@ -432,7 +439,8 @@ def validate_request(request: Request) -> None:
     if not request.top_via.branch:
         raise RemoteSipError(400, "Via without branch parameter", where="Via")
     forwards = request.get("max-forwards")
-    if forwards is not None and (not forwards.strip().isdigit() or len(forwards.strip()) > 3):
+    hops = None if forwards is None else forwards.strip()
+    if hops is not None and (not (hops.isdigit() and hops.isascii()) or len(hops) > 3):
         raise RemoteSipError(400, f"Bad Max-Forwards {forwards!r}", where="Max-Forwards")
     for name in ("route", "record-route", "contact"):
         request.addresses(name)

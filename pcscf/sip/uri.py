@@ -45,7 +45,8 @@ def split_hostport(text: str, where: str) -> tuple[str, int | None]:
         raise RemoteSipError(400, f"Missing host in {where}", where=where)
     if not port_text:
         return host, None
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    digits = port_text.isdigit() and port_text.isascii() and len(port_text) <= 10
+    if not digits or not 0 < int(port_text) < 65536:
         raise RemoteSipError(400, f"Bad port {port_text!r} in {where}", where=where)
     return host, int(port_text)
 

@@ -293,10 +293,12 @@ def _parse_m_line(value: str, lineno: int) -> tuple[str, int, int | None, str, t
     count: int | None = None
     if "/" in port_text:
         port_text, count_text = port_text.split("/", 1)
-        if not count_text.isdigit() or not count_text.isascii() or int(count_text) < 1:
+        digits = count_text.isdigit() and count_text.isascii() and len(count_text) <= 10
+        if not digits or int(count_text) < 1:
             raise SdpError(lineno, f"m= port count must be a positive number, got {count_text!r}")
         count = int(count_text)
-    if not port_text.isdigit() or not port_text.isascii() or int(port_text) > 65535:
+    digits = port_text.isdigit() and port_text.isascii() and len(port_text) <= 10
+    if not digits or int(port_text) > 65535:
         raise SdpError(lineno, f"m= port must be a number 0-65535, got {port_text!r}")
     return media, int(port_text), count, proto, tuple(parts[3:])
 

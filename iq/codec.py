@@ -389,7 +389,10 @@ def _descriptor(d: Descriptor) -> str:
             items.append(kw)
         return "Audit { " + ", ".join(items) + " }" if items else "Audit { }"
     if isinstance(d, ServiceChangeParameters):
-        return _block("Services", _services(d), "")
+        services = _services(d)
+        if not services:
+            raise LocalIqError("a Services descriptor needs at least one parameter")
+        return _block("Services", services, "")
     return _error(d)
 
 
@@ -999,6 +1002,8 @@ class _Parser:
                 fields[key] = profile
 
         self.items(item)
+        if not fields:  # serviceChangeDescriptor: at least one parameter (H.248.1 Annex B)
+            raise self.fail("Services without a parameter")
         return ServiceChangeParameters(**fields)  # type: ignore[arg-type]
 
 

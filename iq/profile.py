@@ -471,7 +471,8 @@ def parse_sdp(lines: Sequence[str], where: str) -> SdpFragment:
                 raise ProfileError(f"bad media line {line!r}", code=449, where=where)
             media, port_text, proto = parts[0], parts[1], parts[2]
             if port_text != CHOOSE:
-                if not port_text.isdigit() or not port_text.isascii() or int(port_text) > 65535:
+                digits = port_text.isdigit() and port_text.isascii() and len(port_text) <= 10
+                if not digits or int(port_text) > 65535:
                     raise ProfileError(f"bad port in {line!r}", code=449, where=where)
                 port = int(port_text)
         elif key == "a" and value.startswith("setup:"):
@@ -1022,8 +1023,8 @@ def reply_error(actions: Sequence[Action], error: ErrorDescriptor | None) -> Non
 
 
 def _int_stat(value: str, where: str) -> int:
-    if not value.isdigit() or not value.isascii():
-        raise ProfileError(f"bad statistic {value!r}", code=449, where=where)
+    if not value.isdigit() or not value.isascii() or len(value) > 20:
+        raise ProfileError(f"bad statistic {value[:24]!r}", code=449, where=where)
     return int(value)
 
 

@@ -263,6 +263,8 @@ def _parse_head(head: str) -> tuple[str, list[Header]]:
                 raise RemoteSipError(400, "Continuation line before any header", where="headers")
             name, value = headers[-1]
             headers[-1] = (name, f"{value} {raw.strip()}".strip())
+            if len(headers[-1][1]) > MAX_LINE:  # it is serialised as one line
+                raise RemoteSipError(400, "Folded header too long", where="headers")
             continue
         name, colon, value = raw.partition(":")
         name = name.rstrip(" \t")

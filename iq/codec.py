@@ -367,6 +367,8 @@ def _error(err: ErrorDescriptor) -> str:
 
 def _descriptor(d: Descriptor) -> str:
     if isinstance(d, Media):
+        if not d.streams:
+            raise LocalIqError("a Media descriptor needs at least one stream")
         return _block("Media", [_stream(s) for s in d.streams], "")
     if isinstance(d, Events):
         items = [_event(e) for e in d.events]
@@ -376,6 +378,8 @@ def _descriptor(d: Descriptor) -> str:
             " { }" if not d.signals else ""
         )
     if isinstance(d, ObservedEvents):
+        if not d.events:
+            raise LocalIqError("an ObservedEvents descriptor needs at least one event")
         items = [_observed(e) for e in d.events]
         return _block(f"ObservedEvents = {_uint(d.request_id, 'request id')}", items, "")
     if isinstance(d, Statistics):
@@ -435,6 +439,8 @@ def _stream(s: Stream) -> str:
         items.append(_sdp("Local", s.local))
     if s.remote is not None:
         items.append(_sdp("Remote", s.remote))
+    if not items:
+        raise LocalIqError(f"stream {s.stream_id} needs LocalControl, Local or Remote")
     return _block(f"Stream = {_uint(s.stream_id, 'stream id', UINT16_MAX)}", items, "")
 
 
@@ -809,6 +815,8 @@ class _Parser:
                     raise self.fail(f"unsupported item {r!r} in Media", 450)
 
             self.items(media_item)
+            if not streams and not loose:  # mediaDescriptor: at least one mediaParm
+                raise self.fail("Media without a stream", 450)
             if loose:
                 if streams:
                     raise self.fail("Stream and stream-less Media mixed", 450)
@@ -840,6 +848,8 @@ class _Parser:
             rid = self.uint("request id")
             observed: list[ObservedEvent] = []
             self.items(lambda: observed.append(self.observed_event()))
+            if not observed:  # observedEventsDescriptor: at least one observedEvent
+                raise self.fail("ObservedEvents without an event", 457)
             return ObservedEvents(rid, tuple(observed))
         if kw == "Statistics":
             values: list[Parameter] = []
@@ -871,6 +881,8 @@ class _Parser:
             box[0] = self.stream_item(box[0])
 
         self.items(item)
+        if box[0] == Stream(sid):  # streamDescriptor: at least one streamParm
+            raise self.fail(f"Stream {sid} without a descriptor", 450)
         return box[0]
 
     def stream_item(self, stream: Stream) -> Stream:

@@ -291,9 +291,9 @@ def _check(pattern: re.Pattern[str], value: str, what: str) -> str:
 
 
 def _value(value: str) -> str:
-    if _SAFE.match(value):
+    if _SAFE.fullmatch(value):
         return value
-    if not _QUOTED_OK.match(value):
+    if not _QUOTED_OK.fullmatch(value):
         raise LocalIqError(f"cannot encode value {value!r}: no quotes or control characters")
     return f'"{value}"'
 
@@ -355,7 +355,7 @@ def _observed(ev: ObservedEvent) -> str:
 
 
 def _quoted(text: str) -> str:
-    if not _QUOTED_OK.match(text):
+    if not _QUOTED_OK.fullmatch(text):
         raise LocalIqError(f"cannot encode text {text!r}: no quotes or control characters")
     return f'"{text}"'
 
@@ -578,7 +578,7 @@ class _Parser:
         if end < 0:
             raise self.fail("unterminated quoted string")
         value = self.text[self.pos + 1 : end]
-        if not _QUOTED_OK.match(value):
+        if not _QUOTED_OK.fullmatch(value):
             raise self.fail("control character in quoted string")
         self.pos = end + 1
         return value

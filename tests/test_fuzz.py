@@ -520,3 +520,12 @@ def test_encoder_refuses_empty_descriptors(descriptor: codec.Descriptor) -> None
     message = codec.Message("<a>", (codec.TransactionRequest(3, (codec.Action(8, (command,)),)),))
     with pytest.raises(LocalIqError):
         codec.encode(message)
+
+
+def test_quoted_string_ending_in_a_line_break_is_refused() -> None:
+    """``^...$`` let a quoted string end in a line feed (``$`` matches before a final one)."""
+    with pytest.raises(CodecError) as info:
+        codec.decode(b'MEGACO/3 <a>\nError = 400 { "abc\n" }')
+    assert "control character" in info.value.reason
+    with pytest.raises(LocalIqError):
+        codec.encode(codec.Message("<a>", error=codec.ErrorDescriptor(400, "abc\n")))

@@ -75,6 +75,9 @@ def _run(args: argparse.Namespace) -> int:
     from lab.logsetup import start_logging
 
     start_logging(level=args.log_level, json_path=args.log_json)
+    from twisted.logger import Logger
+
+    log = Logger(namespace="accessgw")
     if config.malloc_tuning:
         from accessgw.malloc import tune_malloc
 
@@ -90,6 +93,11 @@ def _run(args: argparse.Namespace) -> int:
     )
     handler = GatewayIqHandler(gateway)
     host, port = config.alg
+    if iq_tls is None:
+        log.warn(
+            "Iq to {alg} is PLAIN TCP (--iq-insecure): the ALG is not authenticated",
+            alg=f"{host}:{port}",
+        )
     agent = IqAgent(
         handler, host, port, mid=config.mid, tls=iq_tls, timeout=args.iq_timeout, faults=faults
     )

@@ -3,8 +3,10 @@
 ``add_arguments(parser)`` adds the Iq options to a subcommand; ``tls_from_args(args)`` and
 ``faults_from_args(args)`` turn them into an :class:`IqTlsConfig` / :class:`FaultPlan`::
 
-    --iq-tls [PREFIX]          use mutual-certificate TLS on Iq (default: plain TCP); with
+    --iq-tls [PREFIX]          mutual-certificate TLS on Iq (required unless --iq-insecure); with
                                PREFIX, the certificate and key are PREFIX.crt and PREFIX.key
+    --iq-insecure              plain TCP on Iq instead: no peer is authenticated (an explicit,
+                               logged opt-in for lab set-ups and plain-text captures)
     --iq-cert FILE --iq-key FILE
                                this end's certificate and key (PEM), instead of a PREFIX
     --iq-peer 'HASH HEX'       pinned fingerprint of an accepted peer (repeat for several)
@@ -88,6 +90,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="'HASH HEX'",
         help="pinned fingerprint of an accepted Iq peer (repeatable)",
     )
+    group.add_argument(
+        "--iq-insecure",
+        action="store_true",
+        help="plain TCP on Iq (no peer authenticated; explicit opt-in, logged)",
+    )
     group.add_argument("--iq-keylog", type=Path, metavar="FILE", help="NSS key log for Iq TLS")
     group.add_argument(
         "--iq-timeout", type=float, default=5.0, metavar="SECONDS", help="Iq request timeout"
@@ -101,7 +108,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def tls_from_args(args: argparse.Namespace) -> IqTlsConfig | None:
+    """The TLS configuration, or ``None`` for plain TCP, which needs ``--iq-insecure``."""
+    if args.iq_tls and args.iq_insecure:
+        raise LocalIqError("--iq-tls and --iq-insecure exclude each other")
     if not args.iq_tls:
+        if not args.iq_insecure:
+            raise LocalIqError(
+                "Iq is authenticated: give --iq-tls PREFIX and --iq-peer 'HASH HEX' (the ALG's"
+                " pinned fingerprint), or --iq-insecure for plain TCP"
+            )
         return None
     cert, key = args.iq_cert, args.iq_key
     if isinstance(args.iq_tls, str):

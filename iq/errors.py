@@ -16,6 +16,7 @@ from __future__ import annotations
 ERROR_TEXTS: dict[int, str] = {
     400: "Syntax error in message",
     401: "Protocol Error",
+    402: "Unauthorized",
     403: "Syntax error in transaction request",
     406: "Version Not Supported",
     410: "Incorrect identifier",
@@ -129,3 +130,7 @@ class LinkLost(IqUnavailable):
 
 class NotInService(IqUnavailable):
     """The gateway named in a request is not registered (in service) with this controller."""
+
+
+class Overloaded(IqUnavailable):
+    """A request was not sent: the link already has as many requests pending as it may."""

@@ -43,6 +43,15 @@ from zope.interface import implementer
 from certs.fingerprint import Fingerprint, matching_fingerprint
 from certs.tls import Role, peer_certificate_der
 from iq import codec, profile
+from iq.admission import (
+    INSUFFICIENT_RESOURCES,
+    AllowEntry,
+    IqAdmission,
+    IqLimits,
+    KnownGateway,
+    PeerIdentity,
+    Refusal,
+)
 from iq.codec import (
     Action,
     ErrorDescriptor,
@@ -59,6 +68,7 @@ from iq.errors import (
     LinkLost,
     LocalIqError,
     NotInService,
+    Overloaded,
     RemoteIqError,
 )
 from iq.tpkt import TpktDecoder, frame
@@ -151,7 +161,16 @@ class IqLinkProtocol(TwistedProtocol):
         self.faults = FaultInjector(faults) if faults is not None else None
         self.peer = "?"
         self.peer_mid: str | None = None
+        #: What the peer proved: its address, and over TLS the pinned fingerprint it matched.
+        self.identity = PeerIdentity("?")
+        #: The mId this link registered as (set by the controller when it accepts it): replies
+        #: and requests under another mId are refused.
+        self.registered_mid: str | None = None
+        #: Requests waiting for a reply at most; more fail at once with :class:`Overloaded`.
+        self.max_pending = IqLimits().max_pending
         self.ready = False
+        #: Became ready once (TLS: the peer's certificate matched a pinned fingerprint).
+        self.verified = False
         self.closed = False
         self._decoder = TpktDecoder()
         self._early: list[bytes] = []
@@ -172,6 +191,11 @@ class IqLinkProtocol(TwistedProtocol):
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        self.identity = PeerIdentity(str(getattr(peer, "host", "?")))
+        # A peer that vanishes without a FIN (a half-open link) is found by TCP keep-alive.
+        keep_alive = getattr(self.transport, "setTcpKeepAlive", None)
+        if keep_alive is not None:
+            keep_alive(True)
         # Small request/reply messages: without TCP_NODELAY, Nagle and delayed ACKs hold each
         # pipelined message back ~40 ms (a few dozen calls/s in all).
         no_delay = getattr(self.transport, "setTcpNoDelay", None)
@@ -204,10 +228,12 @@ class IqLinkProtocol(TwistedProtocol):
         log.info(
             "Iq TLS peer {peer} verified ({fingerprint})", peer=self.peer, fingerprint=match.value
         )
+        self.identity = PeerIdentity(self.identity.address, match.value)
         self._become_ready()
 
     def _become_ready(self) -> None:
         self.ready = True
+        self.verified = True
         if self._handshake_timer is not None and self._handshake_timer.active():
             self._handshake_timer.cancel()
         early, self._early = self._early, []
@@ -276,6 +302,20 @@ class IqLinkProtocol(TwistedProtocol):
                 code=message.error.code,
                 text=message.error.text,
             )
+            return
+        if self.registered_mid is not None and message.mid != self.registered_mid:
+            log.warn(
+                "Iq message from {peer} under mId {mid} refused: the link is registered as"
+                " {gateway}",
+                peer=self.peer,
+                mid=_printable(message.mid),
+                gateway=self.registered_mid,
+            )
+            err = ErrorDescriptor(402, f"this link is registered as {self.registered_mid}")
+            for transaction in message.transactions:
+                if isinstance(transaction, TransactionRequest):
+                    reply = TransactionReply(transaction.transaction_id, error=err)
+                    self._send(Message(self.mid, (reply,)))
             return
         self.peer_mid = message.mid
         for transaction in message.transactions:
@@ -388,8 +428,29 @@ class IqLinkProtocol(TwistedProtocol):
         :data:`LATE_REPLY_WINDOW` seconds), so that what the peer did anyway can be undone."""
         if self.closed or not self.ready:
             return defer.fail(LinkLost(f"Iq link to {self.peer} is not up"))
+        if len(self._pending) >= self.max_pending:
+            log.warn(
+                "Iq {what} to {peer} refused: {count} requests already wait for a reply",
+                what=what,
+                peer=self.peer,
+                count=len(self._pending),
+            )
+            return defer.fail(
+                Overloaded(f"{len(self._pending)} Iq requests to {self.peer} already pending")
+            )
         tid = self._ids.allocate()
-        data = codec.encode(Message(self.mid, (TransactionRequest(tid, actions),)))
+        try:
+            # Encoded and framed before anything is registered: a request that cannot be sent
+            # leaves no pending transaction and no timer behind.
+            packet = frame(codec.encode(Message(self.mid, (TransactionRequest(tid, actions),))))
+        except LocalIqError as exc:
+            log.error(
+                "Iq {what} to {peer} cannot be encoded: {error}",
+                what=what,
+                peer=self.peer,
+                error=str(exc),
+            )
+            return defer.fail(exc)
         d: defer.Deferred[TransactionReply] = defer.Deferred()
 
         def expire() -> None:
@@ -410,16 +471,18 @@ class IqLinkProtocol(TwistedProtocol):
                 )
 
         self._pending[tid] = _Pending(d, self.reactor.callLater(timeout, expire), timeout, what)
-        self._write_encoded(data)
+        self._write_packet(packet)
         return d
 
     def _send(self, message: Message) -> None:
         self._write_encoded(codec.encode(message))
 
     def _write_encoded(self, data: bytes) -> None:
+        self._write_packet(frame(data))
+
+    def _write_packet(self, packet: bytes) -> None:
         if self.closed or self._cut:
             return
-        packet = frame(data)
         if self.faults is None:
             self.transport.write(packet)  # type: ignore[union-attr]
             return
@@ -465,11 +528,32 @@ class _LinkFactory(Factory):
         self.faults = faults
         self.handshake_timeout = DEFAULT_HANDSHAKE_TIMEOUT
 
-    def buildProtocol(self, addr: Any) -> IqLinkProtocol:
+    def buildProtocol(self, addr: Any) -> IqLinkProtocol | None:
         link = IqLinkProtocol(
             self.owner, mid=self.mid, reactor=self.reactor, tls=self.tls, faults=self.faults
         )
         link.handshake_timeout = self.handshake_timeout
+        return link
+
+
+class _ControllerFactory(_LinkFactory):
+    owner: IqController
+
+    def buildProtocol(self, addr: Any) -> IqLinkProtocol | None:
+        ctrl = self.owner
+        peer = f"{getattr(addr, 'host', '?')}:{getattr(addr, 'port', '?')}"
+        if len(ctrl._open) >= ctrl.limits.max_links:
+            # Returning None makes Twisted close the connection before any byte is read.
+            log.warn(
+                "Iq connection from {peer} refused: {count} links open (max_links)",
+                peer=peer,
+                count=len(ctrl._open),
+            )
+            return None
+        link = super().buildProtocol(addr)
+        assert link is not None
+        link.max_pending = ctrl.limits.max_pending
+        ctrl._open.add(link)
         return link
 
 
@@ -516,6 +600,8 @@ ControllerEvent: TypeAlias = IqNotification | GatewayStatus
 class _Gateway:
     mid: str
     link: IqLinkProtocol | None
+    #: Who registered it (address, TLS fingerprint): a new link takes it over only as that peer.
+    identity: PeerIdentity
     in_service: bool = True
     contexts: dict[int, tuple[str, set[str]]] = attrs.field(factory=dict)
 
@@ -531,11 +617,20 @@ class IqController:
         *,
         mid: str = "[127.0.0.1]:2944",
         tls: IqTlsConfig | None = None,
+        insecure: bool = False,
+        allow: Iterable[str | AllowEntry] = (),
+        limits: IqLimits | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         faults: FaultPlan | None = None,
         reactor: Any = None,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
+        """``tls``: mutual-certificate TLS with pinned AGW certificates. Without it the link is
+        plain TCP, which authenticates nobody: only with ``insecure=True`` and an ``allow``
+        list of ``MID@ADDRESS`` entries (:class:`~iq.admission.AllowEntry`); otherwise
+        :class:`LocalIqError`. With TLS, ``allow`` (if given) restricts the mIds further."""
+        self.admission = IqAdmission.build(tls=tls is not None, insecure=insecure, allow=allow)
+        self.limits = limits if limits is not None else IqLimits()
         self.mid = mid
         self.tls = tls
         self.timeout = timeout
@@ -544,15 +639,28 @@ class IqController:
         self.reactor = reactor if reactor is not None else _default_reactor()
         self._gateways: dict[str, _Gateway] = {}
         self._links: set[IqLinkProtocol] = set()
+        #: Every link accepted and not yet lost (up or still in its TLS handshake).
+        self._open: set[IqLinkProtocol] = set()
+        self._register_timers: dict[IqLinkProtocol, IDelayedCall] = {}
         self._subscribers: list[Callable[[ControllerEvent], None]] = []
         self._round_robin = -1
+        #: Links lost before they were up: with TLS, a failed handshake or a certificate that
+        #: matches no pinned fingerprint (no byte of such a peer is read as H.248).
+        self.unverified_links = 0
 
     def listen(self, port: int = DEFAULT_PORT, interface: str = "127.0.0.1") -> IListeningPort:
         """Listen for AGWs (TLS if configured). Port 0 picks a free port: see ``getHost()``."""
-        factory = _LinkFactory(
+        factory = _ControllerFactory(
             self, mid=self.mid, reactor=self.reactor, tls=self.tls, faults=self.faults
         )
         factory.handshake_timeout = self.handshake_timeout
+        if self.tls is None:
+            log.warn(
+                "Iq on {iq} is PLAIN TCP (insecure opt-in): no gateway is authenticated; only"
+                " the allow-list {allow} may register",
+                iq=f"{interface}:{port}",
+                allow=", ".join(str(a) for a in self.admission.allow),
+            )
         if self.tls is not None:
             return cast(IReactorSSL, self.reactor).listenSSL(
                 port, factory, _creator(self.tls, "server"), interface=interface
@@ -701,9 +809,28 @@ class IqController:
     def link_ready(self, link: IqLinkProtocol) -> None:
         self._links.add(link)
         log.info("Iq link from {peer} up", peer=link.peer)
+        self._register_timers[link] = self.reactor.callLater(
+            self.limits.register_timeout, self._not_registered, link
+        )
+
+    def _not_registered(self, link: IqLinkProtocol) -> None:
+        self._register_timers.pop(link, None)
+        if link.registered_mid is None and not link.closed:
+            log.warn(
+                "Iq link from {peer} closed: no ServiceChange within {timeout}s",
+                peer=link.peer,
+                timeout=self.limits.register_timeout,
+            )
+            link.transport.abortConnection()  # type: ignore[union-attr]
 
     def link_lost(self, link: IqLinkProtocol, reason: Failure) -> None:
+        if not link.verified:
+            self.unverified_links += 1
         self._links.discard(link)
+        self._open.discard(link)
+        timer = self._register_timers.pop(link, None)
+        if timer is not None and timer.active():
+            timer.cancel()
         for gw in list(self._gateways.values()):
             if gw.link is link:
                 # Its contexts are kept: after a warm restart the gateway still has them.
@@ -726,7 +853,22 @@ class IqController:
         if not isinstance(op, profile.NotifyRequest):
             raise RemoteIqError(f"{type(op).__name__} not served by the ALG", code=501)
         entry = gw.contexts.get(op.event.context)
-        call_id = entry[0] if entry else None
+        if entry is None:
+            # Only a context this gateway's link was given may be reported on.
+            log.warn(
+                "Iq {kind} from {gateway} refused: context {iq_context} is not one of its own",
+                kind=op.event.kind,
+                gateway=mid,
+                iq_context=op.event.context,
+                termination=op.event.termination,
+                peer=link.peer,
+            )
+            raise RemoteIqError(
+                f"context {op.event.context} was not created on this link",
+                code=411,
+                where=op.event.termination,
+            )
+        call_id = entry[0]
         log.info(
             "Iq {kind} on {termination} context {iq_context} call {call_id} from {gateway}",
             kind=op.event.kind,
@@ -749,29 +891,68 @@ class IqController:
         op: profile.ServiceChangeRequest,
     ) -> TransactionReply:
         old = self._gateways.get(mid)
+        known = None
+        if old is not None:
+            known = KnownGateway(
+                old.identity,
+                link_up=old.link is not None,
+                same_link=old.link is link,
+                has_contexts=bool(old.contexts),
+            )
+        refusal = self.admission.service_change(
+            mid, op.kind, link.identity, link_mid=link.registered_mid, known=known
+        )
+        if refusal is None and old is None and op.kind != "forced":
+            refusal = self._room_for_gateway()
+        if refusal is not None:
+            log.warn(
+                "Iq ServiceChange {kind} as {gateway} from {peer} refused: {reason}",
+                kind=op.kind,
+                gateway=_printable(mid),
+                peer=link.peer,
+                identity=str(link.identity),
+                reason=refusal.reason,
+                code=refusal.code,
+            )
+            raise RemoteIqError(refusal.reason, code=refusal.code)
         if op.kind == "forced":
-            if old is not None and old.link is link and old.in_service:
+            assert old is not None
+            if old.in_service:
                 old.in_service = False
                 log.info("Iq gateway {gateway} out of service (Forced)", gateway=mid)
                 self._emit(GatewayStatus(mid, False, "forced"))
         else:
-            if old is not None and old.link is not None and old.link is not link:
-                # The gateway came back on a new link before the old one was noticed dead.
-                old_link, old.link = old.link, None
-                old_link.close()
-            gateway = _Gateway(mid, link)
+            gateway = _Gateway(mid, link, link.identity)
             if old is not None and op.kind == "restart":
                 gateway.contexts = old.contexts  # warm boot: the AGW kept its contexts
             self._gateways[mid] = gateway
+            link.registered_mid = mid
+            timer = self._register_timers.pop(link, None)
+            if timer is not None and timer.active():
+                timer.cancel()
             log.info(
                 "Iq gateway {gateway} in service ({kind}) from {peer}",
                 gateway=mid,
                 kind=op.kind,
                 peer=link.peer,
+                identity=str(link.identity),
             )
             self._emit(GatewayStatus(mid, True, op.kind))
         actions = profile.encode_reply(op, profile.ServiceChangeReply())
         return TransactionReply(request.transaction_id, actions)
+
+    def _room_for_gateway(self) -> Refusal | None:
+        """Room for one more gateway record: forget one without link or contexts if full."""
+        if len(self._gateways) < self.limits.max_gateways:
+            return None
+        for name, gw in list(self._gateways.items()):
+            if gw.link is None and not gw.contexts:
+                del self._gateways[name]
+                return None
+        return Refusal(
+            INSUFFICIENT_RESOURCES,
+            f"{len(self._gateways)} gateways already known (max_gateways)",
+        )
 
 
 # --------------------------------------------------------------------------- AGW end

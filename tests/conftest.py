@@ -81,3 +81,9 @@ def run_cleanups(cleanups: Sequence[Callable[[], object]]) -> None:
             waits.append(result)
     pytest_twisted.blockon(defer.DeferredList(waits))
     pytest_twisted.blockon(task.deferLater(reactor, 0.05, lambda: None))
+
+
+def plain_iq(*mids: str) -> dict[str, object]:
+    """IqController keywords for plain-TCP Iq on loopback: the explicit insecure opt-in, and an
+    allow-list that admits ``mids`` from 127.0.0.1 only."""
+    return {"insecure": True, "allow": [f"{mid}@127.0.0.1" for mid in mids]}

@@ -20,7 +20,7 @@ from iq import profile
 from iq.errors import RequestFailed
 from iq.link import IqAgent, IqController, IqNotification
 from tests.agw_helpers import SinkFactory, identity, spawn, wait_for
-from tests.conftest import require_tool
+from tests.conftest import plain_iq, require_tool
 
 MID = "<agw-iq.e2ae.lab>"
 
@@ -30,7 +30,7 @@ class IqLab:
         self.agw, _ = identity("agw", tmp)
         self.ue, self.ue_path = identity("ue", tmp)
         self.events: list[Any] = []
-        self.ctrl = IqController()
+        self.ctrl = IqController(**plain_iq(MID))
         self.ctrl.subscribe(self.events.append)
         self.port = self.ctrl.listen(0, "127.0.0.1")
         self.gw = AccessGateway("127.0.0.1", "127.0.0.1", self.agw, **kw)

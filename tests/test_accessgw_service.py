@@ -16,7 +16,7 @@ from iq import profile
 from iq.errors import RequestFailed
 from iq.link import GatewayStatus, IqController, IqNotification
 from tests.agw_helpers import Proc, SinkFactory, identity, s_client, wait_for
-from tests.conftest import REPO, run_e2ae
+from tests.conftest import REPO, plain_iq, run_e2ae
 
 MID = "<agw-test.e2ae.lab>"
 
@@ -38,7 +38,7 @@ async def test_service_registers_reserves_relays_and_releases(tmp_path: Path) ->
     ue, ue_path = identity("ue", tmp_path)
     _, bad_path = identity("impostor", tmp_path)
     events: list[Any] = []
-    ctrl = IqController()
+    ctrl = IqController(**plain_iq(MID))
     ctrl.subscribe(events.append)
     iq_port = ctrl.listen(0, "127.0.0.1")
     sink = SinkFactory(echo=True, close_after=5)
@@ -51,7 +51,7 @@ async def test_service_registers_reserves_relays_and_releases(tmp_path: Path) ->
         'cert = "agw.crt"\nkey = "agw.key"\n'
         'keylog = "keys.log"\ntls_establishment_timeout = 20\n'
     )
-    proc = _spawn_agw(["--config", str(config), "--mid", MID])
+    proc = _spawn_agw(["--config", str(config), "--mid", MID, "--iq-insecure"])
     try:
         await wait_for(
             lambda: (

@@ -68,7 +68,12 @@ def test_tls_options(tmp_path: Path) -> None:
     pair = certs.generate("agw", now=datetime.datetime.now(datetime.UTC))
     cert, key = certs.write(pair, tmp_path)
     peer = certs.generate("alg", now=datetime.datetime.now(datetime.UTC)).fingerprint()
-    assert config.tls_from_args(_parse([])) is None
+    # Plain TCP only when asked for, never by default, never together with TLS.
+    with pytest.raises(LocalIqError, match="--iq-insecure"):
+        config.tls_from_args(_parse([]))
+    assert config.tls_from_args(_parse(["--iq-insecure"])) is None
+    with pytest.raises(LocalIqError, match="exclude"):
+        config.tls_from_args(_parse(["--iq-insecure", "--iq-tls", str(cert.with_suffix(""))]))
     tls = config.tls_from_args(
         _parse(["--iq-tls", "--iq-cert", str(cert), "--iq-key", str(key), "--iq-peer", peer.value])
     )

@@ -23,7 +23,7 @@ from iq.errors import (
 )
 from iq.link import GatewayStatus, IqAgent, IqController, IqNotification, IqTlsConfig
 from iq.transactions import FaultPlan
-from tests.conftest import run_cleanups
+from tests.conftest import plain_iq, run_cleanups
 
 NOW = datetime.datetime.now(datetime.UTC)
 MID = "<agw1.lab>"
@@ -114,6 +114,9 @@ class Lab:
         self.events: list[Any] = []
 
     def controller(self, **kwargs: Any) -> tuple[IqController, int]:
+        if kwargs.get("tls") is None:
+            for key, value in plain_iq(MID, "<agw2.lab>", "<agw3.lab>", samples.AGW_MID).items():
+                kwargs.setdefault(key, value)
         ctrl = IqController(**kwargs)
         port = ctrl.listen(0, "127.0.0.1")
         self.cleanups.append(port.stopListening)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pcscf.config import ConfigError, PcscfConfig, build_config, load_file
+from pcscf.config import IQ_LIMIT_KEYS, ConfigError, PcscfConfig, build_config, load_file
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,6 +36,34 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--iq-keylog", metavar="FILE", type=Path, help="with --iq-tls: NSS key log of Iq TLS"
     )
+    parser.add_argument(
+        "--iq-insecure",
+        action="store_true",
+        default=None,
+        help="plain TCP on Iq instead of --iq-tls: no AGW authenticated (needs --iq-allow)",
+    )
+    parser.add_argument(
+        "--iq-allow",
+        action="append",
+        metavar="MID@ADDRESS",
+        help="a gateway that may register, from ADDRESS[/LEN] (repeatable; needed with"
+        " --iq-insecure, narrows the pinned AGWs with --iq-tls)",
+    )
+    parser.add_argument(
+        "--iq-max-links", type=int, metavar="N", help="Iq connections open at once (64)"
+    )
+    parser.add_argument(
+        "--iq-register-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="time an Iq link has to register (10)",
+    )
+    parser.add_argument(
+        "--iq-max-pending", type=int, metavar="N", help="Iq requests awaiting a reply (1000)"
+    )
+    parser.add_argument(
+        "--iq-max-gateways", type=int, metavar="N", help="gateways (mIds) remembered (64)"
+    )
     parser.add_argument("--policy", metavar="FILE", type=Path, help="e2ae policy (TOML)")
     parser.add_argument("--config", metavar="FILE", type=Path, help="config file (TOML)")
     parser.add_argument(
@@ -53,12 +81,24 @@ def _config(args: argparse.Namespace) -> PcscfConfig:
     if args.config is not None:
         values, inline = load_file(args.config)
         base = args.config.parent
-    for key in ("gm", "core", "next_hop", "next_hop_transport", "iq", "iq_tls", "iq_keylog"):
+    for key in (
+        "gm",
+        "core",
+        "next_hop",
+        "next_hop_transport",
+        "iq",
+        "iq_tls",
+        "iq_keylog",
+        "iq_insecure",
+        *IQ_LIMIT_KEYS,
+    ):
         value = getattr(args, key)
         if value is not None:
             values[key] = value
     if args.iq_peer:
         values["iq_peers"] = list(args.iq_peer)
+    if args.iq_allow:
+        values["iq_allow"] = list(args.iq_allow)
     if args.policy is not None:
         values["policy"] = str(args.policy.resolve())
     return build_config(values, base=base, inline_policy=inline)
@@ -75,6 +115,8 @@ def _run(args: argparse.Namespace) -> int:
             f"gm={_hp(config.gm)} core={_hp(config.core)} next-hop={_hp(config.next_hop)}"
             f"/{config.next_hop_transport} iq={_hp(config.iq)}"
             f" iq-tls={'yes' if config.iq_tls else 'no'}"
+            f"{' iq-insecure' if config.iq_insecure else ''}"
+            f"{''.join(' iq-allow=' + a for a in config.iq_allow)}"
         )
         return 0
     from lab.logsetup import start_logging

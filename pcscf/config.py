@@ -12,12 +12,20 @@ the policy, unless a separate ``policy`` file is named)::
     iq_tls = "certs/pcscf"         # certs/pcscf.crt + certs/pcscf.key (Iq over TLS)
     iq_peers = ["sha-256 AB:..."]  # with iq_tls: pinned fingerprints of the accepted AGWs
     iq_keylog = "iq-keys.log"      # with iq_tls: NSS key log of the Iq TLS sessions
+    iq_insecure = false            # plain TCP on Iq instead of iq_tls (explicit, logged opt-in)
+    iq_allow = ["<agw1>@192.0.2.7"]  # MID@ADDRESS[/LEN] that may register (needed with
+                                   # iq_insecure; with iq_tls it narrows the pinned AGWs)
+    iq_max_links = 64              # Iq connections open at once
+    iq_register_timeout = 10       # seconds a link has to register (ServiceChange)
+    iq_max_pending = 1000          # Iq requests awaiting a reply, per link
+    iq_max_gateways = 64           # gateways (mIds) remembered
     policy = "policy.toml"
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +33,8 @@ from typing import Any
 
 import attrs
 
+from iq.admission import AllowEntry, IqAdmission, IqLimits
+from iq.errors import LocalIqError
 from pcscf.policy import Policy, PolicyError, load_policy
 
 
@@ -66,6 +76,11 @@ class PcscfConfig:
     #: Pinned fingerprints (``"sha-256 AB:..."``) of the AGWs accepted on Iq over TLS.
     iq_peers: tuple[str, ...] = ()
     iq_keylog: Path | None = None
+    #: Plain TCP on Iq, asked for explicitly (then ``iq_allow`` is required).
+    iq_insecure: bool = False
+    #: ``MID@ADDRESS[/LEN]`` entries of the gateways that may register.
+    iq_allow: tuple[str, ...] = ()
+    iq_limits: IqLimits = attrs.field(factory=IqLimits)
 
 
 def _iq_tls(prefix: str, base: Path) -> tuple[Path, Path]:
@@ -95,6 +110,9 @@ def build_config(
         "iq_tls",
         "iq_peers",
         "iq_keylog",
+        "iq_insecure",
+        "iq_allow",
+        *IQ_LIMIT_KEYS,
         "policy",
     }
     unknown = sorted(set(values) - known)
@@ -103,6 +121,10 @@ def build_config(
     missing = [k for k in ("gm", "core", "next_hop", "iq") if not values.get(k)]
     if missing:
         raise ConfigError(f"missing setting(s): {', '.join(missing)}")
+    gm = parse_hostport(values["gm"], "gm")
+    core = parse_hostport(values["core"], "core")
+    next_hop = parse_hostport(values["next_hop"], "next_hop", allow_zero=False)
+    iq = parse_hostport(values["iq"], "iq")
     transport = str(values.get("next_hop_transport") or "udp").lower()
     if transport not in ("udp", "tcp"):
         raise ConfigError(f"next_hop_transport must be udp or tcp, not {transport!r}")
@@ -120,17 +142,59 @@ def build_config(
     if isinstance(peers, str):
         peers = (peers,)
     keylog = values.get("iq_keylog")
+    allow = values.get("iq_allow") or ()
+    if isinstance(allow, str):
+        allow = (allow,)
+    insecure = values.get("iq_insecure") or False
+    if not isinstance(insecure, bool):
+        raise ConfigError(f"iq_insecure must be true or false, not {insecure!r}")
+    if values.get("iq_tls") and not peers:
+        raise ConfigError("iq_tls needs iq_peers: the pinned fingerprints of the accepted AGWs")
+    try:
+        IqAdmission.build(tls=bool(values.get("iq_tls")), insecure=insecure, allow=allow)
+        limits = IqLimits(
+            **{
+                key[len("iq_") :]: _number(values[key], key)
+                for key in IQ_LIMIT_KEYS
+                if values.get(key) is not None
+            }
+        )
+    except LocalIqError as exc:
+        raise ConfigError(str(exc)) from exc
     return PcscfConfig(
-        gm=parse_hostport(values["gm"], "gm"),
-        core=parse_hostport(values["core"], "core"),
-        next_hop=parse_hostport(values["next_hop"], "next_hop", allow_zero=False),
-        iq=parse_hostport(values["iq"], "iq"),
+        gm=gm,
+        core=core,
+        next_hop=next_hop,
+        iq=iq,
         next_hop_transport=transport,
         iq_tls=_iq_tls(str(values["iq_tls"]), base) if values.get("iq_tls") else None,
         policy=policy,
         iq_peers=tuple(str(p) for p in peers),
         iq_keylog=Path(str(keylog)) if keylog else None,
+        iq_insecure=insecure,
+        iq_allow=tuple(str(AllowEntry.parse(str(a))) for a in allow),
+        iq_limits=limits,
     )
+
+
+#: ``[pcscf]`` keys of the Iq listener's bounds (:class:`iq.admission.IqLimits`).
+IQ_LIMIT_KEYS = ("iq_max_links", "iq_register_timeout", "iq_max_pending", "iq_max_gateways")
+
+
+def _number(value: Any, key: str) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(f"{key} must be a number, not {value!r}")
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise ConfigError(f"{key} must be a number, not {value!r}") from exc
+    if not math.isfinite(number):
+        raise ConfigError(f"{key} must be a finite number, not {value!r}")
+    if key == "iq_register_timeout":
+        return number
+    if number != int(number):
+        raise ConfigError(f"{key} must be a whole number, not {value!r}")
+    return int(number)
 
 
 def load_file(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:

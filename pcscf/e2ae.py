@@ -19,7 +19,8 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from iq import profile
-from iq.errors import IqError, IqTimeout, LinkLost, NotInService, RemoteIqError
+from iq.config import IqTlsConfig
+from iq.errors import IqError, IqTimeout, LinkLost, LocalIqError, NotInService, RemoteIqError
 from iq.link import ControllerEvent, GatewayStatus, IqController, IqNotification
 from pcscf.calls import (
     AnswerWork,
@@ -35,11 +36,33 @@ from pcscf.calls import (
     Reoffer,
     agw_error,
 )
+from pcscf.config import PcscfConfig
+from pcscf.errors import LocalPcscfError
 from pcscf.mediahook import CallControl
 from pcscf.policy import Policy
 from pcscf.sip.media import DialogId, Forward, MediaContext, MediaResult
 
 log = Logger(namespace="pcscf.e2ae")
+
+
+def iq_controller(config: PcscfConfig, reactor: Any = None) -> IqController:
+    """The P-CSCF's end of Iq as configured: mutual TLS with the pinned AGW certificates, or
+    plain TCP only with the explicit ``iq_insecure`` opt-in and its allow-list. Raises
+    :class:`~iq.errors.LocalIqError` for a configuration that cannot be used."""
+    tls = None
+    if config.iq_tls is not None:
+        cert, key = config.iq_tls
+        tls = IqTlsConfig.from_files(cert, key, list(config.iq_peers), config.iq_keylog)
+    iq_host, iq_port = config.iq
+    return IqController(
+        mid=f"[{iq_host}]:{iq_port}",
+        tls=tls,
+        insecure=config.iq_insecure,
+        allow=config.iq_allow,
+        limits=config.iq_limits,
+        timeout=config.policy.iq_timeout,
+        reactor=reactor,
+    )
 
 
 def _iq_reason(failure: Failure) -> str:
@@ -130,7 +153,10 @@ class E2aeMediaHandler:
             return self._done(self.table.offer_reserved(work, reply, self._now()))
 
         def failed(failure: Failure) -> MediaResult:
-            error = agw_error(_iq_reason(failure))
+            error: Exception = agw_error(_iq_reason(failure))
+            if failure.check(LocalIqError):
+                # Not the AGW's fault: the request could not be built (500, with the reason).
+                error = LocalPcscfError(f"Iq request cannot be encoded: {failure.value}")
             reply = reserved[0] if reserved else None
             return self._done(self.table.offer_failed(work, error, self._now(), reply))
 

@@ -339,18 +339,15 @@ def serve(config: PcscfConfig, handler: MediaHandler | None = None) -> int:
     from twisted.internet import reactor
 
     from iq.errors import LocalIqError
-    from iq.link import IqController
-    from pcscf.e2ae import E2aeMediaHandler
+    from pcscf.e2ae import E2aeMediaHandler, iq_controller
 
     try:
-        tls = _iq_tls(config)
+        controller = iq_controller(config, reactor)
     except LocalIqError as exc:
         print(f"e2ae pcscf: {exc}", file=sys.stderr)
         return 2
+    tls = controller.tls
     iq_host, iq_port = config.iq
-    controller = IqController(
-        mid=f"[{iq_host}]:{iq_port}", tls=tls, timeout=config.policy.iq_timeout, reactor=reactor
-    )
     e2ae = E2aeMediaHandler(controller, config.policy, reactor=reactor)
     if handler is None:
         handler = e2ae
@@ -388,15 +385,6 @@ def serve(config: PcscfConfig, handler: MediaHandler | None = None) -> int:
     reactor.addSystemEventTrigger("before", "shutdown", stop)
     reactor.run()
     return 0
-
-
-def _iq_tls(config: PcscfConfig) -> Any:
-    if config.iq_tls is None:
-        return None
-    from iq.config import IqTlsConfig
-
-    cert, key = config.iq_tls
-    return IqTlsConfig.from_files(cert, key, list(config.iq_peers), config.iq_keylog)
 
 
 def _proxy_config(config: PcscfConfig) -> ProxyConfig:

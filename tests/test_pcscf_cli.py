@@ -12,7 +12,8 @@ BASE = ["pcscf", "--gm", "127.0.0.1:0", "--core", "127.0.0.1:0", "--next-hop", "
 
 
 def test_check_prints_the_configuration() -> None:
-    result = run_e2ae([*BASE, "--iq", "127.0.0.1:2944", "--check"])
+    plain = ["--iq-insecure", "--iq-allow", "<agw1>@127.0.0.1"]
+    result = run_e2ae([*BASE, "--iq", "127.0.0.1:2944", *plain, "--check"])
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode().split() == [
         "gm=127.0.0.1:0",
@@ -20,7 +21,31 @@ def test_check_prints_the_configuration() -> None:
         "next-hop=127.0.0.1:5999/udp",
         "iq=127.0.0.1:2944",
         "iq-tls=no",
+        "iq-insecure",
+        "iq-allow=<agw1>@127.0.0.1",
     ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "Iq over plain TCP authenticates no gateway"),
+        (["--iq-insecure"], "needs an allow-list"),
+        (["--iq-insecure", "--iq-allow", "agw1"], "expected MID@ADDRESS"),
+        (["--iq-insecure", "--iq-allow", "<a>@example.net"], "is not an address"),
+        (["--iq-insecure", "--iq-allow", "<a>@127.0.0.1", "--iq-max-links", "0"], "at least 1"),
+        (
+            ["--iq-insecure", "--iq-allow", "<a>@127.0.0.1", "--iq-register-timeout", "nan"],
+            "finite",
+        ),
+    ],
+)
+def test_plain_iq_is_an_explicit_opt_in(args: list[str], message: str) -> None:
+    """Without --iq-tls the P-CSCF refuses to start unless plain TCP is asked for by name and
+    the gateways that may register are listed."""
+    result = run_e2ae([*BASE, "--iq", "127.0.0.1:2944", *args, "--check"])
+    assert result.returncode == 2, result.stdout
+    assert message in result.stderr.decode()
 
 
 @pytest.mark.parametrize(
@@ -29,8 +54,11 @@ def test_check_prints_the_configuration() -> None:
         (["--iq", "localhost:2944"], "iq: 'localhost' is not an IP address"),
         (["--iq", "127.0.0.1"], "iq: expected HOST:PORT"),
         (["--iq", "0.0.0.0:2944"], "is a wildcard"),
-        ([], "missing setting(s): iq"),
-        (["--iq", "127.0.0.1:1", "--iq-tls", "/nonexistent/pcscf"], "does not exist"),
+        (["--iq-insecure"], "missing setting(s): iq"),
+        (
+            ["--iq", "127.0.0.1:1", "--iq-tls", "/nonexistent/pcscf", "--iq-peer", "sha-256 AB"],
+            "does not exist",
+        ),
     ],
 )
 def test_bad_settings_are_refused(args: list[str], message: str) -> None:
@@ -46,6 +74,7 @@ def test_config_file_with_inline_policy_and_iq_tls(tmp_path: Path) -> None:
     config.write_text(
         '[pcscf]\ngm = "127.0.0.1:5060"\ncore = "127.0.0.1:5070"\nnext_hop = "127.0.0.1:5080"\n'
         'next_hop_transport = "tcp"\niq = "127.0.0.1:2944"\niq_tls = "pcscf"\n'
+        f'iq_peers = ["sha-256 {":".join(["AB"] * 32)}"]\n'
         '[e2ae]\nnetwork_mechanisms = ["msrp-tls"]\n'
     )
     result = run_e2ae(["pcscf", "--config", str(config), "--gm", "127.0.0.1:6060", "--check"])
@@ -68,7 +97,7 @@ def test_iq_over_tls_needs_a_pinned_agw(tmp_path: Path) -> None:
     assert made.returncode == 0, made.stderr
     result = run_e2ae([*BASE, "--iq", "127.0.0.1:0", "--iq-tls", str(tmp_path / "pcscf")])
     assert result.returncode == 2
-    assert "pinned peer fingerprint" in result.stderr.decode()
+    assert "iq_tls needs iq_peers" in result.stderr.decode()
 
 
 def test_iq_over_tls_is_served_to_a_pinned_agw(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from pcscf.sip.media import DialogId, Forward, MediaContext, Reject
 from tests import agw_iq
 from tests.agw_helpers import SinkFactory, identity, s_client
 from tests.agw_helpers import wait_for as wait_long
-from tests.conftest import run_cleanups
+from tests.conftest import plain_iq, run_cleanups
 from tests.media_helpers import media_context as ctx
 
 
@@ -64,7 +64,9 @@ class Lab:
         self.cleanups: list[Callable[[], Any]] = []
 
     def alg(self, policy: Policy) -> tuple[E2aeMediaHandler, Control, int]:
-        ctrl = IqController(mid="[127.0.0.1]:0", timeout=policy.iq_timeout)
+        ctrl = IqController(
+            mid="[127.0.0.1]:0", timeout=policy.iq_timeout, **plain_iq("<agw1>", "<agw2>", "<mute>")
+        )
         port = ctrl.listen(0, "127.0.0.1")
         self.cleanups += [port.stopListening, ctrl.stop]
         handler = E2aeMediaHandler(ctrl, policy)

@@ -128,6 +128,17 @@ def _log(log_dir: Path | None, name: str) -> Any:
     return subprocess.DEVNULL if log_dir is None else (log_dir / f"{name}.log").open("wb")
 
 
+#: Iq over plain TCP on loopback (the call rate is measured without Iq TLS), limited to the
+#: two gateways the benchmark starts: tests/agw_iq.py and ``e2ae accessgw``.
+PLAIN_IQ = [
+    "--iq-insecure",
+    "--iq-allow",
+    "<agw1>@127.0.0.1",
+    "--iq-allow",
+    "<agw.e2ae.lab>@127.0.0.1",
+]
+
+
 def start_pcscf(
     next_hop: int, transport: str, extra: list[str], log_dir: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], int, int]:
@@ -137,7 +148,7 @@ def start_pcscf(
         sys.executable, "-m", "lab.cli", "pcscf",
         "--gm", "127.0.0.1:0", "--core", "127.0.0.1:0",
         "--next-hop", f"127.0.0.1:{next_hop}", "--next-hop-transport", transport,
-        "--iq", "127.0.0.1:0", "--log-level", "warn", *extra,
+        "--iq", "127.0.0.1:0", "--log-level", "warn", *PLAIN_IQ, *extra,
     ]  # fmt: skip
     for _ in range(3):  # port 0 for UDP, then the same number for TCP: that may be taken
         proc = subprocess.Popen(
@@ -238,7 +249,7 @@ def main() -> int:
                 command = (
                     f"{shlex.quote(sys.executable)} -m lab.cli accessgw --alg 127.0.0.1:{{iq}}"
                     f" --access-ip 127.0.0.1 --core-ip 127.0.0.1 --cert {tmp}/agw.crt"
-                    f" --key {tmp}/agw.key --log-level warn"
+                    f" --key {tmp}/agw.key --iq-insecure --log-level warn"
                 )
             agw = start_agw(command, iq, args.log_dir)
             registrar = sipp.start("uas_register.xml", core_port)

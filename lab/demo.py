@@ -9,6 +9,10 @@ controller; an AGW registered over Iq; the core stub; two UEs (alice, bob). Then
 3. an impostor with another certificate tries the AGW access port of alice's live MSRP stream
    of call 1 and must be refused.
 
+Iq runs over mutual-certificate TLS, each end pinning the other's fresh certificate; before the
+calls an Iq impostor (another certificate, the real AGW's mId) must be refused by the P-CSCF
+and leave the registered AGW as it was.
+
 The call flow is printed from the elements' own log events (a log observer; nothing prints on
 its own), one line per event, then a summary table. Every check comes from what happened: the
 bytes the AGW relayed (its termination statistics) against the bytes each end counted, the
@@ -101,6 +105,7 @@ class DemoResult:
     calls: list[dict[str, Any]] = attrs.field(factory=list)
     checks: list[Check] = attrs.field(factory=list)
     impostor_refused: bool = False
+    iq_impostor_refused: bool = False
     error: str | None = None
 
     @property
@@ -116,6 +121,7 @@ class DemoResult:
             "ok": self.ok,
             "calls": self.calls,
             "impostor_refused": self.impostor_refused,
+            "iq_impostor_refused": self.iq_impostor_refused,
             "checks": [attrs.asdict(c) for c in self.checks],
             "error": self.error,
         }
@@ -150,6 +156,7 @@ async def run_demo(
 ) -> None:
     from accessgw.gateway import AccessGateway
     from accessgw.iqhandler import GatewayIqHandler
+    from iq.config import IqTlsConfig
     from iq.link import IqAgent, IqController
     from lab.core import CoreStub
     from lab.uesim import UeSim
@@ -159,7 +166,8 @@ async def run_demo(
     from pcscf.sip.proxy import Peer, ProxyConfig
 
     now = datetime.datetime.now(datetime.UTC)
-    ids = {n: certs.generate(n, now=now) for n in ("agw", "alice", "bob", "impostor")}
+    names = ("agw", "alice", "bob", "impostor", "pcscf-iq", "agw-iq")
+    ids = {n: certs.generate(n, now=now) for n in names}
     for pair in ids.values():
         certs.write(pair, workdir)
     keylog = media.KeyLogWriter(workdir / "keys.log")
@@ -170,7 +178,13 @@ async def run_demo(
         stops.append(core.stop)
 
         policy = Policy()
-        controller = IqController(mid="[127.0.0.1]:0", timeout=policy.iq_timeout, reactor=reactor)
+        alg_iq, agw_iq = ids["pcscf-iq"], ids["agw-iq"]
+        controller = IqController(
+            mid="[127.0.0.1]:0",
+            tls=IqTlsConfig(alg_iq, (agw_iq.fingerprint("sha-256"),)),
+            timeout=policy.iq_timeout,
+            reactor=reactor,
+        )
         iq_port = controller.listen(0, "127.0.0.1")
         stops.append(iq_port.stopListening)
         stops.append(controller.stop)
@@ -206,13 +220,22 @@ async def run_demo(
             )
         agw_handler = GatewayIqHandler(gateway)
         agent = IqAgent(
-            agw_handler, "127.0.0.1", iq_port.getHost().port, mid="agw1", reactor=reactor
+            agw_handler,
+            "127.0.0.1",
+            iq_port.getHost().port,
+            mid="agw1",
+            tls=IqTlsConfig(agw_iq, (alg_iq.fingerprint("sha-256"),)),
+            reactor=reactor,
         )
         agw_handler.attach(agent)
         agent.start()
         stops.append(agent.stop)
         await agent.when_registered().addTimeout(5, reactor)
-        result.check("AGW registered over Iq", bool(controller.gateways_in_service()))
+        result.check(
+            "AGW registered over Iq (mutual TLS, pinned certificates)",
+            controller.gateways_in_service() == ["agw1"],
+        )
+        await _iq_impostor(reactor, result, controller, ids["impostor"], alg_iq, iq_port)
 
         gm = service.config.gm
         alice = UeSim(reactor, "alice", ids["alice"], gm, domain=DOMAIN, keylog=keylog)
@@ -328,6 +351,38 @@ async def run_demo(
                 pass
 
 
+async def _iq_impostor(
+    reactor: Any, result: DemoResult, controller: Any, impostor: Any, alg: Any, iq_port: Any
+) -> None:
+    """An Iq peer with an unpinned certificate, claiming the real AGW's mId, is refused."""
+    from iq.config import IqTlsConfig
+    from iq.link import IqAgent
+
+    log.info("impostor: an Iq peer with another certificate registers as agw1")
+    before = controller.unverified_links
+    fake = IqAgent(
+        None,
+        "127.0.0.1",
+        iq_port.getHost().port,
+        mid="agw1",
+        tls=IqTlsConfig(impostor, (alg.fingerprint("sha-256"),)),
+        reactor=reactor,
+        backoff_initial=30.0,
+    )
+    fake.start()
+    try:
+        refused = await _wait(reactor, lambda: controller.unverified_links > before)
+    finally:
+        await defer.maybeDeferred(fake.stop)
+    result.iq_impostor_refused = (
+        refused and fake.registrations == 0 and controller.gateways_in_service() == ["agw1"]
+    )
+    result.check(
+        "Iq impostor refused by the P-CSCF (certificate not pinned), agw1 still in service",
+        result.iq_impostor_refused,
+    )
+
+
 async def _tls_verified_at_pcscf(
     reactor: Any,
     result: DemoResult,
@@ -441,6 +496,7 @@ def _table(result: DemoResult, out: IO[str]) -> None:
                 file=out,
             )
     print(f"impostor refused: {'yes' if result.impostor_refused else 'NO'}", file=out)
+    print(f"Iq impostor refused: {'yes' if result.iq_impostor_refused else 'NO'}", file=out)
     print("\nChecks", file=out)
     for c in result.checks:
         print(

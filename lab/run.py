@@ -8,6 +8,12 @@ list repeats the flag. What ``run`` fills in when it is absent:
 
 - ``[accessgw]`` ``cert``/``key``: a fresh certificate in a temporary directory; ``alg``: the
   ``[pcscf]`` ``iq`` address;
+- Iq between ``[pcscf]`` and ``[accessgw]``: mutual-certificate TLS with pinned peers. When
+  neither table says how Iq is secured (no ``iq_tls``, ``iq_cert``, ``iq_peer(s)`` or
+  ``iq_insecure``), ``run`` makes an Iq certificate for each of the two, pins each one's
+  fingerprint in the other (``--iq-tls PREFIX --iq-peer FP``) and keeps the keys in the
+  temporary directory. Plain TCP only when ``[pcscf]`` says ``iq_insecure = true`` (the
+  P-CSCF then needs its ``iq_allow`` list; ``run`` passes ``--iq-insecure`` to the AGW too);
 - ``[pcscf]`` ``next_hop``: the ``[core]`` ``sip`` address;
 - ``[[ue]]`` ``pcscf``: the ``[pcscf]`` ``gm`` address.
 
@@ -86,9 +92,12 @@ def plan(topology: dict[str, Any], base: Path, workdir: Path) -> list[tuple[str,
     if "pcscf" in topology:
         if "next_hop" not in pcscf and "sip" in core:
             pcscf["next_hop"] = core["sip"]
-        for key in ("policy", "config"):
-            if key in pcscf:
+        for key in ("policy", "config", "iq_tls", "iq_keylog"):
+            if isinstance(pcscf.get(key), str):
                 pcscf[key] = str(base / str(pcscf[key]))
+    if "pcscf" in topology and "accessgw" in topology:
+        _secure_iq(pcscf, agw, workdir)
+    if "pcscf" in topology:
         nodes.append(("pcscf", ["pcscf", *flags(pcscf)]))
     if "accessgw" in topology:
         if "alg" not in agw and "iq" in pcscf:
@@ -99,8 +108,8 @@ def plan(topology: dict[str, Any], base: Path, workdir: Path) -> list[tuple[str,
             pair = certs.generate("agw", now=datetime.datetime.now(datetime.UTC))
             cert_path, key_path = certs.write(pair, workdir)
             agw["cert"], agw["key"] = str(cert_path), str(key_path)
-        for key in ("cert", "key", "keylog", "config"):
-            if key in agw:
+        for key in ("cert", "key", "keylog", "config", "iq_tls", "iq_cert", "iq_key", "iq_keylog"):
+            if isinstance(agw.get(key), str):
                 agw[key] = str(base / str(agw[key]))
         nodes.append(("accessgw", ["accessgw", *flags(agw)]))
     for ue in topology.get("ue", []):
@@ -111,6 +120,27 @@ def plan(topology: dict[str, Any], base: Path, workdir: Path) -> list[tuple[str,
             raise TopologyError("[[ue]] needs a user")
         nodes.append((f"ue {ue['user']}", ["ue", *flags(ue)]))
     return nodes
+
+
+#: Keys by which a topology says how its Iq link is secured.
+IQ_SECURITY_KEYS = ("iq_tls", "iq_cert", "iq_key", "iq_peer", "iq_peers", "iq_insecure")
+
+
+def _secure_iq(pcscf: dict[str, Any], agw: dict[str, Any], workdir: Path) -> None:
+    """Iq between the two nodes over mutual TLS with each certificate pinned in the other."""
+    if any(key in table for table in (pcscf, agw) for key in IQ_SECURITY_KEYS):
+        if pcscf.get("iq_insecure") is True and "iq_tls" not in agw and "iq_cert" not in agw:
+            agw.setdefault("iq_insecure", True)
+        return
+    import certs
+
+    now = datetime.datetime.now(datetime.UTC)
+    alg = certs.generate("pcscf-iq", now=now)
+    gateway = certs.generate("agw-iq", now=now)
+    for pair, table, peer in ((alg, pcscf, gateway), (gateway, agw, alg)):
+        cert_path, _ = certs.write(pair, workdir)
+        table["iq_tls"] = str(cert_path.with_suffix(""))
+        table["iq_peer"] = peer.fingerprint("sha-256").value
 
 
 def _first_line(proc: subprocess.Popen[str], timeout: float) -> str | None:

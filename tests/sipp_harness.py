@@ -42,6 +42,11 @@ class Pcscf:
     iq: int = 0
 
 
+#: Iq over plain TCP on loopback, open to the gateways :func:`agw` starts (``<agw1>``,
+#: ``<agw2>``) unless the test passes ``--iq-tls``.
+PLAIN_IQ = ["--iq-insecure", "--iq-allow", "<agw1>@127.0.0.1", "--iq-allow", "<agw2>@127.0.0.1"]
+
+
 @contextmanager
 def pcscf(tmp: Path, next_hop: int, *extra: str) -> Iterator[Pcscf]:
     """``e2ae pcscf`` on port 0 for both sides; yields the ports it printed."""
@@ -63,6 +68,7 @@ def pcscf(tmp: Path, next_hop: int, *extra: str) -> Iterator[Pcscf]:
                 f"127.0.0.1:{next_hop}",
                 "--iq",
                 "127.0.0.1:0",
+                *([] if "--iq-tls" in extra else PLAIN_IQ),
                 *extra,
             ],
             cwd=REPO,
@@ -204,10 +210,28 @@ def finish(tmp: Path, proc: subprocess.Popen[bytes], pc: Pcscf | None = None) ->
     return "\n".join(report)
 
 
+def iq_tls(tmp: Path) -> tuple[list[str], list[str]]:
+    """Iq over mutual TLS: fresh certificates for both ends, each pinned in the other; returns
+    the ``e2ae pcscf`` and the ``e2ae accessgw`` arguments."""
+    import datetime
+
+    import certs
+
+    now = datetime.datetime.now(datetime.UTC)
+    alg, gw = certs.generate("pcscf-iq", now=now), certs.generate("agw-iq", now=now)
+    alg_cert, _ = certs.write(alg, tmp, force=True)
+    gw_cert, _ = certs.write(gw, tmp, force=True)
+    return (
+        ["--iq-tls", str(alg_cert.with_suffix("")), "--iq-peer", gw.fingerprint().value],
+        ["--iq-tls", str(gw_cert.with_suffix("")), "--iq-peer", alg.fingerprint().value],
+    )
+
+
 @contextmanager
-def accessgw(tmp: Path, iq_port: int, pc: Pcscf) -> Iterator[Path]:
-    """The real ``e2ae accessgw`` process registered with the P-CSCF at ``iq_port``; yields its
-    log file (it logs every reserved and released termination)."""
+def accessgw(tmp: Path, iq_port: int, pc: Pcscf, *extra: str) -> Iterator[Path]:
+    """The real ``e2ae accessgw`` process registered with the P-CSCF at ``iq_port`` (``extra``:
+    its Iq security, e.g. from :func:`iq_tls`); yields its log file (it logs every reserved
+    and released termination)."""
     import datetime
 
     import certs
@@ -219,7 +243,7 @@ def accessgw(tmp: Path, iq_port: int, pc: Pcscf) -> Iterator[Path]:
     log = tmp / "accessgw.log"
     args = [sys.executable, "-m", "lab.cli", "accessgw", "--alg", f"127.0.0.1:{iq_port}"]
     args += ["--access-ip", "127.0.0.1", "--core-ip", "127.0.0.1", "--cert", str(cert)]
-    args += ["--key", str(key), "--mid", "<agw.real>"]
+    args += ["--key", str(key), "--mid", "<agw.real>", *extra]
     with log.open("wb") as err:
         proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=err)
     try:

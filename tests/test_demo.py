@@ -21,6 +21,12 @@ def test_demo_json_reports_every_scenario() -> None:
     summary = json.loads(done.stdout)
     assert summary["ok"] is True
     assert summary["impostor_refused"] is True
+    assert summary["iq_impostor_refused"] is True
+    iq_checks = [c for c in summary["checks"] if "Iq" in c["name"]]
+    assert [c["name"] for c in iq_checks][:2] == [
+        "AGW registered over Iq (mutual TLS, pinned certificates)",
+        "Iq impostor refused by the P-CSCF (certificate not pinned), agw1 still in service",
+    ]
     assert [(c["from"], c["to"]) for c in summary["calls"]] == [
         ("sip:alice@lab.example", "sip:bob@lab.example"),
         ("sip:alice@lab.example", "sip:peer@lab.example"),

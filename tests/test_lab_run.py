@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -248,3 +249,43 @@ def test_plan_fills_in_the_links_between_nodes(tmp_path: Path) -> None:
 def test_plan_refuses_a_ue_without_user(tmp_path: Path) -> None:
     with pytest.raises(TopologyError, match="needs a user"):
         plan({"ue": [{"answer": 1}]}, tmp_path, tmp_path)
+
+
+def test_plan_secures_iq_with_pinned_certificates(tmp_path: Path) -> None:
+    """``e2ae run`` never leaves Iq on plain TCP unless the topology asks: each end gets a
+    fresh Iq certificate and pins the other's fingerprint."""
+    from cryptography import x509
+
+    from certs.fingerprint import fingerprint_of
+
+    nodes = dict(plan(load(REPO / "examples" / "lab.toml"), REPO / "examples", tmp_path))
+    pcscf, agw = nodes["pcscf"], nodes["accessgw"]
+    assert "--iq-insecure" not in pcscf + agw
+
+    def pinned(args: list[str]) -> str:
+        return args[args.index("--iq-peer") + 1]
+
+    def own(args: list[str]) -> str:
+        prefix = Path(args[args.index("--iq-tls") + 1])
+        assert prefix.parent == tmp_path
+        cert = x509.load_pem_x509_certificate(prefix.with_suffix(".crt").read_bytes())
+        der = cert.public_bytes(serialization.Encoding.DER)
+        return fingerprint_of(der).value
+
+    assert pinned(pcscf) == own(agw) and pinned(agw) == own(pcscf)
+    assert own(pcscf) != own(agw)
+
+
+def test_plan_plain_iq_only_when_asked(tmp_path: Path) -> None:
+    topology = {
+        "pcscf": {"iq": "127.0.0.1:2944", "iq_insecure": True, "iq_allow": "<a>@127.0.0.1"},
+        "accessgw": {"access_ip": "127.0.0.1", "core_ip": "127.0.0.1"},
+    }
+    nodes = dict(plan(topology, tmp_path, tmp_path / "a"))
+    assert "--iq-insecure" in nodes["pcscf"] and "--iq-insecure" in nodes["accessgw"]
+    assert "--iq-tls" not in nodes["pcscf"] + nodes["accessgw"]
+    # a topology that sets up Iq TLS itself is left as written
+    mine = {"pcscf": {"iq_tls": "my/pcscf", "iq_peer": "sha-256 AB"}, "accessgw": {}}
+    nodes = dict(plan(mine, tmp_path, tmp_path / "b"))
+    assert nodes["pcscf"][nodes["pcscf"].index("--iq-tls") + 1] == str(tmp_path / "my/pcscf")
+    assert "--iq-tls" not in nodes["accessgw"]

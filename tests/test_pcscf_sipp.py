@@ -21,7 +21,7 @@ import pytest
 
 from tests.agw_helpers import identity
 from tests.conftest import require_tool
-from tests.sipp_harness import accessgw, agw, finish, free_port, pcscf, sipp
+from tests.sipp_harness import accessgw, agw, finish, free_port, iq_tls, pcscf, sipp
 
 pytestmark = pytest.mark.peer
 
@@ -52,10 +52,14 @@ def test_call_through_pcscf(tmp_path: Path, case: str, transport: str) -> None:
 
 @pytest.mark.parametrize("case", ["orig", "term", "busy"])
 def test_call_with_the_real_accessgw(tmp_path: Path, case: str) -> None:
-    """The same scenarios with the ``e2ae accessgw`` process on Iq: every termination it
-    reserved is released by the end of the call."""
+    """The same scenarios with the ``e2ae accessgw`` process on Iq over mutual TLS: every
+    termination it reserved is released by the end of the call."""
     core_port = free_port()
-    with pcscf(tmp_path, core_port) as pc, accessgw(tmp_path, pc.iq, pc) as log:
+    pc_iq, agw_iq = iq_tls(tmp_path)
+    with (
+        pcscf(tmp_path, core_port, *pc_iq) as pc,
+        accessgw(tmp_path, pc.iq, pc, *agw_iq) as log,
+    ):
         core = sipp(tmp_path, f"core_{case}.xml", core_port)
         ue = sipp(tmp_path, f"ue_{case}.xml", free_port(), remote=pc.gm)
         ue_errors = finish(tmp_path, ue, pc)

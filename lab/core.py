@@ -32,6 +32,7 @@ import certs
 from lab import bfcp, media, msrp, ue
 from lab.sipnode import Address, SipNode, Transport
 from lab.ue import StreamInfo
+from pcscf.sip.errors import RemoteSipError
 from pcscf.sip.message import Message, Request, Response, make_response
 from pcscf.sip.uri import NameAddr, SipUri
 
@@ -177,8 +178,10 @@ class CoreStub:
     def _register(self, request: Request, addr: Address) -> None:
         aor = request.to.sip_uri("To").aor()
         contacts = request.addresses("Contact")
-        expires_text = request.get("Expires") or "3600"
-        expires = int(expires_text) if expires_text.strip().isdigit() else 3600
+        expires_text = (request.get("Expires") or "3600").strip()
+        if not (expires_text.isdigit() and expires_text.isascii() and len(expires_text) <= 10):
+            raise RemoteSipError(400, f"Bad Expires {expires_text[:20]!r}", where="Expires")
+        expires = int(expires_text)
         extra: list[tuple[str, str]] = []
         if contacts and expires > 0:
             binding = Binding(aor, contacts[0].uri, tuple(request.values("Path")), expires)

@@ -17,7 +17,16 @@ from twisted.internet.protocol import ClientFactory, DatagramProtocol, Protocol,
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from pcscf.sip.message import Message, MessageError, Request, StreamParser, parse_datagram
+from pcscf.sip.errors import RemoteSipError
+from pcscf.sip.message import (
+    Message,
+    MessageError,
+    Request,
+    StreamParser,
+    make_response,
+    parse_datagram,
+    validate_request,
+)
 
 Transport = Literal["udp", "tcp"]
 Address = tuple[str, int]
@@ -42,6 +51,10 @@ def summary(message: Message) -> str:
     return head
 
 
+#: Read UDP datagrams up to this size: Twisted's default (8192) cuts bigger ones silently.
+MAX_DATAGRAM = 65_535
+
+
 class _Udp(DatagramProtocol):
     noisy = False
 
@@ -55,11 +68,13 @@ class _Udp(DatagramProtocol):
             message = parse_datagram(datagram)
         except MessageError as exc:
             log.warn(
-                "{node}: malformed SIP from {peer} dropped: {error}",
+                "{node}: malformed SIP from {peer}: {error}",
                 node=self.node.name,
                 peer=f"{addr[0]}:{addr[1]}",
                 error=str(exc),
             )
+            if exc.partial is not None:
+                self.node.refuse(exc.partial, (addr[0], addr[1]), exc)
             return
         self.node.received(message, (addr[0], addr[1]), "udp")
 
@@ -106,7 +121,9 @@ class SipNode:
         self._udp: Any = None
 
     def listen_udp(self, port: int = 0) -> int:
-        self._udp = self.reactor.listenUDP(port, _Udp(self), interface=self.host)
+        self._udp = self.reactor.listenUDP(
+            port, _Udp(self), interface=self.host, maxPacketSize=MAX_DATAGRAM
+        )
         self.port = int(self._udp.getHost().port)
         return self.port
 
@@ -145,15 +162,48 @@ class SipNode:
             call_id=message.get("Call-ID"),
             peer=f"{addr[0]}:{addr[1]}",
         )
+        if isinstance(message, Request):
+            try:
+                validate_request(message)
+            except RemoteSipError as exc:
+                log.warn(
+                    "{node}: bad {method} from {peer}: {error}",
+                    node=self.name,
+                    method=message.method,
+                    peer=f"{addr[0]}:{addr[1]}",
+                    error=str(exc),
+                )
+                self.refuse(message, addr, exc)
+                return
         if self.handler is not None:
             try:
                 self.handler(message, addr, transport)
+            except RemoteSipError as exc:
+                log.warn(
+                    "{node}: refused a message from {peer}: {error}",
+                    node=self.name,
+                    peer=f"{addr[0]}:{addr[1]}",
+                    error=str(exc),
+                )
+                if isinstance(message, Request):
+                    self.refuse(message, addr, exc)
             except Exception:
                 log.failure(
                     "{node}: failed on a message from {peer}",
                     node=self.name,
                     peer=f"{addr[0]}:{addr[1]}",
                 )
+
+    def refuse(self, request: Request, addr: Address, error: RemoteSipError) -> None:
+        """Answer a bad request with its error status (400, ...) and reason, if it can be
+        answered at all (not an ACK, a Via to send the response to)."""
+        if request.method == "ACK":
+            return
+        try:
+            response = make_response(request, error.status, error.reason)
+            self.send(response, addr)
+        except Exception as exc:
+            log.debug("{node}: no response to a bad request: {error}", node=self.name, error=exc)
 
     def send(self, message: Message, addr: Address) -> None:
         log.info(

@@ -42,6 +42,10 @@ UDP_BUFFER = 4 * 1024 * 1024
 ConnKey = tuple[Side, str, int]
 
 
+#: Read UDP datagrams up to this size: Twisted's default (8192) cuts bigger ones silently.
+MAX_DATAGRAM = 65_535
+
+
 class _Udp(DatagramProtocol):
     noisy = False
 
@@ -174,7 +178,7 @@ class SipService:
         returns the port."""
         for _ in range(20 if port == 0 else 1):
             udp = _Udp(self, side)
-            uport = self.reactor.listenUDP(port, udp, interface=host)
+            uport = self.reactor.listenUDP(port, udp, interface=host, maxPacketSize=MAX_DATAGRAM)
             sock = getattr(uport, "socket", None)
             if sock is not None:
                 # bursts of calls must not overflow the kernel's default receive buffer

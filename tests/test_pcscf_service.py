@@ -104,8 +104,8 @@ class SlowHandler:
 def endpoints() -> Generator[tuple[Endpoint, Endpoint], None, None]:
     ue, core = Endpoint(auto=("BYE",)), Endpoint(auto=("REGISTER", "OPTIONS", "INVITE", "BYE"))
     ports = [
-        reactor.listenUDP(0, ue, interface="127.0.0.1"),
-        reactor.listenUDP(0, core, interface="127.0.0.1"),
+        reactor.listenUDP(0, ue, interface="127.0.0.1", maxPacketSize=65_535),
+        reactor.listenUDP(0, core, interface="127.0.0.1", maxPacketSize=65_535),
     ]
     yield ue, core
     for port in ports:

@@ -336,9 +336,12 @@ def _decode_head(raw: bytes) -> str:
 
 
 def _build(head_bytes: bytes, body: bytes, *, stream: bool) -> Message:
-    head = _decode_head(head_bytes)
-    start = head.split("\r\n", 1)[0]
+    # What is not UTF-8 is still read (with U+FFFD) far enough to answer the request with 400.
+    readable = head_bytes.decode("utf-8", errors="replace")
+    start = readable.split("\r\n", 1)[0]
+    head = readable
     try:
+        head = _decode_head(head_bytes)
         start_line, headers = _parse_head(head)
         length = _content_length(headers)
         if length is None and stream:
@@ -399,7 +402,9 @@ class StreamParser:
                 return out
             head = bytes(self._buffer[:end])
             try:
-                text = _decode_head(head)
+                # Framing needs only Content-Length: a header that is not UTF-8 costs that
+                # message (a 400 from _build), not the connection.
+                text = head.decode("utf-8", errors="replace")
                 _, headers = _parse_head(text)
                 length = _content_length(headers)
             except RemoteSipError as exc:

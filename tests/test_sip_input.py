@@ -1,0 +1,199 @@
+"""What the SIP edges do with input they cannot use, over real sockets on 127.0.0.1: datagrams up
+to 65,535 bytes are read whole, a header that is not UTF-8 is answered 400 with the reason, a
+50 KB INVITE gets its final response over UDP and over TCP, and the core stub answers a request
+without Call-ID or with ``Expires: abc`` with 400 instead of failing."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import pytest_twisted
+from twisted.internet import defer, reactor
+from twisted.internet.protocol import ClientCreator, Protocol
+from twisted.logger import globalLogPublisher
+
+from pcscf.sip.message import Message, Response, StreamParser
+from tests.test_pcscf_service import SDP, Endpoint, SlowHandler, _is, _register, _service
+
+#: An SDP of about 50 KB (a few m-lines and many attributes, as a large conference offer has).
+BIG_SDP = SDP + b"".join(b"a=x-pad:%05d " % i + b"x" * 80 + b"\r\n" for i in range(560))
+
+
+def _big_invite(via: str, port: int, call: str) -> bytes:
+    head = (
+        "INVITE sip:bob@ims.test SIP/2.0\r\n"
+        f"Via: SIP/2.0/{via} 127.0.0.1:{port};branch=z9hG4bK{call}\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:alice@ims.test>;tag=a\r\nTo: <sip:bob@ims.test>\r\n"
+        f"Call-ID: {call}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:{port}>\r\n"
+        f"Content-Type: application/sdp\r\nContent-Length: {len(BIG_SDP)}\r\n\r\n"
+    )
+    return head.encode() + BIG_SDP
+
+
+def _udp(endpoint: Endpoint) -> Any:
+    return reactor.listenUDP(0, endpoint, interface="127.0.0.1", maxPacketSize=65_535)
+
+
+class _Errors:
+    """Log events of unhandled errors (tracebacks) while a test runs."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if "log_failure" in event:
+            self.events.append(event)
+
+
+@pytest_twisted.inlineCallbacks
+def test_non_utf8_header_gets_400_and_no_traceback() -> None:
+    ue, core = Endpoint(), Endpoint()
+    ports = [
+        reactor.listenUDP(0, e, interface="127.0.0.1", maxPacketSize=65_535) for e in (ue, core)
+    ]
+    service = _service(core.port, SlowHandler())
+    errors = _Errors()
+    globalLogPublisher.addObserver(errors)
+    try:
+        gm = service.config.gm[1]
+        data = (
+            f"OPTIONS sip:x@ims.test SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{ue.port};branch=z9hG4bKutf\r\n"
+            "From: \xe9ve <sip:eve@ims.test>;tag=e\r\nTo: <sip:x@ims.test>\r\nCall-ID: utf\r\n"
+            "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        ).encode("latin-1")
+        ue.transport.write(data, ("127.0.0.1", gm))  # type: ignore[union-attr]
+        bad = yield ue.wait(_is(status=400, call="utf"))
+        assert bad.reason == "Header is not UTF-8"
+        assert not errors.events, errors.events
+    finally:
+        globalLogPublisher.removeObserver(errors)
+        yield service.stop()
+        for port in ports:
+            port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_50kb_invite_over_udp_is_forwarded_whole_and_answered() -> None:
+    """Twisted reads 8192 bytes of a datagram unless told otherwise: the INVITE would have been
+    cut and dropped without an answer."""
+    ue, core = Endpoint(auto=("BYE",)), Endpoint(auto=("REGISTER", "INVITE"))
+    assert len(BIG_SDP) > 50_000
+    ports = [
+        reactor.listenUDP(0, e, interface="127.0.0.1", maxPacketSize=65_535) for e in (ue, core)
+    ]
+    service = _service(core.port, SlowHandler())
+    try:
+        gm = service.config.gm[1]
+        _register(ue, gm)
+        yield ue.wait(_is(status=200, call="reg"))
+        ue.transport.write(_big_invite("UDP", ue.port, "big-udp"), ("127.0.0.1", gm))  # type: ignore[union-attr]
+        forwarded = yield core.wait(_is(method="INVITE", call="big-udp"))
+        assert forwarded.body == BIG_SDP.replace(b"TCP/TLS/MSRP", b"TCP/MSRP")
+        final = yield ue.wait(_is(status=200, call="big-udp"))
+        assert isinstance(final, Response)
+    finally:
+        yield service.stop()
+        for port in ports:
+            port.stopListening()
+
+
+class _TcpUe(Protocol):
+    def __init__(self) -> None:
+        self.parser = StreamParser()
+        self.got: list[Message] = []
+        self.arrived: defer.Deferred[None] | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        for item in self.parser.feed(data):
+            if isinstance(item, Exception):
+                raise AssertionError(f"bad SIP from the P-CSCF: {item}")
+            self.got.append(item)
+        if self.arrived is not None and self.got:
+            arrived, self.arrived = self.arrived, None
+            arrived.callback(None)
+
+    @defer.inlineCallbacks
+    def wait(self, status: int, call: str) -> Generator[Any, Any, Response]:
+        for _ in range(200):
+            for msg in self.got:
+                if isinstance(msg, Response) and msg.status == status and msg.call_id == call:
+                    return msg
+            self.arrived = defer.Deferred()
+            self.arrived.addTimeout(10, reactor)
+            yield self.arrived
+        raise AssertionError("no such response")
+
+
+@pytest_twisted.inlineCallbacks
+def test_50kb_invite_over_tcp_gets_its_final_response() -> None:
+    core = Endpoint(auto=("REGISTER", "INVITE"))
+    port = reactor.listenUDP(0, core, interface="127.0.0.1", maxPacketSize=65_535)
+    service = _service(core.port, SlowHandler())
+    try:
+        gm = service.config.gm[1]
+        ue = yield ClientCreator(reactor, _TcpUe).connectTCP("127.0.0.1", gm)
+        local = ue.transport.getHost().port
+        register = (
+            "REGISTER sip:ims.test SIP/2.0\r\n"
+            f"Via: SIP/2.0/TCP 127.0.0.1:{local};branch=z9hG4bKtreg\r\n"
+            "From: <sip:alice@ims.test>;tag=r\r\nTo: <sip:alice@ims.test>\r\nCall-ID: treg\r\n"
+            f"CSeq: 1 REGISTER\r\nContact: <sip:alice@127.0.0.1:{local};transport=tcp>\r\n"
+            "Security-Client: msrp-tls;mediasec\r\nContent-Length: 0\r\n\r\n"
+        )
+        ue.transport.write(register.encode())
+        yield ue.wait(200, "treg")
+        ue.transport.write(_big_invite("TCP", local, "big-tcp"))
+        forwarded = yield core.wait(_is(method="INVITE", call="big-tcp"))
+        assert forwarded.body == BIG_SDP.replace(b"TCP/TLS/MSRP", b"TCP/MSRP")
+        final = yield ue.wait(200, "big-tcp")
+        assert final.cseq == (1, "INVITE")
+        ue.transport.loseConnection()
+    finally:
+        yield service.stop()
+        port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_core_stub_answers_bad_requests_with_400() -> None:
+    from lab.core import CoreStub
+
+    core = CoreStub(reactor, domain="ims.test")
+    core_port = core.listen()
+    ue = Endpoint()
+    port = reactor.listenUDP(0, ue, interface="127.0.0.1", maxPacketSize=65_535)
+    errors = _Errors()
+    globalLogPublisher.addObserver(errors)
+    try:
+        register = f"""REGISTER sip:ims.test SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:{ue.port};branch=z9hG4bKexp
+From: <sip:alice@ims.test>;tag=r
+To: <sip:alice@ims.test>
+Call-ID: expires-abc
+CSeq: 1 REGISTER
+Contact: <sip:alice@127.0.0.1:{ue.port}>
+Expires: abc"""
+        ue.send(register, core_port)
+        bad = yield ue.wait(_is(status=400, call="expires-abc"))
+        assert "Bad Expires" in bad.reason
+        ue.send(
+            f"""OPTIONS sip:x@ims.test SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:{ue.port};branch=z9hG4bKnocid
+From: <sip:alice@ims.test>;tag=o
+To: <sip:x@ims.test>
+CSeq: 1 OPTIONS""",
+            core_port,
+        )
+        nocid = yield ue.wait(
+            lambda m: isinstance(m, Response) and m.status == 400 and m.cseq[1] == "OPTIONS"
+        )
+        assert "Call-ID" in nocid.reason
+        ue.send(register.replace("Expires: abc", "Expires: 60"), core_port)
+        ok = yield ue.wait(_is(status=200, call="expires-abc"))
+        assert ok.get("Expires") == "60"
+        assert not errors.events, errors.events
+    finally:
+        globalLogPublisher.removeObserver(errors)
+        port.stopListening()
+        yield defer.maybeDeferred(core.stop)

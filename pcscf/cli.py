@@ -7,7 +7,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pcscf.config import IQ_LIMIT_KEYS, ConfigError, PcscfConfig, build_config, load_file
+from pcscf.config import (
+    IQ_LIMIT_KEYS,
+    SIP_LIMIT_KEYS,
+    ConfigError,
+    PcscfConfig,
+    build_config,
+    load_file,
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -64,6 +71,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--iq-max-gateways", type=int, metavar="N", help="gateways (mIds) remembered (64)"
     )
+    for key, kind, text in (
+        ("max_registrations", int, "registrations held; more: 503 (10000)"),
+        ("max_registrations_per_source", int, "registrations per source address (16)"),
+        ("max_calls", int, "call legs at once; more: 503 (5000)"),
+        ("retry_after", int, "Retry-After of those 503s, seconds (30)"),
+        ("max_connections", int, "SIP TCP connections per side (1024)"),
+        ("idle_timeout", float, "seconds a SIP TCP connection may be silent; 0: never (900)"),
+    ):
+        parser.add_argument("--" + key.replace("_", "-"), type=kind, metavar="N", help=text)
     parser.add_argument("--policy", metavar="FILE", type=Path, help="e2ae policy (TOML)")
     parser.add_argument("--config", metavar="FILE", type=Path, help="config file (TOML)")
     parser.add_argument(
@@ -91,6 +107,7 @@ def _config(args: argparse.Namespace) -> PcscfConfig:
         "iq_keylog",
         "iq_insecure",
         *IQ_LIMIT_KEYS,
+        *SIP_LIMIT_KEYS,
     ):
         value = getattr(args, key)
         if value is not None:

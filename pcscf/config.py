@@ -19,6 +19,12 @@ the policy, unless a separate ``policy`` file is named)::
     iq_register_timeout = 10       # seconds a link has to register (ServiceChange)
     iq_max_pending = 1000          # Iq requests awaiting a reply, per link
     iq_max_gateways = 64           # gateways (mIds) remembered
+    max_registrations = 10000      # bindings held; a REGISTER from a new flow beyond: 503
+    max_registrations_per_source = 16  # bindings per source address
+    max_calls = 5000               # call legs (dialogs) at once; a new INVITE beyond: 503
+    retry_after = 30               # Retry-After of those 503s (seconds)
+    max_connections = 1024         # SIP TCP connections per side (Gm, core)
+    idle_timeout = 900             # seconds a SIP TCP connection may be silent; 0: never
     policy = "policy.toml"
 """
 
@@ -81,6 +87,8 @@ class PcscfConfig:
     #: ``MID@ADDRESS[/LEN]`` entries of the gateways that may register.
     iq_allow: tuple[str, ...] = ()
     iq_limits: IqLimits = attrs.field(factory=IqLimits)
+    #: The proxy's bounds (:class:`pcscf.sip.proxy.ProxyConfig` fields), as given.
+    sip_limits: Mapping[str, int | float] = attrs.field(factory=dict)
 
 
 def _iq_tls(prefix: str, base: Path) -> tuple[Path, Path]:
@@ -113,6 +121,7 @@ def build_config(
         "iq_insecure",
         "iq_allow",
         *IQ_LIMIT_KEYS,
+        *SIP_LIMIT_KEYS,
         "policy",
     }
     unknown = sorted(set(values) - known)
@@ -161,6 +170,15 @@ def build_config(
         )
     except LocalIqError as exc:
         raise ConfigError(str(exc)) from exc
+    sip_limits = {
+        key: _number(values[key], key) for key in SIP_LIMIT_KEYS if values.get(key) is not None
+    }
+    try:
+        from pcscf.sip.proxy import Peer, ProxyConfig
+
+        ProxyConfig(gm=gm, core=core, next_hop=Peer("core", "udp", *next_hop), **sip_limits)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     return PcscfConfig(
         gm=gm,
         core=core,
@@ -174,8 +192,19 @@ def build_config(
         iq_insecure=insecure,
         iq_allow=tuple(str(AllowEntry.parse(str(a))) for a in allow),
         iq_limits=limits,
+        sip_limits=sip_limits,
     )
 
+
+#: ``[pcscf]`` keys of the SIP proxy's bounds (:class:`pcscf.sip.proxy.ProxyConfig`).
+SIP_LIMIT_KEYS = (
+    "max_registrations",
+    "max_registrations_per_source",
+    "max_calls",
+    "retry_after",
+    "max_connections",
+    "idle_timeout",
+)
 
 #: ``[pcscf]`` keys of the Iq listener's bounds (:class:`iq.admission.IqLimits`).
 IQ_LIMIT_KEYS = ("iq_max_links", "iq_register_timeout", "iq_max_pending", "iq_max_gateways")
@@ -190,7 +219,7 @@ def _number(value: Any, key: str) -> Any:
         raise ConfigError(f"{key} must be a number, not {value!r}") from exc
     if not math.isfinite(number):
         raise ConfigError(f"{key} must be a finite number, not {value!r}")
-    if key == "iq_register_timeout":
+    if key in ("iq_register_timeout", "idle_timeout"):
         return number
     if number != int(number):
         raise ConfigError(f"{key} must be a whole number, not {value!r}")

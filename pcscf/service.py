@@ -17,6 +17,7 @@ from twisted.internet.error import CannotListenError, ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.internet.protocol import ClientFactory, DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger, LogLevel
+from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from pcscf.config import PcscfConfig
@@ -59,7 +60,7 @@ class _Udp(DatagramProtocol):
         self.service.received_datagram(Peer(self.side, "udp", addr[0], addr[1]), datagram)
 
 
-class _Stream(Protocol):
+class _Stream(TimeoutMixin, Protocol):
     def __init__(self, service: SipService, side: Side) -> None:
         self.service = service
         self.side = side
@@ -69,16 +70,29 @@ class _Stream(Protocol):
     def connectionMade(self) -> None:
         addr = self.transport.getPeer()  # type: ignore[union-attr]
         self.peer = Peer(self.side, "tcp", addr.host, addr.port)
+        self.callLater = self.service.reactor.callLater
+        idle = self.service.config.idle_timeout
+        self.setTimeout(idle if idle > 0 else None)
         self.service.connection_made(self)
+
+    def timeoutConnection(self) -> None:
+        log.warn(
+            "SIP connection from {peer} closed: idle for {timeout}s",
+            peer=str(self.peer),
+            timeout=self.service.config.idle_timeout,
+        )
+        self.transport.abortConnection()  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
         assert self.peer is not None
+        self.resetTimeout()  # any byte, a CRLF keep-alive too, is a sign of life
         for item in self.parser.feed(data):
             self.service.received_item(self.peer, item)
         if self.parser.broken:
             self.transport.loseConnection()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
+        self.setTimeout(None)
         self.service.connection_lost(self)
 
     def send(self, data: bytes) -> None:
@@ -92,7 +106,16 @@ class _StreamFactory(Factory):
         self.service = service
         self.side = side
 
-    def buildProtocol(self, addr: Any) -> _Stream:
+    def buildProtocol(self, addr: Any) -> _Stream | None:
+        held = sum(1 for key in self.service.connections if key[0] == self.side)
+        if held >= self.service.config.max_connections:
+            log.warn(
+                "SIP connection from {peer} refused: {held} connections on {side} (the limit)",
+                peer=f"{getattr(addr, 'host', addr)}:{getattr(addr, 'port', '')}",
+                held=held,
+                side=self.side,
+            )
+            return None
         return _Stream(self.service, self.side)
 
 
@@ -399,4 +422,5 @@ def _proxy_config(config: PcscfConfig) -> ProxyConfig:
         core=config.core,
         next_hop=Peer("core", transport, host, port),
         network_mechanisms=config.policy.network_mechanisms,
+        **config.sip_limits,  # type: ignore[arg-type]
     )

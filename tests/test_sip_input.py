@@ -9,8 +9,9 @@ from collections.abc import Generator
 from typing import Any
 
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.internet.protocol import ClientCreator, Protocol
+from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
 
 from pcscf.sip.message import Message, Response, StreamParser
@@ -197,3 +198,48 @@ CSeq: 1 OPTIONS""",
         globalLogPublisher.removeObserver(errors)
         port.stopListening()
         yield defer.maybeDeferred(core.stop)
+
+
+class _Watch(Protocol):
+    def __init__(self) -> None:
+        self.lost: defer.Deferred[None] = defer.Deferred()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost.callback(None)
+
+
+@pytest_twisted.inlineCallbacks
+def test_tcp_connections_are_bounded_and_idle_ones_closed() -> None:
+    from pcscf.service import SipService
+    from pcscf.sip.proxy import Peer, ProxyConfig
+
+    config = ProxyConfig(
+        gm=("127.0.0.1", 0),
+        core=("127.0.0.1", 0),
+        next_hop=Peer("core", "udp", "127.0.0.1", 9),
+        max_connections=2,
+        idle_timeout=0.5,
+    )
+    service = SipService(config, SlowHandler(), reactor=reactor)
+    service.listen()
+    gm = service.config.gm[1]
+    try:
+        chatty = yield ClientCreator(reactor, _Watch).connectTCP("127.0.0.1", gm)
+        silent = yield ClientCreator(reactor, _Watch).connectTCP("127.0.0.1", gm)
+        for _ in range(50):  # until the service holds both
+            if len(service.connections) == 2:
+                break
+            yield deferLater(reactor, 0.02)
+        third = yield ClientCreator(reactor, _Watch).connectTCP("127.0.0.1", gm)
+        yield third.lost.addTimeout(5, reactor)  # refused at once: over the limit
+        assert len(service.connections) == 2
+        keepalive = task.LoopingCall(lambda: chatty.transport.write(b"\r\n\r\n"))
+        keepalive.clock = reactor
+        keepalive.start(0.1)
+        yield silent.lost.addTimeout(5, reactor)  # silent for longer than idle_timeout
+        assert not chatty.lost.called  # CRLF keep-alives are signs of life
+        keepalive.stop()
+        yield chatty.lost.addTimeout(5, reactor)
+        assert not service.connections
+    finally:
+        yield service.stop()

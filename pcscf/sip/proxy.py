@@ -133,6 +133,28 @@ class ProxyConfig:
     timer_c: float = 180.0
     #: Answer requests from UEs that are not registered with 403 (else forward them).
     require_registration: bool = True
+    #: Bindings held at most, and at most per source address; a REGISTER from a new flow
+    #: beyond either is answered 503 with Retry-After (refreshes and removals always pass).
+    max_registrations: int = 10_000
+    max_registrations_per_source: int = 16
+    #: Call legs (dialogs, originating and terminating counted apart) at once; a new INVITE
+    #: beyond is answered 503 with Retry-After.
+    max_calls: int = 5_000
+    #: Seconds in the Retry-After of those 503s.
+    retry_after: int = 30
+    #: (The edge) TCP connections held per side at most; more are closed at accept.
+    max_connections: int = 1_024
+    #: (The edge) seconds a TCP connection may stay silent (no byte, not even a CRLF
+    #: keep-alive) before it is closed; 0: never.
+    idle_timeout: float = 900.0
+
+    def __attrs_post_init__(self) -> None:
+        names = ("max_registrations", "max_registrations_per_source", "max_calls")
+        for name in (*names, "max_connections"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.retry_after < 0 or not self.idle_timeout >= 0:
+            raise ValueError("retry_after and idle_timeout must not be negative")
 
     def address(self, side: Side) -> tuple[str, int]:
         return self.gm if side == "gm" else self.core
@@ -456,6 +478,17 @@ class ProxyCore:
             return
         token = self._flow_token(peer.flow)
         pending = read_register(msg, peer.flow, token)
+        full = self._registrations_full(peer, pending)
+        if full is not None:
+            out.append(
+                Log(
+                    "warn",
+                    "REGISTER {aor} from {peer} refused: {limit}",
+                    {"aor": pending.aor, "peer": str(peer), "limit": full, "call_id": msg.call_id},
+                )
+            )
+            self._overloaded(txn, now, out, full)
+            return
         path = NameAddr(str(self._own_uri("core", self.config.next_hop.transport, user=token)))
         headers = msg.prepending("Path", str(path))
         msg = msg.evolve(headers=headers)
@@ -473,6 +506,22 @@ class ProxyCore:
         )
         client = self._forward(txn, msg, self.config.next_hop, now, out)
         client.register = pending
+
+    def _registrations_full(self, peer: Peer, pending: PendingRegister) -> str | None:
+        """Why a REGISTER would hold more than the limits allow (None: it may go on)."""
+        adds = not pending.wildcard and pending.expires != 0 and pending.contacts
+        if not adds or self.registrar.knows_flow(peer.flow):
+            return None
+        if len(self.registrar) >= self.config.max_registrations:
+            return f"registrations full ({self.config.max_registrations})"
+        if self.registrar.from_host(peer.host) >= self.config.max_registrations_per_source:
+            limit = self.config.max_registrations_per_source
+            return f"too many registrations from {peer.host} ({limit})"
+        return None
+
+    def _overloaded(self, txn: ServerTxn, now: float, out: list[Action], why: str) -> None:
+        retry = [("Retry-After", str(self.config.retry_after))]
+        self._respond(txn, 503, now, out, reason=f"Service Unavailable ({why})", extra=retry)
 
     def _originating(
         self, txn: ServerTxn, peer: Peer, msg: Request, now: float, out: list[Action]
@@ -522,6 +571,21 @@ class ProxyCore:
             return
         did = DialogId(msg.call_id, direction)
         old = self.dialogs.get(did)
+        if old is None and len(self.dialogs) >= self.config.max_calls:
+            out.append(
+                Log(
+                    "warn",
+                    "New {direction} call {call_id} from {peer} refused: {limit}",
+                    {
+                        "direction": direction,
+                        "call_id": did.call_id,
+                        "peer": str(peer),
+                        "limit": f"calls full ({self.config.max_calls})",
+                    },
+                )
+            )
+            self._overloaded(txn, now, out, f"calls full ({self.config.max_calls})")
+            return
         if old is not None and old.state != "ended":
             self._ended(old, "replaced by a new INVITE with the same Call-ID", out)
         contact = msg.addresses("contact")

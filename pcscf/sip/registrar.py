@@ -92,17 +92,33 @@ class Registrar:
     #: flow -> keys of its bindings (a UE's requests are looked up by flow, in O(1)).
     _flows: dict[Flow, set[tuple[str, str]]] = attrs.field(factory=dict)
     _tokens: dict[str, Flow] = attrs.field(factory=dict)
+    #: source host -> number of bindings registered from it.
+    _hosts: dict[str, int] = attrs.field(factory=dict)
 
     def _put(self, key: tuple[str, str], binding: Binding) -> None:
         self._drop(key)
         self._bindings[key] = binding
         self._flows.setdefault(binding.flow, set()).add(key)
         self._tokens[binding.flow_token] = binding.flow
+        self._hosts[binding.flow.host] = self._hosts.get(binding.flow.host, 0) + 1
+
+    def from_host(self, host: str) -> int:
+        """How many bindings were registered from the source address ``host``."""
+        return self._hosts.get(host, 0)
+
+    def knows_flow(self, flow: Flow) -> bool:
+        """Whether ``flow`` holds a binding (a refresh from it adds no state)."""
+        return flow in self._flows
 
     def _drop(self, key: tuple[str, str]) -> None:
         old = self._bindings.pop(key, None)
         if old is None:
             return
+        left = self._hosts.get(old.flow.host, 0) - 1
+        if left > 0:
+            self._hosts[old.flow.host] = left
+        else:
+            self._hosts.pop(old.flow.host, None)
         keys = self._flows.get(old.flow)
         if keys is not None:
             keys.discard(key)

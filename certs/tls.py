@@ -15,6 +15,7 @@ Used by every TLS endpoint of the lab: the AGW access side, the UE simulators an
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -49,8 +50,11 @@ class KeyLogWriter:
         self._lock = threading.Lock()
 
     def __call__(self, conn: SSL.Connection, line: bytes) -> None:
-        with self._lock, self.path.open("ab") as fh:
-            fh.write(line + b"\n")
+        with self._lock:
+            # The lines are session secrets: the file is made readable by its owner only.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "ab") as fh:
+                fh.write(line + b"\n")
 
 
 def _accept_any_certificate(

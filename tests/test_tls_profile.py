@@ -63,6 +63,7 @@ def test_mutual_handshake_and_peer_der(
     assert peer_certificate_der(cli) == server_id.cert_der
     assert srv.get_protocol_version_name() == "TLSv1.3"
     assert b"CLIENT_TRAFFIC_SECRET_0" in (tmp_path / "keys.log").read_bytes()
+    assert (tmp_path / "keys.log").stat().st_mode & 0o077 == 0  # secrets: owner only
 
 
 def _serve_once(ctx: SSL.Context) -> tuple[int, threading.Thread, dict[str, object]]:

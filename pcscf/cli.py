@@ -7,14 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pcscf.config import (
-    IQ_LIMIT_KEYS,
-    SIP_LIMIT_KEYS,
-    ConfigError,
-    PcscfConfig,
-    build_config,
-    load_file,
-)
+from pcscf.config import SCALAR_KEYS, ConfigError, PcscfConfig, build_config, load_file
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -97,18 +90,7 @@ def _config(args: argparse.Namespace) -> PcscfConfig:
     if args.config is not None:
         values, inline = load_file(args.config)
         base = args.config.parent
-    for key in (
-        "gm",
-        "core",
-        "next_hop",
-        "next_hop_transport",
-        "iq",
-        "iq_tls",
-        "iq_keylog",
-        "iq_insecure",
-        *IQ_LIMIT_KEYS,
-        *SIP_LIMIT_KEYS,
-    ):
+    for key in SCALAR_KEYS:
         value = getattr(args, key)
         if value is not None:
             values[key] = value

@@ -109,21 +109,7 @@ def build_config(
     inline_policy: Mapping[str, Any] | None = None,
 ) -> PcscfConfig:
     """Validate the merged settings (command line over file)."""
-    known = {
-        "gm",
-        "core",
-        "next_hop",
-        "next_hop_transport",
-        "iq",
-        "iq_tls",
-        "iq_peers",
-        "iq_keylog",
-        "iq_insecure",
-        "iq_allow",
-        *IQ_LIMIT_KEYS,
-        *SIP_LIMIT_KEYS,
-        "policy",
-    }
+    known = {*SCALAR_KEYS, "iq_peers", "iq_allow", "policy"}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown [pcscf] key(s): {', '.join(unknown)}")
@@ -208,6 +194,14 @@ SIP_LIMIT_KEYS = (
 
 #: ``[pcscf]`` keys of the Iq listener's bounds (:class:`iq.admission.IqLimits`).
 IQ_LIMIT_KEYS = ("iq_max_links", "iq_register_timeout", "iq_max_pending", "iq_max_gateways")
+
+#: ``[pcscf]`` keys with one value each (a command-line flag of the same name sets them).
+SCALAR_KEYS = (
+    *("gm", "core", "next_hop", "next_hop_transport"),
+    *("iq", "iq_tls", "iq_keylog", "iq_insecure"),
+    *IQ_LIMIT_KEYS,
+    *SIP_LIMIT_KEYS,
+)
 
 
 def _number(value: Any, key: str) -> Any:

@@ -20,7 +20,7 @@ from iq.admission import IqLimits
 from iq.errors import LocalIqError, Overloaded
 from iq.link import GatewayStatus, IqAgent, IqController, IqNotification, IqTlsConfig
 from pcscf.e2ae import iq_controller
-from tests.test_iq_link import MID, FakeGateway, Lab, _reserve_request, wait_for
+from tests.test_iq_link import MID, FakeGateway, Lab, _read_message, _reserve_request, wait_for
 
 REAL = MID
 IMPOSTOR = "<impostor.lab>"
@@ -41,14 +41,7 @@ def _request(mid: str, tid: int, request: profile.IqRequest) -> bytes:
     return tpkt.frame(codec.encode(message))
 
 
-def _read(sock: socket.socket) -> codec.Message:
-    decoder = tpkt.TpktDecoder()
-    while True:
-        data = sock.recv(65536)
-        assert data, "connection closed"
-        got = decoder.feed(data)
-        if got:
-            return codec.decode(got[0])
+_read = _read_message
 
 
 def _error_of(message: codec.Message) -> codec.ErrorDescriptor | None:

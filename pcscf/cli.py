@@ -71,6 +71,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ("retry_after", int, "Retry-After of those 503s, seconds (30)"),
         ("max_connections", int, "SIP TCP connections per side (1024)"),
         ("idle_timeout", float, "seconds a SIP TCP connection may be silent; 0: never (900)"),
+        ("udp_tcp_threshold", int, "a larger request for a UDP hop goes over TCP; 0: never (1300)"),
     ):
         parser.add_argument("--" + key.replace("_", "-"), type=kind, metavar="N", help=text)
     parser.add_argument("--policy", metavar="FILE", type=Path, help="e2ae policy (TOML)")

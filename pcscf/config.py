@@ -25,6 +25,7 @@ the policy, unless a separate ``policy`` file is named)::
     retry_after = 30               # Retry-After of those 503s (seconds)
     max_connections = 1024         # SIP TCP connections per side (Gm, core)
     idle_timeout = 900             # seconds a SIP TCP connection may be silent; 0: never
+    udp_tcp_threshold = 1300       # bytes; a larger request for a UDP hop goes over TCP; 0: never
     policy = "policy.toml"
 """
 
@@ -190,6 +191,7 @@ SIP_LIMIT_KEYS = (
     "retry_after",
     "max_connections",
     "idle_timeout",
+    "udp_tcp_threshold",
 )
 
 #: ``[pcscf]`` keys of the Iq listener's bounds (:class:`iq.admission.IqLimits`).

@@ -137,6 +137,9 @@ class _Connector(ClientFactory):
             count=len(dropped),
             error=reason.getErrorMessage(),
         )
+        side, host, port = self.key
+        service = self.service
+        service.run(service.core.transport_failed(Peer(side, "tcp", host, port), service.now()))
 
 
 class _Control:

@@ -156,3 +156,26 @@ def test_iq_over_tls_is_served_to_a_pinned_agw(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("value", "code"), [("0", 0), ("1300", 0), ("65507", 0), ("65508", 2), ("-1", 2), ("x", 2)]
+)
+def test_udp_tcp_threshold_flag(value: str, code: int) -> None:
+    plain = ["--iq-insecure", "--iq-allow", "<agw1>@127.0.0.1", "--iq", "127.0.0.1:2944"]
+    result = run_e2ae([*BASE, *plain, "--udp-tcp-threshold", value, "--check"])
+    assert result.returncode == code, result.stderr
+    if code and value != "x":
+        assert "udp_tcp_threshold must be between 0 and 65507" in result.stderr.decode()
+
+
+def test_udp_tcp_threshold_key(tmp_path: Path) -> None:
+    config = tmp_path / "pcscf.toml"
+    config.write_text(
+        '[pcscf]\ngm = "127.0.0.1:5060"\ncore = "127.0.0.1:5070"\nnext_hop = "127.0.0.1:5080"\n'
+        'iq = "127.0.0.1:2944"\niq_insecure = true\niq_allow = ["<agw1>@127.0.0.1"]\n'
+        'udp_tcp_threshold = "many"\n'
+    )
+    result = run_e2ae(["pcscf", "--config", str(config), "--check"])
+    assert result.returncode == 2
+    assert "udp_tcp_threshold must be a number" in result.stderr.decode()

@@ -55,6 +55,8 @@ from pcscf.sip.uri import NameAddr, SipUri, make_uri
 Transport = Literal["udp", "tcp"]
 MAGIC = "z9hG4bK"
 DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+#: The most a UDP datagram over IPv4 can carry (65,535 less the IP and UDP headers).
+MAX_UDP_PAYLOAD = 65_507
 SUPPORTED_OPTIONS = frozenset({"mediasec", "path", "100rel", "timer", "sec-agree", "replaces"})
 
 
@@ -147,6 +149,10 @@ class ProxyConfig:
     #: (The edge) seconds a TCP connection may stay silent (no byte, not even a CRLF
     #: keep-alive) before it is closed; 0: never.
     idle_timeout: float = 900.0
+    #: RFC 3261 18.1.1: a request larger than this many bytes (path MTU unknown: 1300) for a
+    #: UDP next hop goes over TCP to the same address instead; 0 keeps it on UDP. Either way a
+    #: request that no UDP datagram can carry is answered 513.
+    udp_tcp_threshold: int = 1300
 
     def __attrs_post_init__(self) -> None:
         names = ("max_registrations", "max_registrations_per_source", "max_calls")
@@ -155,6 +161,8 @@ class ProxyConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.retry_after < 0 or not self.idle_timeout >= 0:
             raise ValueError("retry_after and idle_timeout must not be negative")
+        if not 0 <= self.udp_tcp_threshold <= MAX_UDP_PAYLOAD:
+            raise ValueError(f"udp_tcp_threshold must be between 0 and {MAX_UDP_PAYLOAD}")
 
     def address(self, side: Side) -> tuple[str, int]:
         return self.gm if side == "gm" else self.core
@@ -202,6 +210,8 @@ class ClientTxn:
     answers: dict[bytes, MediaResult] = attrs.field(factory=dict)
     released: bool = False
     timer_c_fired: bool = False
+    #: Sent over TCP although the next hop was UDP, because of its size (RFC 3261 18.1.1).
+    switched: bool = False
     on_final: Callable[[Response, float, list[Action]], None] | None = None
 
     @property
@@ -330,6 +340,44 @@ class ProxyCore:
             if self.dialogs.get(dialog.id) is dialog:
                 del self.dialogs[dialog.id]
         return out
+
+    def transport_failed(self, peer: Peer, now: float) -> list[Action]:
+        """The edge could not reach ``peer`` (a TCP connection refused or timed out): every
+        client transaction waiting on it ends now rather than at Timer B/F. RFC 3261 8.1.3.1
+        treats a transport error as 503; a request that went over TCP only because it was too
+        large for UDP (18.1.1) is answered 513, as no transport could carry it."""
+        out: list[Action] = []
+        for key, txn in list(self.client_txns.items()):
+            if txn.peer != peer or txn.state != "trying":
+                continue
+            del self.client_txns[key]
+            out.append(
+                Log(
+                    "warn",
+                    "Transport to {peer} failed for {method} ({call_id})",
+                    {"peer": str(peer), "method": txn.method, "call_id": txn.request.call_id},
+                )
+            )
+            if txn.switched:
+                self._too_large(txn, f"TCP to {peer.host}:{peer.port} failed", now, out)
+                continue
+            self._client_failed(
+                txn, 503, None, f"transport to {peer.host}:{peer.port} failed", now, out
+            )
+        return out
+
+    def _too_large(self, txn: ClientTxn, why: str, now: float, out: list[Action]) -> None:
+        size = len(txn.request.serialise())
+        out.append(
+            Log(
+                "warn",
+                "{method} of {size} bytes for {call_id} not sent over UDP: {why}",
+                {"method": txn.method, "size": size, "call_id": txn.request.call_id, "why": why},
+            )
+        )
+        self._client_failed(
+            txn, 513, None, f"request of {size} bytes too large for UDP; {why}", now, out
+        )
 
     def next_deadline(self) -> float | None:
         return self._timers[0][0] if self._timers else None
@@ -623,10 +671,16 @@ class ProxyCore:
             if txn.cancelled or txn.final or dialog.state == "ended":
                 return
             sent = msg.evolve(body=body) if msg.has_sdp else msg
-            client = self._forward(txn, sent, dest, now, out)
-            client.dialog = did
-            client.offer_in_request = msg.has_sdp
-            dialog.client = client.key
+            self._forward(
+                txn,
+                sent,
+                dest,
+                now,
+                out,
+                dialog=dialog,
+                initial=True,
+                offer_in_request=msg.has_sdp,
+            )
 
         if not msg.has_sdp:
             forward(msg.body, now, out)
@@ -721,9 +775,9 @@ class ProxyCore:
             if txn is None:
                 self._forward_stateless(sent, dest, out)
                 return
-            client = self._forward(txn, sent, dest, now, out)
-            client.dialog = dialog.id if dialog is not None else None
-            client.offer_in_request = kind == "offer"
+            self._forward(
+                txn, sent, dest, now, out, dialog=dialog, offer_in_request=kind == "offer"
+            )
 
         kind: Kind | None = None
         if dialog is not None and msg.has_sdp and dialog.state != "ended":
@@ -1157,23 +1211,55 @@ class ProxyCore:
         )
 
     def _forward(
-        self, server: ServerTxn, msg: Request, dest: Peer, now: float, out: list[Action]
+        self,
+        server: ServerTxn,
+        msg: Request,
+        dest: Peer,
+        now: float,
+        out: list[Action],
+        *,
+        dialog: Dialog | None = None,
+        initial: bool = False,
+        offer_in_request: bool = False,
     ) -> ClientTxn:
+        """Send ``msg`` on in a new client transaction for ``server``; ``dialog`` is the one it
+        belongs to (and, ``initial``, the one it creates), known before the first send so a
+        request refused at once (513) ends the dialog it would have made."""
         branch = self._branch(msg)
-        sent = self._prepare(msg, dest, branch)
-        txn = ClientTxn((branch, msg.method), sent, dest, server=server.key, dialog=server.dialog)
+        sent, peer = self._prepare(msg, dest, branch)
+        txn = ClientTxn((branch, msg.method), sent, peer, server=server.key, dialog=server.dialog)
+        txn.switched = peer != dest
+        txn.offer_in_request = offer_in_request
+        if dialog is not None:
+            txn.dialog = dialog.id
+            if initial:
+                dialog.client = txn.key
         server.client = txn.key
         self._start_client(txn, now, out)
         return txn
 
-    def _prepare(self, msg: Request, dest: Peer, branch: str) -> Request:
+    def _prepare(self, msg: Request, dest: Peer, branch: str) -> tuple[Request, Peer]:
+        """The request as it leaves (Max-Forwards less one, our Via on top) and the transport
+        it leaves on: a request too large for ``dest``'s UDP goes over TCP (RFC 3261 18.1.1)."""
         forwards = msg.get("max-forwards")
         remaining = int(forwards.strip()) - 1 if forwards is not None else 70
         headers = msg.replacing("Max-Forwards", [str(remaining)])
         msg = msg.evolve(headers=headers)
-        return msg.evolve(
-            headers=msg.prepending("Via", self._via(dest.side, dest.transport, branch))
-        )
+        via = self._via(dest.side, dest.transport, branch)
+        sent = msg.evolve(headers=msg.prepending("Via", via))
+        peer = self._size_transport(sent, dest)
+        if peer is dest:
+            return sent, dest
+        return msg.evolve(headers=msg.prepending("Via", self._via(peer.side, "tcp", branch))), peer
+
+    def _size_transport(self, request: Request, dest: Peer) -> Peer:
+        """``dest``, or the same address over TCP when ``request`` is over the threshold."""
+        threshold = self.config.udp_tcp_threshold
+        if dest.transport != "udp" or not threshold:
+            return dest
+        if len(request.serialise()) <= threshold:
+            return dest
+        return Peer(dest.side, "tcp", dest.host, dest.port)
 
     def _forward_stateless(self, msg: Request, dest: Peer, out: list[Action]) -> None:
         """Forward without a transaction (ACK for 2xx). The branch is a function of the incoming
@@ -1181,9 +1267,15 @@ class ProxyCore:
         next hop sees a retransmission, not a new request."""
         top = msg.top_via
         digest = hashlib.sha256(f"{top.branch}\n{top.sent_by}".encode()).hexdigest()[:12]
-        out.append(Send(dest, self._prepare(msg, dest, f"{MAGIC}{_loop_hash(msg)}.{digest}")))
+        sent, peer = self._prepare(msg, dest, f"{MAGIC}{_loop_hash(msg)}.{digest}")
+        out.append(Send(peer, sent))
 
     def _start_client(self, txn: ClientTxn, now: float, out: list[Action]) -> None:
+        if txn.peer.transport == "udp":
+            size = len(txn.request.serialise())
+            if size > MAX_UDP_PAYLOAD:
+                self._too_large(txn, f"{size} bytes fit no UDP datagram", now, out)
+                return
         self.client_txns[txn.key] = txn
         out.append(Send(txn.peer, txn.request))
         if txn.peer.transport == "udp":
@@ -1233,16 +1325,30 @@ class ProxyCore:
                 {"peer": str(txn.peer), "method": txn.method, "call_id": txn.request.call_id},
             )
         )
+        self._client_failed(txn, 408, None, None, now, out)
+
+    def _client_failed(
+        self,
+        txn: ClientTxn,
+        status: int,
+        reason: str | None,
+        warning: str | None,
+        now: float,
+        out: list[Action],
+    ) -> None:
+        """``txn`` is over without a response from its peer: answer ``status`` in its place."""
+        extra = [self._warning(warning)] if warning else []
         if txn.internal:
             if txn.on_final is not None:
-                txn.on_final(make_response(txn.request, 408), now, out)
+                txn.on_final(make_response(txn.request, status, reason, extra=extra), now, out)
             return
         server = self.server_txns.get(txn.server) if txn.server else None
         if server is not None and not server.final:
-            self._respond(server, 408, now, out)
+            self._respond(server, status, now, out, reason=reason, extra=extra)
         dialog = self.dialogs.get(txn.dialog) if txn.dialog else None
         if dialog is not None and txn.key == dialog.client and dialog.state == "early":
-            self._ended(dialog, "no answer from the next hop", out)
+            why = "no answer from the next hop" if status == 408 else f"next hop failed ({status})"
+            self._ended(dialog, why, out)
 
     def _server_timer(self, key: ServerKey, now: float, out: list[Action]) -> None:
         txn = self.server_txns.get(key)
@@ -1376,12 +1482,17 @@ class ProxyCore:
         if body:
             headers.append(("Content-Type", "application/sdp"))
         request = Request(tuple(headers), body, method, party.target)
+        peer = self._size_transport(request, dest)
+        if peer is not dest:
+            headers[0] = ("Via", self._via(peer.side, "tcp", branch))
+            request = request.evolve(headers=tuple(headers))
         if method == "ACK":
-            out.append(Send(dest, request))
+            out.append(Send(peer, request))
             return
         txn = ClientTxn(
-            (branch, method), request, dest, dialog=dialog.id, internal=True, on_final=on_final
+            (branch, method), request, peer, dialog=dialog.id, internal=True, on_final=on_final
         )
+        txn.switched = peer is not dest
         self._start_client(txn, now, out)
 
 

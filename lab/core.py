@@ -133,7 +133,7 @@ class CoreStub:
         return f"sip:{self.peer_user}@{self.domain}"
 
     def listen(self, port: int = 0) -> int:
-        bound = self.node.listen_udp(port)
+        bound = self.node.listen(port)
         log.info(
             "core: S-CSCF/registrar on {address}, plain peer {peer_uri}",
             address=f"{self.host}:{bound}",

@@ -13,7 +13,14 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from twisted.internet import defer
-from twisted.internet.protocol import ClientFactory, DatagramProtocol, Protocol, connectionDone
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import (
+    ClientFactory,
+    DatagramProtocol,
+    Protocol,
+    ServerFactory,
+    connectionDone,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -80,12 +87,21 @@ class _Udp(DatagramProtocol):
 
 
 class _Stream(Protocol):
-    def __init__(self, node: SipNode, ready: defer.Deferred[None]) -> None:
+    """A TCP connection: the node's own one to the proxy (``ready`` given), or one a peer
+    opened to the node's listener (RFC 3261 18.1.1: a request too large for UDP)."""
+
+    def __init__(self, node: SipNode, ready: defer.Deferred[None] | None) -> None:
         self.node = node
         self.parser = StreamParser()
         self.ready = ready
+        self.peer: Address | None = None
 
     def connectionMade(self) -> None:
+        if self.ready is None:
+            address = self.transport.getPeer()  # type: ignore[union-attr]
+            self.peer = (address.host, address.port)
+            self.node.inbound[self.peer] = self
+            return
         self.node.stream = self
         self.ready.callback(None)
 
@@ -106,6 +122,18 @@ class _Stream(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.node.stream is self:
             self.node.stream = None
+        if self.peer is not None and self.node.inbound.get(self.peer) is self:
+            del self.node.inbound[self.peer]
+
+
+class _Listener(ServerFactory):
+    noisy = False
+
+    def __init__(self, node: SipNode) -> None:
+        self.node = node
+
+    def buildProtocol(self, addr: Any) -> _Stream:
+        return _Stream(self.node, None)
 
 
 class SipNode:
@@ -118,14 +146,30 @@ class SipNode:
         self.handler: Handler | None = None
         self.port = 0
         self.stream: _Stream | None = None
+        #: TCP connections peers opened to us, by their address: answers go back on them.
+        self.inbound: dict[Address, _Stream] = {}
         self._udp: Any = None
+        self._tcp: Any = None
 
-    def listen_udp(self, port: int = 0) -> int:
-        self._udp = self.reactor.listenUDP(
-            port, _Udp(self), interface=self.host, maxPacketSize=MAX_DATAGRAM
-        )
-        self.port = int(self._udp.getHost().port)
-        return self.port
+    def listen(self, port: int = 0) -> int:
+        """UDP and TCP on the same port, as RFC 3261 18.2.1 asks of a server: a proxy sends a
+        request too large for UDP over TCP to the same address (18.1.1)."""
+        for _attempt in range(20):
+            udp = self.reactor.listenUDP(
+                port, _Udp(self), interface=self.host, maxPacketSize=MAX_DATAGRAM
+            )
+            bound = int(udp.getHost().port)
+            try:
+                self._tcp = self.reactor.listenTCP(bound, _Listener(self), interface=self.host)
+            except CannotListenError:
+                udp.stopListening()
+                if port:
+                    raise
+                continue
+            self._udp = udp
+            self.port = bound
+            return bound
+        raise CannotListenError(self.host, port, "no port free for both UDP and TCP")
 
     def connect_tcp(self, host: str, port: int) -> defer.Deferred[None]:
         """One connection to the proxy; every send goes on it from now on."""
@@ -215,8 +259,11 @@ class SipNode:
             peer=f"{addr[0]}:{addr[1]}",
         )
         data = message.serialise()
+        inbound = self.inbound.get(addr)
         if self.stream is not None and self.stream.transport is not None:
             self.stream.transport.write(data)
+        elif inbound is not None and inbound.transport is not None:
+            inbound.transport.write(data)
         elif self._udp is not None:
             self._udp.write(data, addr)
 
@@ -224,7 +271,12 @@ class SipNode:
         waits: list[defer.Deferred[Any]] = []
         if self.stream is not None and self.stream.transport is not None:
             self.stream.transport.loseConnection()
-        if self._udp is not None:
-            waits.append(defer.maybeDeferred(self._udp.stopListening))
-            self._udp = None
+        for stream in list(self.inbound.values()):
+            if stream.transport is not None:
+                stream.transport.loseConnection()
+        for name in ("_udp", "_tcp"):
+            port = getattr(self, name)
+            if port is not None:
+                waits.append(defer.maybeDeferred(port.stopListening))
+                setattr(self, name, None)
         return defer.gatherResults(waits, consumeErrors=True)

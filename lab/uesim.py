@@ -188,7 +188,7 @@ class UeSim:
         if self.transport == "tcp":
             await self.node.connect_tcp(*self.proxy)
         else:
-            self.node.listen_udp(0)
+            self.node.listen(0)
         self.ua = ue.UserAgent(
             self.aor,
             self.host,

@@ -1,7 +1,9 @@
 """What the SIP edges do with input they cannot use, over real sockets on 127.0.0.1: datagrams up
 to 65,535 bytes are read whole, a header that is not UTF-8 is answered 400 with the reason, a
-50 KB INVITE gets its final response over UDP and over TCP, and the core stub answers a request
-without Call-ID or with ``Expires: abc`` with 400 instead of failing."""
+50 KB INVITE gets its final response over UDP and over TCP, a request over the UDP threshold
+goes to a UDP next hop over TCP (RFC 3261 18.1.1) or is answered 513 when TCP fails, and the
+core stub answers a request without Call-ID or with ``Expires: abc`` with 400 instead of
+failing."""
 
 from __future__ import annotations
 
@@ -10,11 +12,13 @@ from typing import Any
 
 import pytest_twisted
 from twisted.internet import defer, reactor, task
-from twisted.internet.protocol import ClientCreator, Protocol
+from twisted.internet.protocol import ClientCreator, Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
 
-from pcscf.sip.message import Message, Response, StreamParser
+from pcscf.service import SipService
+from pcscf.sip.message import Message, Request, Response, StreamParser
+from pcscf.sip.proxy import Peer, ProxyConfig
 from tests.test_pcscf_service import SDP, Endpoint, SlowHandler, _is, _register, _service
 
 #: An SDP of about 50 KB (a few m-lines and many attributes, as a large conference offer has).
@@ -34,6 +38,57 @@ def _big_invite(via: str, port: int, call: str) -> bytes:
 
 def _udp(endpoint: Endpoint) -> Any:
     return reactor.listenUDP(0, endpoint, interface="127.0.0.1", maxPacketSize=65_535)
+
+
+def _service_with(core_port: int, **limits: Any) -> SipService:
+    config = ProxyConfig(
+        gm=("127.0.0.1", 0),
+        core=("127.0.0.1", 0),
+        next_hop=Peer("core", "udp", "127.0.0.1", core_port),
+        **limits,
+    )
+    service = SipService(config, SlowHandler(), reactor=reactor)
+    service.listen()
+    return service
+
+
+class _CoreTcp(Protocol):
+    """The TCP side of a core :class:`Endpoint`: what arrives is recorded with (and answered
+    like) what arrives over UDP, and the answer goes back on the connection."""
+
+    def __init__(self, endpoint: Endpoint, transports: list[str]) -> None:
+        self.endpoint = endpoint
+        self.transports = transports
+        self.parser = StreamParser()
+
+    def dataReceived(self, data: bytes) -> None:
+        for item in self.parser.feed(data):
+            if isinstance(item, Exception):
+                raise AssertionError(f"bad SIP from the P-CSCF: {item}")
+            self.transports.append(f"tcp {item.call_id}")
+            endpoint = self.endpoint
+            endpoint.got.append(item)
+            for pred, d in list(endpoint.waiters):
+                if pred(item):
+                    endpoint.waiters.remove((pred, d))
+                    d.callback(item)
+            if isinstance(item, Request) and item.method in endpoint.auto:
+                self.transport.write(endpoint._answer(item).encode())  # type: ignore[union-attr]
+
+
+def _core_both(endpoint: Endpoint) -> tuple[list[Any], list[str]]:
+    """``endpoint`` on UDP and TCP of one port, as a SIP server listens (RFC 3261 18.2.1)."""
+    transports: list[str] = []
+    for _ in range(20):
+        udp = _udp(endpoint)
+        factory = Factory.forProtocol(lambda: _CoreTcp(endpoint, transports))
+        try:
+            tcp = reactor.listenTCP(udp.getHost().port, factory, interface="127.0.0.1")
+        except Exception:
+            udp.stopListening()
+            continue
+        return [udp, tcp], transports
+    raise AssertionError("no port free for both UDP and TCP")
 
 
 class _Errors:
@@ -84,7 +139,8 @@ def test_50kb_invite_over_udp_is_forwarded_whole_and_answered() -> None:
     ports = [
         reactor.listenUDP(0, e, interface="127.0.0.1", maxPacketSize=65_535) for e in (ue, core)
     ]
-    service = _service(core.port, SlowHandler())
+    # 0: no switch to TCP, so the 50 KB INVITE crosses both UDP legs as one datagram each
+    service = _service_with(core.port, udp_tcp_threshold=0)
     try:
         gm = service.config.gm[1]
         _register(ue, gm)
@@ -92,8 +148,59 @@ def test_50kb_invite_over_udp_is_forwarded_whole_and_answered() -> None:
         ue.transport.write(_big_invite("UDP", ue.port, "big-udp"), ("127.0.0.1", gm))  # type: ignore[union-attr]
         forwarded = yield core.wait(_is(method="INVITE", call="big-udp"))
         assert forwarded.body == BIG_SDP.replace(b"TCP/TLS/MSRP", b"TCP/MSRP")
+        assert forwarded.top_via.transport == "UDP"
         final = yield ue.wait(_is(status=200, call="big-udp"))
         assert isinstance(final, Response)
+    finally:
+        yield service.stop()
+        for port in ports:
+            port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_invite_over_the_udp_threshold_goes_to_the_udp_next_hop_over_tcp() -> None:
+    """RFC 3261 18.1.1: larger than 1300 bytes with the path MTU unknown, the request goes over
+    TCP to the same address and the top Via says TCP; a smaller one stays on UDP."""
+    ue, core = Endpoint(auto=("BYE",)), Endpoint(auto=("REGISTER", "INVITE"))
+    uport = _udp(ue)
+    ports, transports = _core_both(core)
+    service = _service(core.port, SlowHandler())
+    try:
+        gm = service.config.gm[1]
+        _register(ue, gm)
+        yield ue.wait(_is(status=200, call="reg"))
+        ue.transport.write(_big_invite("UDP", ue.port, "big-switch"), ("127.0.0.1", gm))  # type: ignore[union-attr]
+        forwarded = yield core.wait(_is(method="INVITE", call="big-switch"))
+        assert "tcp big-switch" in transports
+        via = forwarded.top_via
+        assert (via.transport, via.port) == ("TCP", service.config.core[1])
+        assert forwarded.body == BIG_SDP.replace(b"TCP/TLS/MSRP", b"TCP/MSRP")
+        final = yield ue.wait(_is(status=200, call="big-switch"))
+        assert final.cseq == (1, "INVITE")
+        assert "tcp reg" not in transports  # the REGISTER (small) went over UDP
+    finally:
+        yield service.stop()
+        uport.stopListening()
+        for port in ports:
+            port.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_over_the_threshold_with_no_tcp_at_the_next_hop_is_answered_513() -> None:
+    """No silent drop and no 32 s wait for Timer B: the refused TCP connection ends the
+    transaction, and the UE learns why."""
+    ue, core = Endpoint(), Endpoint(auto=("REGISTER", "INVITE"))
+    ports = [_udp(e) for e in (ue, core)]
+    service = _service(core.port, SlowHandler())
+    try:
+        gm = service.config.gm[1]
+        _register(ue, gm)
+        yield ue.wait(_is(status=200, call="reg"))
+        ue.transport.write(_big_invite("UDP", ue.port, "big-513"), ("127.0.0.1", gm))  # type: ignore[union-attr]
+        refused = yield ue.wait(_is(status=513, call="big-513"))
+        warning = refused.get("Warning") or ""
+        assert "too large for UDP" in warning and f"TCP to 127.0.0.1:{core.port}" in warning
+        assert not [m for m in core.got if m.call_id == "big-513"]
     finally:
         yield service.stop()
         for port in ports:
@@ -130,7 +237,7 @@ class _TcpUe(Protocol):
 @pytest_twisted.inlineCallbacks
 def test_50kb_invite_over_tcp_gets_its_final_response() -> None:
     core = Endpoint(auto=("REGISTER", "INVITE"))
-    port = reactor.listenUDP(0, core, interface="127.0.0.1", maxPacketSize=65_535)
+    ports, _transports = _core_both(core)
     service = _service(core.port, SlowHandler())
     try:
         gm = service.config.gm[1]
@@ -153,7 +260,8 @@ def test_50kb_invite_over_tcp_gets_its_final_response() -> None:
         ue.transport.loseConnection()
     finally:
         yield service.stop()
-        port.stopListening()
+        for port in ports:
+            port.stopListening()
 
 
 @pytest_twisted.inlineCallbacks
@@ -243,3 +351,31 @@ def test_tcp_connections_are_bounded_and_idle_ones_closed() -> None:
         assert not service.connections
     finally:
         yield service.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_lab_nodes_take_tcp_on_their_udp_port_and_answer_on_the_connection() -> None:
+    """The core stub (and the UE simulator, same node) listen on TCP beside UDP, as a SIP
+    server must (RFC 3261 18.2.1), so a P-CSCF can switch a large request to TCP."""
+    from lab.core import CoreStub
+
+    core = CoreStub(reactor, domain="ims.test")
+    core_port = core.listen()
+    try:
+        client = yield ClientCreator(reactor, _TcpUe).connectTCP("127.0.0.1", core_port)
+        local = client.transport.getHost().port
+        client.transport.write(
+            (
+                "REGISTER sip:ims.test SIP/2.0\r\n"
+                f"Via: SIP/2.0/TCP 127.0.0.1:{local};branch=z9hG4bKtcpstub\r\n"
+                "From: <sip:carol@ims.test>;tag=r\r\nTo: <sip:carol@ims.test>\r\n"
+                "Call-ID: stub-tcp\r\nCSeq: 1 REGISTER\r\n"
+                f"Contact: <sip:carol@127.0.0.1:{local};transport=tcp>\r\nExpires: 60\r\n"
+                "Content-Length: 0\r\n\r\n"
+            ).encode()
+        )
+        ok = yield client.wait(200, "stub-tcp")
+        assert ok.get("Expires") == "60"
+        client.transport.loseConnection()
+    finally:
+        yield defer.maybeDeferred(core.stop)

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from e2ae.logsetup import add_log_options, start_logging
+
 
 def register(subparsers: Any) -> None:
     from iq.config import add_arguments
@@ -41,8 +43,7 @@ def register(subparsers: Any) -> None:
         default=None,
         help="keep glibc's dynamic malloc thresholds (see docs/accessgw.md, The relay)",
     )
-    parser.add_argument("--log-level", choices=("debug", "info", "warn", "error"), default="info")
-    parser.add_argument("--log-json", metavar="FILE", type=Path, help="JSON trace file")
+    add_log_options(parser)
     add_arguments(parser)
     parser.set_defaults(func=_run)
 
@@ -72,7 +73,6 @@ def _run(args: argparse.Namespace) -> int:
     from accessgw.gateway import AccessGateway
     from accessgw.iqhandler import GatewayIqHandler
     from iq.link import IqAgent
-    from lab.logsetup import start_logging
 
     start_logging(level=args.log_level, json_path=args.log_json)
     from twisted.logger import Logger

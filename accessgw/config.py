@@ -26,19 +26,19 @@ relative to the file's directory.
 from __future__ import annotations
 
 import ipaddress
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import attrs
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from accessgw.errors import LocalAccessGwError
 from accessgw.ports import PortRange
 from accessgw.termination import Timers
-from certs.generate import CertAndKey
+from certs.errors import LocalCertsError
+from certs.generate import CertAndKey, load_pair
+from e2ae.address import AddressError, parse_host_port
+from e2ae.tomlfile import TomlFileError, read_toml
+from e2ae.tomlfile import table as toml_table
 
 KEYS = (
     "alg",
@@ -61,17 +61,11 @@ _REQUIRED = ("alg", "access_ip", "core_ip", "cert", "key")
 
 
 def parse_hostport(text: str, what: str = "--alg") -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host:
-        raise LocalAccessGwError(f"{what} must be HOST:PORT, got {text!r}")
+    """The ALG's Iq address: a host (name or address) and a port other than 0."""
     try:
-        number = int(port)
-    except ValueError:
-        raise LocalAccessGwError(f"{what}: bad port in {text!r}") from None
-    if not 0 < number < 65536:
-        raise LocalAccessGwError(f"{what}: port out of range in {text!r}")
-    return host, number
+        return parse_host_port(text, what, literal_ip=False, allow_zero=False)
+    except AddressError as exc:
+        raise LocalAccessGwError(str(exc)) from exc
 
 
 def _ip(value: str, what: str) -> str:
@@ -136,14 +130,9 @@ class AgwConfig:
 def load_file(path: Path) -> dict[str, Any]:
     """The ``[accessgw]`` table of a TOML file, paths made relative to the file."""
     try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise LocalAccessGwError(f"cannot read {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise LocalAccessGwError(f"{path}: {exc}") from exc
-    table = data.get("accessgw", {})
-    if not isinstance(table, dict):
-        raise LocalAccessGwError(f"{path}: [accessgw] must be a table")
+        table = toml_table(read_toml(path), "accessgw", path) or {}
+    except TomlFileError as exc:
+        raise LocalAccessGwError(str(exc)) from exc
     unknown = sorted(set(table) - set(KEYS))
     if unknown:
         raise LocalAccessGwError(f"{path}: unknown key(s) {', '.join(unknown)}")
@@ -157,10 +146,6 @@ def load_file(path: Path) -> dict[str, Any]:
 def load_identity(cert: Path, key: Path) -> CertAndKey:
     """The AGW's certificate and private key from PEM files."""
     try:
-        certificate = x509.load_pem_x509_certificate(cert.read_bytes())
-        private = serialization.load_pem_private_key(key.read_bytes(), password=None)
-    except (OSError, ValueError) as exc:
-        raise LocalAccessGwError(f"cannot load certificate {cert} / key {key}: {exc}") from exc
-    if not isinstance(private, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        raise LocalAccessGwError(f"unsupported key type in {key}")
-    return CertAndKey(cert.stem, certificate, private)
+        return load_pair(cert, key)
+    except LocalCertsError as exc:
+        raise LocalAccessGwError(str(exc)) from exc

@@ -348,7 +348,7 @@ def serve_agw(spec: str) -> None:
         gw.configure(r.termination, core_address=("127.0.0.1", params["backend"]))
         ports.append(r.access_port)
     print(json.dumps(ports), flush=True)
-    from lab.logsetup import start_logging
+    from e2ae.logsetup import start_logging
 
     # As `e2ae accessgw --log-level error`, like haproxy without a log target: the handshake
     # clients close without reading, and each such reset would be a warning line.

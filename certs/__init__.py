@@ -15,7 +15,7 @@ from certs.fingerprint import (
     matches_any,
     matching_fingerprint,
 )
-from certs.generate import KEY_TYPES, CertAndKey, generate, load_cert_der, write
+from certs.generate import KEY_TYPES, CertAndKey, generate, load_cert_der, load_pair, write
 
 __all__ = [
     "HASH_FUNCS",
@@ -31,6 +31,7 @@ __all__ = [
     "fingerprint_of",
     "generate",
     "load_cert_der",
+    "load_pair",
     "matches_any",
     "matching_fingerprint",
     "write",

@@ -131,3 +131,16 @@ def load_cert_der(path: Path) -> bytes:
     except ValueError as exc:
         raise LocalCertsError(f"{path} is not a PEM or DER certificate") from exc
     return cert.public_bytes(serialization.Encoding.DER)
+
+
+def load_pair(cert: Path, key: Path) -> CertAndKey:
+    """The one PEM loader for a certificate and its private key (EC or RSA, unencrypted);
+    named after the certificate file's stem."""
+    try:
+        certificate = x509.load_pem_x509_certificate(cert.read_bytes())
+        private = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise LocalCertsError(f"cannot load certificate {cert} / key {key}: {exc}") from exc
+    if not isinstance(private, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise LocalCertsError(f"unsupported key type in {key}")
+    return CertAndKey(cert.stem, certificate, private)

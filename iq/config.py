@@ -21,13 +21,11 @@ import argparse
 from pathlib import Path
 
 import attrs
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from OpenSSL import SSL
 
-from certs.errors import CertsError
+from certs.errors import CertsError, LocalCertsError
 from certs.fingerprint import Fingerprint
-from certs.generate import CertAndKey
+from certs.generate import CertAndKey, load_pair
 from certs.tls import KeyLogWriter, Role, make_context
 from iq.errors import LocalIqError
 from iq.transactions import FaultPlan
@@ -56,19 +54,14 @@ class IqTlsConfig:
     ) -> IqTlsConfig:
         """Load a PEM certificate and key; ``peers`` are ``"sha-256 AB:..."`` strings."""
         try:
-            from cryptography import x509
-
-            certificate = x509.load_pem_x509_certificate(cert.read_bytes())
-            private = serialization.load_pem_private_key(key.read_bytes(), password=None)
-        except (OSError, ValueError) as exc:
-            raise LocalIqError(f"cannot load Iq certificate {cert} / key {key}: {exc}") from exc
-        if not isinstance(private, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-            raise LocalIqError(f"unsupported key type in {key}")
+            identity = load_pair(cert, key)
+        except LocalCertsError as exc:
+            raise LocalIqError(f"Iq: {exc}") from exc
         try:
             pinned = tuple(Fingerprint.parse(p) for p in peers)
         except CertsError as exc:
             raise LocalIqError(f"bad --iq-peer fingerprint: {exc}") from exc
-        return cls(CertAndKey(cert.stem, certificate, private), pinned, keylog)
+        return cls(identity, pinned, keylog)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -29,7 +29,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 import certs
-from lab import bfcp, media, msrp, ue
+from e2ae import bfcp, msrp
+from lab import media, ue
 from lab.sipnode import Address, SipNode, Transport
 from lab.ue import StreamInfo
 from pcscf.sip.errors import RemoteSipError

@@ -1,6 +1,6 @@
 """The lab's media endpoints over Twisted: MSRP and BFCP, over TLS (UE side) or plain TCP (core).
 
-Thin edges around :mod:`lab.msrp` and :mod:`lab.bfcp`. One :class:`MediaEndpoint` connects
+Thin edges around :mod:`e2ae.msrp` and :mod:`e2ae.bfcp`. One :class:`MediaEndpoint` connects
 (``a=setup:active``: TCP and TLS client) or listens (``passive``: TCP and TLS server) and
 hands out connections once they are usable:
 
@@ -42,7 +42,7 @@ from zope.interface import implementer
 
 import certs
 from certs.tls import KeyLogWriter, make_context, peer_certificate_der
-from lab import bfcp, msrp
+from e2ae import bfcp, msrp
 
 Present = Literal["own", "other", "none"]
 Role = Literal["client", "server"]

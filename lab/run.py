@@ -36,9 +36,10 @@ import sys
 import tempfile
 import threading
 import time
-import tomllib
 from pathlib import Path
 from typing import IO, Any
+
+from e2ae.tomlfile import TomlFileError, read_toml
 
 ORDER = ("core", "pcscf", "accessgw", "ue")
 
@@ -49,9 +50,9 @@ class TopologyError(ValueError):
 
 def load(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise TopologyError(f"{path}: {exc}") from exc
+        data = read_toml(path, "topology")
+    except TomlFileError as exc:
+        raise TopologyError(str(exc)) from exc
     unknown = sorted(set(data) - set(ORDER))
     if unknown:
         raise TopologyError(f"{path}: unknown node kind(s) {', '.join(unknown)}")

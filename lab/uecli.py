@@ -17,13 +17,15 @@ from typing import Any
 
 import certs
 from certs.tls import KeyLogWriter
+from e2ae.address import AddressError, parse_host_port
+from e2ae.logsetup import add_log_options, start_logging
 
 
 def _hostport(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
+    try:
+        return parse_host_port(text, "address", literal_ip=False)
+    except AddressError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def add_ue_parser(subparsers: Any) -> None:
@@ -78,7 +80,7 @@ def add_ue_parser(subparsers: Any) -> None:
     p.add_argument("--keylog", metavar="FILE", type=Path, help="NSS key log of our TLS")
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--json", action="store_true", help="print a JSON object per call")
-    p.add_argument("--log-level", choices=("debug", "info", "warn", "error"), default="warn")
+    add_log_options(p, level="warn")
     p.set_defaults(func=_ue)
 
 
@@ -97,15 +99,13 @@ def add_core_parser(subparsers: Any) -> None:
     p.add_argument("--domain", default="lab.example")
     p.add_argument("--peer-user", default="peer", help="sip:USER@DOMAIN reaches the core peer")
     p.add_argument("--echo", action="store_true", help="the MSRP peer echoes every message")
-    p.add_argument("--log-level", choices=("debug", "info", "warn", "error"), default="info")
+    add_log_options(p)
     p.set_defaults(func=_core)
 
 
 def _identity(args: argparse.Namespace) -> certs.CertAndKey:
     if args.cert is not None:
-        from accessgw.config import load_identity
-
-        return load_identity(Path(f"{args.cert}.crt"), Path(f"{args.cert}.key"))
+        return certs.load_pair(Path(f"{args.cert}.crt"), Path(f"{args.cert}.key"))
     return certs.generate(args.user, now=datetime.datetime.now(datetime.UTC))
 
 
@@ -159,10 +159,9 @@ def _emit(args: argparse.Namespace, out: dict[str, Any]) -> None:
 def _ue(args: argparse.Namespace) -> int:
     from twisted.internet import defer, task
 
-    from lab.logsetup import start_logging
     from lab.uesim import UeSim
 
-    start_logging(level=args.log_level)
+    start_logging(level=args.log_level, json_path=args.log_json)
     keylog = KeyLogWriter(args.keylog) if args.keylog else None
     status = {"code": 0}
 
@@ -236,9 +235,8 @@ def _core(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
 
     from lab.core import CoreStub
-    from lab.logsetup import start_logging
 
-    start_logging(level=args.log_level)
+    start_logging(level=args.log_level, json_path=args.log_json)
     core = CoreStub(
         reactor, host=args.sip[0], domain=args.domain, peer_user=args.peer_user, echo=args.echo
     )

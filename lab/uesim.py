@@ -34,7 +34,8 @@ from twisted.logger import Logger
 
 import certs
 from certs.tls import KeyLogWriter
-from lab import media, msrp, ue
+from e2ae import msrp
+from lab import media, ue
 from lab.sipnode import Address, SipNode, Transport
 from pcscf.sip.message import Message, Request, Response, make_request
 

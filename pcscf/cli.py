@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from e2ae.logsetup import add_log_options, start_logging
 from pcscf.config import SCALAR_KEYS, ConfigError, PcscfConfig, build_config, load_file
 
 
@@ -79,8 +80,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--check", action="store_true", help="validate the configuration, print it and exit"
     )
-    parser.add_argument("--log-level", choices=("debug", "info", "warn", "error"), default="info")
-    parser.add_argument("--log-json", metavar="FILE", type=Path, help="JSON trace file")
+    add_log_options(parser)
     parser.set_defaults(func=_run)
 
 
@@ -119,7 +119,6 @@ def _run(args: argparse.Namespace) -> int:
             f"{''.join(' iq-allow=' + a for a in config.iq_allow)}"
         )
         return 0
-    from lab.logsetup import start_logging
     from pcscf.service import serve
 
     start_logging(level=args.log_level, json_path=args.log_json)

@@ -31,15 +31,15 @@ the policy, unless a separate ``policy`` file is named)::
 
 from __future__ import annotations
 
-import ipaddress
 import math
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from e2ae.address import AddressError, parse_host_port
+from e2ae.tomlfile import TomlFileError, read_toml, table
 from iq.admission import AllowEntry, IqAdmission, IqLimits
 from iq.errors import LocalIqError
 from pcscf.policy import Policy, PolicyError, load_policy
@@ -50,25 +50,12 @@ class ConfigError(ValueError):
 
 
 def parse_hostport(text: str, what: str, *, allow_zero: bool = True) -> tuple[str, int]:
-    """``HOST:PORT`` / ``[V6]:PORT`` with a literal IP address (we must know our own address to
-    put it into Via, Record-Route and Path)."""
-    text = str(text).strip()
-    if text.startswith("["):
-        host, sep, port = text[1:].partition("]:")
-    else:
-        host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
+    """A literal-IP ``HOST:PORT`` (we must know our own address to put it into Via,
+    Record-Route and Path), as a :class:`ConfigError` when it cannot be used."""
     try:
-        ip = ipaddress.ip_address(host)
-    except ValueError as exc:
-        raise ConfigError(f"{what}: {host!r} is not an IP address") from exc
-    if ip.is_unspecified:
-        raise ConfigError(f"{what}: {host} is a wildcard; give the address peers should use")
-    number = int(port)
-    if number > 65535 or (number == 0 and not allow_zero):
-        raise ConfigError(f"{what}: bad port {port}")
-    return host, number
+        return parse_host_port(text, what, allow_zero=allow_zero)
+    except AddressError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 @attrs.frozen
@@ -225,13 +212,7 @@ def _number(value: Any, key: str) -> Any:
 def load_file(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The ``[pcscf]`` and ``[e2ae]`` tables of a config file."""
     try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    table = data.get("pcscf", {})
-    policy = data.get("e2ae")
-    if not isinstance(table, dict) or (policy is not None and not isinstance(policy, dict)):
-        raise ConfigError(f"{path}: [pcscf] and [e2ae] must be tables")
-    return table, policy
+        data = read_toml(path)
+        return table(data, "pcscf", path) or {}, table(data, "e2ae", path)
+    except TomlFileError as exc:
+        raise ConfigError(str(exc)) from exc

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lab.bfcp import (
+from e2ae.bfcp import (
     U16,
     AttrType,
     BfcpFramer,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from twisted.logger import Logger, LogPublisher
 
-from lab.logsetup import observers
+from e2ae.logsetup import observers
 
 
 def test_json_trace_keeps_named_fields(tmp_path: Path) -> None:

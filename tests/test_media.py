@@ -23,7 +23,7 @@ from zope.interface import implementer
 
 import certs
 from certs.tls import KeyLogWriter, make_context, peer_certificate_der
-from lab import bfcp
+from e2ae import bfcp
 from lab.media import (
     BfcpClientConnection,
     ConnectionClosed,

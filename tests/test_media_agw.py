@@ -15,7 +15,7 @@ from twisted.internet import defer, reactor
 import certs
 from accessgw.gateway import AccessGateway
 from accessgw.termination import Event, Timers, TlsEstablished, TlsFailure
-from lab import bfcp
+from e2ae import bfcp
 from lab.media import (
     ConnectionClosed,
     PeerNotVerified,

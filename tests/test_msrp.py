@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lab.msrp import (
+from e2ae.msrp import (
     ByteRange,
     LocalMsrpError,
     MessageAborted,

@@ -8,6 +8,7 @@ across the P-CSCF, Iq and the AGW with ``jq 'select(.call_id == "...")'``.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 from typing import IO
@@ -68,3 +69,9 @@ def start_logging(
         observers(level=level, text=text, json_path=json_path),
         redirectStandardIO=False,
     )
+
+
+def add_log_options(parser: argparse.ArgumentParser, *, level: str = "info") -> None:
+    """The one ``--log-level`` / ``--log-json`` option set of every service command."""
+    parser.add_argument("--log-level", choices=tuple(LEVELS), default=level)
+    parser.add_argument("--log-json", metavar="FILE", type=Path, help="JSON trace file")

@@ -65,7 +65,3 @@ class PortAllocator:
     def free(self, port: int) -> None:
         """Give a port back (freeing a port that is not taken is a no-op)."""
         self._in_use.discard(port)
-
-    @property
-    def in_use(self) -> frozenset[int]:
-        return frozenset(self._in_use)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Sequence
-from typing import Literal, get_args
+from typing import Literal
 
 import attrs
 
@@ -45,8 +45,6 @@ FailureCause = TlsFailureCause
 ``fingerprint-unknown`` a handshake refused (policy ``reject``, or ``hold`` ran out) because the
 ALG had not given the fingerprint, ``connection-failed`` a TCP connect to the UE that failed
 (AGW as TLS client)."""
-
-FAILURE_CAUSES: tuple[FailureCause, ...] = get_args(TlsFailureCause)
 
 
 class State(enum.Enum):

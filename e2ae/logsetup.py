@@ -23,16 +23,6 @@ from twisted.logger import (
     textFileLogObserver,
 )
 
-#: Field names shared across elements so that a call can be traced end to end.
-TRACE_FIELDS: tuple[str, ...] = (
-    "call_id",
-    "stream",
-    "iq_context",
-    "termination",
-    "peer",
-    "fingerprint",
-)
-
 LEVELS = {
     "debug": LogLevel.debug,
     "info": LogLevel.info,

@@ -123,7 +123,6 @@ class CoreStub:
         self.bindings: dict[str, Binding] = {}
         self.routed: list[RoutedInvite] = []
         self.peer_calls: dict[str, PeerCall] = {}
-        self._peer_waiters: list[defer.Deferred[PeerCall]] = []
 
     @property
     def port(self) -> int:
@@ -147,12 +146,6 @@ class CoreStub:
         for call in self.peer_calls.values():
             waits.extend(self._stop_peer(call))
         return defer.gatherResults(waits, consumeErrors=True)
-
-    def next_peer_call(self) -> defer.Deferred[PeerCall]:
-        """The next call answered by the plain core peer (once ACKed)."""
-        d: defer.Deferred[PeerCall] = defer.Deferred()
-        self._peer_waiters.append(d)
-        return d
 
     # -- SIP --------------------------------------------------------------------------------
 
@@ -371,9 +364,6 @@ class CoreStub:
         if call.bfcp is not None and call.bfcp_remote is not None and call.bfcp_setup == "active":
             d2 = call.bfcp.connect(call.bfcp_remote.host or self.host, call.bfcp_remote.port)
             d2.addErrback(self._connect_failed, call, "bfcp")
-        waiters, self._peer_waiters = self._peer_waiters, []
-        for d in waiters:
-            d.callback(call)
 
     def _connect_failed(self, failure: Any, call: PeerCall, stream: str) -> None:
         log.warn(

@@ -19,7 +19,7 @@ The Twisted edge sends these over UDP/TCP and opens the media with :mod:`lab.med
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Literal
 
 import attrs
@@ -411,14 +411,6 @@ class UserAgent:
 def uri_of(name_addr: str) -> str:
     """The URI inside a name-addr (``"Bob" <sip:bob@x>;tag=1`` -> ``sip:bob@x``)."""
     return str(NameAddr.parse(name_addr).uri)
-
-
-def first_host_port(streams: Sequence[StreamInfo], media: str) -> tuple[str, int] | None:
-    """Address of the first stream of a kind (``message`` or ``application``)."""
-    for stream in streams:
-        if stream.media == media and stream.host is not None and stream.port:
-            return stream.host, stream.port
-    return None
 
 
 @attrs.frozen

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import attrs
 
 from pcscf.sip.errors import LocalSipError, RemoteSipError
-from pcscf.sip.headers import LIST_HEADERS, Via, canonical, split_list
+from pcscf.sip.headers import Via, canonical, split_list
 from pcscf.sip.uri import NameAddr
 
 SIP_VERSION = "SIP/2.0"
@@ -82,9 +82,6 @@ class _Base:
         for value in self.get_all(name):
             out.extend(split_list(value, name))
         return out
-
-    def has(self, name: str) -> bool:
-        return self.get(name) is not None
 
     # -- typed accessors --------------------------------------------------------------------
     @property
@@ -231,14 +228,6 @@ class Response(_Base):
 Message = Request | Response
 
 
-@attrs.frozen
-class MalformedMessage:
-    """What could be read of a message that failed to parse, so that a 400 can still be sent."""
-
-    error: RemoteSipError
-    request: Request | None
-
-
 class MessageError(RemoteSipError):
     """A message that failed to parse; ``partial`` holds what could be read of a request."""
 
@@ -366,9 +355,6 @@ def parse_datagram(data: bytes) -> Message:
     if end < 0:
         raise MessageError(400, "No blank line after the headers", None)
     return _build(data[:end], data[end + 4 :], stream=False)
-
-
-parse_message = parse_datagram
 
 
 class StreamParser:
@@ -515,7 +501,3 @@ def make_request(
     if body:
         headers.append(("Content-Type", content_type))
     return Request(tuple(headers), body, method, uri)
-
-
-def is_list_header(name: str) -> bool:
-    return canonical(name) in LIST_HEADERS

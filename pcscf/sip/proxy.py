@@ -443,9 +443,6 @@ class ProxyCore:
         )
         return token, out
 
-    def dialog_ids(self) -> list[DialogId]:
-        return [d for d, dialog in self.dialogs.items() if dialog.state != "ended"]
-
     # ============================================================================ requests
     def _on_request(self, peer: Peer, msg: Request, now: float, out: list[Action]) -> None:
         via = msg.top_via

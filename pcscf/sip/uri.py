@@ -126,9 +126,6 @@ class SipUri:
         user = f"{self.user}@" if self.user is not None else ""
         return f"{self.scheme}:{user}{self.host.lower()}"
 
-    def with_params(self, *params: tuple[str, str | None]) -> SipUri:
-        return attrs.evolve(self, params=self.params + tuple(params))
-
 
 @attrs.frozen
 class NameAddr:

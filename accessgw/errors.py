@@ -10,22 +10,16 @@ from __future__ import annotations
 
 
 class AccessGwError(Exception):
-    """Root of every error raised by :mod:`accessgw`."""
-
-    #: H.248 error code the Iq side answers with.
-    h248_code: int = 500
+    """Root of every error raised by :mod:`accessgw`. The Iq side answers each with an H.248
+    error (:func:`accessgw.iqhandler.to_iq_error` maps the type to its ``code``)."""
 
 
 class RemoteAccessGwError(AccessGwError, ValueError):
     """The ALG asked for something this gateway cannot do as asked."""
 
-    h248_code = 449
-
 
 class UnknownTermination(RemoteAccessGwError):
-    """A termination id that is not (or no longer) reserved."""
-
-    h248_code = 430
+    """A termination id that is not (or no longer) reserved (H.248 430)."""
 
     def __init__(self, termination: str) -> None:
         super().__init__(f"unknown termination {termination!r}")
@@ -48,8 +42,6 @@ class LocalAccessGwError(AccessGwError):
 
 class PortsExhausted(AccessGwError):
     """No free port is left in the configured range (H.248 510, insufficient resources)."""
-
-    h248_code = 510
 
     def __init__(self, address: str, low: int, high: int) -> None:
         super().__init__(f"no free port left in {low}-{high} on {address}")

@@ -141,7 +141,7 @@ class GatewayIqHandler:
             for access in done:
                 self._forget(access)
                 self.gateway.release(access)
-            raise _iq_error(exc) from exc
+            raise to_iq_error(exc) from exc
         log.info(
             "Iq reserved {count} stream(s) in context {iq_context} for call {call_id}",
             count=len(reserved),
@@ -166,7 +166,7 @@ class GatewayIqHandler:
                     establish_tls=cfg.establish_tls,
                 )
             except AccessGwError as exc:
-                raise _iq_error(exc) from exc
+                raise to_iq_error(exc) from exc
         return profile.ConfigureReply(request.context)
 
     def release(self, request: profile.ReleaseRequest) -> profile.ReleaseReply:
@@ -300,7 +300,8 @@ def _core_statistics(name: str, stats: TerminationStats) -> profile.TerminationS
     )
 
 
-def _iq_error(exc: BaseException) -> BaseException:
+def to_iq_error(exc: BaseException) -> BaseException:
+    """The H.248 error an AGW failure is answered with (its ``code`` is the wire code)."""
     if isinstance(exc, PortsExhausted):
         return InsufficientResources(str(exc), where=exc.address)
     if isinstance(exc, AgwUnknownTermination):

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import certs
 from accessgw.errors import LocalAccessGwError, PortsExhausted
+from accessgw.iqhandler import to_iq_error
 from accessgw.ports import PortAllocator, PortRange
 from accessgw.termination import (
     Closed,
@@ -205,7 +206,7 @@ def test_port_allocator_round_robin_and_exhaustion() -> None:
     assert sorted(taken) == [40000, 40001, 40002]
     with pytest.raises(PortsExhausted) as info:
         alloc.allocate()
-    assert info.value.h248_code == 510
+    assert to_iq_error(info.value).code == 510  # type: ignore[attr-defined]
     alloc.free(40001)
     assert alloc.allocate() == 40001
     alloc.free(40000)

@@ -21,6 +21,7 @@ from twisted.internet import reactor, threads
 import certs
 from accessgw.errors import InvalidRequest, PortsExhausted, UnknownTermination
 from accessgw.gateway import IP_BIND_ADDRESS_NO_PORT, AccessGateway, Reservation
+from accessgw.iqhandler import to_iq_error
 from accessgw.ports import PortRange
 from accessgw.termination import (
     Closed,
@@ -510,7 +511,7 @@ async def test_port_range_exhaustion_and_release(tmp_path: Path) -> None:
         assert first.access_port == port
         with pytest.raises(PortsExhausted) as info:
             lab.gw.reserve(tls_role="server", core_role="connect")
-        assert info.value.h248_code == 510
+        assert to_iq_error(info.value).code == 510  # type: ignore[attr-defined]
         lab.gw.release(first.termination)
         await wait_for(lambda: _can_bind(port))  # the listening socket closes on the next turn
         again = lab.gw.reserve(tls_role="server", core_role="connect")

@@ -42,7 +42,7 @@ from zope.interface import implementer
 
 from certs.fingerprint import Fingerprint, matching_fingerprint
 from certs.tls import Role, peer_certificate_der
-from iq import codec, profile
+from iq import profile
 from iq.admission import (
     INSUFFICIENT_RESOURCES,
     AllowEntry,
@@ -52,18 +52,29 @@ from iq.admission import (
     PeerIdentity,
     Refusal,
 )
-from iq.codec import (
-    Action,
-    ErrorDescriptor,
-    Message,
-    TransactionPending,
-    TransactionReply,
-    TransactionRequest,
-)
+from iq.codec import Action, Message, TransactionReply, TransactionRequest
 from iq.config import IqTlsConfig
+from iq.connection import (
+    LATE_REPLY_WINDOW,
+    DuplicateRequest,
+    Event,
+    IqConnection,
+    LateReplyReceived,
+    LateWindowClosed,
+    MessageRefused,
+    PeerErrorReceived,
+    ReplyEncodingFailed,
+    ReplyReceived,
+    RequestReceived,
+    StreamBroken,
+    TransactionTimedOut,
+    UnknownPendingReceived,
+    UnknownReplyReceived,
+    WrongMid,
+    error_descriptor,
+    printable,
+)
 from iq.errors import (
-    ERROR_TEXTS,
-    CodecError,
     IqTimeout,
     LinkLost,
     LocalIqError,
@@ -71,20 +82,12 @@ from iq.errors import (
     Overloaded,
     RemoteIqError,
 )
-from iq.tpkt import TpktDecoder, frame
-from iq.transactions import (
-    IN_PROGRESS,
-    FaultInjector,
-    FaultPlan,
-    ReplyCache,
-    TransactionIds,
-)
+from iq.transactions import FaultInjector, FaultPlan
 
 log = Logger(namespace="iq")
 
 DEFAULT_PORT = 2944
 DEFAULT_TIMEOUT = 5.0
-DEFAULT_PENDING_INTERVAL = 1.0
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 MAX_EARLY_BYTES = 65536
 
@@ -117,33 +120,19 @@ class _LinkOwner(Protocol):
     ) -> defer.Deferred[TransactionReply]: ...
 
 
-#: Seconds a timed-out request's late reply is still recognised (and cleaned up after).
-LATE_REPLY_WINDOW = 120.0
-
-
 @attrs.define
-class _Pending:
+class _Waiter:
     deferred: defer.Deferred[TransactionReply]
-    timer: IDelayedCall
-    timeout: float
-    what: str
-
-
-def error_descriptor(exc: BaseException) -> ErrorDescriptor:
-    """The H.248 error descriptor for an exception (500 for anything unexpected)."""
-    if isinstance(exc, RemoteIqError):
-        text = exc.reason if not exc.where else f"{exc.reason} ({exc.where})"
-        return ErrorDescriptor(exc.code, _printable(text))
-    return ErrorDescriptor(500, ERROR_TEXTS[500])
-
-
-def _printable(text: str) -> str:
-    return "".join(ch if ch.isprintable() and ch != '"' else "?" for ch in text)[:200]
+    on_late: Callable[[TransactionReply], None] | None
 
 
 @implementer(IHandshakeListener)
 class IqLinkProtocol(TwistedProtocol):
-    """One Iq connection, either end. Owned by an :class:`IqController` or :class:`IqAgent`."""
+    """One Iq connection, either end. Owned by an :class:`IqController` or :class:`IqAgent`.
+
+    The transaction rules are :class:`~iq.connection.IqConnection`'s; this feeds it the bytes
+    read, writes what it returns (through the fault injector), keeps one reactor timer on its
+    next deadline and turns its events into Deferreds and calls to the owner."""
 
     def __init__(
         self,
@@ -160,37 +149,63 @@ class IqLinkProtocol(TwistedProtocol):
         self.tls = tls
         self.faults = FaultInjector(faults) if faults is not None else None
         self.peer = "?"
-        self.peer_mid: str | None = None
         #: What the peer proved: its address, and over TLS the pinned fingerprint it matched.
         self.identity = PeerIdentity("?")
-        #: The mId this link registered as (set by the controller when it accepts it): replies
-        #: and requests under another mId are refused.
-        self.registered_mid: str | None = None
-        #: Requests waiting for a reply at most; more fail at once with :class:`Overloaded`.
-        self.max_pending = IqLimits().max_pending
+        self.conn = IqConnection(mid, max_pending=IqLimits().max_pending)
         self.ready = False
         #: Became ready once (TLS: the peer's certificate matched a pinned fingerprint).
         self.verified = False
         self.closed = False
-        self._decoder = TpktDecoder()
         self._early: list[bytes] = []
-        self._ids = TransactionIds()
-        self._pending: dict[int, _Pending] = {}
+        self._waiters: dict[int, _Waiter] = {}
         #: Handlers for replies that arrive after their request timed out (see request()).
         self._late: dict[int, Callable[[TransactionReply], None]] = {}
-        self._replies = ReplyCache()
+        self._timer: IDelayedCall | None = None
+        self._armed_for: float | None = None
+        self._pumping = False
         self._handshake_timer: IDelayedCall | None = None
         #: Seconds a TLS peer has to complete the handshake and pass the fingerprint check.
         self.handshake_timeout = DEFAULT_HANDSHAKE_TIMEOUT
-        #: Seconds between Pending messages while a request is being served.
-        self.pending_interval = DEFAULT_PENDING_INTERVAL
         self._cut = False
+
+    @property
+    def registered_mid(self) -> str | None:
+        """The mId this link registered as (set by the controller when it accepts it): replies
+        and requests under another mId are refused."""
+        return self.conn.registered_mid
+
+    @registered_mid.setter
+    def registered_mid(self, mid: str | None) -> None:
+        self.conn.registered_mid = mid
+
+    @property
+    def peer_mid(self) -> str | None:
+        return self.conn.peer_mid
+
+    @property
+    def max_pending(self) -> int:
+        """Requests waiting for a reply at most; more fail at once with :class:`Overloaded`."""
+        return self.conn.max_pending
+
+    @max_pending.setter
+    def max_pending(self, value: int) -> None:
+        self.conn.max_pending = value
+
+    @property
+    def pending_interval(self) -> float:
+        """Seconds between Pending messages while a request is being served."""
+        return self.conn.pending_interval
+
+    @pending_interval.setter
+    def pending_interval(self, value: float) -> None:
+        self.conn.pending_interval = value
 
     # -- connection
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()  # type: ignore[union-attr]
         self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        self.conn.peer = self.peer
         self.identity = PeerIdentity(str(getattr(peer, "host", "?")))
         # A peer that vanishes without a FIN (a half-open link) is found by TCP keep-alive.
         keep_alive = getattr(self.transport, "setTcpKeepAlive", None)
@@ -246,17 +261,23 @@ class IqLinkProtocol(TwistedProtocol):
         self.ready = False
         if self._handshake_timer is not None and self._handshake_timer.active():
             self._handshake_timer.cancel()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
         # The owner learns first (gateway out of service), then every pending request fails.
         self.owner.link_lost(self, reason)
-        pending, self._pending = self._pending, {}
-        for tid, entry in pending.items():
-            if entry.timer.active():
-                entry.timer.cancel()
-            entry.deferred.errback(
-                LinkLost(
-                    f"Iq link to {self.peer} lost with transaction {tid} pending ({entry.what})"
+        aborted = self.conn.connection_lost()
+        waiters, self._waiters = self._waiters, {}
+        self._late.clear()
+        for entry in aborted:
+            waiter = waiters.pop(entry.transaction_id, None)
+            if waiter is not None:
+                waiter.deferred.errback(
+                    LinkLost(
+                        f"Iq link to {self.peer} lost with transaction {entry.transaction_id}"
+                        f" pending ({entry.what})"
+                    )
                 )
-            )
 
     def close(self) -> None:
         if not self.closed and self.transport is not None:
@@ -271,92 +292,112 @@ class IqLinkProtocol(TwistedProtocol):
             if sum(map(len, self._early)) > MAX_EARLY_BYTES:
                 self.transport.abortConnection()  # type: ignore[union-attr]
             return
-        try:
-            payloads = self._decoder.feed(data)
-        except CodecError as exc:
-            log.warn(
-                "Iq framing from {peer} broken, closing: {error}", peer=self.peer, error=str(exc)
-            )
-            self.transport.loseConnection()  # type: ignore[union-attr]
-            return
-        for payload in payloads:
-            if self.closed:
-                return
-            self._message_received(payload)
+        self.conn.receive_data(data, self.reactor.seconds())
+        self._pump()
 
-    def _message_received(self, payload: bytes) -> None:
+    def _pump(self) -> None:
+        """Write what the connection sends on its own and act on its events, in order; then
+        arm the timer for its next deadline."""
+        if self._pumping:
+            return  # a reply sent while an event is handled: the running loop goes on
+        self._pumping = True
         try:
-            message = codec.decode(payload)
-        except CodecError as exc:
-            log.warn("Iq message from {peer} refused: {error}", peer=self.peer, error=str(exc))
-            err = ErrorDescriptor(exc.code, _printable(f"{exc.reason} at {exc.where}"))
-            if exc.transaction_id is not None:
-                self._send(Message(self.mid, (TransactionReply(exc.transaction_id, error=err),)))
-            else:
-                self._send(Message(self.mid, error=err))
+            while not self.closed:
+                event = self.conn.next_event()
+                self._write_packets(self.conn.packets_to_send())
+                if event is None:
+                    break
+                self._handle(event)
+        finally:
+            self._pumping = False
+        self._arm()
+
+    def _arm(self) -> None:
+        """One reactor timer, on the connection's next deadline."""
+        deadline = None if self.closed else self.conn.timers()
+        timer = self._timer
+        if timer is not None and timer.active():
+            if deadline == self._armed_for:
+                return
+            timer.cancel()
+        self._timer = None
+        self._armed_for = deadline
+        if deadline is not None:
+            delay = max(0.0, deadline - self.reactor.seconds())
+            self._timer = self.reactor.callLater(delay, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self._armed_for = None
+        if self.closed:
             return
-        if message.error is not None:
+        self.conn.on_timer(self.reactor.seconds())
+        self._pump()
+
+    def _handle(self, event: Event) -> None:
+        if isinstance(event, RequestReceived):
+            self._request_received(event.message, event.request)
+        elif isinstance(event, ReplyReceived):
+            waiter = self._waiters.pop(event.reply.transaction_id, None)
+            if waiter is not None:
+                waiter.deferred.callback(event.reply)
+        elif isinstance(event, TransactionTimedOut):
+            self._timed_out(event)
+        elif isinstance(event, LateReplyReceived):
+            self._late_reply(event.reply)
+        elif isinstance(event, LateWindowClosed):
+            self._late.pop(event.transaction_id, None)
+        elif isinstance(event, UnknownReplyReceived):
+            self._unknown_reply(event.reply)
+        elif isinstance(event, UnknownPendingReceived):
+            log.warn("Iq Pending for unknown transaction {tid} dropped", tid=event.transaction_id)
+        elif isinstance(event, DuplicateRequest):
+            if event.in_progress:
+                log.info(
+                    "Iq duplicate of transaction {tid} in progress: Pending",
+                    tid=event.transaction_id,
+                )
+            else:
+                log.info(
+                    "Iq duplicate of transaction {tid}: cached reply", tid=event.transaction_id
+                )
+        elif isinstance(event, MessageRefused):
+            log.warn(
+                "Iq message from {peer} refused: {error}", peer=self.peer, error=str(event.error)
+            )
+        elif isinstance(event, PeerErrorReceived):
             log.warn(
                 "Iq peer {peer} reports error {code} {text}",
                 peer=self.peer,
-                code=message.error.code,
-                text=message.error.text,
+                code=event.error.code,
+                text=event.error.text,
             )
-            return
-        if self.registered_mid is not None and message.mid != self.registered_mid:
+        elif isinstance(event, WrongMid):
             log.warn(
                 "Iq message from {peer} under mId {mid} refused: the link is registered as"
                 " {gateway}",
                 peer=self.peer,
-                mid=_printable(message.mid),
-                gateway=self.registered_mid,
+                mid=printable(event.mid),
+                gateway=event.registered_mid,
             )
-            err = ErrorDescriptor(402, f"this link is registered as {self.registered_mid}")
-            for transaction in message.transactions:
-                if isinstance(transaction, TransactionRequest):
-                    reply = TransactionReply(transaction.transaction_id, error=err)
-                    self._send(Message(self.mid, (reply,)))
-            return
-        self.peer_mid = message.mid
-        for transaction in message.transactions:
-            if isinstance(transaction, TransactionRequest):
-                self._request_received(message, transaction)
-            elif isinstance(transaction, TransactionReply):
-                self._reply_received(transaction)
-            else:
-                self._pending_received(transaction)
+        elif isinstance(event, ReplyEncodingFailed):
+            log.error(
+                "Iq reply {tid} cannot be encoded: {error}",
+                tid=event.transaction_id,
+                error=str(event.error),
+            )
+        elif isinstance(event, StreamBroken):
+            log.warn(
+                "Iq framing from {peer} broken, closing: {error}",
+                peer=self.peer,
+                error=str(event.error),
+            )
+            self.transport.loseConnection()  # type: ignore[union-attr]
+        # PendingReceived: the connection restarted the request's deadline; nothing to do.
 
     def _request_received(self, message: Message, request: TransactionRequest) -> None:
         tid = request.transaction_id
-        seen = self._replies.seen(tid, self.reactor.seconds())
-        if seen == IN_PROGRESS:
-            log.info("Iq duplicate of transaction {tid} in progress: Pending", tid=tid)
-            self._send(Message(self.mid, (TransactionPending(tid),)))
-            return
-        if seen is not None:
-            log.info("Iq duplicate of transaction {tid}: cached reply", tid=tid)
-            self._write_encoded(seen)
-            return
-        self._replies.start(tid, self.reactor.seconds())
         d = defer.maybeDeferred(self.owner.handle_request, self, message, request)
-        ticker: list[IDelayedCall] = []
-
-        def still_working() -> None:
-            # H.248.1 section 8.2.3: Pending tells the requester to keep waiting.
-            if not self.closed:
-                self._send(Message(self.mid, (TransactionPending(tid),)))
-                ticker[:] = [self.reactor.callLater(self.pending_interval, still_working)]
-
-        if not d.called:
-            ticker.append(self.reactor.callLater(self.pending_interval, still_working))
-
-        def stop_ticker(result: object) -> object:
-            for call in ticker:
-                if call.active():
-                    call.cancel()
-            return result
-
-        d.addBoth(stop_ticker)
 
         def failed(failure: Failure) -> TransactionReply:
             if not failure.check(RemoteIqError):
@@ -364,52 +405,54 @@ class IqLinkProtocol(TwistedProtocol):
             return TransactionReply(tid, error=error_descriptor(failure.value))
 
         def send(reply: TransactionReply) -> None:
-            try:
-                data = codec.encode(Message(self.mid, (reply,)))
-            except LocalIqError as exc:
-                log.error("Iq reply {tid} cannot be encoded: {error}", tid=tid, error=str(exc))
-                err = TransactionReply(tid, error=ErrorDescriptor(500, ERROR_TEXTS[500]))
-                data = codec.encode(Message(self.mid, (err,)))
-            self._replies.finish(tid, data, self.reactor.seconds())
+            packet = self.conn.send_reply(reply, self.reactor.seconds())
             if not self.closed:
-                self._write_encoded(data)
+                self._write_packet(packet)
+                self._pump()
 
         d.addErrback(failed).addCallback(send).addErrback(
             lambda f: log.failure("Iq reply {tid} not sent", f, tid=tid)
         )
 
-    def _reply_received(self, reply: TransactionReply) -> None:
-        entry = self._pending.pop(reply.transaction_id, None)
-        if entry is None:
-            late = self._late.pop(reply.transaction_id, None)
-            if late is not None:
-                log.warn(
-                    "Iq late reply to timed-out transaction {tid} from {peer}: cleaning up",
-                    tid=reply.transaction_id,
-                    peer=self.peer,
-                )
-                try:
-                    late(reply)
-                except Exception:
-                    log.failure("Iq late-reply handler for {tid} failed", tid=reply.transaction_id)
-                return
-            log.warn(
-                "Iq reply to unknown transaction {tid} from {peer} dropped",
-                tid=reply.transaction_id,
-                peer=self.peer,
-            )
+    def _timed_out(self, event: TransactionTimedOut) -> None:
+        tid = event.transaction_id
+        waiter = self._waiters.pop(tid, None)
+        log.warn(
+            "Iq transaction {tid} ({what}) to {peer} timed out after {timeout}s",
+            tid=tid,
+            what=event.what,
+            peer=self.peer,
+            timeout=event.timeout,
+        )
+        if waiter is None:
             return
-        if entry.timer.active():
-            entry.timer.cancel()
-        entry.deferred.callback(reply)
+        if waiter.on_late is not None:
+            self._late[tid] = waiter.on_late
+        waiter.deferred.errback(
+            IqTimeout(f"no reply to transaction {tid} ({event.what}) within {event.timeout}s")
+        )
 
-    def _pending_received(self, pending: TransactionPending) -> None:
-        entry = self._pending.get(pending.transaction_id)
-        if entry is None:
-            log.warn("Iq Pending for unknown transaction {tid} dropped", tid=pending.transaction_id)
+    def _late_reply(self, reply: TransactionReply) -> None:
+        late = self._late.pop(reply.transaction_id, None)
+        if late is None:
+            self._unknown_reply(reply)
             return
-        if entry.timer.active():
-            entry.timer.reset(entry.timeout)
+        log.warn(
+            "Iq late reply to timed-out transaction {tid} from {peer}: cleaning up",
+            tid=reply.transaction_id,
+            peer=self.peer,
+        )
+        try:
+            late(reply)
+        except Exception:
+            log.failure("Iq late-reply handler for {tid} failed", tid=reply.transaction_id)
+
+    def _unknown_reply(self, reply: TransactionReply) -> None:
+        log.warn(
+            "Iq reply to unknown transaction {tid} from {peer} dropped",
+            tid=reply.transaction_id,
+            peer=self.peer,
+        )
 
     # -- sending
 
@@ -422,28 +465,30 @@ class IqLinkProtocol(TwistedProtocol):
         on_late: Callable[[TransactionReply], None] | None = None,
     ) -> defer.Deferred[TransactionReply]:
         """Send a transaction request; the Deferred fires with the reply, or fails with
-        :class:`IqTimeout` / :class:`LinkLost`.
+        :class:`IqTimeout` / :class:`LinkLost` / :class:`Overloaded`.
 
         ``on_late`` is called with a reply that arrives after the timeout (within
         :data:`LATE_REPLY_WINDOW` seconds), so that what the peer did anyway can be undone."""
         if self.closed or not self.ready:
             return defer.fail(LinkLost(f"Iq link to {self.peer} is not up"))
-        if len(self._pending) >= self.max_pending:
+        try:
+            sent = self.conn.send_request(
+                actions,
+                self.reactor.seconds(),
+                timeout=timeout,
+                what=what,
+                late_window=None if on_late is None else LATE_REPLY_WINDOW,
+            )
+        except Overloaded as exc:
             log.warn(
                 "Iq {what} to {peer} refused: {count} requests already wait for a reply",
                 what=what,
                 peer=self.peer,
-                count=len(self._pending),
+                count=self.conn.pending_count,
             )
-            return defer.fail(
-                Overloaded(f"{len(self._pending)} Iq requests to {self.peer} already pending")
-            )
-        tid = self._ids.allocate()
-        try:
-            # Encoded and framed before anything is registered: a request that cannot be sent
-            # leaves no pending transaction and no timer behind.
-            packet = frame(codec.encode(Message(self.mid, (TransactionRequest(tid, actions),))))
+            return defer.fail(exc)
         except LocalIqError as exc:
+            # Nothing was recorded: no pending transaction, no timer.
             log.error(
                 "Iq {what} to {peer} cannot be encoded: {error}",
                 what=what,
@@ -452,33 +497,14 @@ class IqLinkProtocol(TwistedProtocol):
             )
             return defer.fail(exc)
         d: defer.Deferred[TransactionReply] = defer.Deferred()
-
-        def expire() -> None:
-            entry = self._pending.pop(tid, None)
-            if entry is not None:
-                log.warn(
-                    "Iq transaction {tid} ({what}) to {peer} timed out after {timeout}s",
-                    tid=tid,
-                    what=what,
-                    peer=self.peer,
-                    timeout=timeout,
-                )
-                if on_late is not None:
-                    self._late[tid] = on_late
-                    self.reactor.callLater(LATE_REPLY_WINDOW, self._late.pop, tid, None)
-                entry.deferred.errback(
-                    IqTimeout(f"no reply to transaction {tid} ({what}) within {timeout}s")
-                )
-
-        self._pending[tid] = _Pending(d, self.reactor.callLater(timeout, expire), timeout, what)
-        self._write_packet(packet)
+        self._waiters[sent.transaction_id] = _Waiter(d, on_late)
+        self._write_packet(sent.data)
+        self._arm()
         return d
 
-    def _send(self, message: Message) -> None:
-        self._write_encoded(codec.encode(message))
-
-    def _write_encoded(self, data: bytes) -> None:
-        self._write_packet(frame(data))
+    def _write_packets(self, packets: list[bytes]) -> None:
+        for packet in packets:
+            self._write_packet(packet)
 
     def _write_packet(self, packet: bytes) -> None:
         if self.closed or self._cut:
@@ -508,7 +534,7 @@ class IqLinkProtocol(TwistedProtocol):
 
     @property
     def pending_count(self) -> int:
-        return len(self._pending)
+        return self.conn.pending_count
 
 
 class _LinkFactory(Factory):
@@ -908,7 +934,7 @@ class IqController:
             log.warn(
                 "Iq ServiceChange {kind} as {gateway} from {peer} refused: {reason}",
                 kind=op.kind,
-                gateway=_printable(mid),
+                gateway=printable(mid),
                 peer=link.peer,
                 identity=str(link.identity),
                 reason=refusal.reason,

@@ -37,6 +37,7 @@ from accessgw.termination import (
     TlsFailure,
     TlsRole,
 )
+from e2ae import tcpmedia
 from iq import profile
 from iq.errors import (
     InsufficientResources,
@@ -59,8 +60,9 @@ class _Stream:
     core_role: CoreRole
 
 
-def _tls_role(setup: str) -> TlsRole:
-    return "client" if setup == "active" else "server"
+def _tls_role(setup: profile.Setup) -> TlsRole:
+    # an access side that leaves the choice open (actpass) waits as TLS server until told
+    return tcpmedia.tls_role(setup) or "server"
 
 
 def _core_role(setup: str) -> CoreRole:

@@ -29,10 +29,9 @@ from typing import Literal
 import attrs
 
 from certs.fingerprint import HASH_FUNCS, Fingerprint, matching_fingerprint, normalise_hash_func
+from e2ae.tcpmedia import TlsRole
 from iq.profile import TlsFailureCause
 
-TlsRole = Literal["server", "client"]
-"""The AGW's TLS role on the access side (the UE's ``a=setup:active`` makes the AGW server)."""
 CoreRole = Literal["listen", "connect"]
 """The AGW's TCP role on the core side (``a=setup:passive`` towards the core is ``listen``)."""
 EarlyHandshakePolicy = Literal["hold", "reject"]

@@ -19,13 +19,14 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 from OpenSSL import SSL, crypto
 
 from certs.generate import CertAndKey
+from e2ae.tcpmedia import TlsRole
 
-Role = Literal["server", "client"]
+#: The TLS role (the name this module has used; the definition is e2ae.tcpmedia.TlsRole).
+Role = TlsRole
 
 #: TLS 1.2 suites allowed by the profile: ECDHE, AEAD only.
 TLS12_CIPHERS = ":".join(
@@ -67,7 +68,7 @@ def _accept_any_certificate(
 
 def make_context(
     identity: CertAndKey,
-    role: Role,
+    role: TlsRole,
     *,
     keylog: Callable[[SSL.Connection, bytes], None] | None = None,
     min_version: int = SSL.TLS1_2_VERSION,

@@ -26,7 +26,8 @@ from OpenSSL import SSL
 from certs.errors import CertsError, LocalCertsError
 from certs.fingerprint import Fingerprint
 from certs.generate import CertAndKey, load_pair
-from certs.tls import KeyLogWriter, Role, make_context
+from certs.tls import KeyLogWriter, make_context
+from e2ae.tcpmedia import TlsRole
 from iq.errors import LocalIqError
 from iq.transactions import FaultPlan
 
@@ -44,7 +45,7 @@ class IqTlsConfig:
         if not self.peer_fingerprints:
             raise LocalIqError("Iq over TLS needs at least one pinned peer fingerprint")
 
-    def context(self, role: Role) -> SSL.Context:
+    def context(self, role: TlsRole) -> SSL.Context:
         keylog = KeyLogWriter(self.keylog) if self.keylog is not None else None
         return make_context(self.identity, role, keylog=keylog)
 

@@ -27,6 +27,7 @@ import attrs
 
 from certs.errors import CertsError
 from certs.fingerprint import Fingerprint
+from e2ae.tcpmedia import SETUPS, Setup
 from iq.codec import (
     CHOOSE,
     NULL_CONTEXT,
@@ -69,8 +70,6 @@ ACCESS_PREFIX = "acc/"
 CORE_PREFIX = "core/"
 ROOT = "ROOT"
 
-Setup = Literal["active", "passive", "actpass", "holdconn"]
-SETUPS: tuple[Setup, ...] = ("active", "passive", "actpass", "holdconn")
 MediaType = Literal["message", "application"]
 ACCESS_PROTOS = {"message": "TCP/TLS/MSRP", "application": "TCP/TLS/BFCP"}
 CORE_PROTOS = {"message": "TCP/MSRP", "application": "TCP/BFCP"}

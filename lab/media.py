@@ -43,9 +43,9 @@ from zope.interface import implementer
 import certs
 from certs.tls import KeyLogWriter, make_context, peer_certificate_der
 from e2ae import bfcp, msrp
+from e2ae.tcpmedia import TlsRole
 
 Present = Literal["own", "other", "none"]
-Role = Literal["client", "server"]
 
 
 class MediaError(Exception):
@@ -113,7 +113,7 @@ class UeTls:
     accepted_hash_funcs: tuple[str, ...] | None = None
     keylog: KeyLogWriter | None = None
 
-    def context(self, role: Role) -> SSL.Context:
+    def context(self, role: TlsRole) -> SSL.Context:
         identity = self.identity
         if self.present == "other":
             identity = self.other_identity or certs.generate(
@@ -680,7 +680,7 @@ class MediaEndpoint(Generic[C]):
         self.connections.append(conn)
         return conn
 
-    def _factory(self, role: Role) -> Factory:
+    def _factory(self, role: TlsRole) -> Factory:
         inner = _Factory(self)
         if self.tls is None:
             return inner

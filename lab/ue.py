@@ -25,10 +25,10 @@ from typing import Literal
 import attrs
 
 from certs.fingerprint import Fingerprint
+from e2ae.tcpmedia import Setup
 from pcscf.sdp import SessionDescription
 from pcscf.sip import NameAddr, Request, Response, make_response
 
-Setup = Literal["active", "passive", "actpass", "holdconn"]
 Role = Literal["active", "passive"]
 
 MEDIA_MECHANISMS: tuple[str, ...] = ("msrp-tls", "bfcp-tls")

@@ -41,16 +41,22 @@ from typing import Literal
 import attrs
 
 from certs.fingerprint import Fingerprint
+from e2ae.tcpmedia import Setup, mirror
 from iq import profile
-from pcscf.errors import LocalPcscfError, PcscfError, RemotePcscfError, SdpError
+from pcscf.errors import (
+    LocalPcscfError,
+    PcscfError,
+    PolicyRefusal,
+    RemotePcscfError,
+    SdpError,
+)
 from pcscf.policy import Policy
 from pcscf.rewrite import (
+    AgwAddresses,
     AgwUpdate,
     RewriteState,
-    Setup,
     Step,
     StreamPlan,
-    StreamReservation,
     plan_offer,
     rewrite_answer,
     rewrite_offer,
@@ -64,13 +70,6 @@ FailureKind = Literal["agw", "sdp", "policy", "internal"]
 STATUS: dict[FailureKind, int] = {"agw": 503, "sdp": 488, "policy": 488, "internal": 500}
 #: ``Reason`` cause used when a stream's TLS fails for good (the call or stream is ended).
 TLS_FAILURE_CAUSE = 488
-
-_OPPOSITE: dict[str, Setup] = {
-    "active": "passive",
-    "passive": "active",
-    "actpass": "actpass",
-    "holdconn": "holdconn",
-}
 
 
 # --------------------------------------------------------------------------- actions
@@ -172,7 +171,7 @@ class StreamSession:
     media: profile.MediaType
     access_termination: str
     core_termination: str
-    reservation: StreamReservation
+    reservation: AgwAddresses
     fingerprints: tuple[Fingerprint, ...] = ()
     verified: bool = False
     deadline: float | None = None
@@ -368,7 +367,7 @@ class CallTable:
         # role it was reserved with, so for a core offering actpass we reserve the role that
         # carries the usual UE answer (active, RFC 6135) through to the core.
         core_setup = s.core_setup or (
-            "active" if s.offer_setup == "actpass" else _OPPOSITE[s.offer_setup]
+            "active" if s.offer_setup == "actpass" else mirror(s.offer_setup)
         )
         remote = _endpoint(s.remote_address, s.remote_port)
         orig = s.ue_setup is not None
@@ -424,7 +423,7 @@ class CallTable:
                     _media_type(plan.media),
                     r.access_termination,
                     r.core_termination,
-                    StreamReservation(
+                    AgwAddresses(
                         r.access.host, r.access.port, r.core.host, r.core.port, r.agw_fingerprint
                     ),
                     fingerprints=plan.fingerprints,
@@ -616,7 +615,7 @@ class CallTable:
                 stream.access_termination if establish else "",
                 stream.core_termination,
                 core_address=remote,
-                core_remote_setup=_OPPOSITE[update.core_setup],
+                core_remote_setup=mirror(update.core_setup),
                 core_setup=core_setup,
                 establish_tls=establish,
             )
@@ -624,7 +623,7 @@ class CallTable:
         access_setup: Setup | None = None
         if update.access_role is not None:
             access_setup = "active" if establish else "passive"
-            ue_setup = _OPPOSITE[access_setup]
+            ue_setup = mirror(access_setup)
             if access_setup == stream.access_setup:
                 access_setup = None
         return profile.StreamConfiguration(
@@ -933,7 +932,7 @@ def classify(exc: BaseException) -> tuple[FailureKind, str]:
     if isinstance(exc, _AgwError):
         return "agw", text
     if isinstance(exc, RemotePcscfError):
-        if "policy non_e2ae_tls" in text:
+        if isinstance(exc, PolicyRefusal):
             return "policy", text
         if isinstance(exc, SdpError):
             return "sdp", f"malformed SDP: {text}"

@@ -41,5 +41,10 @@ class RemoteRewriteError(RemotePcscfError):
         self.reason = reason
 
 
+class PolicyRefusal(RemoteRewriteError):
+    """A stream the operator's policy refuses (``non_e2ae_tls = "reject"``), though it is valid
+    SDP; told apart from a malformed offer so that the call is refused, never bypassed."""
+
+
 class LocalRewriteError(LocalPcscfError):
     """The rewrite was called with arguments it cannot use (wrong step, missing reservation)."""

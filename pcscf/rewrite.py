@@ -17,7 +17,7 @@ Use, in the order a proxy needs it:
    for neither e2ae nor KMS.
 2. Reserve one AGW access + core termination pair per ``plan.e2ae_streams`` (over Iq in the
    proxy; :func:`deterministic_reservations` for the offline CLI), giving a
-   :class:`StreamReservation` each: addresses, ports, the AGW's fingerprint.
+   :class:`AgwAddresses` each: addresses, ports, the AGW's fingerprint.
 3. :func:`rewrite_offer` ``(sdp, plan, reservations) -> RewriteResult``: the offer to forward and
    the :class:`RewriteState` to keep for the answer.
 4. :func:`rewrite_answer` ``(step, sdp, state) -> RewriteResult``: the answer to forward, plus
@@ -51,7 +51,8 @@ import attrs
 
 from certs.errors import InvalidFingerprint
 from certs.fingerprint import Fingerprint
-from pcscf.errors import LocalRewriteError, RemoteRewriteError, SdpError
+from e2ae.tcpmedia import SETUPS, VALID_ANSWERS, Setup, TlsRole, answer_to, tls_role
+from pcscf.errors import LocalRewriteError, PolicyRefusal, RemoteRewriteError, SdpError
 from pcscf.policy import Policy
 from pcscf.sdp import Connection, MediaSection, SessionDescription
 
@@ -60,9 +61,6 @@ STEPS: tuple[Step, ...] = get_args(Step)
 OFFER_STEPS: tuple[Step, ...] = ("orig-offer", "term-offer")
 ANSWER_STEPS: tuple[Step, ...] = ("orig-answer", "term-answer")
 Treatment = Literal["e2ae", "e2e", "passthrough", "rejected"]
-Setup = Literal["active", "passive", "actpass", "holdconn"]
-SETUPS: tuple[Setup, ...] = get_args(Setup)
-TlsRole = Literal["server", "client"]
 
 #: Plain proto towards the core -> TLS proto towards the UE, and the mechanism that governs it.
 TLS_PROTO: dict[str, str] = {"TCP/MSRP": "TCP/TLS/MSRP", "TCP/BFCP": "TCP/TLS/BFCP"}
@@ -72,19 +70,6 @@ MECHANISM: dict[str, str] = {
     "TCP/TLS/MSRP": "msrp-tls",
     "TCP/BFCP": "bfcp-tls",
     "TCP/TLS/BFCP": "bfcp-tls",
-}
-#: RFC 4145: valid answers to each offered setup value.
-VALID_ANSWERS: dict[Setup, frozenset[Setup]] = {
-    "active": frozenset({"passive", "holdconn"}),
-    "passive": frozenset({"active", "holdconn"}),
-    "actpass": frozenset({"active", "passive", "holdconn"}),
-    "holdconn": frozenset({"holdconn"}),
-}
-_OPPOSITE: dict[Setup, Setup] = {
-    "active": "passive",
-    "passive": "active",
-    "holdconn": "holdconn",
-    "actpass": "passive",
 }
 STATE_VERSION = 1
 
@@ -136,8 +121,9 @@ class OfferPlan:
 
 
 @attrs.frozen
-class StreamReservation:
-    """What the AGW reserved for one e2ae stream: both terminations and its fingerprint."""
+class AgwAddresses:
+    """The AGW's side of one e2ae stream as the SDP shows it: its access and core addresses and
+    its fingerprint, taken from the Iq reply (:class:`iq.profile.ReservedStream`)."""
 
     access_address: str
     access_port: int
@@ -151,7 +137,7 @@ class StreamState:
     """A stream's plan and, for an e2ae stream, its AGW reservation."""
 
     plan: StreamPlan
-    reservation: StreamReservation | None = None
+    reservation: AgwAddresses | None = None
 
 
 @attrs.frozen
@@ -255,14 +241,6 @@ def _write_setup(sdp: SessionDescription, index: int, value: Setup, default: Set
 def _fingerprint_value(fingerprint: Fingerprint) -> str:
     """``fingerprint.value``, kept: the AGW's fingerprint is written into every answer."""
     return fingerprint.value
-
-
-def _access_role(agw_setup: Setup) -> TlsRole | None:
-    if agw_setup == "passive":
-        return "server"
-    if agw_setup == "active":
-        return "client"
-    return None
 
 
 def _mechanism_ok(proto: str, ue_mechanisms: frozenset[str], policy: Policy) -> bool:
@@ -390,7 +368,7 @@ def _plan_orig_tls(
         if not fps:
             _require_fingerprints(sdp, index, policy.accepted_hash_funcs, "a=3ge2ae:requested")
         ue_setup = _setup_of(sdp, index, "active")
-        access_setup = _OPPOSITE[ue_setup]
+        access_setup = answer_to(ue_setup)
         return StreamPlan(
             index,
             section.media,
@@ -402,7 +380,7 @@ def _plan_orig_tls(
             ue_setup=ue_setup,
             access_setup=access_setup,
             core_setup=ue_setup,
-            access_role=_access_role(access_setup),
+            access_role=tls_role(access_setup),
             remote_address=_remote(sdp, index, "the UE"),
             remote_port=section.port,
         )
@@ -414,7 +392,7 @@ def _plan_orig_tls(
             if requested
             else "TLS stream with neither a=3ge2ae:requested nor a=key-mgmt"
         )
-        raise RemoteRewriteError(index, f"{why} (policy non_e2ae_tls = reject)")
+        raise PolicyRefusal(index, f"{why} (policy non_e2ae_tls = reject)")
     return None
 
 
@@ -435,7 +413,7 @@ def _plan_term_e2ae(sdp: SessionDescription, index: int, proto: str) -> StreamPl
         "e2ae",
         offer_setup=core_offer,
         access_setup=access_setup,
-        access_role=_access_role(access_setup),
+        access_role=tls_role(access_setup),
         remote_address=_remote(sdp, index, "the core"),
         remote_port=section.port,
     )
@@ -444,7 +422,7 @@ def _plan_term_e2ae(sdp: SessionDescription, index: int, proto: str) -> StreamPl
 def rewrite_offer(
     sdp: SessionDescription,
     plan: OfferPlan,
-    reservations: Mapping[int, StreamReservation],
+    reservations: Mapping[int, AgwAddresses],
 ) -> RewriteResult:
     """Rewrite an offer as planned, with the AGW's reservation for every e2ae stream.
 
@@ -558,7 +536,7 @@ def _orig_answer_stream(
     answer: SessionDescription,
     out: SessionDescription,
     stream: StreamPlan,
-    reservation: StreamReservation,
+    reservation: AgwAddresses,
 ) -> tuple[StreamPlan, AgwUpdate]:
     index = stream.index
     section = out.media[index]
@@ -582,7 +560,7 @@ def _orig_answer_stream(
     section.add_attribute("fingerprint", _fingerprint_value(reservation.fingerprint))
     section.add_attribute("3ge2ae", "applied")
     plan = attrs.evolve(
-        stream, proto_in=proto_in, proto_out=stream.proto_in, core_setup=_OPPOSITE[core_answer]
+        stream, proto_in=proto_in, proto_out=stream.proto_in, core_setup=answer_to(core_answer)
     )
     update = AgwUpdate(
         index,
@@ -590,7 +568,7 @@ def _orig_answer_stream(
         "core",
         remote_address=remote_address,
         remote_port=answer.media[index].port,
-        core_setup=_OPPOSITE[core_answer],
+        core_setup=answer_to(core_answer),
         access_role=stream.access_role,
     )
     return plan, update
@@ -600,7 +578,7 @@ def _term_answer_stream(
     answer: SessionDescription,
     out: SessionDescription,
     stream: StreamPlan,
-    reservation: StreamReservation,
+    reservation: AgwAddresses,
     state: RewriteState,
 ) -> tuple[StreamPlan, AgwUpdate]:
     index = stream.index
@@ -620,11 +598,11 @@ def _term_answer_stream(
         answer, index, state.accepted_hash_funcs, "an e2ae stream was offered to the UE"
     )
     remote_address = _remote(answer, index, "the UE")
-    agw_access: Setup = _OPPOSITE[ue_answer]
+    agw_access: Setup = answer_to(ue_answer)
     # carry the UE's role to the core side where that is a valid answer to the core's offer
     core_answer: Setup = ue_answer
     if core_answer not in VALID_ANSWERS[stream.offer_setup]:
-        core_answer = _OPPOSITE[core_answer]
+        core_answer = answer_to(core_answer)
     section.set_proto(stream.proto_in)
     section.set_port(reservation.core_port)
     section.set_connection(Connection.for_ip(reservation.core_address))
@@ -637,7 +615,7 @@ def _term_answer_stream(
         fingerprints=fps,
         ue_setup=ue_answer,
         core_setup=core_answer,
-        access_role=_access_role(agw_access),
+        access_role=tls_role(agw_access),
     )
     update = AgwUpdate(
         index,
@@ -646,7 +624,7 @@ def _term_answer_stream(
         remote_address=remote_address,
         remote_port=answer.media[index].port,
         core_setup=core_answer,
-        access_role=_access_role(agw_access),
+        access_role=tls_role(agw_access),
         fingerprints=fps,
     )
     return plan, update
@@ -662,14 +640,14 @@ def deterministic_reservations(
     core_address: str,
     fingerprint: Fingerprint,
     port_base: int,
-) -> dict[int, StreamReservation]:
+) -> dict[int, AgwAddresses]:
     """Reservations as the offline CLI makes them: for the stream at m-line index ``i``, the
     access port is ``port_base + 2*i + 1`` and the core port ``port_base + 2*i + 2``."""
     for ip in (access_address, core_address):
         Connection.for_ip(ip)  # raises LocalPcscfError if not an IP address
     if not 0 <= port_base <= 65533:
         raise LocalRewriteError(f"port base must be 0-65533, not {port_base}")
-    out: dict[int, StreamReservation] = {}
+    out: dict[int, AgwAddresses] = {}
     for stream in plan.e2ae_streams:
         access = port_base + 2 * stream.index + 1
         core = access + 1
@@ -677,9 +655,7 @@ def deterministic_reservations(
             raise LocalRewriteError(
                 f"port base {port_base} gives stream {stream.index} ports outside 1-65535"
             )
-        out[stream.index] = StreamReservation(
-            access_address, access, core_address, core, fingerprint
-        )
+        out[stream.index] = AgwAddresses(access_address, access, core_address, core, fingerprint)
     return out
 
 
@@ -764,7 +740,7 @@ def _stream_state_from_json(data: Any) -> StreamState:
     reservation = (
         None
         if r is None
-        else StreamReservation(
+        else AgwAddresses(
             str(r["access_address"]),
             int(r["access_port"]),
             str(r["core_address"]),

@@ -463,3 +463,12 @@ def test_configure_failure_after_the_answer_went_on_ends_the_call() -> None:
     assert end.cause == 503 and "430" in end.text
     assert releases(done.actions) == [profile.ReleaseRequest(7)]
     assert table.held() == {}
+
+
+def test_failures_are_classified_by_type_not_by_text() -> None:
+    from pcscf.calls import classify
+    from pcscf.errors import PolicyRefusal, RemoteRewriteError
+
+    assert classify(PolicyRefusal(0, "TLS stream refused"))[0] == "policy"
+    # the words alone do not make a policy refusal (it would be bypassed on AGW failure)
+    assert classify(RemoteRewriteError(0, "policy non_e2ae_tls = reject"))[0] == "sdp"

@@ -15,9 +15,9 @@ from pcscf.errors import LocalRewriteError, PcscfError, RemotePcscfError, Remote
 from pcscf.policy import Policy
 from pcscf.rewrite import (
     VALID_ANSWERS,
+    AgwAddresses,
     RewriteState,
     Setup,
-    StreamReservation,
     deterministic_reservations,
     plan_offer,
     rewrite_answer,
@@ -51,7 +51,7 @@ def _core_msrp(setup: str | None, port: int = 12763) -> str:
     return s + (f"a=setup:{setup}\r\n" if setup else "")
 
 
-def _reserve(plan: Any) -> dict[int, StreamReservation]:
+def _reserve(plan: Any) -> dict[int, AgwAddresses]:
     return deterministic_reservations(
         plan, access_address=ACCESS, core_address=CORE, fingerprint=AGW_FP, port_base=40000
     )
@@ -93,7 +93,7 @@ def test_rewrite_with_reservation_from_the_agw_and_input_untouched() -> None:
     text = _head("192.0.2.10") + _ue_msrp("active")
     sdp = SessionDescription.parse(text)
     plan = plan_offer("orig-offer", sdp, ["msrp-tls"], Policy())
-    reservation = StreamReservation("198.51.100.7", 5001, "203.0.113.9", 6001, AGW_FP)
+    reservation = AgwAddresses("198.51.100.7", 5001, "203.0.113.9", 6001, AGW_FP)
     result = rewrite_offer(sdp, plan, {0: reservation})
     assert sdp.serialise() == text.encode()
     assert result.sdp.media[0].lines[:2] == ["m=message 6001 TCP/MSRP *", "c=IN IP4 203.0.113.9"]

@@ -11,12 +11,12 @@ from typing import Literal
 
 import attrs
 
+from pcscf.rewrite import Step
 from pcscf.sip.registrar import Flow
 
 Side = Literal["gm", "core"]
 Direction = Literal["orig", "term"]
 Kind = Literal["offer", "answer"]
-Step = Literal["orig-offer", "orig-answer", "term-offer", "term-answer"]
 
 
 @attrs.frozen

@@ -171,7 +171,8 @@ class ProxyConfig:
 # -- state -----------------------------------------------------------------------------------
 ServerKey = tuple[str, str, str]
 ClientKey = tuple[str, str]
-Step = Callable[[float, list[Action]], None]
+#: Work queued on a dialog, run when the dialog is free (one media request at a time).
+DialogWork = Callable[[float, list[Action]], None]
 
 
 @attrs.define
@@ -242,7 +243,7 @@ class Dialog:
     awaiting_answer: bool = False
     callee_released: bool = False
     busy: bool = False
-    queue: deque[Step] = attrs.field(factory=deque)
+    queue: deque[DialogWork] = attrs.field(factory=deque)
     server: ServerKey | None = None
     client: ClientKey | None = None
     expires_at: float | None = None
@@ -1124,7 +1125,7 @@ class ProxyCore:
         dialog.busy = True
         out.append(MediaRequest(token, context, body))
 
-    def _dispatch(self, dialog: Dialog, step: Step, now: float, out: list[Action]) -> None:
+    def _dispatch(self, dialog: Dialog, step: DialogWork, now: float, out: list[Action]) -> None:
         if dialog.busy:
             dialog.queue.append(step)
         else:

@@ -10,6 +10,15 @@ empty BIOs. That binding is not pyOpenSSL's public API: if it is missing or lack
 (another pyOpenSSL), ``FAST`` is false and every helper falls back to the public calls, with
 the same results, more CPU, and BIOs that are never renewed.
 
+The fast path also uses private attributes of :class:`OpenSSL.SSL.Connection` (pyOpenSSL, not
+Twisted: the AGW drives its own memory-BIO connection rather than Twisted's TLS wrapper):
+``_ssl`` (the ``SSL *``), ``_into_ssl`` and ``_from_ssl`` (the ``BIO *`` that ``bio_write``
+writes into and ``bio_read`` reads from). No public API does these jobs: ``recv`` and
+``recv_into`` give one record's plaintext per call, they and ``bio_read`` end every loop with
+an exception, and nothing public replaces a connection's BIOs. tests/test_twisted_private.py
+checks the binding and these attributes against the installed pyOpenSSL, so that a change
+fails loudly there instead of silently falling back (or worse) here.
+
 Single-threaded use only (the scratch buffer is shared): the reactor thread.
 """
 
@@ -51,6 +60,7 @@ _scratch: Any = _ffi.new("char[]", _SCRATCH_SIZE) if FAST else None
 
 
 def _usable(tls: SSL.Connection) -> bool:
+    # Private pyOpenSSL attributes (see the module docstring): read here, used below.
     return FAST and getattr(tls, "_from_ssl", None) is not None and hasattr(tls, "_ssl")
 
 
@@ -139,5 +149,6 @@ def renew_bios(tls: SSL.Connection) -> bool:
                 _lib.BIO_free(bio)
         return False
     _lib.SSL_set_bio(tls._ssl, into, out)  # type: ignore[attr-defined]
+    # bio_write and bio_read go through these attributes: they must follow the new BIOs.
     tls._into_ssl, tls._from_ssl = into, out  # type: ignore[attr-defined]
     return True

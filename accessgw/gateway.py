@@ -61,8 +61,9 @@ from certs.tls import KeyLogWriter, make_context
 
 log = Logger(namespace="accessgw")
 
-#: Bytes asked of the kernel per socket read (PERF-NOTES: the main throughput lever; bigger
-#: reads cost transient memory per busy session). Also each leg's write-buffer high-water mark.
+#: Bytes asked of the kernel per socket read: the main throughput lever (fewer, larger system
+#: calls; the TLS record size hardly matters), while bigger reads cost transient memory per busy
+#: session. Also each leg's write-buffer high-water mark. See "Relay tuning" in docs/accessgw.md.
 DEFAULT_READ_SIZE = 128 * 1024
 
 Address = tuple[str, int]
@@ -71,6 +72,18 @@ Address = tuple[str, int]
 #: free for that destination at once, instead of searching the whole ephemeral range for a
 #: port free for any destination (the core leg binds to the core address before connecting).
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+# Private Twisted API below (no public API does these jobs; each is checked against the installed
+# Twisted by tests/test_twisted_private.py):
+# - tcp.Connector._makeTransport: the one place a connector builds its tcp.Client. Twisted has
+#   no public way to set a socket option between socket() and bind() of a client socket
+#   (connectTCP and the endpoints take none, twisted/twisted#8207), nor to give connectTCP
+#   another Client class; BaseConnector declares _makeTransport abstract for subclasses.
+# - tcp.Client._requiresResolution / _setRealAddress: what resolveAddress itself uses to skip
+#   name resolution; the public resolveAddress always goes through a Deferred.
+# - tcp.Port._logConnectionLostMsg: the only hook for Twisted's "(TCP Port N Closed)" line,
+#   short of filtering the global log.
 
 
 class _CoreClient(tcp.Client):
@@ -84,6 +97,7 @@ class _CoreClient(tcp.Client):
 
     def resolveAddress(self) -> None:
         # An IP address needs no resolution: connect now rather than through a Deferred.
+        # (Private: _requiresResolution, _setRealAddress; see above.)
         if self._requiresResolution:
             super().resolveAddress()
             return
@@ -98,11 +112,13 @@ class _TerminationPort(tcp.Port):
     log says so with the termination's fields, so Twisted's "(TCP Port N Closed)" is not
     repeated for every stream."""
 
-    def _logConnectionLostMsg(self) -> None:
+    def _logConnectionLostMsg(self) -> None:  # private hook, see above
         pass
 
 
 class _CoreConnector(tcp.Connector):
+    # Private hook (see above): connect() builds the transport here, and only here can it be a
+    # _CoreClient, whose socket gets IP_BIND_ADDRESS_NO_PORT before Twisted binds it.
     def _makeTransport(self) -> tcp.Client:
         return _CoreClient(self.host, self.port, self.bindAddress, self, self.reactor)
 
@@ -719,7 +735,8 @@ class AccessGateway:
         port.startListening()
         # A termination's port expects one connection (a few, with impostors): accept one per
         # readiness instead of Twisted's default 100, which costs a failing accept() every time.
-        # (Twisted raises it again by itself if connections queue up.)
+        # (Twisted raises it again by itself if connections queue up. numberAccepts has no
+        # underscore but no documentation either: tests/test_twisted_private.py checks it.)
         port.numberAccepts = 1
         return port
 

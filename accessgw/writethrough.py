@@ -9,6 +9,14 @@ kept), and hands only the rest to the transport: its buffering, producer backpre
 and error handling stay exactly as they are.
 
 A transport that is not Twisted's TCP (no socket or buffer attributes) just gets ``write``.
+
+"Nothing queued" is read from ``FileDescriptor``'s private state: ``_tempDataBuffer`` (the
+list ``write`` appends to until the next ``doWrite``) and ``_writeDisconnecting`` (set by
+``loseWriteConnection``), beside ``dataBuffer``/``offset``. No public API tells whether a
+transport holds unsent bytes (``ITransport`` and ``IConsumer`` have no such query;
+``IReactorFDSet.getWriters`` lists every writer of the reactor, too costly per write), nor
+that a half-close is pending. tests/test_twisted_private.py checks that shape on real TCP
+transports, so that a Twisted that changes it fails there rather than reordering bytes here.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from typing import Any
 def write(transport: Any, data: bytes) -> None:
     """Write ``data`` to ``transport``: straight to its socket when nothing is queued before it."""
     try:
+        # Private FileDescriptor attributes: see the module docstring.
         idle = (
             transport.connected
             and not transport.disconnecting

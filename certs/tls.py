@@ -25,9 +25,6 @@ from OpenSSL import SSL, crypto
 from certs.generate import CertAndKey
 from e2ae.tcpmedia import TlsRole
 
-#: The TLS role (the name this module has used; the definition is e2ae.tcpmedia.TlsRole).
-Role = TlsRole
-
 #: TLS 1.2 suites allowed by the profile: ECDHE, AEAD only.
 TLS12_CIPHERS = ":".join(
     [

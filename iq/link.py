@@ -41,7 +41,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from certs.fingerprint import Fingerprint, matching_fingerprint
-from certs.tls import Role, peer_certificate_der
+from certs.tls import peer_certificate_der
+from e2ae.tcpmedia import TlsRole
 from iq import profile
 from iq.admission import (
     INSUFFICIENT_RESOURCES,
@@ -92,7 +93,7 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 MAX_EARLY_BYTES = 65536
 
 
-def _creator(tls: IqTlsConfig, role: Role) -> _ContextFactory:
+def _creator(tls: IqTlsConfig, role: TlsRole) -> _ContextFactory:
     return _ContextFactory(tls.context(role))
 
 

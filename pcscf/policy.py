@@ -6,7 +6,6 @@ the file given to :func:`load_policy`.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +13,7 @@ from typing import Any, Literal
 import attrs
 
 from certs.fingerprint import HASH_FUNCS, normalise_hash_func
+from e2ae.tomlfile import TomlFileError, read_toml, table
 
 #: Media-plane security mechanisms of TS 24.229 section 7.2A.7 that this project implements.
 MEDIA_MECHANISMS: tuple[str, ...] = ("msrp-tls", "bfcp-tls")
@@ -122,15 +122,10 @@ class Policy:
 def load_policy(path: Path) -> Policy:
     """Read a TOML policy file; its knobs sit in an ``[e2ae]`` table."""
     try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise PolicyError(f"cannot read policy {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(f"{path}: {exc}") from exc
-    table = data.get("e2ae", {})
-    if not isinstance(table, dict):
-        raise PolicyError(f"{path}: [e2ae] must be a table")
-    return Policy.from_mapping(table)
+        knobs = table(read_toml(path, "policy"), "e2ae", path)
+    except TomlFileError as exc:
+        raise PolicyError(str(exc)) from exc
+    return Policy.from_mapping(knobs or {})
 
 
 __all__ = ["HASH_FUNCS", "MEDIA_MECHANISMS", "Policy", "PolicyError", "load_policy"]

@@ -20,10 +20,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from certs.errors import CertsError
 from certs.fingerprint import Fingerprint
 from pcscf.errors import LocalPcscfError, PcscfError, RemotePcscfError
 from pcscf.policy import KNOWN_MEDIA_MECHANISMS, Policy, PolicyError, load_policy
+from pcscf.rewrite import (
+    RewriteResult,
+    RewriteState,
+    deterministic_reservations,
+    plan_offer,
+    rewrite_answer,
+    rewrite_offer,
+    stream_to_json,
+)
+from pcscf.sdp import SessionDescription
 
 #: Documented example values (PROTOCOL.md section 8; TEST-NET addresses of RFC 5737).
 DEFAULT_AGW_ACCESS = "198.51.100.1"
@@ -105,73 +117,128 @@ def _read_input(name: str) -> bytes:
     return Path(name).read_bytes()
 
 
-def _rewrite(args: argparse.Namespace) -> int:
-    from pcscf.rewrite import (
-        RewriteState,
-        deterministic_reservations,
-        plan_offer,
-        rewrite_answer,
-        rewrite_offer,
-        stream_to_json,
-    )
-    from pcscf.sdp import SessionDescription
+class _Refused(Exception):
+    """Ends the command with a message on stderr and an exit code."""
 
-    source = "stdin" if args.file == "-" else args.file
-    step = args.step
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@attrs.frozen
+class _Inputs:
+    """What the command line asked for, read and checked."""
+
+    source: str
+    policy: Policy
+    data: bytes
+    state: RewriteState | None
+    mechanisms: list[str]
+    fingerprint: Fingerprint
+
+
+def _rewrite(args: argparse.Namespace) -> int:
+    """Read and check the inputs, rewrite one step, keep its state, print the result."""
     try:
-        policy = Policy() if args.policy is None else load_policy(args.policy)
+        inputs = _read_inputs(args)
+        result = _run_step(args, inputs)
+        if inputs.state is None and args.state is not None:
+            _write_state(args.state, result)
+    except _Refused as exc:
+        return _fail(str(exc), exc.code)
+    _print_result(result, as_json=args.json)
+    return 0
+
+
+def _read_inputs(args: argparse.Namespace) -> _Inputs:
+    return _Inputs(
+        source="stdin" if args.file == "-" else args.file,
+        policy=_read_policy(args.policy),
+        data=_read_sdp(args.file),
+        state=_read_state(args.step, args.state),
+        mechanisms=_ue_mechanisms(args.ue_mechanisms),
+        fingerprint=_agw_fingerprint(args.agw_fingerprint),
+    )
+
+
+def _read_policy(path: Path | None) -> Policy:
+    try:
+        return Policy() if path is None else load_policy(path)
     except PolicyError as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        raise _Refused(str(exc), EXIT_USAGE) from exc
+
+
+def _read_sdp(name: str) -> bytes:
     try:
-        data = _read_input(args.file)
+        return _read_input(name)
     except OSError as exc:
-        return _fail(f"cannot read {source}: {exc.strerror}", EXIT_USAGE)
-    state_in: RewriteState | None = None
-    if step.endswith("-answer"):
-        if args.state is None:
-            return _fail(f"{step} needs --state FILE written by the offer step", EXIT_USAGE)
-        try:
-            state_in = RewriteState.from_json(json.loads(args.state.read_text()))
-        except OSError as exc:
-            return _fail(f"cannot read state {args.state}: {exc.strerror}", EXIT_USAGE)
-        except (ValueError, LocalPcscfError) as exc:
-            return _fail(f"state {args.state}: {exc}", EXIT_USAGE)
-    mechanisms = [m.strip().lower() for m in args.ue_mechanisms.split(",") if m.strip()]
+        source = "stdin" if name == "-" else name
+        raise _Refused(f"cannot read {source}: {exc.strerror}", EXIT_USAGE) from exc
+
+
+def _read_state(step: str, path: Path | None) -> RewriteState | None:
+    """The offer step's state for an answer step (None for an offer step)."""
+    if not step.endswith("-answer"):
+        return None
+    if path is None:
+        raise _Refused(f"{step} needs --state FILE written by the offer step", EXIT_USAGE)
+    try:
+        return RewriteState.from_json(json.loads(path.read_text()))
+    except OSError as exc:
+        raise _Refused(f"cannot read state {path}: {exc.strerror}", EXIT_USAGE) from exc
+    except (ValueError, LocalPcscfError) as exc:
+        raise _Refused(f"state {path}: {exc}", EXIT_USAGE) from exc
+
+
+def _ue_mechanisms(text: str) -> list[str]:
+    mechanisms = [m.strip().lower() for m in text.split(",") if m.strip()]
     unknown = sorted(set(mechanisms) - set(KNOWN_MEDIA_MECHANISMS))
     if unknown:
-        return _fail(
+        raise _Refused(
             f"--ue-mechanisms: unknown mechanism(s) {', '.join(unknown)}; "
             f"known: {', '.join(KNOWN_MEDIA_MECHANISMS)}",
             EXIT_USAGE,
         )
+    return mechanisms
+
+
+def _agw_fingerprint(text: str) -> Fingerprint:
     try:
-        fingerprint = Fingerprint.parse(args.agw_fingerprint)
+        return Fingerprint.parse(text)
     except CertsError as exc:
-        return _fail(f"--agw-fingerprint: {exc}", EXIT_USAGE)
+        raise _Refused(f"--agw-fingerprint: {exc}", EXIT_USAGE) from exc
+
+
+def _run_step(args: argparse.Namespace, inputs: _Inputs) -> RewriteResult:
+    """The offer step plans and reserves (a simulated AGW); the answer step uses the state."""
     try:
-        sdp = SessionDescription.parse(data)
-        if state_in is None:
-            plan = plan_offer(step, sdp, mechanisms, policy)
-            reservations = deterministic_reservations(
-                plan,
-                access_address=args.agw_access,
-                core_address=args.agw_core,
-                fingerprint=fingerprint,
-                port_base=args.port_base,
-            )
-            result = rewrite_offer(sdp, plan, reservations)
-        else:
-            result = rewrite_answer(step, sdp, state_in)
+        sdp = SessionDescription.parse(inputs.data)
+        if inputs.state is not None:
+            return rewrite_answer(args.step, sdp, inputs.state)
+        plan = plan_offer(args.step, sdp, inputs.mechanisms, inputs.policy)
+        reservations = deterministic_reservations(
+            plan,
+            access_address=args.agw_access,
+            core_address=args.agw_core,
+            fingerprint=inputs.fingerprint,
+            port_base=args.port_base,
+        )
+        return rewrite_offer(sdp, plan, reservations)
     except RemotePcscfError as exc:
-        return _fail(f"{source}: {exc}", EXIT_REFUSED)
+        raise _Refused(f"{inputs.source}: {exc}", EXIT_REFUSED) from exc
     except PcscfError as exc:
-        return _fail(str(exc), EXIT_USAGE)
-    if state_in is None and args.state is not None:
-        try:
-            args.state.write_text(json.dumps(result.state.to_json(), indent=2) + "\n")
-        except OSError as exc:
-            return _fail(f"cannot write state {args.state}: {exc.strerror}", EXIT_USAGE)
-    if args.json:
+        raise _Refused(str(exc), EXIT_USAGE) from exc
+
+
+def _write_state(path: Path, result: RewriteResult) -> None:
+    try:
+        path.write_text(json.dumps(result.state.to_json(), indent=2) + "\n")
+    except OSError as exc:
+        raise _Refused(f"cannot write state {path}: {exc.strerror}", EXIT_USAGE) from exc
+
+
+def _print_result(result: RewriteResult, *, as_json: bool) -> None:
+    if as_json:
         doc: dict[str, Any] = {
             "sdp": result.sdp.text(),
             "streams": [stream_to_json(s) for s in result.streams],
@@ -181,4 +248,3 @@ def _rewrite(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         sys.stdout.buffer.write(result.sdp.serialise())
     sys.stdout.flush()
-    return 0

@@ -117,3 +117,18 @@ def test_bad_values_are_one_line_errors(tmp_path: Path) -> None:
     )
     assert result.returncode == 2 and result.stdout == b""
     _one_line_error(result)
+
+
+def test_unreadable_inputs_say_which(tmp_path: Path) -> None:
+    example = str(EXAMPLES / "orig-offer.sdp")
+    bad_policy = tmp_path / "policy.toml"
+    bad_policy.write_text("[e2ae]\nno_such_knob = 1\n")
+    cases = [
+        (["orig-offer", str(tmp_path / "absent.sdp")], "cannot read "),
+        (["orig-answer", example, "--state", str(tmp_path / "absent.json")], "cannot read state"),
+        (["orig-offer", example, "--policy", str(bad_policy)], "no_such_knob"),
+    ]
+    for argv, words in cases:
+        result = run_e2ae(["sdp", "rewrite", *argv])
+        assert result.returncode == 2 and result.stdout == b"", argv
+        assert words in _one_line_error(result), argv

@@ -148,6 +148,15 @@ class OfferWork:
 
 
 @attrs.frozen
+class _StreamChanges:
+    """What an offer changes in a call's e2ae streams."""
+
+    new: tuple[StreamPlan, ...]
+    rekeyed: tuple[profile.StreamConfiguration, ...]
+    releases: tuple[IqRelease, ...]
+
+
+@attrs.frozen
 class AnswerWork:
     """An answer whose rewrite is ready: tell the AGW (``configures``, wait for them), then
     forward ``body``; ``releases`` are fire and forget."""
@@ -278,11 +287,12 @@ class CallTable:
     def offer(
         self, ctx: MediaContext, body: bytes, in_service: Sequence[str], now: float
     ) -> MediaDone | OfferWork:
-        """An offer from ``ctx.from_ue`` (UE: ``orig-offer``; core: ``term-offer``)."""
-        dialog = ctx.dialog
-        call = self.calls.get(dialog)
-        if call is None:
-            call = self.calls[dialog] = CallSession(dialog)
+        """An offer from ``ctx.from_ue`` (UE: ``orig-offer``; core: ``term-offer``).
+
+        Steps: plan the offer; sort its streams against the call's (new, re-keyed, removed);
+        with nothing for the AGW, rewrite at once; else pick the AGW and ask it.
+        """
+        call = self._call_for(ctx.dialog)
         if call.ended:
             return MediaDone(Reject(500, "e2ae: the call has ended"))
         step: Step = "orig-offer" if ctx.from_ue else "term-offer"
@@ -293,16 +303,49 @@ class CallTable:
             return self._offer_error(call, ctx.from_ue, body, exc)
         call.pending = None
         call.answered.clear()
-        releases: list[IqRelease] = []
-        configures: list[profile.StreamConfiguration] = []
+        changes = self._stream_changes(call, plan.streams, step)
+        if not changes.new and not changes.rekeyed:
+            done = self._finish_offer_rewrite(call, ctx.from_ue, body, sdp, plan.streams, step)
+            self._forget_if_empty(call)
+            return MediaDone(done.result, (*changes.releases, *done.actions))
+        gateway = call.gateway if call.streams else self.pick_gateway(in_service)
+        if gateway is None:
+            return self._offer_error(
+                call, ctx.from_ue, body, _AgwError("no AGW in service"), list(changes.releases)
+            )
+        return OfferWork(
+            ctx.dialog,
+            step,
+            ctx.from_ue,
+            sdp,
+            plan.streams,
+            gateway,
+            self._reserve_new(call, gateway, changes.new),
+            self._configure_rekeyed(call, changes.rekeyed),
+            changes.releases,
+            body,
+        )
+
+    def _call_for(self, dialog: DialogId) -> CallSession:
+        call = self.calls.get(dialog)
+        if call is None:
+            call = self.calls[dialog] = CallSession(dialog)
+        return call
+
+    def _stream_changes(
+        self, call: CallSession, streams: Sequence[StreamPlan], step: Step
+    ) -> _StreamChanges:
+        """The offer's e2ae streams against the call's: new ones, ones the UE re-keyed (a new
+        fingerprint, originating only), and released ones (no longer e2ae in this offer)."""
         new: list[StreamPlan] = []
-        for stream in plan.streams:
+        rekeyed: list[profile.StreamConfiguration] = []
+        releases: list[IqRelease] = []
+        for stream in streams:
             existing = call.streams.get(stream.index)
             if stream.treatment != "e2ae":
                 if existing is not None:
                     releases.append(self._release_stream(call, existing, "removed by re-offer"))
-                continue
-            if existing is None:
+            elif existing is None:
                 new.append(stream)
             elif (
                 step == "orig-offer"
@@ -311,7 +354,7 @@ class CallTable:
             ):
                 existing.fingerprints = stream.fingerprints
                 existing.verified = False
-                configures.append(
+                rekeyed.append(
                     profile.StreamConfiguration(
                         existing.number,
                         existing.media,
@@ -320,45 +363,36 @@ class CallTable:
                         ue_fingerprints=stream.fingerprints,
                     )
                 )
-        if not new and not configures:
-            done = self._finish_offer_rewrite(call, ctx.from_ue, body, sdp, plan.streams, step)
-            self._forget_if_empty(call)
-            return MediaDone(done.result, (*releases, *done.actions))
-        gateway = call.gateway if call.streams else self.pick_gateway(in_service)
-        if gateway is None:
-            return self._offer_error(
-                call, ctx.from_ue, body, _AgwError("no AGW in service"), releases
-            )
-        reserve = None
-        if new:
-            reserve = IqReserve(
-                dialog,
-                gateway,
-                profile.ReserveRequest(
-                    dialog.call_id,
-                    tuple(self._reservation(s) for s in new),
-                    context=call.context,
-                    agw_fingerprint_hash=self.policy.agw_fingerprint_hash,
-                ),
-            )
-        confs: tuple[IqConfigure, ...] = ()
-        if configures and call.context is not None and call.gateway is not None:
-            confs = (
-                IqConfigure(
-                    dialog, call.gateway, profile.ConfigureRequest(call.context, tuple(configures))
-                ),
-            )
-        return OfferWork(
-            dialog,
-            step,
-            ctx.from_ue,
-            sdp,
-            plan.streams,
+        return _StreamChanges(tuple(new), tuple(rekeyed), tuple(releases))
+
+    def _reserve_new(
+        self, call: CallSession, gateway: str, new: Sequence[StreamPlan]
+    ) -> IqReserve | None:
+        """The Reserve for the new streams (in the call's context, once it has one)."""
+        if not new:
+            return None
+        return IqReserve(
+            call.dialog,
             gateway,
-            reserve,
-            confs,
-            tuple(releases),
-            body,
+            profile.ReserveRequest(
+                call.dialog.call_id,
+                tuple(self._reservation(s) for s in new),
+                context=call.context,
+                agw_fingerprint_hash=self.policy.agw_fingerprint_hash,
+            ),
+        )
+
+    @staticmethod
+    def _configure_rekeyed(
+        call: CallSession, rekeyed: Sequence[profile.StreamConfiguration]
+    ) -> tuple[IqConfigure, ...]:
+        """The Configure carrying the re-keyed streams' new fingerprints to their AGW."""
+        if not rekeyed or call.context is None or call.gateway is None:
+            return ()
+        return (
+            IqConfigure(
+                call.dialog, call.gateway, profile.ConfigureRequest(call.context, tuple(rekeyed))
+            ),
         )
 
     def _reservation(self, s: StreamPlan) -> profile.StreamReservation:

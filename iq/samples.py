@@ -2,7 +2,7 @@
 
 Pure. Used by the documentation (docs/iq-profile.md is these messages), by the tests (codec
 round trip, tshark dissection) and by ``e2ae iq example`` to print them.
-Addresses are those of PROTOCOL.md section 8: UE 192.0.2.10, AGW access 198.51.100.1, AGW core
+Addresses are those of docs/protocol.md §14: UE 192.0.2.10, AGW access 198.51.100.1, AGW core
 203.0.113.1, core peer 203.0.113.50.
 """
 

@@ -1,6 +1,6 @@
 """The e2ae SDP rewrite of the P-CSCF (IMS-ALG): pure, one function per offer/answer step.
 
-Steps (TS 33.328 clauses 7.2.1 and 7.3.1, PROTOCOL.md sections 1-3, 9, 10):
+Steps (TS 33.328 clauses 7.2.1 and 7.3.1; the rules are docs/protocol.md §3, §4 and §5):
 
 - ``orig-offer``: an offer from the UE, rewritten towards the core;
 - ``orig-answer``: the core's answer to it, rewritten towards the UE;

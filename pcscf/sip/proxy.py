@@ -17,7 +17,6 @@ body of a call is with the handler, later messages of that call wait (other call
 from __future__ import annotations
 
 import hashlib
-import heapq
 import ipaddress
 import itertools
 import secrets
@@ -50,9 +49,20 @@ from pcscf.sip.message import (
     validate_response,
 )
 from pcscf.sip.registrar import Binding, Flow, PendingRegister, Registrar, read_register
+from pcscf.sip.transaction import (
+    ClientDue,
+    ClientKey,
+    ClientTransaction,
+    Schedule,
+    ServerDue,
+    ServerKey,
+    ServerTransaction,
+    Timer,
+    TimerValues,
+    Transport,
+)
 from pcscf.sip.uri import NameAddr, SipUri, make_uri
 
-Transport = Literal["udp", "tcp"]
 MAGIC = "z9hG4bK"
 DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 #: The most a UDP datagram over IPv4 can carry (65,535 less the IP and UDP headers).
@@ -167,50 +177,55 @@ class ProxyConfig:
     def address(self, side: Side) -> tuple[str, int]:
         return self.gm if side == "gm" else self.core
 
+    @property
+    def timers(self) -> TimerValues:
+        return TimerValues(self.t1, self.t2, self.t4, self.timer_c)
+
 
 # -- state -----------------------------------------------------------------------------------
-ServerKey = tuple[str, str, str]
-ClientKey = tuple[str, str]
 #: Work queued on a dialog, run when the dialog is free (one media request at a time).
 DialogWork = Callable[[float, list[Action]], None]
 
 
 @attrs.define
 class ServerTxn:
+    """A request received, as the proxy holds it: its transaction (``machine``), where it came
+    from, and the dialog and client transaction it led to."""
+
     key: ServerKey
     request: Request
     peer: Peer
+    machine: ServerTransaction
     dialog: DialogId | None = None
-    last: Response | None = None
     client: ClientKey | None = None
     cancelled: bool = False
-    retransmit_at: float | None = None
-    interval: float = 0.0
-    expire_at: float | None = None
+
+    @property
+    def last(self) -> Response | None:
+        return self.machine.last
 
     @property
     def final(self) -> bool:
-        return self.last is not None and self.last.status >= 200
+        return self.machine.final
 
 
 @attrs.define
 class ClientTxn:
+    """A request sent, as the proxy holds it: its transaction (``machine``), where it went, and
+    what it is for (the server transaction it forwards, the dialog, a REGISTER, or, internal,
+    the proxy's own request with ``on_final``)."""
+
     key: ClientKey
     request: Request
     peer: Peer
+    machine: ClientTransaction
     server: ServerKey | None = None
     dialog: DialogId | None = None
     internal: bool = False
-    state: str = "trying"
-    retransmit_at: float | None = None
-    interval: float = 0.0
-    timeout_at: float | None = None
-    expire_at: float | None = None
     offer_in_request: bool = False
     register: PendingRegister | None = None
     answers: dict[bytes, MediaResult] = attrs.field(factory=dict)
     released: bool = False
-    timer_c_fired: bool = False
     #: Sent over TCP although the next hop was UDP, because of its size (RFC 3261 18.1.1).
     switched: bool = False
     on_final: Callable[[Response, float, list[Action]], None] | None = None
@@ -218,6 +233,17 @@ class ClientTxn:
     @property
     def method(self) -> str:
         return self.key[1]
+
+
+@attrs.frozen
+class SessionDue:
+    """The RFC 4028 session timer of ``dialog`` may have expired."""
+
+    dialog: DialogId
+
+
+#: Whose deadline a schedule entry is.
+Due = ClientDue | ServerDue | SessionDue
 
 
 @attrs.define
@@ -291,8 +317,8 @@ class ProxyCore:
         self.dialogs: dict[DialogId, Dialog] = {}
         self._pending: dict[int, _Pending] = {}
         self._tokens = itertools.count(1)
-        self._timers: list[tuple[float, int, str, object]] = []
-        self._seq = itertools.count()
+        self._timers: Schedule[Due] = Schedule()
+        self._timer_values = config.timers
         self._flow_tokens: dict[Flow, str] = {}
         self._next_reap = 0.0
 
@@ -349,8 +375,9 @@ class ProxyCore:
         large for UDP (18.1.1) is answered 513, as no transport could carry it."""
         out: list[Action] = []
         for key, txn in list(self.client_txns.items()):
-            if txn.peer != peer or txn.state != "trying":
+            if txn.peer != peer or not txn.machine.unanswered:
                 continue
+            txn.machine.transport_failed()
             del self.client_txns[key]
             out.append(
                 Log(
@@ -381,23 +408,18 @@ class ProxyCore:
         )
 
     def next_deadline(self) -> float | None:
-        return self._timers[0][0] if self._timers else None
+        return self._timers.next_deadline()
 
     def tick(self, now: float) -> list[Action]:
         """Run every timer due at ``now``."""
         out: list[Action] = []
-        while self._timers and self._timers[0][0] <= now:
-            _, _, kind, key = heapq.heappop(self._timers)
-            if kind == "client":
-                self._client_timer(key, now, out)  # type: ignore[arg-type]
-            elif kind == "server":
-                self._server_timer(key, now, out)  # type: ignore[arg-type]
-            elif kind == "dialog":
-                dialog = self.dialogs.get(key)  # type: ignore[call-overload]
-                if dialog is not None and dialog.expires_at is not None:
-                    if now >= dialog.expires_at and dialog.state == "confirmed":
-                        text = "session timer expired"
-                        self._end(dialog, 408, text, text, now, out)
+        while (due := self._timers.pop_due(now)) is not None:
+            if isinstance(due, ClientDue):
+                self._client_timer(due.key, now, out)
+            elif isinstance(due, ServerDue):
+                self._server_timer(due.key, now, out)
+            else:
+                self._session_timer_due(due.dialog, now, out)
         if now >= self._next_reap:
             self._next_reap = now + 10.0
             for gone in self.registrar.expire(now):
@@ -450,9 +472,8 @@ class ProxyCore:
         msg = msg.evolve(headers=_replace_top_via(msg, via.with_received(peer.host, peer.port)))
         if msg.method == "ACK":
             txn = self.server_txns.get((via.branch, via.sent_by, "INVITE"))
-            if txn is not None and txn.last is not None and txn.last.status >= 300:
-                txn.retransmit_at = None
-                return
+            if txn is not None and txn.machine.receive_ack():
+                return  # the ACK of our non-2xx final ends here (RFC 3261 17.2.1)
             self._route(None, peer, msg, now, out)
             return
         if msg.method == "CANCEL":
@@ -461,8 +482,9 @@ class ProxyCore:
         key = (via.branch, via.sent_by, msg.method)
         txn = self.server_txns.get(key)
         if txn is not None:
-            if txn.last is not None:
-                out.append(Send(txn.peer, txn.last))
+            again = txn.machine.request_again()
+            if again is not None:
+                out.append(Send(txn.peer, again))
             return
         forwards = msg.get("max-forwards")
         if forwards is not None and int(forwards.strip()) <= 0:
@@ -483,7 +505,8 @@ class ProxyCore:
                 )
             )
             return
-        txn = ServerTxn(key, msg, peer)
+        machine = ServerTransaction.for_method(msg.method, peer.transport, self._timer_values)
+        txn = ServerTxn(key, msg, peer, machine)
         self.server_txns[key] = txn
         if msg.method == "INVITE":
             self._respond(txn, 100, now, out)
@@ -813,7 +836,7 @@ class ProxyCore:
         invite.cancelled = True
         client = self.client_txns.get(invite.client) if invite.client else None
         if client is not None:
-            if client.state in ("trying", "proceeding"):
+            if client.machine.pending:
                 self._send_cancel(client, now, out, msg.get("reason"))
             return
         self._respond(invite, 487, now, out)
@@ -823,94 +846,22 @@ class ProxyCore:
 
     # =========================================================================== responses
     def _on_response(self, peer: Peer, msg: Response, now: float, out: list[Action]) -> None:
-        via = msg.top_via
-        method = msg.cseq[1]
-        txn = self.client_txns.get((via.branch, method))
+        txn = self.client_txns.get((msg.top_via.branch, msg.cseq[1]))
         if txn is None:
-            if via.sent_by in (self._sent_by("gm"), self._sent_by("core")) and len(msg.vias) > 1:
-                nxt = msg.vias[1]
-                host, port = nxt.response_address()
-                if not _is_ip(host):
-                    return
-                side: Side = "core" if peer.side == "gm" else "gm"
-                transport: Transport = "tcp" if nxt.transport == "TCP" else "udp"
-                out.append(
-                    Send(
-                        Peer(side, transport, host, port),
-                        msg.evolve(headers=msg.dropping_first_value("via")),
-                    )
-                )
+            self._forward_stray_response(peer, msg, out)
             return
-        final = msg.status >= 200
-        if txn.state in ("completed", "accepted") and final:
-            if txn.method == "INVITE" and msg.status >= 300:
-                self._send_ack(txn, msg, out)  # a retransmitted final: ACK it again
-                return
-            if txn.method != "INVITE" or txn.internal:
-                return
-        # transaction state machine
-        if not final:
-            if txn.state == "trying":
-                txn.state = "proceeding"
-                if txn.method != "INVITE" and txn.retransmit_at is not None:
-                    txn.interval = self.config.t2
-            if txn.method == "INVITE" and txn.state == "proceeding":
-                # Timer B no longer applies; Timer C (RFC 3261 16.6 step 11), reset by every
-                # provisional response, bounds how long the callee may ring.
-                txn.retransmit_at = None
-                if not txn.timer_c_fired:
-                    txn.timeout_at = now + self.config.timer_c
-                    self._schedule("client", txn.key, txn.timeout_at)
-        else:
-            txn.retransmit_at = None
-            txn.timeout_at = None
-            if txn.method == "INVITE" and msg.status >= 300:
-                txn.state = "completed"
-                self._send_ack(txn, msg, out)
-                txn.expire_at = now + (32.0 if txn.peer.transport == "udp" else 0.0)
-            elif txn.method == "INVITE":
-                txn.state = "accepted"
-                txn.expire_at = now + 64 * self.config.t1
-            else:
-                txn.state = "completed"
-                txn.expire_at = now + (self.config.t4 if txn.peer.transport == "udp" else 0.0)
-            self._schedule("client", txn.key, txn.expire_at)
+        if not self._client_receives(txn, msg, now, out):
+            return
         if txn.internal:
-            if final and txn.on_final is not None:
-                callback, txn.on_final = txn.on_final, None
-                callback(msg, now, out)
+            self._answer_own_request(txn, msg, now, out)
             return
         if msg.status == 100:
-            return
-        fwd = msg.evolve(headers=msg.dropping_first_value("via"))
+            return  # hop by hop: our own 100 went out when the request came
+        fwd = self._response_to_pass_on(txn, msg, now, out)
         server = self.server_txns.get(txn.server) if txn.server else None
-        if txn.register is not None:
-            fwd = self._register_response(txn.register, fwd, now, out)
         dialog = self.dialogs.get(txn.dialog) if txn.dialog else None
-        if (
-            dialog is None
-            and txn.dialog is not None
-            and txn.method == "INVITE"
-            and 200 <= msg.status < 300
-            and server is not None
-            and server.last is not None
-            and server.last.status >= 300
-        ):
-            # A 2xx for a call that is already over for the caller (CANCEL race).
-            stub = Dialog(
-                txn.dialog,
-                UeInfo(registered=False),
-                txn.request,
-                caller=Party(server.peer.side),
-                callee=Party(
-                    txn.peer.side, route=self._callee_route(fwd), cseq=txn.request.cseq[0]
-                ),
-                from_hdr=txn.request.get("from") or "",
-                to_hdr=fwd.get("to") or "",
-                callee_released=txn.released,
-            )
-            self._release_callee(stub, fwd, 487, "call no longer wanted", now, out)
-            txn.released = True
+        if dialog is None and server is not None and self._call_over_for_caller(txn, server, msg):
+            self._release_late_callee(txn, server, fwd, now, out)
             return
 
         def go(now: float, out: list[Action]) -> None:
@@ -920,6 +871,83 @@ class ProxyCore:
             go(now, out)
         else:
             self._dispatch(dialog, go, now, out)
+
+    def _forward_stray_response(self, peer: Peer, msg: Response, out: list[Action]) -> None:
+        """A response no client transaction matches (a 2xx retransmitted after the transaction
+        ended, one to a request forwarded statelessly): on by the next Via if ours is on top."""
+        ours = (self._sent_by("gm"), self._sent_by("core"))
+        if msg.top_via.sent_by not in ours or len(msg.vias) < 2:
+            return
+        nxt = msg.vias[1]
+        host, port = nxt.response_address()
+        if not _is_ip(host):
+            return
+        side: Side = "core" if peer.side == "gm" else "gm"
+        transport: Transport = "tcp" if nxt.transport == "TCP" else "udp"
+        out.append(
+            Send(
+                Peer(side, transport, host, port),
+                msg.evolve(headers=msg.dropping_first_value("via")),
+            )
+        )
+
+    def _client_receives(
+        self, txn: ClientTxn, msg: Response, now: float, out: list[Action]
+    ) -> bool:
+        """Run ``msg`` through ``txn``'s state machine (ACKing a non-2xx final to an INVITE):
+        False if it goes no further, a retransmission the transaction absorbs."""
+        reception = txn.machine.receive(msg.status, now)
+        if reception.ack:
+            self._send_ack(txn, msg, out)
+        self._timers.add(reception.wake, ClientDue(txn.key))
+        return reception.pass_up
+
+    def _answer_own_request(
+        self, txn: ClientTxn, msg: Response, now: float, out: list[Action]
+    ) -> None:
+        """A response to a request the proxy sent itself: the first final goes to ``on_final``."""
+        if msg.status >= 200 and txn.on_final is not None:
+            callback, txn.on_final = txn.on_final, None
+            callback(msg, now, out)
+
+    def _response_to_pass_on(
+        self, txn: ClientTxn, msg: Response, now: float, out: list[Action]
+    ) -> Response:
+        """``msg`` without our Via; for a REGISTER, the registration taken from it."""
+        fwd = msg.evolve(headers=msg.dropping_first_value("via"))
+        if txn.register is not None:
+            fwd = self._register_response(txn.register, fwd, now, out)
+        return fwd
+
+    def _call_over_for_caller(self, txn: ClientTxn, server: ServerTxn, msg: Response) -> bool:
+        """A 2xx to an INVITE whose call is already over for the caller (CANCEL race)."""
+        last = server.last
+        return (
+            txn.dialog is not None
+            and txn.method == "INVITE"
+            and 200 <= msg.status < 300
+            and last is not None
+            and last.status >= 300
+        )
+
+    def _release_late_callee(
+        self, txn: ClientTxn, server: ServerTxn, ok: Response, now: float, out: list[Action]
+    ) -> None:
+        """ACK and BYE a callee that answered a call which is over, from what the transaction
+        knows (the dialog itself is gone)."""
+        assert txn.dialog is not None
+        stub = Dialog(
+            txn.dialog,
+            UeInfo(registered=False),
+            txn.request,
+            caller=Party(server.peer.side),
+            callee=Party(txn.peer.side, route=self._callee_route(ok), cseq=txn.request.cseq[0]),
+            from_hdr=txn.request.get("from") or "",
+            to_hdr=ok.get("to") or "",
+            callee_released=txn.released,
+        )
+        self._release_callee(stub, ok, 487, "call no longer wanted", now, out)
+        txn.released = True
 
     def _response_step(
         self,
@@ -931,7 +959,26 @@ class ProxyCore:
         out: list[Action],
     ) -> None:
         initial = dialog is not None and txn.key == dialog.client
-        if dialog is not None and txn.method == "INVITE" and initial:
+        if dialog is not None:
+            self._learn_from_response(dialog, txn, msg, initial, now)
+        if server is not None and self._caller_already_answered(txn, server, dialog, msg, now, out):
+            return
+        kind = self._response_sdp_kind(txn, dialog, msg)
+        if kind is None or dialog is None:
+            self._pass_response_on(server, dialog, initial, msg, msg.body, now, out)
+            return
+        if self._replay_media_result(txn, server, dialog, initial, msg, now, out):
+            return
+        if kind == "offer":
+            dialog.awaiting_answer = True
+        self._ask_about_response(txn, server, dialog, initial, kind, msg, out)
+
+    def _learn_from_response(
+        self, dialog: Dialog, txn: ClientTxn, msg: Response, initial: bool, now: float
+    ) -> None:
+        """The callee's tag, Contact and route set from a response to the dialog's INVITE (and
+        the dialog confirmed by a 2xx); the session timer from a 2xx to INVITE or UPDATE."""
+        if txn.method == "INVITE" and initial:
             if msg.status < 300 and msg.to.tag is not None:
                 dialog.to_hdr = msg.get("to") or dialog.to_hdr
                 contact = msg.addresses("contact")
@@ -940,77 +987,136 @@ class ProxyCore:
                 dialog.callee.route = self._callee_route(msg)
             if 200 <= msg.status < 300:
                 dialog.state = "confirmed"
-        if dialog is not None and txn.method in ("INVITE", "UPDATE") and 200 <= msg.status < 300:
+        if txn.method in ("INVITE", "UPDATE") and 200 <= msg.status < 300:
             self._session_timer(dialog, msg, now)
-        if server is not None and server.final and server.last is not None:
-            accepted = 200 <= msg.status < 300
-            if txn.method == "INVITE" and accepted and server.last.status >= 300:
-                if dialog is not None:
-                    # The caller already got an error (CANCEL race, rejected answer): the
-                    # callee must not stay in a call nobody is in.
-                    self._release_callee(dialog, msg, 487, "call no longer wanted", now, out)
-                return
-            if not (accepted and server.last.status < 300):
-                return  # the caller has its final answer; a 2xx retransmission goes on
 
-        def forward(body: bytes, now: float, out: list[Action]) -> None:
-            if server is None:
-                return
-            if server.final and not (
-                200 <= msg.status < 300 and server.last is not None and server.last.status < 300
-            ):
-                return
-            sent = msg.evolve(body=body) if msg.has_sdp else msg
-            self._send_response(server, sent, now, out)
-            if dialog is not None and initial and msg.status >= 300:
-                self._ended(dialog, f"final response {msg.status}", out)
+    def _caller_already_answered(
+        self,
+        txn: ClientTxn,
+        server: ServerTxn,
+        dialog: Dialog | None,
+        msg: Response,
+        now: float,
+        out: list[Action],
+    ) -> bool:
+        """True if the caller has its final response and ``msg`` goes no further. A 2xx after a
+        2xx goes on (a retransmission); a 2xx after an error releases the callee (CANCEL race,
+        rejected answer): it must not stay in a call nobody is in."""
+        last = server.last
+        if not server.final or last is None:
+            return False
+        accepted = 200 <= msg.status < 300
+        if txn.method == "INVITE" and accepted and last.status >= 300:
+            if dialog is not None:
+                self._release_callee(dialog, msg, 487, "call no longer wanted", now, out)
+            return True
+        return not (accepted and last.status < 300)
 
-        kind: Kind | None = None
-        if dialog is not None and msg.has_sdp and msg.status < 300 and dialog.state != "ended":
-            if txn.offer_in_request:
-                kind = "answer"
-            elif txn.method in ("INVITE", "PRACK", "UPDATE"):
-                kind = "offer"
-        if kind is None or dialog is None:
-            forward(msg.body, now, out)
+    def _response_sdp_kind(
+        self, txn: ClientTxn, dialog: Dialog | None, msg: Response
+    ) -> Kind | None:
+        """What the SDP of ``msg`` is for the media handler (None: nothing to ask it)."""
+        if dialog is None or not msg.has_sdp or msg.status >= 300 or dialog.state == "ended":
+            return None
+        if txn.offer_in_request:
+            return "answer"
+        if txn.method in ("INVITE", "PRACK", "UPDATE"):
+            return "offer"
+        return None
+
+    def _pass_response_on(
+        self,
+        server: ServerTxn | None,
+        dialog: Dialog | None,
+        initial: bool,
+        msg: Response,
+        body: bytes,
+        now: float,
+        out: list[Action],
+    ) -> None:
+        """Send ``msg`` (with ``body``) on to the caller, unless the caller already has its
+        final; an error final to the dialog's INVITE ends the dialog."""
+        if server is None:
             return
+        last = server.last
+        if server.final and not (
+            200 <= msg.status < 300 and last is not None and last.status < 300
+        ):
+            return
+        sent = msg.evolve(body=body) if msg.has_sdp else msg
+        self._send_response(server, sent, now, out)
+        if dialog is not None and initial and msg.status >= 300:
+            self._ended(dialog, f"final response {msg.status}", out)
+
+    def _replay_media_result(
+        self,
+        txn: ClientTxn,
+        server: ServerTxn | None,
+        dialog: Dialog,
+        initial: bool,
+        msg: Response,
+        now: float,
+        out: list[Action],
+    ) -> bool:
+        """A body the media handler already saw in this transaction (a retransmitted 18x or
+        2xx): pass it on as it was rewritten then, or drop it if it was rejected. False if the
+        body is new."""
         cached = txn.answers.get(msg.body)
-        if cached is not None:
-            if isinstance(cached, Forward):
-                forward(cached.body, now, out)
-            return
-        if kind == "offer":
-            dialog.awaiting_answer = True
-        the_dialog = dialog
+        if cached is None:
+            return False
+        if isinstance(cached, Forward):
+            self._pass_response_on(server, dialog, initial, msg, cached.body, now, out)
+        return True
+
+    def _ask_about_response(
+        self,
+        txn: ClientTxn,
+        server: ServerTxn | None,
+        dialog: Dialog,
+        initial: bool,
+        kind: Kind,
+        msg: Response,
+        out: list[Action],
+    ) -> None:
+        """Give the SDP of ``msg`` to the media handler; its result is kept for retransmissions."""
         body_in = msg.body
 
         def remember(body: bytes, now: float, out: list[Action]) -> None:
             txn.answers[body_in] = Forward(body)
-            forward(body, now, out)
+            self._pass_response_on(server, dialog, initial, msg, body, now, out)
 
         def reject(result: Reject, now: float, out: list[Action]) -> None:
             txn.answers[body_in] = result
-            if server is not None and not server.final and msg.status < 200 and initial:
-                # an answer in a provisional response: give up on this INVITE
-                self._respond(
-                    server, result.status, now, out, extra=[self._warning(result.warning)]
-                )
-                self._send_cancel(txn, now, out, _reason(result.status, result.warning))
-                self._ended(the_dialog, f"answer rejected: {result.warning}", out)
-                return
-            if server is not None and not server.final and initial:
-                self._respond(
-                    server, result.status, now, out, extra=[self._warning(result.warning)]
-                )
-                self._release_callee(the_dialog, msg, result.status, result.warning, now, out)
-                self._ended(the_dialog, f"answer rejected: {result.warning}", out)
-                return
-            out.extend(self.end_call(the_dialog.id, result.status, result.warning, now))
+            self._response_sdp_rejected(txn, server, dialog, initial, msg, result, now, out)
 
         context = self._context(
             dialog, kind, txn.method, msg.status, initial, txn.peer.side == "gm", msg
         )
         self._ask(dialog, context, msg.body, remember, reject, out)
+
+    def _response_sdp_rejected(
+        self,
+        txn: ClientTxn,
+        server: ServerTxn | None,
+        dialog: Dialog,
+        initial: bool,
+        msg: Response,
+        result: Reject,
+        now: float,
+        out: list[Action],
+    ) -> None:
+        """The media handler refused the SDP of ``msg``. In a provisional response to the
+        dialog's INVITE: answer the caller with the error and CANCEL the callee; in its final:
+        answer the caller and release the callee; later in the call: end it both ways."""
+        if server is None or server.final or not initial:
+            out.extend(self.end_call(dialog.id, result.status, result.warning, now))
+            return
+        self._respond(server, result.status, now, out, extra=[self._warning(result.warning)])
+        if msg.status < 200:
+            self._send_cancel(txn, now, out, _reason(result.status, result.warning))
+        else:
+            self._release_callee(dialog, msg, result.status, result.warning, now, out)
+        self._ended(dialog, f"answer rejected: {result.warning}", out)
 
     def _callee_route(self, msg: Response) -> list[str]:
         """Our route set towards the callee: the Record-Route entries above ours, reversed."""
@@ -1024,7 +1130,15 @@ class ProxyCore:
         value = (msg.get("session-expires") or "").split(";")[0].strip()
         if value.isdigit() and 0 < int(value) < 2**31:
             dialog.expires_at = now + int(value)
-            self._schedule("dialog", dialog.id, dialog.expires_at)
+            self._timers.add(dialog.expires_at, SessionDue(dialog.id))
+
+    def _session_timer_due(self, dialog_id: DialogId, now: float, out: list[Action]) -> None:
+        dialog = self.dialogs.get(dialog_id)
+        if dialog is None or dialog.expires_at is None:
+            return
+        if now >= dialog.expires_at and dialog.state == "confirmed":
+            text = "session timer expired"
+            self._end(dialog, 408, text, text, now, out)
 
     def _release_callee(
         self, dialog: Dialog, ok: Response, cause: int, text: str, now: float, out: list[Action]
@@ -1046,7 +1160,7 @@ class ProxyCore:
         if dialog.state == "early":
             server = self.server_txns.get(dialog.server) if dialog.server else None
             client = self.client_txns.get(dialog.client) if dialog.client else None
-            if client is not None and client.state in ("trying", "proceeding"):
+            if client is not None and client.machine.pending:
                 self._send_cancel(client, now, out, reason)
             if server is not None and not server.final:
                 status = cause if 400 <= cause <= 699 else 500
@@ -1225,7 +1339,14 @@ class ProxyCore:
         request refused at once (513) ends the dialog it would have made."""
         branch = self._branch(msg)
         sent, peer = self._prepare(msg, dest, branch)
-        txn = ClientTxn((branch, msg.method), sent, peer, server=server.key, dialog=server.dialog)
+        txn = ClientTxn(
+            (branch, msg.method),
+            sent,
+            peer,
+            self._client_machine(msg.method, peer),
+            server=server.key,
+            dialog=server.dialog,
+        )
         txn.switched = peer != dest
         txn.offer_in_request = offer_in_request
         if dialog is not None:
@@ -1276,44 +1397,33 @@ class ProxyCore:
                 return
         self.client_txns[txn.key] = txn
         out.append(Send(txn.peer, txn.request))
-        if txn.peer.transport == "udp":
-            txn.interval = self.config.t1
-            txn.retransmit_at = now + txn.interval
-            self._schedule("client", txn.key, txn.retransmit_at)
-        txn.timeout_at = now + 64 * self.config.t1
-        self._schedule("client", txn.key, txn.timeout_at)
+        for when in txn.machine.start(now):
+            self._timers.add(when, ClientDue(txn.key))
 
-    def _schedule(self, kind: str, key: object, when: float | None) -> None:
-        if when is not None:
-            heapq.heappush(self._timers, (when, next(self._seq), kind, key))
+    def _client_machine(
+        self, method: str, peer: Peer, *, internal: bool = False
+    ) -> ClientTransaction:
+        return ClientTransaction.for_method(
+            method, peer.transport, self._timer_values, passes_2xx_on=not internal
+        )
 
     def _client_timer(self, key: ClientKey, now: float, out: list[Action]) -> None:
         txn = self.client_txns.get(key)
         if txn is None:
             return
-        if txn.expire_at is not None and now >= txn.expire_at:
-            del self.client_txns[key]
-            return
-        if txn.timeout_at is not None and now >= txn.timeout_at:
-            if txn.method == "INVITE" and txn.state == "proceeding" and not txn.timer_c_fired:
-                # Timer C: give up on the callee; its 487 (or Timer B after it) ends the call
-                txn.timer_c_fired = True
+        fired = txn.machine.fire(now)
+        match fired.timer:
+            case Timer.A | Timer.E:
+                out.append(Send(txn.peer, txn.request))
+            case Timer.C:
+                # give up on the callee; its 487 (or Timer B after it) ends the call
                 self._send_cancel(txn, now, out, _reason(408, "no answer (Timer C)"))
-                txn.timeout_at = now + 64 * self.config.t1
-                self._schedule("client", key, txn.timeout_at)
-                return
-            del self.client_txns[key]
-            self._client_timeout(txn, now, out)
-            return
-        if txn.retransmit_at is not None and now >= txn.retransmit_at:
-            out.append(Send(txn.peer, txn.request))
-            txn.interval = (
-                txn.interval * 2
-                if txn.method == "INVITE"
-                else min(txn.interval * 2, self.config.t2)
-            )
-            txn.retransmit_at = now + txn.interval
-            self._schedule("client", key, txn.retransmit_at)
+            case Timer.B | Timer.F:
+                del self.client_txns[key]
+                self._client_timeout(txn, now, out)
+            case Timer.D | Timer.K | Timer.M:
+                del self.client_txns[key]
+        self._timers.add(fired.wake, ClientDue(key))
 
     def _client_timeout(self, txn: ClientTxn, now: float, out: list[Action]) -> None:
         out.append(
@@ -1352,14 +1462,13 @@ class ProxyCore:
         txn = self.server_txns.get(key)
         if txn is None:
             return
-        if txn.expire_at is not None and now >= txn.expire_at:
-            del self.server_txns[key]
-            return
-        if txn.retransmit_at is not None and now >= txn.retransmit_at and txn.last is not None:
-            out.append(Send(txn.peer, txn.last))
-            txn.interval = min(txn.interval * 2, self.config.t2)
-            txn.retransmit_at = now + txn.interval
-            self._schedule("server", key, txn.retransmit_at)
+        fired = txn.machine.fire(now)
+        match fired.timer:
+            case Timer.G if txn.last is not None:
+                out.append(Send(txn.peer, txn.last))
+            case Timer.H | Timer.J | Timer.L:
+                del self.server_txns[key]
+        self._timers.add(fired.wake, ServerDue(key))
 
     def _respond(
         self,
@@ -1378,19 +1487,10 @@ class ProxyCore:
     def _send_response(
         self, txn: ServerTxn, response: Response, now: float, out: list[Action]
     ) -> None:
-        txn.last = response
+        wakes = txn.machine.respond(response, now)
         out.append(Send(txn.peer, response))
-        if response.status >= 200:
-            txn.expire_at = now + 64 * self.config.t1
-            self._schedule("server", txn.key, txn.expire_at)
-            if (
-                txn.request.method == "INVITE"
-                and response.status >= 300
-                and txn.peer.transport == "udp"
-            ):
-                txn.interval = self.config.t1
-                txn.retransmit_at = now + txn.interval
-                self._schedule("server", txn.key, txn.retransmit_at)
+        for when in wakes:
+            self._timers.add(when, ServerDue(txn.key))
 
     def _warning(self, text: str) -> Header:
         safe = text.replace("\\", "").replace('"', "'")
@@ -1422,6 +1522,7 @@ class ProxyCore:
             (txn.key[0], "CANCEL"),
             Request(tuple(headers), b"", "CANCEL", req.uri),
             txn.peer,
+            self._client_machine("CANCEL", txn.peer, internal=True),
             internal=True,
         )
         self._start_client(cancel, now, out)
@@ -1488,7 +1589,13 @@ class ProxyCore:
             out.append(Send(peer, request))
             return
         txn = ClientTxn(
-            (branch, method), request, peer, dialog=dialog.id, internal=True, on_final=on_final
+            (branch, method),
+            request,
+            peer,
+            self._client_machine(method, peer, internal=True),
+            dialog=dialog.id,
+            internal=True,
+            on_final=on_final,
         )
         txn.switched = peer is not dest
         self._start_client(txn, now, out)

@@ -63,7 +63,7 @@ def _hash(value: Any) -> str:
 class Policy:
     """e2ae policy knobs of the P-CSCF (IMS-ALG). Defaults are the 3GPP behaviour."""
 
-    #: Mechanisms the network supports, advertised in ``Security-Server`` (PROTOCOL.md section 1).
+    #: Mechanisms the network supports, advertised in ``Security-Server`` (docs/protocol.md §2).
     network_mechanisms: frozenset[str] = attrs.field(
         default=frozenset(MEDIA_MECHANISMS), converter=_mechanisms
     )

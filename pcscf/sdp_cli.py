@@ -37,7 +37,7 @@ from pcscf.rewrite import (
 )
 from pcscf.sdp import SessionDescription
 
-#: Documented example values (PROTOCOL.md section 8; TEST-NET addresses of RFC 5737).
+#: Documented example values (docs/protocol.md §14; TEST-NET addresses of RFC 5737).
 DEFAULT_AGW_ACCESS = "198.51.100.1"
 DEFAULT_AGW_CORE = "203.0.113.1"
 #: A fixed example AGW fingerprint: SHA-256 of the text "e2ae lab example AGW certificate".

@@ -51,6 +51,7 @@ def register(subparsers: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from accessgw.config import KEYS, AgwConfig, load_file, load_identity
     from accessgw.errors import AccessGwError
+    from accessgw.service import build
     from iq.config import faults_from_args, tls_from_args
     from iq.errors import IqError
 
@@ -64,56 +65,24 @@ def _run(args: argparse.Namespace) -> int:
         identity = load_identity(config.cert, config.key)
         iq_tls = tls_from_args(args)
         faults = faults_from_args(args)
+        agw = build(
+            config, iq_tls=iq_tls, iq_timeout=args.iq_timeout, faults=faults, identity=identity
+        )
     except (AccessGwError, IqError) as exc:
         print(f"e2ae accessgw: {exc}", file=sys.stderr)
         return 2
 
     from twisted.internet import reactor
 
-    from accessgw.gateway import AccessGateway
-    from accessgw.iqhandler import GatewayIqHandler
-    from iq.link import IqAgent
-
     start_logging(level=args.log_level, json_path=args.log_json)
-    from twisted.logger import Logger
-
-    log = Logger(namespace="accessgw")
-    if config.malloc_tuning:
-        from accessgw.malloc import tune_malloc
-
-        tune_malloc()
-    gateway = AccessGateway(
-        config.access_ip,
-        config.core_ip,
-        identity,
-        ports=config.ports,
-        keylog=config.keylog,
-        timers=config.timers,
-        early_policy="reject" if config.early_handshake == "reject" else "hold",
-    )
-    handler = GatewayIqHandler(gateway)
-    host, port = config.alg
-    if iq_tls is None:
-        log.warn(
-            "Iq to {alg} is PLAIN TCP (--iq-insecure): the ALG is not authenticated",
-            alg=f"{host}:{port}",
-        )
-    agent = IqAgent(
-        handler, host, port, mid=config.mid, tls=iq_tls, timeout=args.iq_timeout, faults=faults
-    )
-    handler.attach(agent)
-    agent.start()
+    agw.startService()
+    host, port = agw.alg
     print(
         f"e2ae accessgw: access {config.access_ip} core {config.core_ip}"
-        f" ports {config.ports or 'ephemeral'} fingerprint {gateway.fingerprint().value}"
+        f" ports {config.ports or 'ephemeral'} fingerprint {agw.gateway.fingerprint().value}"
         f" registering with {host}:{port} as {config.mid}",
         flush=True,
     )
-
-    def shutdown() -> Any:
-        gateway.close()
-        return agent.stop()
-
-    reactor.addSystemEventTrigger("before", "shutdown", shutdown)  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", agw.stopService)  # type: ignore[attr-defined]
     reactor.run()  # type: ignore[attr-defined]
     return 0

@@ -1,5 +1,10 @@
 """The P-CSCF SIP service: UDP and TCP listeners on the Gm and core sides around
-:class:`~pcscf.sip.proxy.ProxyCore`, the media handler calls and the timers.
+:class:`~pcscf.sip.proxy.ProxyCore`, the media handler calls and the timers; and the whole
+P-CSCF as one Twisted service, wired by :func:`build` from a
+:class:`~pcscf.config.PcscfConfig` (SIP, the Iq controller, the e2ae media handler).
+
+``e2ae pcscf`` (:func:`serve`, and so ``e2ae run``, which starts that command) and
+``e2ae demo`` all put the P-CSCF together with :func:`build`.
 
 A thin Twisted edge: bytes in -> parser -> core -> actions out. Nothing a peer sends can raise
 out of it: a malformed message is answered (400) or dropped, and logged.
@@ -9,9 +14,10 @@ from __future__ import annotations
 
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
+from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError, ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
@@ -35,6 +41,10 @@ from pcscf.sip.proxy import (
     ReofferAnswered,
     Send,
 )
+
+if TYPE_CHECKING:
+    from iq.link import IqController
+    from pcscf.e2ae import E2aeMediaHandler
 
 log = Logger(namespace="pcscf")
 #: UDP socket buffer size asked for (the kernel may cap it at net.core.rmem_max).
@@ -362,57 +372,125 @@ class SipService:
         self.run(actions)
 
 
-def serve(config: PcscfConfig, handler: MediaHandler | None = None) -> int:
-    """Run the P-CSCF until stopped (the ``e2ae pcscf`` command): SIP on both sides, Iq for
-    the AGWs, e2ae per the policy. Prints the bound addresses. ``handler`` replaces the e2ae
-    media handler (e.g. :class:`~pcscf.mediahook.PassThrough`); Iq is served either way."""
-    from twisted.internet import reactor
+class PcscfService(Service):
+    """A P-CSCF put together by :func:`build`: SIP on the Gm and core sides, the Iq controller
+    the AGWs register with, and the media handler (e2ae per the policy).
 
-    from iq.errors import LocalIqError
+    :meth:`startService` opens the SIP listeners (UDP and TCP on each side) and the Iq
+    listener; a port 0 is replaced by the one the system chose, which :attr:`gm`,
+    :attr:`core` and :attr:`iq` give afterwards. :meth:`stopService` closes the Iq links, the
+    SIP connections and every listener."""
+
+    name = "pcscf"
+
+    def __init__(
+        self,
+        config: PcscfConfig,
+        sip: SipService,
+        controller: IqController,
+        e2ae: E2aeMediaHandler,
+    ) -> None:
+        self.config = config
+        self.sip = sip
+        self.controller = controller
+        self.e2ae = e2ae
+        self.iq_port: IListeningPort | None = None
+        self._iq_bound: int | None = None
+
+    @property
+    def gm(self) -> tuple[str, int]:
+        """The Gm (UE side) SIP address, its actual port once started."""
+        return self.sip.config.gm
+
+    @property
+    def core(self) -> tuple[str, int]:
+        """The core side SIP address, its actual port once started."""
+        return self.sip.config.core
+
+    @property
+    def iq(self) -> tuple[str, int]:
+        """The Iq address the AGWs connect to, its actual port once started."""
+        host, port = self.config.iq
+        return host, (port if self._iq_bound is None else self._iq_bound)
+
+    def startService(self) -> None:
+        """Open every listener. Raises :class:`CannotListenError` (nothing is left open)."""
+        host, port = self.config.iq
+        try:
+            self.sip.listen()
+            self.iq_port = self.controller.listen(port, host)
+            self._iq_bound = int(self.iq_port.getHost().port)
+        except Exception:
+            self.sip.stop()
+            raise
+        super().startService()
+
+    def stopService(self) -> defer.Deferred[Any]:
+        super().stopService()
+        self.e2ae.stop()
+        self.controller.stop()
+        closing = []
+        if self.iq_port is not None:
+            closing.append(defer.maybeDeferred(self.iq_port.stopListening))
+        closing.append(self.sip.stop())
+        return defer.gatherResults(closing, consumeErrors=True)
+
+
+def build(
+    config: PcscfConfig, handler: MediaHandler | None = None, *, reactor: Any = None
+) -> PcscfService:
+    """The P-CSCF of ``config``, not yet started: SIP on both sides, Iq for the AGWs, e2ae per
+    the policy. ``handler`` replaces the e2ae media handler (e.g.
+    :class:`~pcscf.mediahook.PassThrough`); Iq is served either way. Raises
+    :class:`~iq.errors.LocalIqError` for an Iq configuration that cannot be used."""
     from pcscf.e2ae import E2aeMediaHandler, iq_controller
 
-    try:
-        controller = iq_controller(config, reactor)
-    except LocalIqError as exc:
-        print(f"e2ae pcscf: {exc}", file=sys.stderr)
-        return 2
-    tls = controller.tls
-    iq_host, iq_port = config.iq
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    controller = iq_controller(config, reactor)
     e2ae = E2aeMediaHandler(controller, config.policy, reactor=reactor)
     if handler is None:
         handler = e2ae
     else:
         e2ae.stop()
-    service = SipService(_proxy_config(config), handler, reactor=reactor)
+    sip = SipService(_proxy_config(config), handler, reactor=reactor)
+    return PcscfService(config, sip, controller, e2ae)
+
+
+def serve(config: PcscfConfig, handler: MediaHandler | None = None) -> int:
+    """Run the P-CSCF of :func:`build` until stopped (the ``e2ae pcscf`` command). Prints the
+    bound addresses."""
+    from twisted.internet import reactor
+
+    from iq.errors import LocalIqError
+
     try:
-        service.listen()
-        iq_listener = controller.listen(iq_port, iq_host)
+        pcscf = build(config, handler, reactor=reactor)
+    except LocalIqError as exc:
+        print(f"e2ae pcscf: {exc}", file=sys.stderr)
+        return 2
+    try:
+        pcscf.startService()
     except CannotListenError as exc:
         print(f"e2ae pcscf: cannot listen: {exc}", file=sys.stderr)
         return 1
-    gm_port, core_port = service.config.gm[1], service.config.core[1]
-    iq_actual = iq_listener.getHost().port
+    (gm_host, gm_port), (core_host, core_port) = pcscf.gm, pcscf.core
+    iq_host, iq_actual = pcscf.iq
     log.info(
         "P-CSCF listening: gm {gm}, core {core}, next hop {next_hop}; Iq {iq} ({iq_transport})",
-        gm=f"{config.gm[0]}:{gm_port}",
-        core=f"{config.core[0]}:{core_port}",
+        gm=f"{gm_host}:{gm_port}",
+        core=f"{core_host}:{core_port}",
         next_hop=f"{config.next_hop[0]}:{config.next_hop[1]}",
         iq=f"{iq_host}:{iq_actual}",
-        iq_transport="TLS" if tls is not None else "TCP",
+        iq_transport="TLS" if pcscf.controller.tls is not None else "TCP",
     )
     print(
-        f"pcscf gm={config.gm[0]}:{gm_port} core={config.core[0]}:{core_port}"
-        f" iq={iq_host}:{iq_actual}",
+        f"pcscf gm={gm_host}:{gm_port} core={core_host}:{core_port} iq={iq_host}:{iq_actual}",
         flush=True,
     )
-
-    def stop() -> defer.Deferred[Any]:
-        e2ae.stop()
-        controller.stop()
-        iq_listener.stopListening()
-        return service.stop()
-
-    reactor.addSystemEventTrigger("before", "shutdown", stop)
+    reactor.addSystemEventTrigger("before", "shutdown", pcscf.stopService)
     reactor.run()
     return 0
 

@@ -11,7 +11,9 @@ controller; an AGW registered over Iq; the core stub; two UEs (alice, bob). Then
 
 Iq runs over mutual-certificate TLS, each end pinning the other's fresh certificate; before the
 calls an Iq impostor (another certificate, the real AGW's mId) must be refused by the P-CSCF
-and leave the registered AGW as it was.
+and leave the registered AGW as it was. The P-CSCF and the AGW are put together as their own
+commands put them together, by :func:`pcscf.service.build` and :func:`accessgw.service.build`;
+:func:`run_demo` is the list of steps, one function each.
 
 The call flow is printed from the elements' own log events (a log observer; nothing prints on
 its own), one line per event, then a summary table. Every check comes from what happened: the
@@ -151,227 +153,143 @@ async def _wait(reactor: Any, predicate: Any, timeout: float = 5.0) -> bool:
     return True
 
 
+@attrs.define
+class _Lab:
+    """What the demo's steps share: the fresh identities, the running elements, the result, and
+    what to stop at the end (last started, first stopped)."""
+
+    reactor: Any
+    workdir: Path
+    result: DemoResult
+    recorder: FlowRecorder | None
+    #: name -> certificate and key, and the files they were written to
+    ids: dict[str, certs.CertAndKey]
+    files: dict[str, tuple[Path, Path]]
+    keylog: media.KeyLogWriter
+    watch: _AgwWatch = attrs.field(factory=_AgwWatch)
+    stops: list[Any] = attrs.field(factory=list)
+    core: Any = None
+    pcscf: Any = None
+    agw: Any = None
+    alice: Any = None
+    bob: Any = None
+
+
 async def run_demo(
     reactor: Any, workdir: Path, result: DemoResult, recorder: FlowRecorder | None = None
 ) -> None:
-    from accessgw.gateway import AccessGateway
-    from accessgw.iqhandler import GatewayIqHandler
-    from iq.config import IqTlsConfig
-    from iq.link import IqAgent, IqController
-    from lab.core import CoreStub
-    from lab.uesim import UeSim
-    from pcscf.e2ae import E2aeMediaHandler
-    from pcscf.policy import Policy
-    from pcscf.service import SipService
-    from pcscf.sip.proxy import Peer, ProxyConfig
+    lab = _make_lab(reactor, workdir, result, recorder)
+    try:
+        _start_core(lab)
+        _start_pcscf(lab)
+        await _start_agw(lab)
+        await _iq_impostor(lab)
+        await _register_ues(lab)
+        await _call_ue_to_ue(lab)
+        await _call_core_peer(lab)
+        await _check_released(lab)
+    finally:
+        await _stop(lab)
 
+
+def _make_lab(
+    reactor: Any, workdir: Path, result: DemoResult, recorder: FlowRecorder | None
+) -> _Lab:
+    """Fresh certificates for every party, written to ``workdir``."""
     now = datetime.datetime.now(datetime.UTC)
     names = ("agw", "alice", "bob", "impostor", "pcscf-iq", "agw-iq")
     ids = {n: certs.generate(n, now=now) for n in names}
-    for pair in ids.values():
-        certs.write(pair, workdir)
+    files = {n: certs.write(pair, workdir) for n, pair in ids.items()}
     keylog = media.KeyLogWriter(workdir / "keys.log")
-    stops: list[Any] = []
-    try:
-        core = CoreStub(reactor, domain=DOMAIN, echo=True)
-        core_port = core.listen()
-        stops.append(core.stop)
-
-        policy = Policy()
-        alg_iq, agw_iq = ids["pcscf-iq"], ids["agw-iq"]
-        controller = IqController(
-            mid="[127.0.0.1]:0",
-            tls=IqTlsConfig(alg_iq, (agw_iq.fingerprint("sha-256"),)),
-            timeout=policy.iq_timeout,
-            reactor=reactor,
-        )
-        iq_port = controller.listen(0, "127.0.0.1")
-        stops.append(iq_port.stopListening)
-        stops.append(controller.stop)
-        handler = E2aeMediaHandler(controller, policy, reactor=reactor)
-        stops.append(handler.stop)
-        service = SipService(
-            ProxyConfig(
-                gm=("127.0.0.1", 0),
-                core=("127.0.0.1", 0),
-                next_hop=Peer("core", "udp", "127.0.0.1", core_port),
-                network_mechanisms=policy.network_mechanisms,
-            ),
-            handler,
-            reactor=reactor,
-        )
-        service.listen()
-        stops.append(service.stop)
-
-        watch = _AgwWatch()
-        gateway = AccessGateway(
-            "127.0.0.1",
-            "127.0.0.1",
-            ids["agw"],
-            reactor=reactor,
-            keylog=workdir / "keys.log",
-            observer=watch,
-        )
-        stops.append(gateway.close)
-        if os.environ.get(BREAK_ENV) == "agw-fingerprint":
-            wrong = ids["impostor"]
-            gateway.fingerprint = lambda hash_func=None: wrong.fingerprint(  # type: ignore[method-assign]
-                hash_func or "sha-256"
-            )
-        agw_handler = GatewayIqHandler(gateway)
-        agent = IqAgent(
-            agw_handler,
-            "127.0.0.1",
-            iq_port.getHost().port,
-            mid="agw1",
-            tls=IqTlsConfig(agw_iq, (alg_iq.fingerprint("sha-256"),)),
-            reactor=reactor,
-        )
-        agw_handler.attach(agent)
-        agent.start()
-        stops.append(agent.stop)
-        await agent.when_registered().addTimeout(5, reactor)
-        result.check(
-            "AGW registered over Iq (mutual TLS, pinned certificates)",
-            controller.gateways_in_service() == ["agw1"],
-        )
-        await _iq_impostor(reactor, result, controller, ids["impostor"], alg_iq, iq_port)
-
-        gm = service.config.gm
-        alice = UeSim(reactor, "alice", ids["alice"], gm, domain=DOMAIN, keylog=keylog)
-        bob = UeSim(reactor, "bob", ids["bob"], gm, domain=DOMAIN, keylog=keylog)
-        for u in (alice, bob):
-            await u.start()
-            stops.append(u.stop)
-            reg = await u.register()
-            result.check(
-                f"{u.user} registered with msrp-tls and bfcp-tls",
-                reg.status == 200
-                and u.ua is not None
-                and {"msrp-tls", "bfcp-tls"} <= u.ua.network_mechanisms,
-                f"{reg.status}",
-            )
-
-        # 3. (while call 1 is being set up) the impostor, at the AGW access port of alice's
-        # MSRP stream, reserved and waiting for alice
-        async def impostor_first(call: Any) -> None:
-            target = call.streams["msrp"].action
-            log.info(
-                "impostor: another certificate at the AGW access port {peer} of alice's MSRP "
-                "stream, before alice connects",
-                peer=f"{target.host}:{target.port}",
-            )
-            impostor = media.msrp_endpoint(
-                reactor,
-                local_uri="msrps://127.0.0.1:9/impostor;tcp",
-                tls=media.UeTls(ids["impostor"], target.pinned),
-            )
-            stops.append(impostor.stop)
-            received = 0
-            try:
-                conn = await impostor.connect(target.host or "127.0.0.1", target.port, timeout=5)
-                await conn.when_closed().addTimeout(5, reactor)
-                received = conn.bytes_received
-            except Exception as exc:
-                log.info("impostor: connection ended ({error})", error=str(exc))
-            await _wait(reactor, lambda: bool(watch.of("TlsFailure")))
-            failures = watch.of("TlsFailure")
-            result.impostor_refused = bool(failures) and received == 0
-            result.check(
-                "impostor refused by the AGW (another certificate than alice's SDP fingerprint)",
-                result.impostor_refused,
-                ", ".join(f"{f.cause} from {f.peer}" for f in failures) or "no refusal event",
-            )
-            told = await _wait(reactor, lambda: handler.table.stranger_failures >= 1)
-            result.check("the P-CSCF heard of the refusal over Iq (Notify)", told)
-
-        # 1. alice -> bob through the same P-CSCF
-        incoming = bob.next_call()
-        call1 = await alice.call(f"sip:bob@{DOMAIN}", before_media=impostor_first)
-        answered = await incoming.addTimeout(10, reactor)
-        await call1.msrp.send_message(b"Hello Bob, this travels over e2ae TLS.")
-        got = await answered.msrp.wait_messages(1).addTimeout(5, reactor)
-        await answered.msrp.send_message(b"Hi Alice, and back.")
-        back = await call1.msrp.wait_messages(1).addTimeout(5, reactor)
-        grant = await call1.bfcp.request_floor(1).addTimeout(5, reactor)
-        result.check(
-            "call 1: MSRP both ways (alice got in after the impostor was refused)",
-            got[0].body.startswith(b"Hello Bob") and back[0].body.startswith(b"Hi Alice"),
-        )
-        result.check("call 1: BFCP floor granted", grant.floor_ids == (1,))
-
-        await _tls_verified_at_pcscf(reactor, result, recorder, call1.call_id, 4, "call 1")
-        protos1 = next((r.protos for r in core.routed if r.call_id == call1.call_id), ())
-        result.calls.append(
-            _call_summary(result, "call 1", alice, call1, protos1, gateway, watch, answered)
-        )
-        bye = await alice.hangup(call1)
-        result.check("call 1: BYE answered 200", bye.status == 200, str(bye.status))
-        await answered.when_ended().addTimeout(5, reactor)
-
-        # 2. alice -> the plain core peer
-        call2 = await alice.call(core.peer_uri)
-        await call2.msrp.send_message(b"Hello plain core.")
-        echo = await call2.msrp.wait_messages(1).addTimeout(5, reactor)
-        grant2 = await call2.bfcp.request_floor(1).addTimeout(5, reactor)
-        peer = core.peer_calls.get(call2.call_id)
-        result.check(
-            "call 2: the core peer got the message and echoed it",
-            peer is not None
-            and [m.body for m in peer.messages] == [b"Hello plain core."]
-            and echo[0].body == b"echo: Hello plain core.",
-        )
-        result.check("call 2: BFCP floor granted by the core", grant2.floor_ids == (1,))
-        await _tls_verified_at_pcscf(reactor, result, recorder, call2.call_id, 2, "call 2")
-        summary2 = _call_summary(
-            result, "call 2", alice, call2, peer.protos if peer else (), gateway, watch, None
-        )
-        if peer is not None and peer.msrp is not None:
-            msrp_stream = summary2["streams"][0]
-            result.check(
-                "call 2: bytes the AGW relayed = bytes the core peer counted",
-                msrp_stream["bytes_to_core"] == peer.msrp.bytes_received
-                and msrp_stream["bytes_to_ue"] == peer.msrp.bytes_sent,
-                f"{msrp_stream['bytes_to_core']}/{peer.msrp.bytes_received}",
-            )
-        result.calls.append(summary2)
-        bye2 = await alice.hangup(call2)
-        result.check("call 2: BYE answered 200", bye2.status == 200, str(bye2.status))
-        await _wait(reactor, lambda: len(watch.of("Closed")) >= 6)
-        result.check(
-            "every AGW termination released after the BYEs",
-            not gateway.terminations,
-            ", ".join(gateway.terminations),
-        )
-    finally:
-        for stop in reversed(stops):
-            try:
-                await defer.maybeDeferred(stop)
-            except Exception:  # noqa: S110 - best effort at shutdown
-                pass
+    return _Lab(reactor, workdir, result, recorder, ids, files, keylog)
 
 
-async def _iq_impostor(
-    reactor: Any, result: DemoResult, controller: Any, impostor: Any, alg: Any, iq_port: Any
-) -> None:
+def _start_core(lab: _Lab) -> None:
+    """The core stub: the S-CSCF the P-CSCF forwards to, and a plain peer that echoes."""
+    from lab.core import CoreStub
+
+    lab.core = CoreStub(lab.reactor, domain=DOMAIN, echo=True)
+    lab.core.listen()
+    lab.stops.append(lab.core.stop)
+
+
+def _start_pcscf(lab: _Lab) -> None:
+    """The P-CSCF with the e2ae media handler; Iq over mutual TLS, the AGW's certificate
+    pinned."""
+    from pcscf.config import PcscfConfig
+    from pcscf.policy import Policy
+    from pcscf.service import build
+
+    config = PcscfConfig(
+        gm=("127.0.0.1", 0),
+        core=("127.0.0.1", 0),
+        next_hop=("127.0.0.1", lab.core.port),
+        iq=("127.0.0.1", 0),
+        iq_tls=lab.files["pcscf-iq"],
+        iq_peers=(lab.ids["agw-iq"].fingerprint("sha-256").value,),
+        policy=Policy(),
+    )
+    lab.pcscf = build(config, reactor=lab.reactor)
+    lab.pcscf.startService()
+    lab.stops.append(lab.pcscf.stopService)
+
+
+async def _start_agw(lab: _Lab) -> None:
+    """The AGW, registered with the P-CSCF over Iq (mutual TLS, the P-CSCF's certificate
+    pinned). ``E2AE_DEMO_BREAK=agw-fingerprint`` makes it announce a wrong fingerprint."""
+    from accessgw.config import AgwConfig
+    from accessgw.service import build
+    from iq.config import IqTlsConfig
+
+    cert, key = lab.files["agw"]
+    config = AgwConfig(
+        alg=lab.pcscf.iq,
+        access_ip="127.0.0.1",
+        core_ip="127.0.0.1",
+        cert=cert,
+        key=key,
+        keylog=lab.workdir / "keys.log",
+        mid="agw1",
+        malloc_tuning=False,
+    )
+    iq_tls = IqTlsConfig(lab.ids["agw-iq"], (lab.ids["pcscf-iq"].fingerprint("sha-256"),))
+    lab.agw = build(
+        config, iq_tls=iq_tls, identity=lab.ids["agw"], observer=lab.watch, reactor=lab.reactor
+    )
+    if os.environ.get(BREAK_ENV) == "agw-fingerprint":
+        wrong = lab.ids["impostor"]
+        lab.agw.gateway.fingerprint = lambda hash_func=None: wrong.fingerprint(
+            hash_func or "sha-256"
+        )
+    lab.agw.startService()
+    lab.stops.append(lab.agw.stopService)
+    await lab.agw.when_registered().addTimeout(5, lab.reactor)
+    lab.result.check(
+        "AGW registered over Iq (mutual TLS, pinned certificates)",
+        lab.pcscf.controller.gateways_in_service() == ["agw1"],
+    )
+
+
+async def _iq_impostor(lab: _Lab) -> None:
     """An Iq peer with an unpinned certificate, claiming the real AGW's mId, is refused."""
     from iq.config import IqTlsConfig
     from iq.link import IqAgent
 
+    result, controller = lab.result, lab.pcscf.controller
     log.info("impostor: an Iq peer with another certificate registers as agw1")
     before = controller.unverified_links
     fake = IqAgent(
         None,
         "127.0.0.1",
-        iq_port.getHost().port,
+        lab.pcscf.iq[1],
         mid="agw1",
-        tls=IqTlsConfig(impostor, (alg.fingerprint("sha-256"),)),
-        reactor=reactor,
+        tls=IqTlsConfig(lab.ids["impostor"], (lab.ids["pcscf-iq"].fingerprint("sha-256"),)),
+        reactor=lab.reactor,
         backoff_initial=30.0,
     )
     fake.start()
     try:
-        refused = await _wait(reactor, lambda: controller.unverified_links > before)
+        refused = await _wait(lab.reactor, lambda: controller.unverified_links > before)
     finally:
         await defer.maybeDeferred(fake.stop)
     result.iq_impostor_refused = (
@@ -381,6 +299,155 @@ async def _iq_impostor(
         "Iq impostor refused by the P-CSCF (certificate not pinned), agw1 still in service",
         result.iq_impostor_refused,
     )
+
+
+async def _register_ues(lab: _Lab) -> None:
+    """alice and bob register with the P-CSCF, asking for e2ae on MSRP and BFCP."""
+    from lab.uesim import UeSim
+
+    gm = lab.pcscf.gm
+    lab.alice = UeSim(lab.reactor, "alice", lab.ids["alice"], gm, domain=DOMAIN, keylog=lab.keylog)
+    lab.bob = UeSim(lab.reactor, "bob", lab.ids["bob"], gm, domain=DOMAIN, keylog=lab.keylog)
+    for u in (lab.alice, lab.bob):
+        await u.start()
+        lab.stops.append(u.stop)
+        reg = await u.register()
+        lab.result.check(
+            f"{u.user} registered with msrp-tls and bfcp-tls",
+            reg.status == 200
+            and u.ua is not None
+            and {"msrp-tls", "bfcp-tls"} <= u.ua.network_mechanisms,
+            f"{reg.status}",
+        )
+
+
+async def _impostor_at_live_port(lab: _Lab, call: Any) -> None:
+    """Scenario 3 (while call 1 is being set up): the impostor, at the AGW access port of
+    alice's MSRP stream, reserved and waiting for alice."""
+    result, reactor, watch = lab.result, lab.reactor, lab.watch
+    target = call.streams["msrp"].action
+    log.info(
+        "impostor: another certificate at the AGW access port {peer} of alice's MSRP "
+        "stream, before alice connects",
+        peer=f"{target.host}:{target.port}",
+    )
+    impostor = media.msrp_endpoint(
+        reactor,
+        local_uri="msrps://127.0.0.1:9/impostor;tcp",
+        tls=media.UeTls(lab.ids["impostor"], target.pinned),
+    )
+    lab.stops.append(impostor.stop)
+    received = 0
+    try:
+        conn = await impostor.connect(target.host or "127.0.0.1", target.port, timeout=5)
+        await conn.when_closed().addTimeout(5, reactor)
+        received = conn.bytes_received
+    except Exception as exc:
+        log.info("impostor: connection ended ({error})", error=str(exc))
+    await _wait(reactor, lambda: bool(watch.of("TlsFailure")))
+    failures = watch.of("TlsFailure")
+    result.impostor_refused = bool(failures) and received == 0
+    result.check(
+        "impostor refused by the AGW (another certificate than alice's SDP fingerprint)",
+        result.impostor_refused,
+        ", ".join(f"{f.cause} from {f.peer}" for f in failures) or "no refusal event",
+    )
+    e2ae = lab.pcscf.e2ae
+    told = await _wait(reactor, lambda: e2ae.table.stranger_failures >= 1)
+    result.check("the P-CSCF heard of the refusal over Iq (Notify)", told)
+
+
+async def _call_ue_to_ue(lab: _Lab) -> None:
+    """Scenario 1: alice calls bob through the same P-CSCF (originating and terminating
+    e2ae); MSRP both ways, a BFCP floor granted by bob, then BYE."""
+    result, reactor, alice, bob = lab.result, lab.reactor, lab.alice, lab.bob
+
+    async def impostor_first(call: Any) -> None:
+        await _impostor_at_live_port(lab, call)
+
+    incoming = bob.next_call()
+    call1 = await alice.call(f"sip:bob@{DOMAIN}", before_media=impostor_first)
+    answered = await incoming.addTimeout(10, reactor)
+    await call1.msrp.send_message(b"Hello Bob, this travels over e2ae TLS.")
+    got = await answered.msrp.wait_messages(1).addTimeout(5, reactor)
+    await answered.msrp.send_message(b"Hi Alice, and back.")
+    back = await call1.msrp.wait_messages(1).addTimeout(5, reactor)
+    grant = await call1.bfcp.request_floor(1).addTimeout(5, reactor)
+    result.check(
+        "call 1: MSRP both ways (alice got in after the impostor was refused)",
+        got[0].body.startswith(b"Hello Bob") and back[0].body.startswith(b"Hi Alice"),
+    )
+    result.check("call 1: BFCP floor granted", grant.floor_ids == (1,))
+
+    await _tls_verified_at_pcscf(reactor, result, lab.recorder, call1.call_id, 4, "call 1")
+    protos1 = next((r.protos for r in lab.core.routed if r.call_id == call1.call_id), ())
+    gateway = lab.agw.gateway
+    result.calls.append(
+        _call_summary(result, "call 1", alice, call1, protos1, gateway, lab.watch, answered)
+    )
+    bye = await alice.hangup(call1)
+    result.check("call 1: BYE answered 200", bye.status == 200, str(bye.status))
+    await answered.when_ended().addTimeout(5, reactor)
+
+
+async def _call_core_peer(lab: _Lab) -> None:
+    """Scenario 2: alice calls the plain core peer (TCP/MSRP and TCP/BFCP in the core), which
+    echoes; the bytes the AGW relayed against the bytes the peer counted; then BYE."""
+    result, reactor, alice, core = lab.result, lab.reactor, lab.alice, lab.core
+    call2 = await alice.call(core.peer_uri)
+    await call2.msrp.send_message(b"Hello plain core.")
+    echo = await call2.msrp.wait_messages(1).addTimeout(5, reactor)
+    grant2 = await call2.bfcp.request_floor(1).addTimeout(5, reactor)
+    peer = core.peer_calls.get(call2.call_id)
+    result.check(
+        "call 2: the core peer got the message and echoed it",
+        peer is not None
+        and [m.body for m in peer.messages] == [b"Hello plain core."]
+        and echo[0].body == b"echo: Hello plain core.",
+    )
+    result.check("call 2: BFCP floor granted by the core", grant2.floor_ids == (1,))
+    await _tls_verified_at_pcscf(reactor, result, lab.recorder, call2.call_id, 2, "call 2")
+    summary2 = _call_summary(
+        result,
+        "call 2",
+        alice,
+        call2,
+        peer.protos if peer else (),
+        lab.agw.gateway,
+        lab.watch,
+        None,
+    )
+    if peer is not None and peer.msrp is not None:
+        msrp_stream = summary2["streams"][0]
+        result.check(
+            "call 2: bytes the AGW relayed = bytes the core peer counted",
+            msrp_stream["bytes_to_core"] == peer.msrp.bytes_received
+            and msrp_stream["bytes_to_ue"] == peer.msrp.bytes_sent,
+            f"{msrp_stream['bytes_to_core']}/{peer.msrp.bytes_received}",
+        )
+    result.calls.append(summary2)
+    bye2 = await alice.hangup(call2)
+    result.check("call 2: BYE answered 200", bye2.status == 200, str(bye2.status))
+
+
+async def _check_released(lab: _Lab) -> None:
+    """After the BYEs the AGW holds no termination."""
+    await _wait(lab.reactor, lambda: len(lab.watch.of("Closed")) >= 6)
+    gateway = lab.agw.gateway
+    lab.result.check(
+        "every AGW termination released after the BYEs",
+        not gateway.terminations,
+        ", ".join(gateway.terminations),
+    )
+
+
+async def _stop(lab: _Lab) -> None:
+    """Stop everything started, last first; best effort."""
+    for stop in reversed(lab.stops):
+        try:
+            await defer.maybeDeferred(stop)
+        except Exception:  # noqa: S110 - best effort at shutdown
+            pass
 
 
 async def _tls_verified_at_pcscf(

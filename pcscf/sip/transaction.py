@@ -434,7 +434,7 @@ class ServerTransaction:
     def receive_ack(self) -> bool:
         """An ACK matched this INVITE transaction: True if it is the ACK of our non-2xx final
         (absorbed here), False if it is not ours to absorb (an ACK for a 2xx goes end to end)."""
-        if self.state not in (ServerState.COMPLETED, ServerState.CONFIRMED):
+        if not self.invite or self.state not in (ServerState.COMPLETED, ServerState.CONFIRMED):
             return False
         self.state = ServerState.CONFIRMED
         self.retransmit_at = None

@@ -1,5 +1,6 @@
 """SIP for the P-CSCF (and the lab's UE/core simulators): message model, parser, registrar,
-and the transaction-stateful proxy core. Pure: no sockets, no reactor, time is a parameter."""
+the RFC 3261 transaction layer, and the transaction-stateful proxy core. Pure: no sockets, no
+reactor, time is a parameter."""
 
 from pcscf.sip.errors import LocalSipError, RemoteSipError, SipError
 from pcscf.sip.headers import SecurityMechanism, Via, canonical, media_mechanisms, split_list

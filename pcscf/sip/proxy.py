@@ -12,6 +12,11 @@ Request-URI). In-dialog requests follow the Route set (we Record-Route twice, on
 
 Per call, messages that touch the media handler are processed strictly in order: while an SDP
 body of a call is with the handler, later messages of that call wait (other calls do not).
+
+The transaction state machines and their timers are :mod:`pcscf.sip.transaction`'s; this module
+keeps routing, registration, dialogs and the media plan, sends what a transaction asks for, and
+holds one :class:`~pcscf.sip.transaction.Schedule` of every deadline (transactions' and
+session timers').
 """
 
 from __future__ import annotations

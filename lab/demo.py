@@ -178,6 +178,8 @@ class _Lab:
 async def run_demo(
     reactor: Any, workdir: Path, result: DemoResult, recorder: FlowRecorder | None = None
 ) -> None:
+    """The demo's steps in order, each adding its checks to ``result``; whatever happens,
+    everything started is stopped at the end."""
     lab = _make_lab(reactor, workdir, result, recorder)
     try:
         _start_core(lab)

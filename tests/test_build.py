@@ -272,7 +272,8 @@ def _spied_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
     (spy / "sitecustomize.py").write_text(SPY)
     record = tmp_path / "builds.log"
     env = dict(os.environ, E2AE_BUILD_LOG=str(record))
-    env["PYTHONPATH"] = os.pathsep.join([str(spy), str(REPO), env.get("PYTHONPATH", "")])
+    paths = [str(spy), str(REPO), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
     return env, record
 
 

@@ -107,7 +107,7 @@ class TsType(IntEnum):
 class TsRole(IntEnum):
     """TR payload ``TS role``: RFC 6043 §6.4 (not confirmed)."""
 
-    TRI = 1  # time of issue
+    TRI = 1  # when the ticket was created
     TRS = 2  # start of validity
     TRE = 3  # end of validity
     TRR = 4  # rekeying interval

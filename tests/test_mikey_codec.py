@@ -552,3 +552,28 @@ def test_key_data_lists_round_trip(items: list[KeyData]) -> None:
     data = encode_key_data(items)
     assert decode_key_data(data) == tuple(items)
     assert encode_key_data(decode_key_data(data)) == data
+
+
+HEADERS = [f().encode()[: len(f().header.encode(0))] for f in samples.ALL.values()]
+
+
+@given(st.sampled_from(HEADERS), st.sampled_from(list(PayloadType)), st.binary(max_size=300))
+def test_random_payload_bytes_raise_only_mikey_error(
+    header: bytes, first: PayloadType, body: bytes
+) -> None:
+    """A valid HDR naming any first payload, then random bytes: the payload parsers see them."""
+    data = header[:2] + bytes([first]) + header[3:] + body
+    try:
+        m = decode(data)
+    except MikeyError:
+        return
+    assert m.encode() == data
+
+
+@given(st.binary(max_size=200))
+def test_random_key_data_bytes_raise_only_mikey_error(data: bytes) -> None:
+    try:
+        items = decode_key_data(data)
+    except MikeyError:
+        return
+    assert encode_key_data(items) == data

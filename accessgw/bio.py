@@ -15,9 +15,10 @@ Twisted: the AGW drives its own memory-BIO connection rather than Twisted's TLS 
 ``_ssl`` (the ``SSL *``), ``_into_ssl`` and ``_from_ssl`` (the ``BIO *`` that ``bio_write``
 writes into and ``bio_read`` reads from). No public API does these jobs: ``recv`` and
 ``recv_into`` give one record's plaintext per call, they and ``bio_read`` end every loop with
-an exception, and nothing public replaces a connection's BIOs. tests/test_twisted_private.py
-checks the binding and these attributes against the installed pyOpenSSL, so that a change
-fails loudly there instead of silently falling back (or worse) here.
+an exception, and nothing public replaces a connection's BIOs.
+tests/accessgw/test_gateway_private.py checks the binding and these attributes against the
+installed pyOpenSSL, so that a change fails loudly there instead of silently falling back (or
+worse) here.
 
 Single-threaded use only (the scratch buffer is shared): the reactor thread.
 """

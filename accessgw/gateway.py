@@ -75,7 +75,7 @@ IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 
 # Private Twisted API below (no public API does these jobs; each is checked against the installed
-# Twisted by tests/test_twisted_private.py):
+# Twisted by tests/accessgw/test_gateway_private.py):
 # - tcp.Connector._makeTransport: the one place a connector builds its tcp.Client. Twisted has
 #   no public way to set a socket option between socket() and bind() of a client socket
 #   (connectTCP and the endpoints take none, twisted/twisted#8207), nor to give connectTCP
@@ -736,7 +736,7 @@ class AccessGateway:
         # A termination's port expects one connection (a few, with impostors): accept one per
         # readiness instead of Twisted's default 100, which costs a failing accept() every time.
         # (Twisted raises it again by itself if connections queue up. numberAccepts has no
-        # underscore but no documentation either: tests/test_twisted_private.py checks it.)
+        # underscore but no documentation either: tests/accessgw/test_gateway_private.py checks it.)
         port.numberAccepts = 1
         return port
 

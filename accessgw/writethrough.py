@@ -15,7 +15,7 @@ list ``write`` appends to until the next ``doWrite``) and ``_writeDisconnecting`
 ``loseWriteConnection``), beside ``dataBuffer``/``offset``. No public API tells whether a
 transport holds unsent bytes (``ITransport`` and ``IConsumer`` have no such query;
 ``IReactorFDSet.getWriters`` lists every writer of the reactor, too costly per write), nor
-that a half-close is pending. tests/test_twisted_private.py checks that shape on real TCP
+that a half-close is pending. tests/accessgw/test_gateway_private.py checks that shape on real TCP
 transports, so that a Twisted that changes it fails there rather than reordering bytes here.
 """
 

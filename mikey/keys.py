@@ -25,7 +25,7 @@ protect the MIKEY message itself; label = constant || 0xFF || CSB ID || RAND:
 ============  ===========================  ==========================
 
 The seven constants are consecutive nine-digit groups of the decimal expansion of e
-(718281828 = 0x2AD01C64, ...), which tests/test_mikey_keys.py recomputes.
+(718281828 = 0x2AD01C64, ...), which tests/mikey/test_keys.py recomputes.
 
 The PRF is the one the HDR names (:class:`mikey.constants.PrfFunc`): MIKEY-1 or
 PRF-HMAC-SHA-256 (:mod:`mikey.prf`).

@@ -12,7 +12,7 @@ import pytest
 from accessgw.config import AgwConfig
 from accessgw.errors import LocalAccessGwError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # Run in a fresh process (the setting is process-wide): how many mmapped chunks does one
 # allocation of 600 KB add? glibc's default threshold (128 KiB) maps it; ours keeps it on the heap.

@@ -20,7 +20,7 @@ from iq.admission import IqLimits
 from iq.errors import LocalIqError, Overloaded
 from iq.link import GatewayStatus, IqAgent, IqController, IqNotification, IqTlsConfig
 from pcscf.e2ae import iq_controller
-from tests.test_iq_link import MID, FakeGateway, Lab, _read_message, _reserve_request, wait_for
+from tests.iq.test_link import MID, FakeGateway, Lab, _read_message, _reserve_request, wait_for
 
 REAL = MID
 IMPOSTOR = "<impostor.lab>"

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest_twisted
 from twisted.internet import defer, reactor, task
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import ClientCreator, Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
@@ -19,7 +20,7 @@ from twisted.logger import globalLogPublisher
 from pcscf.service import SipService
 from pcscf.sip.message import Message, Request, Response, StreamParser
 from pcscf.sip.proxy import Peer, ProxyConfig
-from tests.test_pcscf_service import SDP, Endpoint, SlowHandler, _is, _register, _service
+from tests.pcscf.test_service import SDP, Endpoint, SlowHandler, _is, _register, _service
 
 #: An SDP of about 50 KB (a few m-lines and many attributes, as a large conference offer has).
 BIG_SDP = SDP + b"".join(b"a=x-pad:%05d " % i + b"x" * 80 + b"\r\n" for i in range(560))
@@ -77,15 +78,21 @@ class _CoreTcp(Protocol):
 
 
 def _core_both(endpoint: Endpoint) -> tuple[list[Any], list[str]]:
-    """``endpoint`` on UDP and TCP of one port, as a SIP server listens (RFC 3261 18.2.1)."""
+    """``endpoint`` on UDP and TCP of one port, as a SIP server listens (RFC 3261 18.2.1).
+
+    TCP is bound first: a UDP port that fails to bind raises before the endpoint is connected,
+    so the endpoint can be offered to the next port (a UDP port bound and then stopped would
+    still hold it until its asynchronous stop)."""
     transports: list[str] = []
     for _ in range(20):
-        udp = _udp(endpoint)
         factory = Factory.forProtocol(lambda: _CoreTcp(endpoint, transports))
+        tcp = reactor.listenTCP(0, factory, interface="127.0.0.1")
         try:
-            tcp = reactor.listenTCP(udp.getHost().port, factory, interface="127.0.0.1")
-        except Exception:
-            udp.stopListening()
+            udp = reactor.listenUDP(
+                tcp.getHost().port, endpoint, interface="127.0.0.1", maxPacketSize=65_535
+            )
+        except CannotListenError:
+            tcp.stopListening()
             continue
         return [udp, tcp], transports
     raise AssertionError("no port free for both UDP and TCP")

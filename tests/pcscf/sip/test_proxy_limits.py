@@ -8,7 +8,7 @@ import pytest
 
 from pcscf.sip.message import Response
 from pcscf.sip.proxy import Log, Peer, ProxyConfig, ProxyCore
-from tests.test_sip_proxy import CORE, GM, SCSCF, SDP, _ids, invite, register, req, sends
+from tests.pcscf.sip.test_proxy import CORE, GM, SCSCF, SDP, _ids, invite, register, req, sends
 
 
 def _core(**limits: int) -> ProxyCore:

@@ -18,7 +18,7 @@ from pcscf.sip.proxy import (
     ProxyCore,
     ReofferAnswered,
 )
-from tests.test_sip_proxy import (
+from tests.pcscf.sip.test_proxy import (
     CORE,
     GM,
     SCSCF,

@@ -670,7 +670,6 @@ class IqController:
         self._open: set[IqLinkProtocol] = set()
         self._register_timers: dict[IqLinkProtocol, IDelayedCall] = {}
         self._subscribers: list[Callable[[ControllerEvent], None]] = []
-        self._round_robin = -1
         #: Links lost before they were up: with TLS, a failed handshake or a certificate that
         #: matches no pinned fingerprint (no byte of such a peer is read as H.248).
         self.unverified_links = 0
@@ -696,16 +695,6 @@ class IqController:
 
     def gateways_in_service(self) -> list[str]:
         return [g.mid for g in self._gateways.values() if g.in_service]
-
-    def next_gateway(self) -> str:
-        """A gateway for a new call: round robin over those in service, in registration order.
-
-        Raises :class:`NotInService` when no gateway is registered."""
-        names = self.gateways_in_service()
-        if not names:
-            raise NotInService("no access gateway is in service")
-        self._round_robin += 1
-        return names[self._round_robin % len(names)]
 
     def subscribe(self, callback: Callable[[ControllerEvent], None]) -> Callable[[], None]:
         """Call ``callback`` with every :class:`IqNotification` and :class:`GatewayStatus`;

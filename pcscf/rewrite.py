@@ -59,7 +59,6 @@ from pcscf.sdp import Connection, MediaSection, SessionDescription
 Step = Literal["orig-offer", "orig-answer", "term-offer", "term-answer"]
 STEPS: tuple[Step, ...] = get_args(Step)
 OFFER_STEPS: tuple[Step, ...] = ("orig-offer", "term-offer")
-ANSWER_STEPS: tuple[Step, ...] = ("orig-answer", "term-answer")
 Treatment = Literal["e2ae", "e2e", "passthrough", "rejected"]
 
 #: Plain proto towards the core -> TLS proto towards the UE, and the mechanism that governs it.

@@ -34,36 +34,6 @@ COMPACT_FORMS: Mapping[str, str] = {
     "y": "identity",
 }
 
-#: Header fields whose value is a comma-separated list (RFC 3261 section 7.3.1).
-LIST_HEADERS: frozenset[str] = frozenset(
-    {
-        "via",
-        "route",
-        "record-route",
-        "path",
-        "service-route",
-        "contact",
-        "security-client",
-        "security-server",
-        "security-verify",
-        "require",
-        "proxy-require",
-        "supported",
-        "unsupported",
-        "allow",
-        "allow-events",
-        "accept",
-        "accept-encoding",
-        "accept-language",
-        "content-encoding",
-        "in-reply-to",
-        "reason",
-        "warning",
-        "p-associated-uri",
-        "p-asserted-identity",
-    }
-)
-
 
 @functools.lru_cache(maxsize=1024)
 def canonical(name: str) -> str:

@@ -4,7 +4,8 @@ The foundation of the KMS-based (TS 33.328 Annex D, Annex H) protection of TCP-b
 a lossless codec for MIKEY messages and payloads (:mod:`mikey.message`,
 :mod:`mikey.payloads`, type numbers in :mod:`mikey.constants`), the MIKEY PRFs
 (:mod:`mikey.prf`) and the key derivations built on them (:mod:`mikey.keys`), among them the
-TEK that TS 33.328 Annex H.2 uses as the TLS pre-shared key. Every decoding failure is a
+TEK that TS 33.328 Annex H.2 uses as the TLS pre-shared key, and the KEMAC encryption and
+message MAC (:mod:`mikey.kemac`). Every decoding failure is a
 :class:`mikey.errors.MikeyError` carrying an ERR-payload error number. The package imports
 nothing from the rest of the project and no Twisted; docs/kms.md describes it.
 """

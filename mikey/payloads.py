@@ -175,6 +175,23 @@ def decode_key_data(data: bytes, offset: int = 0) -> tuple[KeyData, ...]:
     """Parse a chained list of key data sub-payloads (the plaintext of a KEMAC's Encr data).
 
     ``offset`` only labels error positions."""
+    items, end = split_key_data(data, offset)
+    if end != len(data):
+        raise MikeyError(
+            ErrorNo.UNSPECIFIED,
+            f"{len(data) - end} bytes after the last key data sub-payload",
+            offset=offset + end,
+        )
+    return items
+
+
+def split_key_data(data: bytes, offset: int = 0) -> tuple[tuple[KeyData, ...], int]:
+    """Parse the chained key data sub-payloads at the start of ``data`` and return them with
+    the position where the chain ends (the last one has Next payload 0). Whatever follows is
+    the caller's to judge: nothing for a NULL-encrypted KEMAC, the padding of an AES key
+    wrap.
+
+    ``offset`` only labels error positions."""
     r = Reader(data)
     items: list[KeyData] = []
     more = bool(data)
@@ -192,13 +209,7 @@ def decode_key_data(data: bytes, offset: int = 0) -> tuple[KeyData, ...]:
         except MikeyError as e:
             raise MikeyError(e.code, e.reason, offset=offset + max(e.offset, 0)) from None
         more = nxt == PayloadType.KEY_DATA
-    if r.remaining:
-        raise MikeyError(
-            ErrorNo.UNSPECIFIED,
-            f"{r.remaining} bytes after the last key data sub-payload",
-            offset=offset + r.offset,
-        )
-    return tuple(items)
+    return tuple(items), r.offset
 
 
 # --- the payloads ---------------------------------------------------------------------------

@@ -1,0 +1,318 @@
+"""KEMAC encryption and the message MAC, each against a second computation written in the test:
+the RFC 3830 §4.2.3 IV assembled byte by byte, AES-CM as AES-ECB of hand-built counter blocks
+XORed in, the NIST SP 800-38A F.5.1 counter-mode and RFC 3394 §4.1 key wrap vectors, and the
+HMAC of the encoded message computed with ``cryptography``'s HMAC."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.hmac import HMAC
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mikey import MikeyError, decode, kemac, keys, samples
+from mikey.constants import DataType, EncrAlg, ErrorNo, KeyType, MacAlg, TsType
+from mikey.message import Message, message
+from mikey.payloads import Kemac, KeyData, KvSpi, Rand, Timestamp, encode_key_data
+
+PSK = bytes(range(0x40, 0x60))
+CSB_ID = 0x1A2B3C4D
+RAND = bytes(range(0xA0, 0xB0))
+T = Timestamp(TsType.NTP_UTC, 0xE3D2C1B0_12345678)
+TGK = bytes(range(0x10, 0x30))
+ITEMS = (
+    KeyData(KeyType.TGK, TGK, kv=KvSpi(b"\x00\x00\x00\x01")),
+    KeyData(KeyType.TEK_SALT, bytes(16), salt=bytes(range(14))),
+)
+
+
+def _keys(encr_alg: EncrAlg, mac_alg: MacAlg = MacAlg.HMAC_SHA_1_160) -> keys.MessageKeys:
+    return keys.message_keys(PSK, CSB_ID, RAND, encr_alg=encr_alg, mac_alg=mac_alg)
+
+
+def _ecb(key: bytes, block: bytes) -> bytes:
+    enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+    return enc.update(block) + enc.finalize()
+
+
+def _reference_ctr(key: bytes, iv: bytes, data: bytes) -> bytes:
+    """Counter mode written out: E(K, IV + i) XOR the i-th block."""
+    out = bytearray()
+    counter = int.from_bytes(iv, "big")
+    for i in range(0, len(data), 16):
+        stream = _ecb(key, ((counter + i // 16) % (1 << 128)).to_bytes(16, "big"))
+        out += bytes(a ^ b for a, b in zip(data[i : i + 16], stream, strict=False))
+    return bytes(out)
+
+
+def _psk_init(encr_alg: EncrAlg, mac_alg: MacAlg = MacAlg.HMAC_SHA_1_160) -> Message:
+    sealed = kemac.seal(ITEMS, encr_alg, mac_alg, _keys(encr_alg, mac_alg), CSB_ID, T)
+    return message(DataType.PSK_INIT, CSB_ID, (T, Rand(RAND), sealed))
+
+
+# --- RFC 3830 §4.2.3: the AES-CM IV ---------------------------------------------------------
+
+
+def test_aes_cm_iv_written_out() -> None:
+    # S = 00 01 .. 0d; 0x0000 || CSB ID || T = 00 00 01 02 03 04 11 22 33 44 55 66 77 88
+    iv = kemac.aes_cm_iv(bytes(range(14)), 0x01020304, 0x1122334455667788)
+    assert iv == bytes.fromhex("0001 0301 0701 1725 3b4d 5f6d 7b85 0000")
+
+
+def test_aes_cm_iv_counter_timestamp_is_left_padded() -> None:
+    # 0x0000 || CSB ID 0 || T = 00 00 | 00 00 00 00 | 00 00 00 00 de ad be ef, XOR ff..ff
+    salt = bytes([0xFF] * 14)
+    iv = kemac.aes_cm_iv(salt, 0, Timestamp(TsType.COUNTER, 0xDEADBEEF))
+    assert iv == bytes.fromhex("ffffffffffffffffffff215241100000")
+    assert iv == kemac.aes_cm_iv(salt, 0, 0xDEADBEEF)
+
+
+def test_aes_cm_iv_takes_the_t_payload_value() -> None:
+    salt = bytes(14)
+    assert kemac.aes_cm_iv(salt, CSB_ID, T) == bytes(2) + CSB_ID.to_bytes(4, "big") + (
+        T.value.to_bytes(8, "big")
+    ) + bytes(2)
+
+
+@pytest.mark.parametrize("salt_len", [0, 13, 15, 16])
+def test_aes_cm_iv_needs_a_112_bit_salt(salt_len: int) -> None:
+    with pytest.raises(MikeyError) as e:
+        kemac.aes_cm_iv(bytes(salt_len), 0, 0)
+    assert e.value.code == ErrorNo.INVALID_EA
+
+
+# --- AES-CM and AES-KW primitives ------------------------------------------------------------
+
+
+def test_aes_cm_sp800_38a_f51() -> None:
+    key = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
+    iv = bytes.fromhex("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff")
+    plain = bytes.fromhex("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51")
+    cipher = bytes.fromhex("874d6191b620e3261bef6864990db6ce9806f66b7970fdff8617187bb9fffdff")
+    assert kemac.aes_cm(key, iv, plain) == cipher
+    assert kemac.aes_cm(key, iv, cipher) == plain
+
+
+@given(st.binary(min_size=16, max_size=16), st.binary(min_size=14, max_size=14), st.binary())
+def test_aes_cm_is_counter_mode_from_the_rfc_3830_iv(key: bytes, salt: bytes, data: bytes) -> None:
+    iv = kemac.aes_cm_iv(salt, CSB_ID, T)
+    assert kemac.aes_cm(key, iv, data) == _reference_ctr(key, iv, data)
+
+
+def test_key_wrap_rfc_3394_4_1() -> None:
+    kek = bytes.fromhex("000102030405060708090A0B0C0D0E0F")
+    data = bytes.fromhex("00112233445566778899AABBCCDDEEFF")
+    wrapped = bytes.fromhex("1FA68B0A8112B447AEF34BD8FB5A7B829D3E862371D2CFE5")
+    assert kemac.wrap(kek, data) == wrapped
+    assert kemac.unwrap(kek, wrapped) == data
+
+
+def test_key_unwrap_integrity_failure_is_auth_failure() -> None:
+    kek = bytes.fromhex("000102030405060708090A0B0C0D0E0F")
+    wrapped = bytearray.fromhex("1FA68B0A8112B447AEF34BD8FB5A7B829D3E862371D2CFE5")
+    wrapped[-1] ^= 1
+    with pytest.raises(MikeyError) as e:
+        kemac.unwrap(kek, bytes(wrapped))
+    assert e.value.code == ErrorNo.AUTH_FAILURE
+
+
+@pytest.mark.parametrize("size", [0, 8, 16, 23, 25])
+def test_key_unwrap_needs_three_blocks(size: int) -> None:
+    with pytest.raises(MikeyError) as e:
+        kemac.unwrap(bytes(16), bytes(size))
+    assert e.value.code == ErrorNo.UNSPECIFIED
+
+
+@pytest.mark.parametrize(("length", "padded"), [(1, 16), (15, 16), (16, 16), (17, 24), (24, 24)])
+def test_key_wrap_padding_length(length: int, padded: int) -> None:
+    assert kemac.kw_padded_len(length) == padded
+
+
+# --- seal / open ---------------------------------------------------------------------------
+
+
+def test_seal_null_is_the_plain_chain() -> None:
+    sealed = kemac.seal(ITEMS, EncrAlg.NULL, MacAlg.NULL, _keys(EncrAlg.NULL), CSB_ID, T)
+    assert sealed == Kemac.plain(ITEMS)
+    assert kemac.open_kemac(sealed, _keys(EncrAlg.NULL), CSB_ID, T) == ITEMS
+
+
+def test_seal_aes_cm_against_hand_built_counter_mode() -> None:
+    k = _keys(EncrAlg.AES_CM_128)
+    assert len(k.encr_key) == 16 and len(k.salt_key) == 14
+    sealed = kemac.seal(ITEMS, EncrAlg.AES_CM_128, MacAlg.HMAC_SHA_1_160, k, CSB_ID, T)
+    block = bytes(2) + CSB_ID.to_bytes(4, "big") + T.value.to_bytes(8, "big")
+    iv = bytes(s ^ b for s, b in zip(k.salt_key, block, strict=True)) + b"\x00\x00"
+    plain = encode_key_data(ITEMS)
+    assert sealed.encr_alg is EncrAlg.AES_CM_128
+    assert sealed.encr_data == _reference_ctr(k.encr_key, iv, plain)
+    assert sealed.encr_data != plain
+    assert sealed.mac == bytes(20)
+    assert kemac.open_kemac(sealed, k, CSB_ID, T) == ITEMS
+
+
+def test_seal_aes_kw_pads_with_zeros() -> None:
+    k = _keys(EncrAlg.AES_KW_128)
+    assert len(k.encr_key) == 16 and k.salt_key == b""
+    sealed = kemac.seal(ITEMS, EncrAlg.AES_KW_128, MacAlg.HMAC_SHA_256_256, k, CSB_ID, T)
+    plain = encode_key_data(ITEMS)
+    pad = -len(plain) % 8
+    assert sealed.encr_data == aes_key_wrap(k.encr_key, plain + bytes(pad))
+    assert len(sealed.encr_data) == len(plain) + pad + 8
+    assert sealed.mac == bytes(32)
+    assert kemac.open_kemac(sealed, k, CSB_ID, T) == ITEMS
+
+
+def test_seal_aes_kw_short_chain_is_padded_to_two_blocks() -> None:
+    items = (KeyData(KeyType.TGK, b"\x01\x02"),)
+    k = _keys(EncrAlg.AES_KW_128)
+    sealed = kemac.seal(items, EncrAlg.AES_KW_128, MacAlg.NULL, k, CSB_ID, T)
+    plain = encode_key_data(items)  # 00 | 00 | 00 02 | 01 02: six bytes
+    assert plain == bytes.fromhex("000000020102")
+    assert sealed.encr_data == aes_key_wrap(k.encr_key, plain + bytes(10))
+    assert kemac.open_kemac(sealed, k, CSB_ID, T) == items
+
+
+@pytest.mark.parametrize(
+    "padding",
+    [b"\x00\x00\x01", b"\x01\x00\x00", bytes(3 + 8)],
+    ids=["nonzero-last", "nonzero-first", "an-extra-block"],
+)
+def test_open_aes_kw_bad_padding(padding: bytes) -> None:
+    k = _keys(EncrAlg.AES_KW_128)
+    plain = encode_key_data(ITEMS)
+    assert (len(plain) + 3) % 8 == 0  # the chain needs exactly three bytes of padding
+    bad = Kemac(EncrAlg.AES_KW_128, aes_key_wrap(k.encr_key, plain + padding), MacAlg.NULL)
+    with pytest.raises(MikeyError) as e:
+        kemac.open_kemac(bad, k, CSB_ID, T)
+    assert e.value.code == ErrorNo.UNSPECIFIED
+
+
+def test_open_aes_kw_wrong_key_is_auth_failure() -> None:
+    sealed = kemac.seal(
+        ITEMS, EncrAlg.AES_KW_128, MacAlg.NULL, _keys(EncrAlg.AES_KW_128), CSB_ID, T
+    )
+    other = keys.message_keys(PSK[::-1], CSB_ID, RAND, encr_alg=EncrAlg.AES_KW_128)
+    with pytest.raises(MikeyError) as e:
+        kemac.open_kemac(sealed, other, CSB_ID, T)
+    assert e.value.code == ErrorNo.AUTH_FAILURE
+
+
+def test_open_aes_cm_wrong_timestamp_does_not_give_the_keys() -> None:
+    k = _keys(EncrAlg.AES_CM_128)
+    sealed = kemac.seal(ITEMS, EncrAlg.AES_CM_128, MacAlg.NULL, k, CSB_ID, T)
+    try:
+        got = kemac.open_kemac(sealed, k, CSB_ID, T.value + 1)
+    except MikeyError:
+        return
+    assert got != ITEMS
+
+
+def test_open_aes_cm_trailing_bytes() -> None:
+    k = _keys(EncrAlg.AES_CM_128)
+    plain = encode_key_data(ITEMS) + b"\x00"
+    iv = kemac.aes_cm_iv(k.salt_key, CSB_ID, T)
+    bad = Kemac(EncrAlg.AES_CM_128, _reference_ctr(k.encr_key, iv, plain), MacAlg.NULL)
+    with pytest.raises(MikeyError) as e:
+        kemac.open_kemac(bad, k, CSB_ID, T)
+    assert e.value.code == ErrorNo.UNSPECIFIED
+
+
+def test_seal_wrong_key_length_is_invalid_ea() -> None:
+    k = keys.MessageKeys(bytes(15), bytes(20), bytes(14))
+    for alg in (EncrAlg.AES_CM_128, EncrAlg.AES_KW_128):
+        with pytest.raises(MikeyError) as e:
+            kemac.seal(ITEMS, alg, MacAlg.NULL, k, CSB_ID, T)
+        assert e.value.code == ErrorNo.INVALID_EA
+
+
+# --- the MAC over the message --------------------------------------------------------------
+
+
+def _hmac(alg: MacAlg, key: bytes, data: bytes) -> bytes:
+    h = HMAC(key, hashes.SHA1() if alg is MacAlg.HMAC_SHA_1_160 else hashes.SHA256())
+    h.update(data)
+    return h.finalize()
+
+
+@pytest.mark.parametrize("encr_alg", list(EncrAlg))
+@pytest.mark.parametrize("mac_alg", [MacAlg.HMAC_SHA_1_160, MacAlg.HMAC_SHA_256_256])
+def test_psk_init_end_to_end(encr_alg: EncrAlg, mac_alg: MacAlg) -> None:
+    k = _keys(encr_alg, mac_alg)
+    msg = kemac.protect(_psk_init(encr_alg, mac_alg), k)
+    wire = msg.encode()
+    n = len(wire) - {MacAlg.HMAC_SHA_1_160: 20, MacAlg.HMAC_SHA_256_256: 32}[mac_alg]
+    assert wire[n:] == _hmac(mac_alg, k.auth_key, wire[:n])
+    received = decode(wire)
+    assert kemac.open_message(received, k) == ITEMS
+    kemac.verify(received, k)
+
+
+def test_psk_init_extra_mac_input() -> None:
+    k = _keys(EncrAlg.AES_CM_128)
+    msg = kemac.protect(_psk_init(EncrAlg.AES_CM_128), k, b"sip:alice")
+    wire = msg.encode()
+    assert wire[-20:] == _hmac(MacAlg.HMAC_SHA_1_160, k.auth_key, wire[:-20] + b"sip:alice")
+    kemac.verify(msg, k, b"sip:alice")
+    with pytest.raises(MikeyError) as e:
+        kemac.verify(msg, k)
+    assert e.value.code == ErrorNo.AUTH_FAILURE
+
+
+@pytest.mark.parametrize("where", ["mac", "ciphertext", "csb_id", "timestamp"])
+def test_tampered_psk_init_is_auth_failure(where: str) -> None:
+    k = _keys(EncrAlg.AES_CM_128)
+    wire = bytearray(kemac.protect(_psk_init(EncrAlg.AES_CM_128), k).encode())
+    offset = {"mac": len(wire) - 1, "ciphertext": len(wire) - 25, "csb_id": 7, "timestamp": 12}
+    wire[offset[where]] ^= 0x40
+    with pytest.raises(MikeyError) as e:
+        kemac.open_message(decode(bytes(wire)), k)
+    assert e.value.code == ErrorNo.AUTH_FAILURE
+
+
+def test_wrong_psk_is_auth_failure() -> None:
+    msg = kemac.protect(_psk_init(EncrAlg.AES_KW_128), _keys(EncrAlg.AES_KW_128))
+    other = keys.message_keys(b"another key", CSB_ID, RAND, encr_alg=EncrAlg.AES_KW_128)
+    with pytest.raises(MikeyError) as e:
+        kemac.open_message(msg, other)
+    assert e.value.code == ErrorNo.AUTH_FAILURE
+
+
+def test_verification_payload_mac() -> None:
+    k = keys.message_keys(PSK, CSB_ID, RAND, mac_alg=MacAlg.HMAC_SHA_1_160)
+    msg = kemac.protect(samples.psk_verify(), k)
+    wire = msg.encode()
+    assert wire[-20:] == _hmac(MacAlg.HMAC_SHA_1_160, k.auth_key, wire[:-20])
+    kemac.verify(decode(wire), k)
+
+
+def test_verify_refuses_null_mac_and_missing_trailer() -> None:
+    k = _keys(EncrAlg.NULL)
+    with pytest.raises(MikeyError) as e:
+        kemac.verify(_psk_init(EncrAlg.NULL, MacAlg.NULL), k)
+    assert e.value.code == ErrorNo.INVALID_MAC
+    with pytest.raises(MikeyError) as e:
+        kemac.protect(samples.error(), k)
+    assert e.value.code == ErrorNo.UNSPECIFIED
+
+
+def test_protect_checks_the_auth_key_length() -> None:
+    short = attrs.evolve(_keys(EncrAlg.NULL), auth_key=bytes(19))
+    with pytest.raises(MikeyError) as e:
+        kemac.protect(_psk_init(EncrAlg.NULL), short)
+    assert e.value.code == ErrorNo.INVALID_MAC
+
+
+def test_open_message_needs_one_kemac_and_one_t() -> None:
+    k = _keys(EncrAlg.NULL)
+    msg = kemac.protect(_psk_init(EncrAlg.NULL), k)
+    no_t = attrs.evolve(msg, payloads=msg.payloads[1:])
+    with pytest.raises(MikeyError) as e:
+        kemac.open_message(no_t, k)
+    assert e.value.code == ErrorNo.INVALID_TS
+    with pytest.raises(MikeyError):
+        kemac.open_message(kemac.protect(samples.psk_verify(), k), k)

@@ -17,9 +17,13 @@ keys of :func:`mikey.keys.message_keys` (encr_key, salt_key; RFC 3830 §4.1.4):
   is checked on unwrapping (the padding convention is the project's, see docs/kms.md).
 
 The MAC (RFC 3830 §4.2.4, §5.2): the KEMAC MAC, or the V payload's, is the HMAC with
-auth_key over the encoded message up to that MAC (:meth:`mikey.message.Message.mac_input`),
-followed by any data the mode appends (``extra``). :func:`protect` fills it in,
-:func:`verify` checks it.
+auth_key over :func:`mac_input`: the encoded message up to that MAC
+(:meth:`mikey.message.Message.mac_input`), then the identities of the parties involved (their
+ID data, not whole payloads) in the order given, then any other data the mode appends
+(``extra``, e.g. the Initiator's timestamp in a verification message). RFC 6043 §5.5 fixes
+which identities follow each ticket message and in what order; that table is not in the
+project's texts (docs/kms.md, Open points), so the order is the caller's. :func:`protect` fills
+the MAC in, :func:`verify` checks it.
 
 Errors are :class:`mikey.errors.MikeyError`: a wrong MAC or a key wrap whose integrity check
 fails is ERR 0 (Auth failure); an unknown or unusable encryption algorithm or key is 4
@@ -29,6 +33,7 @@ fails is ERR 0 (Auth failure); an unknown or unusable encryption algorithm or ke
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeAlias
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.keywrap import (
@@ -43,6 +48,8 @@ from mikey.errors import MikeyError
 from mikey.keys import MessageKeys
 from mikey.message import Message
 from mikey.payloads import (
+    Id,
+    IdWithRole,
     Kemac,
     KeyData,
     Timestamp,
@@ -50,6 +57,10 @@ from mikey.payloads import (
     encode_key_data,
     split_key_data,
 )
+
+#: An identity appended to the MAC input: an IDR or ID payload (its ID data is used) or the
+#: identity bytes themselves.
+Identity: TypeAlias = IdWithRole | Id | bytes
 
 #: AES-128 key, AES-CM salt (112 bits) and AES block sizes, in bytes.
 AES_KEY_LEN = 16
@@ -193,22 +204,48 @@ def _check_auth_key(alg: MacAlg, keys: MessageKeys) -> None:
         )
 
 
-def protect(message: Message, keys: MessageKeys, extra: bytes = b"") -> Message:
+def identity_data(identity: Identity) -> bytes:
+    """The bytes an identity contributes to a MAC input: the ID data of an IDR or ID payload."""
+    if isinstance(identity, IdWithRole | Id):
+        return identity.data
+    return bytes(identity)
+
+
+def mac_input(message: Message, identities: Sequence[Identity] = (), extra: bytes = b"") -> bytes:
+    """What the MAC (or signature) at the end of ``message`` covers: the message up to it,
+    the ID data of ``identities`` in order, then ``extra``."""
+    return message.mac_input() + b"".join(identity_data(i) for i in identities) + extra
+
+
+def protect(
+    message: Message,
+    keys: MessageKeys,
+    extra: bytes = b"",
+    *,
+    identities: Sequence[Identity] = (),
+) -> Message:
     """``message`` with the MAC of its last payload (KEMAC or V) computed with auth_key over
-    the message up to that MAC, followed by ``extra``."""
+    :func:`mac_input`."""
     alg, _, _ = _trailer(message)
     _check_auth_key(alg, keys)
-    return message.with_trailer(_keys.mac(alg, keys.auth_key, message.mac_input() + extra))
+    data = mac_input(message, identities, extra)
+    return message.with_trailer(_keys.mac(alg, keys.auth_key, data))
 
 
-def verify(message: Message, keys: MessageKeys, extra: bytes = b"") -> None:
+def verify(
+    message: Message,
+    keys: MessageKeys,
+    extra: bytes = b"",
+    *,
+    identities: Sequence[Identity] = (),
+) -> None:
     """Raise MikeyError(Auth failure) unless the MAC of the last payload (KEMAC or V) is the
     one :func:`protect` would compute. A NULL MAC algorithm is refused: nothing to verify."""
     alg, tag, name = _trailer(message)
     if alg is MacAlg.NULL:
         raise MikeyError(ErrorNo.INVALID_MAC, "the message has a NULL MAC: nothing to verify")
     _check_auth_key(alg, keys)
-    if not _keys.verify_mac(alg, keys.auth_key, message.mac_input() + extra, tag):
+    if not _keys.verify_mac(alg, keys.auth_key, mac_input(message, identities, extra), tag):
         raise MikeyError(ErrorNo.AUTH_FAILURE, f"the {name} MAC does not verify")
 
 
@@ -220,17 +257,25 @@ def open_kemac(
     *,
     message: Message | None = None,
     extra: bytes = b"",
+    identities: Sequence[Identity] = (),
 ) -> tuple[KeyData, ...]:
     """The key data sub-payloads of ``kemac``. With ``message`` (the message carrying the
     KEMAC), its MAC is verified first (see :func:`verify`)."""
     if message is not None:
-        verify(message, keys, extra)
+        verify(message, keys, extra, identities=identities)
     return decrypt(kemac, keys, csb_id, timestamp)
 
 
-def open_message(message: Message, keys: MessageKeys, extra: bytes = b"") -> tuple[KeyData, ...]:
-    """Verify ``message``'s MAC, then decrypt its (single) KEMAC with the message's CSB ID and
-    the timestamp of its T payload."""
+def open_message(
+    message: Message,
+    keys: MessageKeys,
+    extra: bytes = b"",
+    *,
+    identities: Sequence[Identity] = (),
+) -> tuple[KeyData, ...]:
+    """Verify ``message``'s MAC (over :func:`mac_input`), then decrypt its (single) KEMAC with
+    the message's CSB ID and the timestamp of its T payload. The KEMAC need not be last: in
+    the ticket messages a V payload ends the message."""
     kemacs = message.find(Kemac)
     stamps = message.find(Timestamp)
     if len(kemacs) != 1:
@@ -239,4 +284,12 @@ def open_message(message: Message, keys: MessageKeys, extra: bytes = b"") -> tup
         raise MikeyError(ErrorNo.INVALID_TS, f"{len(stamps)} T payloads; one expected")
     kemac, stamp = kemacs[0], stamps[0]
     assert isinstance(kemac, Kemac) and isinstance(stamp, Timestamp)
-    return open_kemac(kemac, keys, message.header.csb_id, stamp, message=message, extra=extra)
+    return open_kemac(
+        kemac,
+        keys,
+        message.header.csb_id,
+        stamp,
+        message=message,
+        extra=extra,
+        identities=identities,
+    )

@@ -316,3 +316,46 @@ def test_open_message_needs_one_kemac_and_one_t() -> None:
     assert e.value.code == ErrorNo.INVALID_TS
     with pytest.raises(MikeyError):
         kemac.open_message(kemac.protect(samples.psk_verify(), k), k)
+
+
+# --- identities in the MAC input -----------------------------------------------------------
+
+
+def test_mac_input_appends_the_identity_data_in_order() -> None:
+    msg = samples.transfer_init()
+    wire = msg.encode()
+    assert kemac.mac_input(msg) == wire[:-32]
+    got = kemac.mac_input(msg, (samples.IDRI, samples.IDRR, b"raw-id"), b"\x01\x02")
+    assert got == wire[:-32] + b"sip:alice@ims.example.net" + b"sip:bob@ims.example.net" + (
+        b"raw-id\x01\x02"
+    )
+    assert kemac.identity_data(samples.IDRKMS) == b"https://kms.ims.example.net"
+
+
+def _resolve_resp(k: keys.MessageKeys) -> Message:
+    """A RESOLVE_RESP whose KEMAC (AES-KW) is followed by the V payload that MACs it."""
+    base = samples.resolve_resp()
+    sealed = kemac.seal(ITEMS, EncrAlg.AES_KW_128, MacAlg.NULL, k, base.header.csb_id, samples.T)
+    payloads = tuple(sealed if isinstance(p, Kemac) else p for p in base.payloads)
+    return attrs.evolve(base, payloads=payloads)
+
+
+def test_ticket_message_mac_covers_the_identities() -> None:
+    k = keys.message_keys(
+        PSK,
+        samples.CSB_ID,
+        RAND,
+        encr_alg=EncrAlg.AES_KW_128,
+        mac_alg=MacAlg.HMAC_SHA_256_256,
+    )
+    ids = (samples.IDRKMS, samples.IDRR)
+    msg = kemac.protect(_resolve_resp(k), k, identities=ids)
+    wire = msg.encode()
+    covered = wire[:-32] + b"https://kms.ims.example.net" + b"sip:bob@ims.example.net"
+    assert wire[-32:] == _hmac(MacAlg.HMAC_SHA_256_256, k.auth_key, covered)
+    received = decode(wire)
+    assert kemac.open_message(received, k, identities=ids) == ITEMS
+    for wrong in ((), ids[::-1], (samples.IDRKMS, samples.IDRI)):
+        with pytest.raises(MikeyError) as e:
+            kemac.open_message(received, k, identities=wrong)
+        assert e.value.code == ErrorNo.AUTH_FAILURE

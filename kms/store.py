@@ -15,7 +15,7 @@ import json
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import attrs
@@ -153,6 +153,18 @@ class KmsStore:
             )
         elif row[0] != str(SCHEMA_VERSION):
             raise StoreError(f"{self.path}: schema version {row[0]}, expected {SCHEMA_VERSION}")
+
+    def secret(self, name: str, size: int, random: Callable[[int], bytes]) -> bytes:
+        """A key only the KMS holds, made with ``random`` the first time and kept after."""
+        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (f"secret:{name}",))
+        found = row.fetchone()
+        if found is not None:
+            return bytes.fromhex(found[0])
+        value = random(size)
+        self._db.execute(
+            "INSERT INTO meta (name, value) VALUES (?, ?)", (f"secret:{name}", value.hex())
+        )
+        return value
 
     def close(self) -> None:
         self._db.close()

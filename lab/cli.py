@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "mikey.cli",
     "pcscf.cli",
     "accessgw.cli",
+    "kms.cli",
     "lab.commands",
 )
 

@@ -1,0 +1,274 @@
+"""The KMS's decisions without a socket: tickets issued, resolved by whom the ticket names,
+and every bad request refused with its MIKEY error number."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+from pathlib import Path
+
+import attrs
+import pytest
+
+from kms.client import request_init, resolve_init
+from kms.core import KmsCore, open_reply, unix_from_ntp
+from kms.store import KmsStore, StoreLimits, User
+from mikey.constants import DataType, ErrorNo, KeyType, MacAlg, TsType
+from mikey.errors import MikeyError
+from mikey.keys import tls_psk
+from mikey.message import EmptyMap, Message, decode
+from mikey.payloads import Err, IdWithRole, Rand, Ticket, TicketPolicy, Timestamp
+
+NOW = 1_800_000_000.0
+ALICE = User("sip:alice@e2ae.lab", hashlib.sha256(b"alice").digest()[:16])
+BOB = User("sip:bob@e2ae.lab", hashlib.sha256(b"bob").digest()[:16], ("sip:conf@e2ae.lab",))
+CAROL = User("sip:carol@e2ae.lab", hashlib.sha256(b"carol").digest()[:16])
+
+
+def _counter() -> itertools.count[int]:
+    return itertools.count(1)
+
+
+def _random() -> object:
+    counter = _counter()
+
+    def random(n: int) -> bytes:
+        # Deterministic, distinct bytes: the tests compare keys, never guess them.
+        return hashlib.sha256(next(counter).to_bytes(8, "big")).digest()[:n].ljust(n, b"\0")
+
+    return random
+
+
+def _kms(store: KmsStore | None = None, **kw: object) -> KmsCore:
+    store = store or KmsStore(":memory:")
+    for user in (ALICE, BOB, CAROL):
+        store.put_user(user)
+    return KmsCore("kms.e2ae.lab", store, random=_random(), **kw)  # type: ignore[arg-type]
+
+
+def _ticket_of(body: bytes) -> tuple[Message, Ticket]:
+    reply = decode(body)
+    (ticket,) = (p for p in reply.payloads if isinstance(p, Ticket))
+    return reply, ticket
+
+
+def _request(kms: KmsCore, responders: tuple[str, ...] = (BOB.identity,), sessions: int = 1):
+    request = request_init(
+        ALICE.identity,
+        ALICE.key,
+        responders,
+        NOW,
+        csb_id=0x1234,
+        cs_map=EmptyMap(sessions),
+        rand=b"R" * 16,
+    )
+    reply = kms.handle(request.encode(), (ALICE.identity,), NOW)
+    return request, reply
+
+
+def _resolve(kms: KmsCore, user: User, ticket: Ticket, at: float = NOW + 1, rand: bytes = b"r"):
+    request = resolve_init(user.identity, user.key, ticket, at, csb_id=0x1234, rand=rand * 16)
+    return request, kms.handle(request.encode(), (user.identity,), at)
+
+
+def _error(body: bytes) -> ErrorNo:
+    message = decode(body)
+    assert message.data_type is DataType.ERROR
+    (err,) = (p for p in message.payloads if isinstance(p, Err))
+    return ErrorNo(err.error_no)
+
+
+def test_a_ticket_is_issued_and_resolved_by_its_responder_to_the_same_keys() -> None:
+    kms = _kms()
+    request, reply = _request(kms, sessions=2)
+    assert reply.status == 200 and reply.identity == ALICE.identity
+    message, alice_keys = open_reply(reply.body, ALICE.key, request)
+    assert message.data_type is DataType.REQUEST_RESP
+    assert [k.key_type for k in alice_keys] == [KeyType.TGK, KeyType.TGK]
+    assert alice_keys[0].key != alice_keys[1].key and len(alice_keys[0].key) == 16
+    kms_id = [p for p in message.payloads if isinstance(p, IdWithRole)]
+    assert kms_id[0].data == b"kms.e2ae.lab"
+
+    _, ticket = _ticket_of(reply.body)
+    resolve, answer = _resolve(kms, BOB, ticket)
+    assert answer.status == 200, answer.outcome
+    resolved, bob_keys = open_reply(answer.body, BOB.key, resolve)
+    assert resolved.data_type is DataType.RESOLVE_RESP
+    assert [k.key for k in bob_keys] == [k.key for k in alice_keys]
+    # Both ends derive the same TLS-PSK of crypto session 1 from the TGK.
+    rand = next(p.rand for p in request.payloads if isinstance(p, Rand))
+    assert tls_psk(bob_keys[0].key, 1, 0x1234, rand, 32) == tls_psk(
+        alice_keys[0].key, 1, 0x1234, rand, 32
+    )
+
+
+def test_a_third_user_is_refused_and_learns_no_key() -> None:
+    kms = _kms()
+    _, reply = _request(kms)
+    _, ticket = _ticket_of(reply.body)
+    resolve, answer = _resolve(kms, CAROL, ticket)
+    assert answer.status == 403 and _error(answer.body) is ErrorNo.AUTH_FAILURE
+    assert "does not name sip:carol@e2ae.lab" in answer.outcome
+    with pytest.raises(MikeyError):
+        open_reply(answer.body, CAROL.key, resolve)
+
+
+def test_a_group_member_resolves_a_ticket_naming_the_group() -> None:
+    kms = _kms()
+    _, reply = _request(kms, responders=("sip:conf@e2ae.lab",))
+    _, ticket = _ticket_of(reply.body)
+    assert _resolve(kms, BOB, ticket)[1].status == 200
+    assert _resolve(kms, CAROL, ticket, rand=b"c")[1].status == 403
+
+
+def test_a_ticket_naming_nobody_is_resolved_by_any_provisioned_user() -> None:
+    kms = _kms()
+    _, reply = _request(kms, responders=())
+    _, ticket = _ticket_of(reply.body)
+    assert _resolve(kms, CAROL, ticket)[1].status == 200
+
+
+def test_the_reply_is_macd_for_the_requester_only() -> None:
+    kms = _kms()
+    request, reply = _request(kms)
+    with pytest.raises(MikeyError) as caught:
+        open_reply(reply.body, BOB.key, request)
+    assert caught.value.code == ErrorNo.AUTH_FAILURE
+
+
+def _tamper_mac(message: Message) -> bytes:
+    data = bytearray(message.encode())
+    data[-1] ^= 1
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "code"),
+    [
+        ("bad mac", 403, ErrorNo.AUTH_FAILURE),
+        ("other tls identity", 403, ErrorNo.AUTH_FAILURE),
+        ("unknown user", 403, ErrorNo.INVALID_ID),
+        ("stale", 403, ErrorNo.INVALID_TS),
+        ("not mikey", 400, None),
+        ("transfer init", 400, ErrorNo.INVALID_DT),
+        ("ticket type 9", 400, ErrorNo.INVALID_TPPAR),
+        ("too many sessions", 400, ErrorNo.UNSPECIFIED),
+    ],
+)
+def test_bad_requests_are_refused_with_their_error(
+    change: str, status: int, code: ErrorNo | None
+) -> None:
+    kms = _kms()
+    tls = (ALICE.identity,)
+    at = NOW
+    request = request_init(ALICE.identity, ALICE.key, (BOB.identity,), NOW, csb_id=1)
+    body = request.encode()
+    if change == "bad mac":
+        body = _tamper_mac(request)
+    elif change == "other tls identity":
+        tls = (BOB.identity,)
+    elif change == "unknown user":
+        body = request_init("sip:mallory@e2ae.lab", ALICE.key, (), NOW, csb_id=1).encode()
+        tls = ("sip:mallory@e2ae.lab",)
+    elif change == "stale":
+        at = NOW + 301
+    elif change == "not mikey":
+        body = b"\x01\x63garbage"
+    elif change == "transfer init":
+        header = attrs.evolve(request.header, data_type=DataType.TRANSFER_INIT)
+        body = attrs.evolve(request, header=header).encode()
+    elif change == "ticket type 9":
+        body = request_init(
+            ALICE.identity, ALICE.key, (), NOW, csb_id=1, policy=TicketPolicy(9)
+        ).encode()
+    elif change == "too many sessions":
+        body = request_init(
+            ALICE.identity, ALICE.key, (), NOW, csb_id=1, cs_map=EmptyMap(33)
+        ).encode()
+    reply = kms.handle(body, tls, at)
+    assert reply.status == status, reply.outcome
+    error = _error(reply.body)
+    if code is not None:
+        assert error is code
+    assert kms.store.count("tickets") == 0
+
+
+def test_a_replayed_request_is_refused() -> None:
+    kms = _kms()
+    request, first = _request(kms)
+    assert first.status == 200
+    again = kms.handle(request.encode(), (ALICE.identity,), NOW + 2)
+    assert again.status == 403 and _error(again.body) is ErrorNo.INVALID_TS
+    assert "replayed" in again.outcome and kms.store.count("tickets") == 1
+
+
+def test_an_expired_forged_or_altered_ticket_is_refused() -> None:
+    kms = _kms(ticket_lifetime=60.0)
+    _, reply = _request(kms)
+    _, ticket = _ticket_of(reply.body)
+    late = _resolve(kms, BOB, ticket, at=NOW + 61)[1]
+    assert _error(late.body) is ErrorNo.INVALID_TICKET and "expired" in late.outcome
+    forged = attrs.evolve(ticket, data=bytes(32))
+    altered = attrs.evolve(ticket, policy=attrs.evolve(ticket.policy, flags=0x0400))
+    for bad, rand in ((forged, b"f"), (altered, b"a")):
+        answer = _resolve(kms, BOB, bad, rand=rand)[1]
+        assert answer.status == 403 and _error(answer.body) is ErrorNo.INVALID_TICKET
+
+
+def test_tickets_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "kms.sqlite"
+    kms = _kms(KmsStore(path))
+    request, reply = _request(kms)
+    _, alice_keys = open_reply(reply.body, ALICE.key, request)
+    _, ticket = _ticket_of(reply.body)
+    kms.store.close()
+
+    again = KmsCore("kms.e2ae.lab", KmsStore(path), random=_random())  # type: ignore[arg-type]
+    resolve, answer = _resolve(again, BOB, ticket)
+    assert answer.status == 200, answer.outcome
+    assert [k.key for k in open_reply(answer.body, BOB.key, resolve)[1]] == [
+        k.key for k in alice_keys
+    ]
+
+
+def test_no_key_appears_in_what_the_kms_says_about_a_request() -> None:
+    kms = _kms()
+    request, reply = _request(kms)
+    _, keys = open_reply(reply.body, ALICE.key, request)
+    for text in (reply.outcome, repr(reply)):
+        assert keys[0].key.hex() not in text and ALICE.key.hex() not in text
+    # The ticket data is the id and a MAC under the KMS's own key: no key material in it.
+    _, ticket = _ticket_of(reply.body)
+    assert keys[0].key not in ticket.data and keys[0].key not in reply.body
+
+
+def test_the_ticket_tag_is_a_mac_under_the_kms_key() -> None:
+    store = KmsStore(":memory:")
+    kms = _kms(store)
+    _, reply = _request(kms)
+    _, ticket = _ticket_of(reply.body)
+    secret = store.secret("ticket-mac", 32, lambda n: b"unused")
+    ticket_id, tag = ticket.data[:16], ticket.data[16:]
+    expected = hmac.new(secret, ticket_id + ticket.policy.encode_body(), "sha256").digest()[:16]
+    assert tag == expected
+
+
+def test_timestamps_are_ntp_utc_of_now() -> None:
+    kms = _kms()
+    _, reply = _request(kms)
+    (stamp,) = (p for p in decode(reply.body).payloads if isinstance(p, Timestamp))
+    assert stamp.ts_type is TsType.NTP_UTC and abs(unix_from_ntp(stamp.value) - NOW) < 1e-6
+
+
+def test_the_ticket_table_bound_refuses_with_an_error_not_a_crash() -> None:
+    kms = _kms(KmsStore(":memory:", StoreLimits(max_tickets=1)))
+    assert _request(kms)[1].status == 200
+    second = request_init(ALICE.identity, ALICE.key, (), NOW, csb_id=2, rand=b"x" * 16)
+    reply = kms.handle(second.encode(), (ALICE.identity,), NOW)
+    assert reply.status == 503 and _error(reply.body) is ErrorNo.UNSPECIFIED
+
+
+def test_requests_use_a_macd_v_payload() -> None:
+    request = request_init(ALICE.identity, ALICE.key, (), NOW, csb_id=1)
+    assert request.payloads[-1].auth_alg is MacAlg.HMAC_SHA_256_256  # type: ignore[union-attr]

@@ -18,7 +18,9 @@ Public API:
   :meth:`SessionDescription.effective_connection` (media ``c=`` over session ``c=``);
   :meth:`SessionDescription.effective_attribute_values` (media level over session level: if the
   media section has the attribute, only its values count; this is the RFC 8122 rule for
-  ``a=fingerprint``) and :meth:`SessionDescription.effective_fingerprints`.
+  ``a=fingerprint``) and :meth:`SessionDescription.effective_fingerprints`;
+  :meth:`SessionDescription.key_mgmt` (``a=key-mgmt``, RFC 4567: session level, or a stream's
+  effective values, each a :class:`KeyMgmt` with its protocol id and base64-decoded data).
 - Editing: :meth:`MediaSection.set_port`, :meth:`MediaSection.set_proto`,
   :meth:`MediaSection.set_connection` (replaces the media ``c=`` or inserts one where RFC 8866
   puts it: after ``m=`` and ``i=``, before ``b=``, ``k=`` and ``a=``),
@@ -39,6 +41,8 @@ Pure: no I/O, no Twisted.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import hashlib
 import ipaddress
@@ -378,6 +382,37 @@ def _parse_lines(raw: list[str], controls: bool) -> tuple[Section, list[MediaSec
     return session, media
 
 
+#: RFC 4567 §3.1: ``prtcl-id`` is a token (``mikey`` for MIKEY, RFC 4567 §4.1).
+_KMPID = re.compile(r"[!#$%&'*+\-.^_`{|}~0-9A-Za-z]+")
+
+
+@attrs.frozen
+class KeyMgmt:
+    """One ``a=key-mgmt:<prtcl-id> <keymgmt-data>`` (RFC 4567 §3.1): the key management
+    protocol (``mikey``) and its data, base64-decoded (for MIKEY: one MIKEY message)."""
+
+    protocol: str
+    data: bytes
+
+    @classmethod
+    def parse(cls, value: str) -> KeyMgmt:
+        """Raises ValueError saying what is wrong."""
+        protocol, sep, data = value.strip().partition(" ")
+        if not sep or not _KMPID.fullmatch(protocol):
+            raise ValueError("expected 'a=key-mgmt:<prtcl-id> <base64 data>'")
+        try:
+            raw = base64.b64decode(data.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"the {protocol} data is not base64") from None
+        if not raw:
+            raise ValueError(f"the {protocol} data is empty")
+        return cls(protocol.lower(), raw)
+
+    def value(self) -> str:
+        """The attribute value (what follows ``a=key-mgmt:``)."""
+        return f"{self.protocol} {base64.b64encode(self.data).decode('ascii')}"
+
+
 @attrs.define
 class SessionDescription:
     """A whole SDP body: session-level lines and the media sections in order."""
@@ -451,6 +486,35 @@ class SessionDescription:
         """Values of ``a=name`` for a stream: media level if present there, else session."""
         own = self.media[index].attribute_values(name)
         return own if own else self.session.attribute_values(name)
+
+    def key_mgmt(self, index: int | None = None) -> list[KeyMgmt]:
+        """``a=key-mgmt`` of the session (``index`` None) or effective for stream ``index``
+        (media level over session level: RFC 4567 §3.1 lets a media-level attribute
+        override the session-level one). A value that is not RFC 4567 syntax raises
+        SdpError; the e2ae rewrite never calls this, so a KMS stream passes however it is
+        written."""
+        if index is None:
+            values = self.session.attribute_values("key-mgmt")
+        else:
+            values = self.effective_attribute_values(index, "key-mgmt")
+        out: list[KeyMgmt] = []
+        for value in values:
+            try:
+                out.append(KeyMgmt.parse(value))
+            except ValueError as exc:
+                line = (
+                    self._session_line_of("key-mgmt")
+                    if index is None
+                    else self.line_number_of(index, "key-mgmt")
+                )
+                raise SdpError(line, f"bad a=key-mgmt: {exc}") from None
+        return out
+
+    def _session_line_of(self, attribute: str) -> int:
+        for offset, line in enumerate(self.session.lines, 1):
+            if _attribute_name_matches(line, attribute):
+                return offset
+        return 1
 
     def effective_fingerprints(
         self, index: int, accepted: tuple[str, ...] | None = None

@@ -7,9 +7,8 @@ ID role, a Prot type, a general-extension type, a ticket type, an error number) 
 plain integers so that unregistered values survive a decode/encode round trip; the enums below
 give the registered names.
 
-Provenance of each group is in its docstring. "RFC 6043, not confirmed" marks a number taken
-from the MIKEY-TICKET registrations as the project recorded them without the primary text at
-hand; docs/kms.md lists those.
+Provenance of each group is in its docstring; the RFC 6043 numbers are those of its §6 tables
+and §14 (IANA Considerations).
 """
 
 from __future__ import annotations
@@ -22,7 +21,9 @@ MIKEY_VERSION = 1
 
 class DataType(IntEnum):
     """HDR ``data type``: the message type. RFC 3830 Table 6.1.a, RFC 4650 (DHHMAC), RFC 4738
-    (RSA-R), RFC 6043 §6.1 (the ticket exchanges, 11..16; not confirmed)."""
+    (RSA-R), RFC 6043 §6.1 Table 6.1 (the ticket exchanges, 11..18).
+
+    ``REQUEST_INIT`` and ``RESOLVE_INIT`` are kept as aliases of the PSK variants."""
 
     PSK_INIT = 0
     PSK_VERIFY = 1
@@ -35,17 +36,21 @@ class DataType(IntEnum):
     DHHMAC_RESP = 8
     RSA_R_INIT = 9
     RSA_R_RESP = 10
-    REQUEST_INIT = 11
-    REQUEST_RESP = 12
-    RESOLVE_INIT = 13
-    RESOLVE_RESP = 14
-    TRANSFER_INIT = 15
-    TRANSFER_RESP = 16
+    REQUEST_INIT_PSK = 11
+    REQUEST_INIT_PK = 12
+    REQUEST_RESP = 13
+    TRANSFER_INIT = 14
+    TRANSFER_RESP = 15
+    RESOLVE_INIT_PSK = 16
+    RESOLVE_INIT_PK = 17
+    RESOLVE_RESP = 18
+    REQUEST_INIT = 11  # alias of REQUEST_INIT_PSK
+    RESOLVE_INIT = 16  # alias of RESOLVE_INIT_PSK
 
 
 class PayloadType(IntEnum):
-    """``Next payload`` values. RFC 3830 Table 6.1.b; RFC 6043 §6 adds TR, IDR, RANDR, TP and
-    TICKET (13..17; not confirmed)."""
+    """``Next payload`` values. RFC 3830 Table 6.1.b; RFC 6043 §6.1 Table 6.2 adds TR (13),
+    IDR (14), RANDR (15), TP (16) and TICKET (17)."""
 
     LAST = 0
     KEMAC = 1
@@ -70,7 +75,8 @@ class PayloadType(IntEnum):
 
 
 class PrfFunc(IntEnum):
-    """HDR ``PRF func``: RFC 3830 Table 6.1.c (MIKEY-1), RFC 6043 §6.1 (PRF-HMAC-SHA-256)."""
+    """HDR ``PRF func``: RFC 3830 Table 6.1.c (MIKEY-1), RFC 6043 §6.1 Table 6.3
+    (PRF-HMAC-SHA-256)."""
 
     MIKEY_1 = 0
     PRF_HMAC_SHA_256 = 1
@@ -96,16 +102,17 @@ class ProtType(IntEnum):
 
 
 class TsType(IntEnum):
-    """T / TR payload ``TS type``: RFC 3830 Table 6.6. NTP-UTC and NTP are 64 bits, COUNTER
-    32 bits."""
+    """T / TR payload ``TS type``: RFC 3830 Table 6.6, RFC 6043 §6.3 Table 6.8. NTP-UTC and
+    NTP are 64 bits, COUNTER and NTP-UTC-32 (the seconds of an NTP-UTC timestamp) 32 bits."""
 
     NTP_UTC = 0
     NTP = 1
     COUNTER = 2
+    NTP_UTC_32 = 3
 
 
 class TsRole(IntEnum):
-    """TR payload ``TS role``: RFC 6043 §6.4 (not confirmed)."""
+    """TR payload ``TS role``: RFC 6043 §6.4 Table 6.9."""
 
     TRI = 1  # when the ticket was created
     TRS = 2  # start of validity
@@ -122,7 +129,7 @@ class IdType(IntEnum):
 
 
 class IdRole(IntEnum):
-    """IDR ``ID role``: RFC 6043 §6.6 (1..5), RFC 6509 §4.4 (6, 7)."""
+    """IDR ``ID role``: RFC 6043 §6.6 Table 6.11 (1..5), RFC 6509 §4.4 (6, 7)."""
 
     IDRI = 1  # Initiator
     IDRR = 2  # Responder
@@ -134,7 +141,7 @@ class IdRole(IntEnum):
 
 
 class RandRole(IntEnum):
-    """RANDR ``RAND role``: RFC 6043 §6.8 (not confirmed)."""
+    """RANDR ``RAND role``: RFC 6043 §6.8 Table 6.13."""
 
     RANDRI = 1  # Initiator
     RANDRR = 2  # Responder
@@ -142,11 +149,12 @@ class RandRole(IntEnum):
 
 
 class EncrAlg(IntEnum):
-    """KEMAC ``Encr alg``: RFC 3830 Table 6.2.a."""
+    """KEMAC ``Encr alg``: RFC 3830 Table 6.2.a, RFC 6043 §6.2 Table 6.5 (AES-CM-256)."""
 
     NULL = 0
     AES_CM_128 = 1
     AES_KW_128 = 2
+    AES_CM_256 = 3
 
 
 class MacAlg(IntEnum):
@@ -167,12 +175,16 @@ MAC_LENGTH: dict[MacAlg, int] = {
 
 
 class KeyType(IntEnum):
-    """Key data sub-payload ``Type``: RFC 3830 Table 6.13.a."""
+    """Key data sub-payload ``Type``: RFC 3830 Table 6.13.a, RFC 6043 §6.2.1 Table 6.7 (the
+    group TGK and the MIKEY protection key)."""
 
     TGK = 0
     TGK_SALT = 1
     TEK = 2
     TEK_SALT = 3
+    GTGK = 4
+    GTGK_SALT = 5
+    MPK = 6
 
 
 class KvType(IntEnum):
@@ -202,8 +214,8 @@ class SrtpParam(IntEnum):
 
 
 class ErrorNo(IntEnum):
-    """ERR payload ``Error no``: RFC 3830 Table 6.12 (0..12), RFC 6043 §6.12 (13, 14; not
-    confirmed)."""
+    """ERR payload ``Error no``: RFC 3830 Table 6.12 (0..12), RFC 6043 §6.9 Table 6.14
+    (Invalid TICKET 14, Invalid TPpar 15)."""
 
     AUTH_FAILURE = 0
     INVALID_TS = 1
@@ -218,8 +230,8 @@ class ErrorNo(IntEnum):
     INVALID_SPPAR = 10
     INVALID_DT = 11
     UNSPECIFIED = 12
-    INVALID_TICKET = 13
-    INVALID_TPPAR = 14
+    INVALID_TICKET = 14
+    INVALID_TPPAR = 15
 
 
 class GenExtType(IntEnum):
@@ -231,10 +243,12 @@ class GenExtType(IntEnum):
 
 
 class TicketType(IntEnum):
-    """TP / TICKET ``Ticket type``: RFC 6043 §6.10 (MIKEY base ticket) and the 3GPP ticket
-    types TS 33.328 Annex D registers (2, 3). The project's spec text does not contain
-    Annex D, so the Ticket Data of every type is carried as opaque bytes."""
+    """TP / TICKET ``Ticket type`` (16 bits): RFC 6043 §6.10 Table 6.15 and §14: 1 MIKEY base
+    ticket (RFC 6043 Appendix A), 2 3GPP base ticket. 3 is not registered by RFC 6043 (the
+    project's spec texts do not contain TS 33.328 Annex D); Ticket Data of every type is
+    carried as opaque bytes."""
 
     MIKEY_BASE = 1
     TGPP_2 = 2
     TGPP_3 = 3
+    TGPP_BASE = 2  # alias: RFC 6043's name for type 2

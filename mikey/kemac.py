@@ -1,49 +1,49 @@
 """KEMAC protection: encrypting the key data sub-payloads and MACing the message.
 
-Encryption of the Encr data field (RFC 3830 §4.2.3, §6.2; RFC 6043 §6.2), with the message
-keys of :func:`mikey.keys.message_keys` (encr_key, salt_key; RFC 3830 §4.1.4):
+Encryption of the Encr data field (RFC 3830 §4.2.3; RFC 6043 §6.2), with message keys from
+:mod:`mikey.keys` (encr_key, salt_key):
 
 - NULL: the chained key data sub-payloads as they are.
-- AES-CM-128 (RFC 3830 §4.2.3): AES-128 in counter mode, key encr_key, initial counter block
+- AES-CM-128 (RFC 3830 §4.2.3) and AES-CM-256 (RFC 6043 §6.2, the same with a 256-bit key):
+  AES in counter mode as SRTP defines it, key encr_key, initial counter block
 
       IV = (S XOR (0x0000 || CSB ID || T)) || 0x0000
 
-  where S is the 112-bit salt_key, CSB ID the 32-bit CSB ID of the HDR, T the 64-bit
-  timestamp of the message's T payload (a 32-bit COUNTER is left-padded with zeros to 64 bits,
-  as RFC 3830 §6.6 does for the PRF input) and the trailing 16 zero bits the block counter.
-- AES-KW-128 (RFC 6043 §6.2, RFC 3394): AES key wrap with encr_key as key-encryption key and
-  the RFC 3394 §2.2.3.1 default initial value. Key wrap takes a whole number of 64-bit blocks,
-  at least two; the key data chain is padded with zero bytes up to that size and the padding
-  is checked on unwrapping (the padding convention is the project's, see docs/kms.md).
+  where S is the 112-bit salt_key, CSB ID the 32-bit CSB ID of the HDR and T "the 64-bit
+  timestamp sent by the Initiator"; a 32-bit COUNTER is left-padded with zeros, an NTP-UTC-32
+  becomes the 64-bit NTP-UTC with a zero fraction (RFC 6043 §6.3). The last 16 bits are the
+  block counter.
+- AES-KW-128 (RFC 3830 §4.2.3, RFC 3394): AES key wrap with encr_key as key-encryption key and
+  the 64-bit salt_key S as the key wrap IV ("the key wrap IV is then set to S"). Key wrap
+  takes whole 64-bit blocks, at least two; the key data chain is padded with zero bytes up to
+  that size and the padding is checked on unwrapping (RFC 3830 gives no padding rule: the
+  convention is the project's, see docs/kms.md).
 
-The MAC (RFC 3830 §4.2.4, §5.2): the KEMAC MAC, or the V payload's, is the HMAC with
-auth_key over :func:`mac_input`: the encoded message up to that MAC
-(:meth:`mikey.message.Message.mac_input`), then the identities of the parties involved (their
-ID data, not whole payloads) in the order given, then any other data the mode appends
-(``extra``, e.g. the Initiator's timestamp in a verification message). RFC 6043 §5.5 fixes
-which identities follow each ticket message and in what order; that table is not in the
-project's texts (docs/kms.md, Open points), so the order is the caller's. :func:`protect` fills
-the MAC in, :func:`verify` checks it.
+The MAC (RFC 3830 §4.2.4, §5.2; RFC 6043 §5.5): the KEMAC MAC, or the V payload's, is the HMAC
+with auth_key over the encoded message up to that MAC (:meth:`mikey.message.Message.mac_input`)
+followed by what the mode appends. :func:`ticket_mac_input` builds that for the MIKEY-TICKET
+messages from RFC 6043 Table 5.2 (initial messages: the identities, not whole payloads, of the
+parties; responses: the whole initial message; TRANSFER_INIT without the Initiator Data);
+:func:`mac_input` appends identities and other data in the caller's order. :func:`protect`
+fills the MAC in, :func:`verify` checks it; both take the covered data ready-made through
+``mac_data`` or build it with :func:`mac_input`.
 
 Errors are :class:`mikey.errors.MikeyError`: a wrong MAC or a key wrap whose integrity check
 fails is ERR 0 (Auth failure); an unknown or unusable encryption algorithm or key is 4
-(Invalid EA); a wrong padding or a plaintext that is not a key data chain is 12 (Unspecified).
+(Invalid EA); an auth_key of the wrong length 3 (Invalid MAC); a missing identity 7 (Invalid
+ID); a wrong padding or a plaintext that is not a key data chain is 12 (Unspecified).
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Sequence
 from typing import TypeAlias
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.keywrap import (
-    InvalidUnwrap,
-    aes_key_unwrap,
-    aes_key_wrap,
-)
 
 from mikey import keys as _keys
-from mikey.constants import MAC_LENGTH, EncrAlg, ErrorNo, MacAlg
+from mikey.constants import MAC_LENGTH, DataType, EncrAlg, ErrorNo, IdRole, MacAlg, TsType
 from mikey.errors import MikeyError
 from mikey.keys import MessageKeys
 from mikey.message import Message
@@ -52,6 +52,8 @@ from mikey.payloads import (
     IdWithRole,
     Kemac,
     KeyData,
+    Signature,
+    Ticket,
     Timestamp,
     Verification,
     encode_key_data,
@@ -66,13 +68,20 @@ Identity: TypeAlias = IdWithRole | Id | bytes
 AES_KEY_LEN = 16
 AES_CM_SALT_LEN = 14
 BLOCK = 16
-#: RFC 3394 works on 64-bit blocks and needs at least two of them.
+#: RFC 3394 works on 64-bit blocks and needs at least two of them; its default IV.
 KW_BLOCK = 8
 KW_MIN = 16
+KW_DEFAULT_IV = b"\xa6" * 8
+_AES_CM_KEY_LEN = {EncrAlg.AES_CM_128: 16, EncrAlg.AES_CM_256: 32}
 
 
 def _ts64(timestamp: Timestamp | int) -> int:
-    value = timestamp.value if isinstance(timestamp, Timestamp) else timestamp
+    if isinstance(timestamp, Timestamp):
+        value = timestamp.value
+        if timestamp.ts_type is TsType.NTP_UTC_32:
+            value <<= 32  # RFC 6043 §6.3: padded to a 64-bit NTP-UTC, fraction zero
+    else:
+        value = timestamp
     if not 0 <= value < 1 << 64:
         raise MikeyError(ErrorNo.INVALID_TS, "the AES-CM timestamp must fit in 64 bits")
     return value
@@ -92,9 +101,12 @@ def aes_cm_iv(salt_key: bytes, csb_id: int, timestamp: Timestamp | int) -> bytes
 
 
 def aes_cm(key: bytes, iv: bytes, data: bytes) -> bytes:
-    """AES-128 in counter mode from the initial counter block ``iv``; its own inverse."""
-    if len(key) != AES_KEY_LEN:
-        raise MikeyError(ErrorNo.INVALID_EA, f"AES-128 needs a 16-byte key, got {len(key)}")
+    """AES (128- or 256-bit key) in counter mode from the initial counter block ``iv``; its own
+    inverse. RFC 3830 §4.2.3 limits it to 2^16 blocks (the 16-bit block counter)."""
+    if len(key) not in (16, 32):
+        raise MikeyError(ErrorNo.INVALID_EA, f"AES-CM needs a 16- or 32-byte key, got {len(key)}")
+    if len(data) > BLOCK << 16:
+        raise MikeyError(ErrorNo.UNSPECIFIED, "AES-CM encrypts at most 2^16 blocks")
     if len(iv) != BLOCK:
         raise MikeyError(ErrorNo.INVALID_EA, f"AES-CM needs a 16-byte IV, got {len(iv)}")
     encryptor = Cipher(algorithms.AES(key), modes.CTR(iv)).encryptor()
@@ -106,30 +118,64 @@ def kw_padded_len(length: int) -> int:
     return max(KW_MIN, -(-length // KW_BLOCK) * KW_BLOCK)
 
 
-def wrap(kek: bytes, data: bytes) -> bytes:
-    """RFC 3394 key wrap of ``data`` (a multiple of 8 bytes, at least 16) under ``kek``."""
+def _ecb(kek: bytes, block: bytes, decrypt: bool = False) -> bytes:
+    cipher = Cipher(algorithms.AES(kek), modes.ECB())  # noqa: S305  the one-block AES of RFC 3394
+    ctx = cipher.decryptor() if decrypt else cipher.encryptor()
+    return ctx.update(block) + ctx.finalize()
+
+
+def _check_kek(kek: bytes) -> None:
     if len(kek) != AES_KEY_LEN:
         raise MikeyError(ErrorNo.INVALID_EA, f"AES-KW-128 needs a 16-byte key, got {len(kek)}")
+
+
+def _check_kw_iv(iv: bytes) -> None:
+    if len(iv) != KW_BLOCK:
+        raise MikeyError(ErrorNo.INVALID_EA, f"AES-KW needs a 64-bit IV (salt_key), got {len(iv)}")
+
+
+def wrap(kek: bytes, data: bytes, iv: bytes = KW_DEFAULT_IV) -> bytes:
+    """RFC 3394 §2.2.1 key wrap of ``data`` (a multiple of 8 bytes, at least 16) under ``kek``
+    with the initial value ``iv`` (RFC 3830 §4.2.3: the 64-bit salt_key)."""
+    _check_kek(kek)
+    _check_kw_iv(iv)
     if len(data) < KW_MIN or len(data) % KW_BLOCK:
         raise MikeyError(
             ErrorNo.UNSPECIFIED, f"key wrap needs 8-byte blocks, at least 2; got {len(data)} bytes"
         )
-    return aes_key_wrap(kek, data)
+    n = len(data) // KW_BLOCK
+    a = iv
+    r = [data[i : i + KW_BLOCK] for i in range(0, len(data), KW_BLOCK)]
+    for j in range(6):
+        for i in range(n):
+            b = _ecb(kek, a + r[i])
+            t = n * j + i + 1
+            a = (int.from_bytes(b[:8], "big") ^ t).to_bytes(8, "big")
+            r[i] = b[8:]
+    return a + b"".join(r)
 
 
-def unwrap(kek: bytes, data: bytes) -> bytes:
-    """RFC 3394 key unwrap; a failed integrity check is ERR 0 (Auth failure)."""
-    if len(kek) != AES_KEY_LEN:
-        raise MikeyError(ErrorNo.INVALID_EA, f"AES-KW-128 needs a 16-byte key, got {len(kek)}")
+def unwrap(kek: bytes, data: bytes, iv: bytes = KW_DEFAULT_IV) -> bytes:
+    """RFC 3394 §2.2.2 key unwrap; an integrity check that fails (the recovered initial value
+    is not ``iv``) is ERR 0 (Auth failure)."""
+    _check_kek(kek)
+    _check_kw_iv(iv)
     if len(data) < KW_MIN + KW_BLOCK or len(data) % KW_BLOCK:
         raise MikeyError(
             ErrorNo.UNSPECIFIED,
             f"wrapped key data must be 8-byte blocks, at least 3; got {len(data)} bytes",
         )
-    try:
-        return aes_key_unwrap(kek, data)
-    except InvalidUnwrap:
-        raise MikeyError(ErrorNo.AUTH_FAILURE, "AES key unwrap: integrity check failed") from None
+    n = len(data) // KW_BLOCK - 1
+    a = data[:8]
+    r = [data[8 * (i + 1) : 8 * (i + 2)] for i in range(n)]
+    for j in reversed(range(6)):
+        for i in reversed(range(n)):
+            t = n * j + i + 1
+            b = _ecb(kek, (int.from_bytes(a, "big") ^ t).to_bytes(8, "big") + r[i], True)
+            a, r[i] = b[:8], b[8:]
+    if not hmac.compare_digest(a, iv):
+        raise MikeyError(ErrorNo.AUTH_FAILURE, "AES key unwrap: integrity check failed")
+    return b"".join(r)
 
 
 def encrypt(
@@ -139,9 +185,19 @@ def encrypt(
     encr_alg = EncrAlg(encr_alg)
     if encr_alg is EncrAlg.NULL:
         return plain
-    if encr_alg is EncrAlg.AES_CM_128:
+    if encr_alg in _AES_CM_KEY_LEN:
+        _check_cm_key(encr_alg, keys.encr_key)
         return aes_cm(keys.encr_key, aes_cm_iv(keys.salt_key, csb_id, timestamp), plain)
-    return wrap(keys.encr_key, plain + bytes(kw_padded_len(len(plain)) - len(plain)))
+    padded = plain + bytes(kw_padded_len(len(plain)) - len(plain))
+    return wrap(keys.encr_key, padded, keys.salt_key)
+
+
+def _check_cm_key(alg: EncrAlg, key: bytes) -> None:
+    if len(key) != _AES_CM_KEY_LEN[alg]:
+        raise MikeyError(
+            ErrorNo.INVALID_EA,
+            f"{alg.name} needs a {_AES_CM_KEY_LEN[alg]}-byte key, got {len(key)}",
+        )
 
 
 def decrypt(
@@ -150,7 +206,8 @@ def decrypt(
     """The key data sub-payloads of ``kemac`` (no MAC check: see :func:`open_kemac`)."""
     if kemac.encr_alg is EncrAlg.NULL:
         return kemac.key_data()
-    if kemac.encr_alg is EncrAlg.AES_CM_128:
+    if kemac.encr_alg in _AES_CM_KEY_LEN:
+        _check_cm_key(kemac.encr_alg, keys.encr_key)
         iv = aes_cm_iv(keys.salt_key, csb_id, timestamp)
         items, end = split_key_data(aes_cm(keys.encr_key, iv, kemac.encr_data))
         if end != len(kemac.encr_data):
@@ -159,7 +216,7 @@ def decrypt(
                 f"{len(kemac.encr_data) - end} bytes after the last decrypted key data sub-payload",
             )
         return items
-    plain = unwrap(keys.encr_key, kemac.encr_data)
+    plain = unwrap(keys.encr_key, kemac.encr_data, keys.salt_key)
     items, end = split_key_data(plain)
     if len(plain) != kw_padded_len(end) or any(plain[end:]):
         raise MikeyError(
@@ -217,18 +274,30 @@ def mac_input(message: Message, identities: Sequence[Identity] = (), extra: byte
     return message.mac_input() + b"".join(identity_data(i) for i in identities) + extra
 
 
+def _covered(
+    message: Message, identities: Sequence[Identity], extra: bytes, mac_data: bytes | None
+) -> bytes:
+    if mac_data is None:
+        return mac_input(message, identities, extra)
+    if identities or extra:
+        raise ValueError("give either mac_data or identities/extra")
+    return mac_data
+
+
 def protect(
     message: Message,
     keys: MessageKeys,
     extra: bytes = b"",
     *,
     identities: Sequence[Identity] = (),
+    mac_data: bytes | None = None,
 ) -> Message:
     """``message`` with the MAC of its last payload (KEMAC or V) computed with auth_key over
-    :func:`mac_input`."""
+    ``mac_data`` (e.g. :func:`ticket_mac_input`), or over :func:`mac_input` of
+    ``identities`` and ``extra``."""
     alg, _, _ = _trailer(message)
     _check_auth_key(alg, keys)
-    data = mac_input(message, identities, extra)
+    data = _covered(message, identities, extra, mac_data)
     return message.with_trailer(_keys.mac(alg, keys.auth_key, data))
 
 
@@ -238,6 +307,7 @@ def verify(
     extra: bytes = b"",
     *,
     identities: Sequence[Identity] = (),
+    mac_data: bytes | None = None,
 ) -> None:
     """Raise MikeyError(Auth failure) unless the MAC of the last payload (KEMAC or V) is the
     one :func:`protect` would compute. A NULL MAC algorithm is refused: nothing to verify."""
@@ -245,8 +315,96 @@ def verify(
     if alg is MacAlg.NULL:
         raise MikeyError(ErrorNo.INVALID_MAC, "the message has a NULL MAC: nothing to verify")
     _check_auth_key(alg, keys)
-    if not _keys.verify_mac(alg, keys.auth_key, mac_input(message, identities, extra), tag):
+    data = _covered(message, identities, extra, mac_data)
+    if not _keys.verify_mac(alg, keys.auth_key, data, tag):
         raise MikeyError(ErrorNo.AUTH_FAILURE, f"the {name} MAC does not verify")
+
+
+#: RFC 6043 Table 5.2: the identities that follow each initial message in its MAC input.
+TICKET_MAC_IDENTITIES: dict[DataType, tuple[IdRole, IdRole]] = {
+    DataType.REQUEST_INIT_PSK: (IdRole.IDRI, IdRole.IDRKMS),
+    DataType.REQUEST_INIT_PK: (IdRole.IDRI, IdRole.IDRKMS),
+    DataType.TRANSFER_INIT: (IdRole.IDRI, IdRole.IDRR),
+    DataType.RESOLVE_INIT_PSK: (IdRole.IDRR, IdRole.IDRKMS),
+    DataType.RESOLVE_INIT_PK: (IdRole.IDRR, IdRole.IDRKMS),
+}
+#: RFC 6043 Table 5.2: the responses, followed by their whole initial message.
+TICKET_RESPONSES: dict[DataType, DataType] = {
+    DataType.REQUEST_RESP: DataType.REQUEST_INIT_PSK,
+    DataType.TRANSFER_RESP: DataType.TRANSFER_INIT,
+    DataType.RESOLVE_RESP: DataType.RESOLVE_INIT_PSK,
+}
+
+
+def _without_initiator_data(message: Message) -> bytes:
+    """The message up to its MAC/signature with the Initiator Data length and Initiator Data
+    of its TICKET payloads left out (RFC 6043 §5.5, TRANSFER_INIT)."""
+    types = [p.TYPE for p in message.payloads]
+    out = bytearray(message.header.encode(types[0] if types else 0))
+    for i, payload in enumerate(message.payloads):
+        if not isinstance(payload, Signature):
+            out.append(types[i + 1] if i + 1 < len(types) else 0)
+        body = payload.encode_body()
+        if isinstance(payload, Ticket):
+            body = body[: len(body) - payload.initiator_data_len]
+        out += body
+    last = message.payloads[-1]
+    assert isinstance(last, Kemac | Verification | Signature)
+    return bytes(out[: len(out) - last.trailer_len])
+
+
+def _identity(message: Message, role: IdRole, given: Identity | None) -> bytes:
+    if given is not None:
+        return identity_data(given)
+    for p in message.payloads:
+        if isinstance(p, IdWithRole) and p.role == role:
+            return p.data
+    raise MikeyError(
+        ErrorNo.INVALID_ID, f"{message.data_type.name}: no {role.name} in the message; give it"
+    )
+
+
+def ticket_mac_input(
+    message: Message,
+    *,
+    initial: Message | bytes | None = None,
+    identity_i: Identity | None = None,
+    identity_r: Identity | None = None,
+    identity_kms: Identity | None = None,
+) -> bytes:
+    """What the V/SIGN of a MIKEY-TICKET message covers (RFC 6043 §5.5, Table 5.2):
+
+    - REQUEST_INIT: the message || Identity_i || Identity_kms;
+    - TRANSFER_INIT: the message without the TICKET's Initiator Data length and Initiator Data
+      || Identity_i || Identity_r;
+    - RESOLVE_INIT: the message || Identity_r || Identity_kms;
+    - REQUEST_RESP, TRANSFER_RESP, RESOLVE_RESP: the message || the entire initial message
+      (``initial``, MAC or signature included);
+    - Error message: the message alone.
+
+    "The message" ends before the MAC/signature field. Identities are ID Data only; each
+    defaults to the ID Data of the message's IDR payload of that role (Identity_r in a
+    TRANSFER_RESP may differ from the one in TRANSFER_INIT: give it when it does not travel
+    in an IDR)."""
+    kind = message.data_type
+    given = {IdRole.IDRI: identity_i, IdRole.IDRR: identity_r, IdRole.IDRKMS: identity_kms}
+    if kind in TICKET_MAC_IDENTITIES:
+        if initial is not None:
+            raise ValueError(f"{kind.name} is an initial message: no initial message follows it")
+        body = _without_initiator_data(message) if kind is DataType.TRANSFER_INIT else None
+        first, second = TICKET_MAC_IDENTITIES[kind]
+        return (
+            (message.mac_input() if body is None else body)
+            + _identity(message, first, given[first])
+            + _identity(message, second, given[second])
+        )
+    if kind in TICKET_RESPONSES:
+        if initial is None:
+            raise MikeyError(ErrorNo.UNSPECIFIED, f"{kind.name}: the initial message is needed")
+        return message.mac_input() + (initial.encode() if isinstance(initial, Message) else initial)
+    if kind is DataType.ERROR:
+        return message.mac_input()
+    raise MikeyError(ErrorNo.INVALID_DT, f"{kind.name} is not a MIKEY-TICKET message")
 
 
 def open_kemac(
@@ -258,11 +416,12 @@ def open_kemac(
     message: Message | None = None,
     extra: bytes = b"",
     identities: Sequence[Identity] = (),
+    mac_data: bytes | None = None,
 ) -> tuple[KeyData, ...]:
     """The key data sub-payloads of ``kemac``. With ``message`` (the message carrying the
     KEMAC), its MAC is verified first (see :func:`verify`)."""
     if message is not None:
-        verify(message, keys, extra, identities=identities)
+        verify(message, keys, extra, identities=identities, mac_data=mac_data)
     return decrypt(kemac, keys, csb_id, timestamp)
 
 
@@ -272,10 +431,13 @@ def open_message(
     extra: bytes = b"",
     *,
     identities: Sequence[Identity] = (),
+    mac_data: bytes | None = None,
+    timestamp: Timestamp | int | None = None,
 ) -> tuple[KeyData, ...]:
-    """Verify ``message``'s MAC (over :func:`mac_input`), then decrypt its (single) KEMAC with
-    the message's CSB ID and the timestamp of its T payload. The KEMAC need not be last: in
-    the ticket messages a V payload ends the message."""
+    """Verify ``message``'s MAC (over ``mac_data`` or :func:`mac_input`), then decrypt its
+    (single) KEMAC with the message's CSB ID and ``timestamp`` (default: the message's T
+    payload; RFC 3830 §4.2.3 says "the timestamp sent by the Initiator"). The KEMAC need not
+    be last: in the ticket messages a V payload ends the message."""
     kemacs = message.find(Kemac)
     stamps = message.find(Timestamp)
     if len(kemacs) != 1:
@@ -288,8 +450,9 @@ def open_message(
         kemac,
         keys,
         message.header.csb_id,
-        stamp,
+        stamp if timestamp is None else timestamp,
         message=message,
         extra=extra,
         identities=identities,
+        mac_data=mac_data,
     )

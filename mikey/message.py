@@ -14,7 +14,7 @@ HDR layout (bits): version 8 | data type 8 | next payload 8 | V 1 | PRF func 7 |
   | Session data length 16 | Session data | SPI length 8 | SPI)
 
 :func:`check_composition` is a separate, stricter step: the payloads a message of each type
-must carry (RFC 3830 §3.1/§3.2/§5.1.2, RFC 6043 §4).
+must carry (RFC 3830 §3.1/§3.2/§5.1.2, RFC 6043 §4.2).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from mikey.constants import (
     ErrorNo,
     PayloadType,
     PrfFunc,
+    RandRole,
 )
 from mikey.errors import MikeyError
 from mikey.payloads import (
@@ -40,8 +41,10 @@ from mikey.payloads import (
     Kemac,
     Payload,
     Rand,
+    RandWithRole,
     Signature,
     Ticket,
+    TicketPolicy,
     Timestamp,
     Verification,
 )
@@ -303,26 +306,39 @@ def decode(data: bytes) -> Message:
 
 # --- composition (what each message type must carry) ----------------------------------------
 
-_AUTH_LAST = (Verification, Signature)
-
 #: data type -> (payload classes that must be present, classes the last payload may be).
 _RULES: dict[DataType, tuple[tuple[type[Payload], ...], tuple[type[Payload], ...]]] = {
     DataType.PSK_INIT: ((Timestamp, Rand, Kemac), (Kemac,)),
     DataType.PSK_VERIFY: ((Timestamp,), (Verification,)),
     DataType.ERROR: ((Timestamp, Err), (Err, Verification, Signature)),
-    DataType.REQUEST_INIT: ((Timestamp, Rand), _AUTH_LAST),
-    DataType.REQUEST_RESP: ((Timestamp, Ticket), _AUTH_LAST),
-    DataType.TRANSFER_INIT: ((Timestamp, Rand, Ticket), _AUTH_LAST),
-    DataType.TRANSFER_RESP: ((Timestamp,), _AUTH_LAST),
-    DataType.RESOLVE_INIT: ((Timestamp, Rand, Ticket), _AUTH_LAST),
-    DataType.RESOLVE_RESP: ((Timestamp,), _AUTH_LAST),
+    # RFC 6043 §4.2.1
+    DataType.REQUEST_INIT_PSK: ((Timestamp, RandWithRole, TicketPolicy), (Verification,)),
+    DataType.REQUEST_INIT_PK: ((Timestamp, RandWithRole, TicketPolicy), (Signature,)),
+    DataType.REQUEST_RESP: ((Timestamp, Ticket, Kemac), (Verification,)),
+    # RFC 6043 §4.2.2
+    DataType.TRANSFER_INIT: ((Timestamp, RandWithRole, Ticket), (Verification,)),
+    DataType.TRANSFER_RESP: ((Timestamp,), (Verification,)),
+    # RFC 6043 §4.2.3
+    DataType.RESOLVE_INIT_PSK: ((Timestamp, RandWithRole, Ticket), (Verification,)),
+    DataType.RESOLVE_INIT_PK: ((Timestamp, RandWithRole, Ticket), (Signature,)),
+    DataType.RESOLVE_RESP: ((Timestamp, Kemac), (Verification,)),
+}
+
+#: The RANDR an initial ticket message must carry (RFC 6043 §4.2.1.1, §4.2.2.1, §4.2.3.1).
+_RANDR_ROLE: dict[DataType, RandRole] = {
+    DataType.REQUEST_INIT_PSK: RandRole.RANDRI,
+    DataType.REQUEST_INIT_PK: RandRole.RANDRI,
+    DataType.TRANSFER_INIT: RandRole.RANDRI,
+    DataType.RESOLVE_INIT_PSK: RandRole.RANDRR,
+    DataType.RESOLVE_INIT_PK: RandRole.RANDRR,
 }
 
 
 def check_composition(message: Message) -> None:
     """Raise MikeyError unless ``message`` has the payloads its data type requires: exactly one
-    T, the RAND/KEMAC/TICKET/ERR the exchange needs, and the MAC or signature last. Data types
-    without a rule here (PK, DH, RSA-R) pass."""
+    T, the RAND/RANDR/KEMAC/TP/TICKET/ERR the exchange needs (RFC 3830 §3.1, §5.1.2; RFC 6043
+    §4.2: RANDRi in REQUEST_INIT and TRANSFER_INIT, RANDRr in RESOLVE_INIT), and the MAC (V)
+    or signature (SIGN) last. Data types without a rule here (PK, DH, RSA-R) pass."""
     rule = _RULES.get(message.data_type)
     if rule is None:
         return
@@ -333,6 +349,11 @@ def check_composition(message: Message) -> None:
             raise MikeyError(ErrorNo.UNSPECIFIED, f"{name} without a {kind.__name__} payload")
     if len(message.find(Timestamp)) != 1:
         raise MikeyError(ErrorNo.INVALID_TS, f"{name} must carry exactly one T payload")
+    role = _RANDR_ROLE.get(message.data_type)
+    if role is not None and not any(
+        isinstance(p, RandWithRole) and p.role == role for p in message.payloads
+    ):
+        raise MikeyError(ErrorNo.UNSPECIFIED, f"{name} without a RANDR of role {role.name}")
     if not message.payloads or not isinstance(message.payloads[-1], last_kinds):
         allowed = " or ".join(k.__name__ for k in last_kinds)
         raise MikeyError(ErrorNo.UNSPECIFIED, f"{name} must end with {allowed}")

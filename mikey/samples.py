@@ -1,9 +1,12 @@
 """One well-formed message of each data type the codec models, for tests and dissector checks.
 
-The values are fixed (no randomness) so that encodings are stable. The ticket messages use a
-GENERIC-ID map with one TLS crypto session as TS 33.328 Annex H.1 describes it (S = 0, no
-policies, no session data, the SPI naming the TGK); :data:`TLS_PROT_TYPE` stands for the Prot
-Type number IANA assigns for TLS, which the project's spec text leaves as TBD1.
+The values are fixed (no randomness) so that encodings are stable. The ticket messages follow
+the compositions of RFC 6043 §4.2 (PSK variants, key forking in the Ticket Policy). The Ticket
+Request and Resolve exchanges carry no crypto sessions (#CS 0, Empty map, RFC 6043 §4.2.1.1);
+the Ticket Transfer messages use a GENERIC-ID map with one TLS crypto session as TS 33.328
+Annex H.1 describes it (S = 0, no policies, no session data, the SPI naming the TGK);
+:data:`TLS_PROT_TYPE` stands for the Prot Type number IANA assigns for TLS, which the
+project's spec text leaves as TBD1.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 from mikey.constants import (
     DataType,
     ErrorNo,
-    GenExtType,
     IdRole,
     IdType,
     KeyType,
@@ -25,6 +27,7 @@ from mikey.constants import (
     TsType,
 )
 from mikey.message import (
+    EmptyMap,
     GenericIdEntry,
     GenericIdMap,
     Message,
@@ -34,7 +37,6 @@ from mikey.message import (
 )
 from mikey.payloads import (
     Err,
-    GeneralExtension,
     Id,
     IdWithRole,
     Kemac,
@@ -51,6 +53,7 @@ from mikey.payloads import (
     Timestamp,
     TimestampWithRole,
     Verification,
+    encode_payload_chain,
 )
 
 #: Placeholder for the IANA number of Prot Type TLS (TS 33.328 Annex J, TBD1).
@@ -81,19 +84,42 @@ SRTP_POLICY = SecurityPolicy(
     ),
 )
 
-POLICY = TicketPolicy(
-    TicketType.TGPP_2,
-    prf_func=PrfFunc.PRF_HMAC_SHA_256,
-    flags=TicketFlag.F | TicketFlag.H | TicketFlag.I,
-)
-TICKET = Ticket(POLICY, b"opaque ticket data for the KMS")
-
 IDRI = IdWithRole(IdRole.IDRI, IdType.URI, b"sip:alice@ims.example.net")
 IDRR = IdWithRole(IdRole.IDRR, IdType.URI, b"sip:bob@ims.example.net")
 IDRKMS = IdWithRole(IdRole.IDRKMS, IdType.URI, b"https://kms.ims.example.net")
 IDRPSK = IdWithRole(IdRole.IDRPSK, IdType.BYTE_STRING, b"\x00\x01psk-1")
 
+RANDRI = RandWithRole(RandRole.RANDRI, bytes(range(16)))
+RANDRR = RandWithRole(RandRole.RANDRR, bytes(range(100, 116)))
+RANDRKMS = RandWithRole(RandRole.RANDRKMS, bytes(range(200, 216)))
+
 V_SHA256 = Verification.placeholder(MacAlg.HMAC_SHA_256_256)
+
+#: A Ticket Policy with key forking (I, which implies E; F as a TGK is in the ticket), RANDRi
+#: in the TEK derivation (H), made by the KMS (D), usable by RFC 6043 peers (N, O); TP Data:
+#: the KMS, the Initiator, the end of validity and the authorized Responder (RFC 6043 §6.10).
+POLICY = TicketPolicy.with_payloads(
+    TicketType.TGPP_2,
+    (
+        IDRKMS,
+        IDRI,
+        TimestampWithRole(TsRole.TRE, TsType.NTP_UTC_32, 0xE9A1B2C3 + 3600),
+        IDRR,
+    ),
+    prf_func=PrfFunc.PRF_HMAC_SHA_256,
+    flags=TicketFlag.D
+    | TicketFlag.E
+    | TicketFlag.F
+    | TicketFlag.H
+    | TicketFlag.I
+    | TicketFlag.N
+    | TicketFlag.O,
+)
+TICKET = Ticket(POLICY, b"opaque ticket data for the KMS")
+#: The ticket as the Initiator sends it with key forking: Initiator Data = Vi, Vr.
+TICKET_FORKED = Ticket(
+    POLICY, b"opaque ticket data for the KMS", encode_payload_chain((V_SHA256, V_SHA256))
+)
 
 
 def psk_init() -> Message:
@@ -138,20 +164,24 @@ def error() -> Message:
 
 
 def request_init() -> Message:
-    """RFC 6043 §4.1 (PSK variant): HDR, T, RAND, [IDRi], [IDRkms], [IDRpsk], [TP], V."""
+    """RFC 6043 §4.2.1: REQUEST_INIT_PSK = HDR, T, RANDRi, [IDRi], [IDRkms], TP, [IDRpsk], V."""
     return message(
-        DataType.REQUEST_INIT,
+        DataType.REQUEST_INIT_PSK,
         CSB_ID,
-        (T, RAND, IDRI, IDRKMS, IDRPSK, POLICY, V_SHA256),
-        cs_map=TLS_MAP,
+        (T, RANDRI, IDRI, IDRKMS, POLICY, IDRPSK, V_SHA256),
+        cs_map=EmptyMap(),
+        v=True,
         prf_func=PrfFunc.PRF_HMAC_SHA_256,
     )
 
 
 def request_resp() -> Message:
-    """RFC 6043 §4.1: HDR, T, [IDRkms], TICKET, KEMAC (the keys for the Initiator), V."""
+    """RFC 6043 §4.2.1: REQUEST_RESP = HDR, T, [IDRkms], TICKET, KEMAC, V; the KEMAC carries
+    MPKi, MPKr (key forking) and the TGK, each with an SPI (§4.2.1.5, §6.2.1)."""
     kemac = Kemac.plain(
         (
+            KeyData(KeyType.MPK, bytes(range(0x60, 0x70)), kv=KvSpi(b"\x00\x00\x00\x02")),
+            KeyData(KeyType.MPK, bytes(range(0x70, 0x80)), kv=KvSpi(b"\x00\x00\x00\x03")),
             KeyData(KeyType.TGK, TGK, kv=KvSpi(SPI)),
             KeyData(KeyType.TEK_SALT, bytes(16), salt=bytes(14), kv=KvInterval(b"\0", b"\xff")),
         )
@@ -160,62 +190,61 @@ def request_resp() -> Message:
         DataType.REQUEST_RESP,
         CSB_ID,
         (T, IDRKMS, TICKET, kemac, V_SHA256),
-        cs_map=TLS_MAP,
+        cs_map=EmptyMap(),
         prf_func=PrfFunc.PRF_HMAC_SHA_256,
     )
 
 
 def transfer_init() -> Message:
-    """RFC 6043 §4.2: HDR, T, RAND, [IDRi], [IDRr], {SP}, TICKET, V (TS 33.328: no SP for
-    the TLS Prot Type)."""
+    """RFC 6043 §4.2.2: TRANSFER_INIT = HDR, T, RANDRi, [IDRi], [IDRr], {SP}, TICKET, [KEMAC], V
+    (TS 33.328: no SP for the TLS Prot Type)."""
     return message(
         DataType.TRANSFER_INIT,
         CSB_ID,
-        (
-            T,
-            RAND,
-            TimestampWithRole(TsRole.TRE, TsType.NTP_UTC, 0xE9A1B2C3_00000000 + (3600 << 32)),
-            IDRI,
-            IDRR,
-            TICKET,
-            V_SHA256,
-        ),
+        (T, RANDRI, IDRI, IDRR, TICKET_FORKED, V_SHA256),
         cs_map=TLS_MAP,
-        v=True,
         prf_func=PrfFunc.PRF_HMAC_SHA_256,
     )
 
 
 def transfer_resp() -> Message:
-    """RFC 6043 §4.2: HDR, T, [IDRr], [RANDRr], V."""
+    """RFC 6043 §4.2.2: TRANSFER_RESP = HDR, T, [RANDRr], [IDRr], [RANDRkms], {SP}, [KEMAC], V."""
     return message(
         DataType.TRANSFER_RESP,
         CSB_ID,
-        (T, IDRR, RandWithRole(RandRole.RANDRR, bytes(range(100, 116))), V_SHA256),
+        (T, RANDRR, IDRR, RANDRKMS, V_SHA256),
         cs_map=TLS_MAP,
         prf_func=PrfFunc.PRF_HMAC_SHA_256,
     )
 
 
 def resolve_init() -> Message:
-    """RFC 6043 §4.3: HDR, T, RAND, [IDRr], [IDRkms], TICKET, V."""
+    """RFC 6043 §4.2.3: RESOLVE_INIT_PSK = HDR, T, RANDRr, [IDRr], [IDRkms], TICKET, [IDRpsk],
+    V."""
     return message(
-        DataType.RESOLVE_INIT,
+        DataType.RESOLVE_INIT_PSK,
         CSB_ID,
-        (T, RAND, IDRR, IDRKMS, TICKET, V_SHA256),
-        cs_map=TLS_MAP,
+        (T, RANDRR, IDRR, IDRKMS, TICKET_FORKED, IDRPSK, V_SHA256),
+        cs_map=EmptyMap(),
+        v=True,
         prf_func=PrfFunc.PRF_HMAC_SHA_256,
     )
 
 
 def resolve_resp() -> Message:
-    """RFC 6043 §4.3: HDR, T, [IDRkms], KEMAC (the resolved keys), [GEN EXT], V."""
-    kemac = Kemac.plain((KeyData(KeyType.TGK, TGK, kv=KvSpi(SPI)),))
+    """RFC 6043 §4.2.3: RESOLVE_RESP = HDR, T, [IDRkms], KEMAC, [IDRr], [RANDRkms], V; the
+    KEMAC carries the resolved MPKi and TGK."""
+    kemac = Kemac.plain(
+        (
+            KeyData(KeyType.MPK, bytes(range(0x60, 0x70)), kv=KvSpi(b"\x00\x00\x00\x02")),
+            KeyData(KeyType.TGK, TGK, kv=KvSpi(SPI)),
+        )
+    )
     return message(
         DataType.RESOLVE_RESP,
         CSB_ID,
-        (T, IDRKMS, kemac, GeneralExtension(GenExtType.VENDOR_ID, b"e2ae-lab"), V_SHA256),
-        cs_map=TLS_MAP,
+        (T, IDRKMS, kemac, IDRR, RANDRKMS, V_SHA256),
+        cs_map=EmptyMap(),
         prf_func=PrfFunc.PRF_HMAC_SHA_256,
     )
 

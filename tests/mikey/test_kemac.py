@@ -1,9 +1,13 @@
 """KEMAC encryption and the message MAC, each against a second computation written in the test:
 the RFC 3830 §4.2.3 IV assembled byte by byte, AES-CM as AES-ECB of hand-built counter blocks
-XORed in, the NIST SP 800-38A F.5.1 counter-mode and RFC 3394 §4.1 key wrap vectors, and the
-HMAC of the encoded message computed with ``cryptography``'s HMAC."""
+XORed in, the NIST SP 800-38A F.5.1 counter-mode and RFC 3394 §4.1 key wrap vectors, key wrap
+with the salt as IV against the "shifting" formulation of RFC 3394 §2.2.1, the HMAC of the
+encoded message computed with ``cryptography``'s HMAC, and the MAC coverage of RFC 6043
+Table 5.2 assembled from the encoded bytes."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import attrs
 import pytest
@@ -15,9 +19,27 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mikey import MikeyError, decode, kemac, keys, samples
-from mikey.constants import DataType, EncrAlg, ErrorNo, KeyType, MacAlg, TsType
+from mikey.constants import (
+    DataType,
+    EncrAlg,
+    ErrorNo,
+    IdRole,
+    IdType,
+    KeyType,
+    MacAlg,
+    PrfFunc,
+    TsType,
+)
 from mikey.message import Message, message
-from mikey.payloads import Kemac, KeyData, KvSpi, Rand, Timestamp, encode_key_data
+from mikey.payloads import (
+    IdWithRole,
+    Kemac,
+    KeyData,
+    KvSpi,
+    Rand,
+    Timestamp,
+    encode_key_data,
+)
 
 PSK = bytes(range(0x40, 0x60))
 CSB_ID = 0x1A2B3C4D
@@ -47,6 +69,18 @@ def _reference_ctr(key: bytes, iv: bytes, data: bytes) -> bytes:
         stream = _ecb(key, ((counter + i // 16) % (1 << 128)).to_bytes(16, "big"))
         out += bytes(a ^ b for a, b in zip(data[i : i + 16], stream, strict=False))
     return bytes(out)
+
+
+def _reference_wrap(kek: bytes, data: bytes, iv: bytes) -> bytes:
+    """RFC 3394 §2.2.1, the second ("shifting") description: for t = 1..6n,
+    B = AES(K, A | R1), A = MSB64(B) ^ t, R1..Rn-1 = R2..Rn, Rn = LSB64(B)."""
+    n = len(data) // 8
+    a, r = iv, [data[8 * i : 8 * i + 8] for i in range(n)]
+    for t in range(1, 6 * n + 1):
+        b = _ecb(kek, a + r[0])
+        a = (int.from_bytes(b[:8], "big") ^ t).to_bytes(8, "big")
+        r = [*r[1:], b[8:]]
+    return a + b"".join(r)
 
 
 def _psk_init(encr_alg: EncrAlg, mac_alg: MacAlg = MacAlg.HMAC_SHA_1_160) -> Message:
@@ -111,6 +145,25 @@ def test_key_wrap_rfc_3394_4_1() -> None:
     assert kemac.unwrap(kek, wrapped) == data
 
 
+@given(
+    st.binary(min_size=16, max_size=16),
+    st.binary(min_size=8, max_size=8),
+    st.integers(2, 12).flatmap(lambda n: st.binary(min_size=8 * n, max_size=8 * n)),
+)
+def test_key_wrap_with_the_salt_as_iv(kek: bytes, iv: bytes, data: bytes) -> None:
+    wrapped = kemac.wrap(kek, data, iv)
+    assert wrapped == _reference_wrap(kek, data, iv)
+    assert kemac.unwrap(kek, wrapped, iv) == data
+    assert kemac.wrap(kek, data) == aes_key_wrap(kek, data)  # the default IV A6A6...
+
+
+def test_key_unwrap_with_another_iv_is_auth_failure() -> None:
+    kek, data = bytes(16), bytes(range(16))
+    with pytest.raises(MikeyError) as e:
+        kemac.unwrap(kek, kemac.wrap(kek, data, b"\x01" * 8), b"\x02" * 8)
+    assert e.value.code == ErrorNo.AUTH_FAILURE
+
+
 def test_key_unwrap_integrity_failure_is_auth_failure() -> None:
     kek = bytes.fromhex("000102030405060708090A0B0C0D0E0F")
     wrapped = bytearray.fromhex("1FA68B0A8112B447AEF34BD8FB5A7B829D3E862371D2CFE5")
@@ -155,13 +208,15 @@ def test_seal_aes_cm_against_hand_built_counter_mode() -> None:
     assert kemac.open_kemac(sealed, k, CSB_ID, T) == ITEMS
 
 
-def test_seal_aes_kw_pads_with_zeros() -> None:
+def test_seal_aes_kw_wraps_with_the_salt_and_pads_with_zeros() -> None:
+    """RFC 3830 §4.2.3: a 128-bit key and a 64-bit salt S from §4.1.4; the key wrap IV is S."""
     k = _keys(EncrAlg.AES_KW_128)
-    assert len(k.encr_key) == 16 and k.salt_key == b""
+    assert len(k.encr_key) == 16 and len(k.salt_key) == 8
+    assert k.salt_key == keys.prf(PSK, keys.message_label(keys.MSG_SALT, CSB_ID, RAND), 8)
     sealed = kemac.seal(ITEMS, EncrAlg.AES_KW_128, MacAlg.HMAC_SHA_256_256, k, CSB_ID, T)
     plain = encode_key_data(ITEMS)
     pad = -len(plain) % 8
-    assert sealed.encr_data == aes_key_wrap(k.encr_key, plain + bytes(pad))
+    assert sealed.encr_data == _reference_wrap(k.encr_key, plain + bytes(pad), k.salt_key)
     assert len(sealed.encr_data) == len(plain) + pad + 8
     assert sealed.mac == bytes(32)
     assert kemac.open_kemac(sealed, k, CSB_ID, T) == ITEMS
@@ -173,7 +228,7 @@ def test_seal_aes_kw_short_chain_is_padded_to_two_blocks() -> None:
     sealed = kemac.seal(items, EncrAlg.AES_KW_128, MacAlg.NULL, k, CSB_ID, T)
     plain = encode_key_data(items)  # 00 | 00 | 00 02 | 01 02: six bytes
     assert plain == bytes.fromhex("000000020102")
-    assert sealed.encr_data == aes_key_wrap(k.encr_key, plain + bytes(10))
+    assert sealed.encr_data == _reference_wrap(k.encr_key, plain + bytes(10), k.salt_key)
     assert kemac.open_kemac(sealed, k, CSB_ID, T) == items
 
 
@@ -186,7 +241,8 @@ def test_open_aes_kw_bad_padding(padding: bytes) -> None:
     k = _keys(EncrAlg.AES_KW_128)
     plain = encode_key_data(ITEMS)
     assert (len(plain) + 3) % 8 == 0  # the chain needs exactly three bytes of padding
-    bad = Kemac(EncrAlg.AES_KW_128, aes_key_wrap(k.encr_key, plain + padding), MacAlg.NULL)
+    wrapped = _reference_wrap(k.encr_key, plain + padding, k.salt_key)
+    bad = Kemac(EncrAlg.AES_KW_128, wrapped, MacAlg.NULL)
     with pytest.raises(MikeyError) as e:
         kemac.open_kemac(bad, k, CSB_ID, T)
     assert e.value.code == ErrorNo.UNSPECIFIED
@@ -210,6 +266,27 @@ def test_open_aes_cm_wrong_timestamp_does_not_give_the_keys() -> None:
     except MikeyError:
         return
     assert got != ITEMS
+
+
+def test_seal_aes_cm_256() -> None:
+    """RFC 6043 §6.2: AES-CM-256 is RFC 3830 §4.2.3 with a 256-bit key."""
+    k = _keys(EncrAlg.AES_CM_256)
+    assert len(k.encr_key) == 32 and len(k.salt_key) == 14
+    sealed = kemac.seal(ITEMS, EncrAlg.AES_CM_256, MacAlg.NULL, k, CSB_ID, T)
+    iv = kemac.aes_cm_iv(k.salt_key, CSB_ID, T)
+    assert sealed.encr_data == _reference_ctr(k.encr_key, iv, encode_key_data(ITEMS))
+    assert kemac.open_kemac(sealed, k, CSB_ID, T) == ITEMS
+    short = keys.MessageKeys(bytes(16), b"", bytes(14))
+    with pytest.raises(MikeyError) as e:
+        kemac.seal(ITEMS, EncrAlg.AES_CM_256, MacAlg.NULL, short, CSB_ID, T)
+    assert e.value.code == ErrorNo.INVALID_EA
+
+
+def test_aes_cm_iv_ntp_utc_32_is_a_64_bit_ntp_utc() -> None:
+    """RFC 6043 §6.3: padded with zeros in the fractional part."""
+    salt = bytes(14)
+    iv = kemac.aes_cm_iv(salt, 0, Timestamp(TsType.NTP_UTC_32, 0xE9A1B2C3))
+    assert iv == bytes(6) + bytes.fromhex("e9a1b2c3 00000000") + bytes(2)
 
 
 def test_open_aes_cm_trailing_bytes() -> None:
@@ -359,3 +436,97 @@ def test_ticket_message_mac_covers_the_identities() -> None:
         with pytest.raises(MikeyError) as e:
             kemac.open_message(received, k, identities=wrong)
         assert e.value.code == ErrorNo.AUTH_FAILURE
+
+
+# --- RFC 6043 §5.5: the MAC coverage of the ticket messages ---------------------------------
+
+
+def test_request_init_covers_identity_i_then_identity_kms() -> None:
+    m = samples.request_init()
+    wire = m.encode()
+    expected = wire[:-32] + b"sip:alice@ims.example.net" + b"https://kms.ims.example.net"
+    assert kemac.ticket_mac_input(m) == expected
+
+
+def test_resolve_init_covers_identity_r_then_identity_kms() -> None:
+    m = samples.resolve_init()
+    wire = m.encode()
+    expected = wire[:-32] + b"sip:bob@ims.example.net" + b"https://kms.ims.example.net"
+    assert kemac.ticket_mac_input(m) == expected
+    other = IdWithRole(IdRole.IDRR, IdType.URI, b"sip:it-support@ims.example.net")
+    assert kemac.ticket_mac_input(m, identity_r=other).endswith(
+        b"sip:it-support@ims.example.net" + b"https://kms.ims.example.net"
+    )
+
+
+def test_transfer_init_leaves_out_the_initiator_data() -> None:
+    m = samples.transfer_init()
+    wire = m.encode()
+    init_data = samples.TICKET_FORKED.initiator_data
+    assert len(init_data) == 69  # 09 | 09 02 + 32 | 00 02 + 32
+    end_of_ticket = len(wire) - 34  # then V: next payload 00, auth alg 02, 32-byte MAC
+    cut = 2 + len(init_data)
+    assert wire[end_of_ticket - cut : end_of_ticket] == b"\x00\x45" + init_data
+    covered = wire[: end_of_ticket - cut] + wire[end_of_ticket:-32]
+    expected = covered + b"sip:alice@ims.example.net" + b"sip:bob@ims.example.net"
+    assert kemac.ticket_mac_input(m) == expected
+
+
+@pytest.mark.parametrize(
+    ("resp", "init"),
+    [
+        (samples.request_resp, samples.request_init),
+        (samples.transfer_resp, samples.transfer_init),
+        (samples.resolve_resp, samples.resolve_init),
+    ],
+)
+def test_responses_cover_the_whole_initial_message(
+    resp: Callable[[], Message], init: Callable[[], Message]
+) -> None:
+    r, i = resp(), init()
+    i_wire = i.with_trailer(b"\x77" * 32).encode()  # MAC field included
+    assert kemac.ticket_mac_input(r, initial=i_wire) == r.encode()[:-32] + i_wire
+    assert kemac.ticket_mac_input(r, initial=decode(i_wire)) == r.encode()[:-32] + i_wire
+    with pytest.raises(MikeyError):
+        kemac.ticket_mac_input(r)
+
+
+def test_error_message_covers_itself_and_missing_identities_are_invalid_id() -> None:
+    err = attrs.evolve(samples.error(), payloads=(*samples.error().payloads, samples.V_SHA256))
+    assert kemac.ticket_mac_input(err) == err.encode()[:-32]
+    m = samples.request_init()
+    no_kms = attrs.evolve(m, payloads=tuple(p for p in m.payloads if p != samples.IDRKMS))
+    with pytest.raises(MikeyError) as e:
+        kemac.ticket_mac_input(no_kms)
+    assert e.value.code == ErrorNo.INVALID_ID
+    given = kemac.ticket_mac_input(no_kms, identity_kms=b"kms.example")
+    assert given.endswith(b"sip:alice@ims.example.net" + b"kms.example")
+    with pytest.raises(MikeyError) as e:
+        kemac.ticket_mac_input(samples.psk_init())
+    assert e.value.code == ErrorNo.INVALID_DT
+
+
+def test_ticket_transfer_protected_end_to_end() -> None:
+    """TRANSFER_INIT MACed with keys from MPKi (RFC 6043 §5.1.2, 0x01, RANDRi), TRANSFER_RESP
+    with keys from MPKr' (0x02, RANDRi and RANDRr), each over its Table 5.2 coverage."""
+    mpki, mpkr = bytes(range(0x60, 0x70)), bytes(range(0x70, 0x80))
+    randri, randrr = samples.RANDRI.rand, samples.RANDRR.rand
+    csb = samples.CSB_ID
+    ki = keys.ticket_message_keys(mpki, csb, response=False, randri=randri)
+    init = samples.transfer_init()
+    init = kemac.protect(init, ki, mac_data=kemac.ticket_mac_input(init))
+    wire = init.encode()
+    assert wire[-32:] == _hmac(MacAlg.HMAC_SHA_256_256, ki.auth_key, kemac.ticket_mac_input(init))
+    kemac.verify(decode(wire), ki, mac_data=kemac.ticket_mac_input(decode(wire)))
+    mpkr_f = keys.fork_mpkr(
+        mpkr, samples.IDRR.data, samples.RANDRKMS.rand, PrfFunc.PRF_HMAC_SHA_256
+    )
+    kr = keys.ticket_message_keys(mpkr_f, csb, response=True, randri=randri, randrr=randrr)
+    resp = samples.transfer_resp()
+    resp = kemac.protect(resp, kr, mac_data=kemac.ticket_mac_input(resp, initial=wire))
+    kemac.verify(resp, kr, mac_data=kemac.ticket_mac_input(resp, initial=wire))
+    with pytest.raises(MikeyError) as e:  # protected with MPKi instead of MPKr'
+        kemac.verify(resp, ki, mac_data=kemac.ticket_mac_input(resp, initial=wire))
+    assert e.value.code == ErrorNo.AUTH_FAILURE
+    with pytest.raises(ValueError):
+        kemac.protect(resp, kr, b"x", mac_data=b"y")

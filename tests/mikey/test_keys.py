@@ -229,3 +229,121 @@ def test_a_psk_init_is_macced_and_verified_end_to_end() -> None:
     expected_mac = _hmac(PrfFunc.MIKEY_1, expected_key, wire[:-20])
     assert kemac.mac == expected_mac
     assert keys.verify_mac(MacAlg.HMAC_SHA_1_160, k.auth_key, received.mac_input(), kemac.mac)
+
+
+# --- RFC 6043 §5.1 and Appendix A.2 ---------------------------------------------------------
+
+
+def test_the_rfc_6043_constants_continue_the_digits_of_e() -> None:
+    """Table 5.1 and Table A.1: the 8th to 11th nine-digit groups of e."""
+    getcontext().prec = 150
+    digits = str(Decimal(1).exp()).replace(".", "")[1:]
+    groups = [int(digits[9 * i : 9 * (i + 1)]) for i in range(7, 11)]
+    assert groups == [keys.MPKR_FORK, keys.TGK_FORK, keys.MPKI, keys.MPKR]
+    assert (keys.MPKR_FORK, keys.TGK_FORK) == (0x2B288856, 0x1512B54A)
+    assert (keys.MPKI, keys.MPKR) == (0x220E99A2, 0x1F4D675B)
+
+
+def test_ticket_message_label_by_hand() -> None:
+    """constant || 0xFF || CSB ID || 0x01/0x02 || len RANDRi || RANDRi || len RANDRr || RANDRr."""
+    label = keys.ticket_message_label(0x2D22AC75, 0x01020304, 0x01, b"\xaa\xbb", b"")
+    assert label == bytes.fromhex("2d22ac75 ff 01020304 01 02 aabb 00")
+    label = keys.ticket_message_label(0x150533E1, 0xFFFFFFFF, 0x02, b"\x01", b"\x02\x03")
+    assert label == bytes.fromhex("150533e1 ff ffffffff 02 01 01 02 0203")
+    with pytest.raises(ValueError):
+        keys.ticket_message_label(0x150533E1, 0, 0x03)
+
+
+@pytest.mark.parametrize("response", [False, True])
+def test_ticket_message_keys_against_the_formula(response: bool) -> None:
+    inkey, csb, ri, rr = b"\x11" * 16, 0xA1B2C3D4, bytes(range(16)), bytes(range(16, 32))
+    k = keys.ticket_message_keys(
+        inkey,
+        csb,
+        response=response,
+        randri=ri,
+        randrr=rr,
+        encr_alg=EncrAlg.AES_CM_128,
+        mac_alg=MacAlg.HMAC_SHA_256_256,
+        prf_func=PrfFunc.PRF_HMAC_SHA_256,
+    )
+    direction = "02" if response else "01"
+
+    def label(constant: str) -> bytes:
+        return bytes.fromhex(constant + "ff a1b2c3d4" + direction + "10") + ri + b"\x10" + rr
+
+    f = PrfFunc.PRF_HMAC_SHA_256
+    assert k.encr_key == _reference_prf(inkey, label("150533e1"), 128, f)
+    assert k.auth_key == _reference_prf(inkey, label("2d22ac75"), 256, f)
+    assert k.salt_key == _reference_prf(inkey, label("29b88916"), 112, f)
+    other = keys.ticket_message_keys(inkey, csb, response=not response, randri=ri, randrr=rr)
+    assert other.auth_key != k.auth_key
+    with pytest.raises(ValueError):
+        keys.ticket_message_keys(inkey, csb, response=response)  # no RAND at all
+
+
+def test_ticket_tek_label_and_value() -> None:
+    """constant || CS ID || 0xFFFFFFFF || 0x03 || len RANDRi || RANDRi || len RANDRr || RANDRr."""
+    assert keys.ticket_tgk_label(0x2AD01C64, 7, b"\x01", b"\x02\x03") == bytes.fromhex(
+        "2ad01c64 07 ffffffff 03 01 01 02 0203"
+    )
+    assert keys.ticket_tgk_label(0x2AD01C64, 1, b"\x09") == bytes.fromhex(
+        "2ad01c64 01 ffffffff 03 01 09 00"
+    )
+    tgk, ri = bytes(range(32)), bytes(range(16))
+    label = bytes.fromhex("2ad01c64 01 ffffffff 03 10") + ri + b"\x00"
+    expected = _reference_prf(tgk, label, 256, PrfFunc.PRF_HMAC_SHA_256)
+    assert keys.ticket_tek(tgk, 1, 32, randri=ri) == expected
+    assert keys.ticket_tls_psk(tgk, 1, 32, randri=ri) == expected
+    assert keys.ticket_tls_psk(tgk, 1, 32, randri=ri) != keys.tls_psk(tgk, 1, 0, ri, 32)
+    with pytest.raises(ValueError):
+        keys.ticket_tek(tgk, 1, 16)
+
+
+def test_key_forking_by_hand() -> None:
+    """RFC 6043 §5.1.1: constant || 0xFF || 0xFFFFFFFF || 0x00 || len16 ID Data || ID Data
+    || len8 RANDRkms || RANDRkms; outkey as long as the inkey; the PRF of the Ticket Policy."""
+    assert keys.fork_label(0x2B288856, b"sip:bob", b"\x09") == bytes.fromhex(
+        "2b288856 ff ffffffff 00 0007 7369703a626f62 01 09"
+    )
+    mpkr, tgk = bytes(range(16)), bytes(range(100, 132))
+    idrr, randrkms = b"sip:bob@ims.example.net", bytes(range(200, 216))
+    tail = len(idrr).to_bytes(2, "big") + idrr + b"\x10" + randrkms
+    f = PrfFunc.PRF_HMAC_SHA_256
+    mpkr_f = keys.fork_mpkr(mpkr, idrr, randrkms, f)
+    assert mpkr_f == _reference_prf(mpkr, bytes.fromhex("2b288856 ff ffffffff 00") + tail, 128, f)
+    tgk_f = keys.fork_tgk(tgk, idrr, randrkms, f)
+    assert len(tgk_f) == 32
+    assert tgk_f == _reference_prf(tgk, bytes.fromhex("1512b54a ff ffffffff 00") + tail, 256, f)
+    assert keys.fork_tgk(tgk, b"sip:carol@ims.example.net", randrkms, f) != tgk_f
+
+
+def test_initiator_data_tpk_and_mpk_labels() -> None:
+    mpkr = bytes(range(16))
+    vr = keys.initiator_data_keys(mpkr, mac_alg=MacAlg.HMAC_SHA_1_160)
+    assert vr.auth_key == _reference_prf(
+        mpkr, bytes.fromhex("2d22ac75 ff ffffffff 04"), 160, PrfFunc.MIKEY_1
+    )
+    assert vr.encr_key == b"" and vr.salt_key == b""
+    tpk, rand = bytes(range(32)), bytes(range(50, 66))
+    tk = keys.tpk_keys(tpk, rand)
+    tpk_label = bytes.fromhex("150533e1 ff ffffffff 05 10") + rand
+    assert tk.encr_key == _reference_prf(tpk, tpk_label, 128, PrfFunc.MIKEY_1)
+    mpk = bytes(range(20))
+    pair = keys.mpk_split(mpk, rand, PrfFunc.PRF_HMAC_SHA_256)
+    f = PrfFunc.PRF_HMAC_SHA_256
+    assert pair.mpki == _reference_prf(
+        mpk, bytes.fromhex("220e99a2 ff ffffffff 06 10") + rand, 160, f
+    )
+    assert pair.mpkr == _reference_prf(
+        mpk, bytes.fromhex("1f4d675b ff ffffffff 06 10") + rand, 160, f
+    )
+
+
+def test_aes_kw_and_aes_cm_256_key_lengths() -> None:
+    """RFC 3830 §4.2.3: AES-KW-128 takes a 128-bit key and a 64-bit salt (the key wrap IV);
+    RFC 6043 §6.2: AES-CM-256 a 256-bit key (and the 112-bit salt of AES-CM)."""
+    kw = keys.message_keys(b"k" * 16, 1, b"r" * 16, encr_alg=EncrAlg.AES_KW_128)
+    assert (len(kw.encr_key), len(kw.salt_key)) == (16, 8)
+    cm = keys.message_keys(b"k" * 16, 1, b"r" * 16, encr_alg=EncrAlg.AES_CM_256)
+    assert (len(cm.encr_key), len(cm.salt_key)) == (32, 14)

@@ -22,7 +22,9 @@ from mikey.constants import (
     MacAlg,
     PayloadType,
     PrfFunc,
+    RandRole,
     TicketType,
+    TsRole,
     TsType,
 )
 from mikey.message import (
@@ -59,8 +61,10 @@ from mikey.payloads import (
     Verification,
     decode_key_data,
     encode_key_data,
+    encode_payload_chain,
     ntp_from_unix,
 )
+from mikey.wire import Reader
 
 # --- exact layouts, written out by hand from RFC 3830 §6 -----------------------------------
 
@@ -109,7 +113,8 @@ def test_generic_id_map_entry_is_the_ts_33_328_h1_layout() -> None:
         prf_func=PrfFunc.PRF_HMAC_SHA_256,
     )
     data = Message(header, ()).encode()
-    assert data == bytes.fromhex("01 0f 00 01 ffffffff 01 02  03 f0 00 0000 02 dead")
+    # data type 14 = TRANSFER_INIT (RFC 6043 Table 6.1), map type 2 = GENERIC-ID (Table 6.4)
+    assert data == bytes.fromhex("01 0e 00 01 ffffffff 01 02  03 f0 00 0000 02 dead")
     assert decode(data).header == header
 
 
@@ -153,11 +158,110 @@ def test_signature_has_no_next_payload_and_ends_the_message() -> None:
         message(DataType.TRANSFER_INIT, 1, (Signature(1, b""), samples.T))
 
 
+# --- RFC 6043 §6 numbers and layouts, written out by hand ----------------------------------
+
+
+def test_rfc_6043_type_numbers() -> None:
+    # Table 6.1 (data types), Table 6.2 (next payload), Table 6.3/6.4/6.5/6.7/6.8/6.14
+    assert [DataType[n] for n in ("REQUEST_INIT_PSK", "REQUEST_INIT_PK", "REQUEST_RESP")] == [
+        11,
+        12,
+        13,
+    ]
+    assert [DataType.TRANSFER_INIT, DataType.TRANSFER_RESP] == [14, 15]
+    assert [DataType.RESOLVE_INIT_PSK, DataType.RESOLVE_INIT_PK, DataType.RESOLVE_RESP] == [
+        16,
+        17,
+        18,
+    ]
+    assert DataType.REQUEST_INIT is DataType.REQUEST_INIT_PSK
+    assert DataType.RESOLVE_INIT is DataType.RESOLVE_INIT_PSK
+    names = ("TR", "IDR", "RANDR", "TP", "TICKET")
+    assert [PayloadType[n] for n in names] == [13, 14, 15, 16, 17]
+    assert PrfFunc.PRF_HMAC_SHA_256 == 1 and EncrAlg.AES_CM_256 == 3
+    assert [KeyType.GTGK, KeyType.GTGK_SALT, KeyType.MPK] == [4, 5, 6]
+    assert TsType.NTP_UTC_32 == 3
+    assert [ErrorNo.INVALID_TICKET, ErrorNo.INVALID_TPPAR] == [14, 15]
+    assert [TsRole.TRI, TsRole.TRS, TsRole.TRE, TsRole.TRR] == [1, 2, 3, 4]
+    assert [IdRole.IDRI, IdRole.IDRR, IdRole.IDRKMS, IdRole.IDRPSK, IdRole.IDRAPP] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+    ]
+    assert [RandRole.RANDRI, RandRole.RANDRR, RandRole.RANDRKMS] == [1, 2, 3]
+    assert [TicketType.MIKEY_BASE, TicketType.TGPP_BASE] == [1, 2]
+
+
+def test_ticket_policy_layout() -> None:
+    """Ticket Type 16 | Subtype 8 | Version 8 | PRF Func 7 | D..O 12 | Res 5 | TP Data length
+    16 | TP Data (a payload chain: first payload type, then each payload with its Next
+    payload)."""
+    kms = IdWithRole(IdRole.IDRKMS, IdType.URI, b"kms")
+    policy = TicketPolicy.with_payloads(
+        TicketType.MIKEY_BASE,
+        (kms,),
+        1,
+        1,
+        PrfFunc.PRF_HMAC_SHA_256,
+        TicketFlag.D | TicketFlag.F | TicketFlag.I | TicketFlag.O,
+    )
+    # PRF 0000001, D=1 | E..L = 0 1 0 0 1 0 0 0 | M N O = 0 0 1, Res 00000
+    assert policy.encode_body() == bytes.fromhex(
+        "0001 01 01  03 48 20  0009  0e 00 03 01 0003 6b6d73"
+    )
+    assert policy.payloads() == (kms,)
+    m = message(DataType.REQUEST_INIT_PSK, 0, (policy,))
+    assert m.encode()[2] == 16  # the HDR's next payload: TP
+    assert decode(m.encode()) == m
+
+
+@pytest.mark.parametrize(
+    ("flag", "word"),
+    [
+        (TicketFlag.D, 0x010000),
+        (TicketFlag.E, 0x008000),
+        (TicketFlag.F, 0x004000),
+        (TicketFlag.G, 0x002000),
+        (TicketFlag.H, 0x001000),
+        (TicketFlag.I, 0x000800),
+        (TicketFlag.J, 0x000400),
+        (TicketFlag.K, 0x000200),
+        (TicketFlag.L, 0x000100),
+        (TicketFlag.M, 0x000080),
+        (TicketFlag.N, 0x000040),
+        (TicketFlag.O, 0x000020),
+    ],
+    ids=lambda v: v.name if isinstance(v, TicketFlag) else hex(v),
+)
+def test_each_flag_bit_on_the_wire(flag: TicketFlag, word: int) -> None:
+    """The 24 bits after Version: PRF func (bits 0-6), D (7) ... O (18), Res (19-23)."""
+    body = TicketPolicy(TicketType.TGPP_BASE, flags=flag).encode_body()
+    assert body[4:7] == word.to_bytes(3, "big")
+    assert TicketPolicy.parse(Reader(body)).has(flag)
+
+
 def test_ticket_payload_layout() -> None:
-    policy = TicketPolicy(TicketType.MIKEY_BASE, 2, 3, PrfFunc.PRF_HMAC_SHA_256, 0x1234)
-    assert policy.encode_body() == bytes.fromhex("0001 02 03 01 1234")
+    """TICKET = the TP fields | Ticket Data length 16 | Ticket Data | Initiator Data length 16
+    | Initiator Data (here Vi, Vr with the NULL MAC: 09 | 09 00 | 00 00)."""
+    policy = TicketPolicy(TicketType.MIKEY_BASE, 2, 3, PrfFunc.PRF_HMAC_SHA_256, TicketFlag.I)
+    assert policy.encode_body() == bytes.fromhex("0001 02 03 02 08 00 0000")
     ticket = Ticket(policy, b"xyz")
-    assert ticket.encode_body() == bytes.fromhex("0007 0001020301 1234 0003") + b"xyz"
+    assert ticket.encode_body() == bytes.fromhex("0001 02 03 02 08 00 0000 0003 78797a 0000")
+    vi_vr = encode_payload_chain((Verification(MacAlg.NULL), Verification(MacAlg.NULL)))
+    assert vi_vr == bytes.fromhex("09 09 00 00 00")
+    forked = Ticket(policy, b"xyz", vi_vr)
+    assert forked.encode_body().endswith(bytes.fromhex("0003 78797a 0005 0909000000"))
+    assert forked.initiator_payloads() == (Verification(MacAlg.NULL),) * 2
+    assert forked.initiator_data_len == 7
+    m = message(DataType.TRANSFER_INIT, 0, (forked,))
+    assert decode(m.encode()) == m
+
+
+def test_ntp_utc_32_timestamp_is_four_bytes() -> None:
+    tr = TimestampWithRole(TsRole.TRE, TsType.NTP_UTC_32, 0xE9A1B2C3)
+    assert tr.encode_body() == bytes.fromhex("03 03 e9a1b2c3")
 
 
 def test_ticket_flags_of_the_spec_text() -> None:
@@ -191,8 +295,9 @@ ONE_OF_EACH: list[Payload] = [
     RandWithRole(3, b"\x07" * 32),
     Err(ErrorNo.INVALID_TPPAR),
     GeneralExtension(2, b"key-id"),
-    TicketPolicy(0xFFFF, 255, 255, PrfFunc.MIKEY_1, 0xFFFF),
+    TicketPolicy(0xFFFF, 255, 255, PrfFunc.MIKEY_1, 0xFFF),
     Ticket(TicketPolicy(TicketType.TGPP_3), b""),
+    Timestamp(TsType.NTP_UTC_32, 0xFFFFFFFF),
 ]
 
 
@@ -226,11 +331,11 @@ def test_the_samples_cover_every_modelled_message_type() -> None:
         DataType.PSK_INIT,
         DataType.PSK_VERIFY,
         DataType.ERROR,
-        DataType.REQUEST_INIT,
+        DataType.REQUEST_INIT_PSK,
         DataType.REQUEST_RESP,
         DataType.TRANSFER_INIT,
         DataType.TRANSFER_RESP,
-        DataType.RESOLVE_INIT,
+        DataType.RESOLVE_INIT_PSK,
         DataType.RESOLVE_RESP,
     }
 
@@ -238,7 +343,8 @@ def test_the_samples_cover_every_modelled_message_type() -> None:
 def test_kemac_key_data_of_the_sample() -> None:
     (kemac,) = samples.request_resp().find(Kemac)
     assert isinstance(kemac, Kemac)
-    tgk, tek = kemac.key_data()
+    mpki, mpkr, tgk, tek = kemac.key_data()
+    assert mpki.key_type is KeyType.MPK and mpkr.key_type is KeyType.MPK
     assert tgk.key == samples.TGK and tgk.kv == KvSpi(samples.SPI)
     assert tek.key_type is KeyType.TEK_SALT and tek.salt == bytes(14)
 
@@ -281,6 +387,36 @@ def test_composition_rules() -> None:
         check_composition(two_t)
     assert e.value.code == ErrorNo.INVALID_TS
     check_composition(message(DataType.DH_INIT, 0, ()))  # no rule: passes
+
+
+@pytest.mark.parametrize(
+    ("build", "role"),
+    [
+        (samples.request_init, RandRole.RANDRR),
+        (samples.transfer_init, RandRole.RANDRR),
+        (samples.resolve_init, RandRole.RANDRI),
+    ],
+)
+def test_initial_ticket_messages_need_their_randr(
+    build: Callable[[], Message], role: RandRole
+) -> None:
+    """RANDRi in REQUEST_INIT and TRANSFER_INIT, RANDRr in RESOLVE_INIT (RFC 6043 §4.2)."""
+    m = build()
+    wrong = tuple(
+        RandWithRole(role, p.rand) if isinstance(p, RandWithRole) else p for p in m.payloads
+    )
+    with pytest.raises(MikeyError, match="RANDR"):
+        check_composition(attrs.evolve(m, payloads=wrong))
+
+
+def test_ticket_messages_end_with_v_and_resp_carry_kemac() -> None:
+    m = samples.request_resp()
+    no_kemac = attrs.evolve(m, payloads=tuple(p for p in m.payloads if not isinstance(p, Kemac)))
+    with pytest.raises(MikeyError, match="Kemac"):
+        check_composition(no_kemac)
+    signed = attrs.evolve(m, payloads=(*m.payloads[:-1], Signature(0, b"")))
+    with pytest.raises(MikeyError, match="end with Verification"):
+        check_composition(signed)
 
 
 # --- bad input --------------------------------------------------------------------------------
@@ -330,17 +466,29 @@ def test_reserved_fields_must_be_zero() -> None:
     with pytest.raises(MikeyError, match="reserved"):
         decode(err[: at + 1] + b"\x00\x01" + err[at + 3 :])
     tp = message(DataType.REQUEST_INIT, 0, (TicketPolicy(1),)).encode()
+    res_at = 10 + 1 + 6  # HDR, TP's next payload, type/subtype/version/PRF+D/E..L
+    assert tp[res_at] == 0  # M N O Res
+    for bit in (0x01, 0x10):  # reserved bits
+        with pytest.raises(MikeyError) as e:
+            decode(tp[:res_at] + bytes([bit]) + tp[res_at + 1 :])
+        assert e.value.code == ErrorNo.INVALID_TPPAR
+    prf_at = res_at - 2
     with pytest.raises(MikeyError) as e:
-        decode(tp[:-3] + b"\x80" + tp[-2:])
+        decode(tp[:prf_at] + b"\x0e" + tp[prf_at + 1 :])  # PRF func 7
+    assert e.value.code == ErrorNo.INVALID_PRF
+
+
+def test_bad_payload_chains_inside_tp_data_and_initiator_data() -> None:
+    with pytest.raises(MikeyError) as e:
+        TicketPolicy(1, data=b"\x05\x00")  # a T payload cut short
     assert e.value.code == ErrorNo.INVALID_TPPAR
-
-
-def test_bad_ticket_policy_inside_a_ticket() -> None:
-    data = message(DataType.RESOLVE_INIT, 0, (Ticket(TicketPolicy(1), b"d"),)).encode()
-    at = 10 + 1  # HDR, the TICKET's next payload
-    longer = data[:at] + b"\x00\x08" + data[at + 2 : at + 9] + b"\x00" + data[at + 9 :]
     with pytest.raises(MikeyError) as e:
-        decode(longer)
+        Ticket(TicketPolicy(1), b"", b"\x09\x00\x00\xff")  # a byte after the last payload
+    assert e.value.code == ErrorNo.INVALID_TICKET
+    data = message(DataType.RESOLVE_INIT, 0, (Ticket(TicketPolicy(1), b"d", b"\x09\x00\x00"),))
+    wire = data.encode()
+    with pytest.raises(MikeyError) as e:
+        decode(wire[:-1] + b"\x01")  # Vr now HMAC-SHA-1: its 20-byte MAC is missing
     assert e.value.code == ErrorNo.INVALID_TICKET
 
 
@@ -372,6 +520,7 @@ def test_key_data_inside_a_null_kemac_is_checked() -> None:
         lambda: Header(99, 0),
         lambda: Header(DataType.PSK_INIT, 1 << 32),
         lambda: TicketPolicy(1 << 16),
+        lambda: TicketPolicy(1, flags=1 << 12),
         lambda: Message(Header(DataType.PSK_INIT, 0), ("not a payload",)),  # type: ignore[arg-type]
     ],
 )
@@ -412,7 +561,7 @@ kv = st.one_of(st.none(), st.builds(KvSpi, blob8), st.builds(KvInterval, blob8, 
 @st.composite
 def key_data(draw: st.DrawFn) -> KeyData:
     key_type = draw(st.sampled_from(KeyType))
-    salted = key_type in (KeyType.TGK_SALT, KeyType.TEK_SALT)
+    salted = key_type in (KeyType.TGK_SALT, KeyType.TEK_SALT, KeyType.GTGK_SALT)
     return KeyData(key_type, draw(blob16), draw(blob16) if salted else None, draw(kv))
 
 
@@ -436,7 +585,7 @@ def verification(draw: st.DrawFn) -> Verification:
 @st.composite
 def timestamp(draw: st.DrawFn) -> Timestamp:
     ts_type = draw(st.sampled_from(TsType))
-    bits = 32 if ts_type is TsType.COUNTER else 64
+    bits = 32 if ts_type in (TsType.COUNTER, TsType.NTP_UTC_32) else 64
     return Timestamp(ts_type, draw(st.integers(0, (1 << bits) - 1)))
 
 
@@ -446,13 +595,20 @@ def timestamp_role(draw: st.DrawFn) -> TimestampWithRole:
     return TimestampWithRole(draw(u8), t.ts_type, t.value)
 
 
+#: TP Data / Initiator Data: empty, or a chain of a few simple payloads.
+inner_chain = st.lists(
+    st.one_of(st.builds(Rand, blob8), st.builds(IdWithRole, u8, u8, blob16), verification()),
+    max_size=3,
+).map(encode_payload_chain)
+
 policy = st.builds(
     TicketPolicy,
     st.integers(0, 0xFFFF),
     u8,
     u8,
     st.sampled_from(PrfFunc),
-    st.integers(0, 0xFFFF),
+    st.integers(0, 0xFFF),
+    inner_chain,
 )
 
 payload: st.SearchStrategy[Payload] = st.one_of(
@@ -471,7 +627,7 @@ payload: st.SearchStrategy[Payload] = st.one_of(
     st.builds(Err, u8),
     st.builds(GeneralExtension, u8, blob16),
     policy,
-    st.builds(Ticket, policy, blob16),
+    st.builds(Ticket, policy, blob16, inner_chain),
 )
 
 cs_map = st.one_of(

@@ -40,10 +40,20 @@ import hmac
 from collections.abc import Sequence
 from typing import TypeAlias
 
+import attrs
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from mikey import keys as _keys
-from mikey.constants import MAC_LENGTH, DataType, EncrAlg, ErrorNo, IdRole, MacAlg, TsType
+from mikey.constants import (
+    MAC_LENGTH,
+    DataType,
+    EncrAlg,
+    ErrorNo,
+    IdRole,
+    MacAlg,
+    PrfFunc,
+    TsType,
+)
 from mikey.errors import MikeyError
 from mikey.keys import MessageKeys
 from mikey.message import Message
@@ -57,6 +67,7 @@ from mikey.payloads import (
     Timestamp,
     Verification,
     encode_key_data,
+    encode_payload_chain,
     split_key_data,
 )
 
@@ -456,3 +467,75 @@ def open_message(
         identities=identities,
         mac_data=mac_data,
     )
+
+
+# --- RFC 6043 §6.10: the Initiator Data of a forked ticket ----------------------------------
+
+
+def initiator_data(vi: Verification, mpkr: bytes, prf_func: PrfFunc = PrfFunc.MIKEY_1) -> bytes:
+    """Initiator Data = First Payload, Vi, Vr (RFC 6043 §6.10): Vi is the V payload of the
+    TRANSFER_INIT; Vr, with Vi's authentication algorithm and the auth_key derived from MPKr
+    (not forked, :func:`mikey.keys.initiator_data_keys`), MACs the whole Initiator Data up to
+    its own MAC field. ``prf_func`` is that of the Ticket Policy."""
+    alg = vi.auth_alg
+    if alg is MacAlg.NULL:
+        raise MikeyError(ErrorNo.INVALID_MAC, "Vi has the NULL MAC: Vr would have nothing")
+    key = _keys.initiator_data_keys(mpkr, mac_alg=alg, prf_func=prf_func).auth_key
+    unsigned = encode_payload_chain((vi, Verification.placeholder(alg)))
+    covered = unsigned[: len(unsigned) - MAC_LENGTH[alg]]
+    return encode_payload_chain((vi, Verification(alg, _keys.mac(alg, key, covered))))
+
+
+def verify_initiator_data(
+    ticket: Ticket,
+    mpkr: bytes,
+    *,
+    transfer_init: Message | None = None,
+    prf_func: PrfFunc | None = None,
+) -> None:
+    """Raise MikeyError unless the ticket's Initiator Data is ``Vi, Vr`` with a Vr MAC that
+    verifies under MPKr (ERR 0 otherwise) and, given the TRANSFER_INIT, a Vi identical to its
+    V payload (RFC 6043 §4.2.3.6). ``prf_func`` defaults to the Ticket Policy's."""
+    payloads = ticket.initiator_payloads()
+    if len(payloads) < 2 or not all(isinstance(p, Verification) for p in payloads[-2:]):
+        raise MikeyError(ErrorNo.INVALID_TICKET, "Initiator Data does not end with Vi, Vr")
+    vi, vr = payloads[-2], payloads[-1]
+    assert isinstance(vi, Verification) and isinstance(vr, Verification)
+    if vr.auth_alg is not vi.auth_alg:
+        raise MikeyError(ErrorNo.INVALID_MAC, "Vr and Vi use different MAC algorithms")
+    prf = ticket.policy.prf_func if prf_func is None else prf_func
+    key = _keys.initiator_data_keys(mpkr, mac_alg=vr.auth_alg, prf_func=prf).auth_key
+    covered = ticket.initiator_data[: len(ticket.initiator_data) - MAC_LENGTH[vr.auth_alg]]
+    if vr.auth_alg is MacAlg.NULL or not _keys.verify_mac(vr.auth_alg, key, covered, vr.ver_data):
+        raise MikeyError(ErrorNo.AUTH_FAILURE, "the Vr MAC of the Initiator Data fails")
+    if transfer_init is not None:
+        last = transfer_init.payloads[-1] if transfer_init.payloads else None
+        if last != vi:
+            raise MikeyError(ErrorNo.AUTH_FAILURE, "Vi differs from the TRANSFER_INIT's V")
+
+
+def protect_transfer_init(
+    message: Message,
+    keys: MessageKeys,
+    *,
+    mpkr: bytes | None = None,
+    identity_i: Identity | None = None,
+    identity_r: Identity | None = None,
+) -> Message:
+    """A TRANSFER_INIT with its V computed over RFC 6043 Table 5.2 (with MPKi's keys) and,
+    when ``mpkr`` is given (key forking), the Initiator Data ``Vi, Vr`` put into its TICKET;
+    the MAC does not cover the Initiator Data, so it stays valid."""
+    if message.data_type is not DataType.TRANSFER_INIT:
+        raise MikeyError(ErrorNo.INVALID_DT, f"{message.data_type.name} is not a TRANSFER_INIT")
+    data = ticket_mac_input(message, identity_i=identity_i, identity_r=identity_r)
+    protected = protect(message, keys, mac_data=data)
+    if mpkr is None:
+        return protected
+    vi = protected.payloads[-1]
+    tickets = [p for p in protected.payloads if isinstance(p, Ticket)]
+    if not isinstance(vi, Verification) or len(tickets) != 1:
+        raise MikeyError(ErrorNo.UNSPECIFIED, "a TRANSFER_INIT has one TICKET and ends with V")
+    ticket = tickets[0]
+    forked = attrs.evolve(ticket, initiator_data=initiator_data(vi, mpkr, ticket.policy.prf_func))
+    payloads = tuple(forked if p is ticket else p for p in protected.payloads)
+    return attrs.evolve(protected, payloads=payloads)

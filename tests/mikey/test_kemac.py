@@ -37,7 +37,9 @@ from mikey.payloads import (
     KeyData,
     KvSpi,
     Rand,
+    Ticket,
     Timestamp,
+    Verification,
     encode_key_data,
 )
 
@@ -530,3 +532,57 @@ def test_ticket_transfer_protected_end_to_end() -> None:
     assert e.value.code == ErrorNo.AUTH_FAILURE
     with pytest.raises(ValueError):
         kemac.protect(resp, kr, b"x", mac_data=b"y")
+
+
+# --- RFC 6043 §6.10: Initiator Data -----------------------------------------------------------
+
+
+def _forked_transfer_init() -> tuple[Message, keys.MessageKeys, bytes]:
+    mpki, mpkr = bytes(range(0x60, 0x70)), bytes(range(0x70, 0x80))
+    ki = keys.ticket_message_keys(mpki, samples.CSB_ID, response=False, randri=samples.RANDRI.rand)
+    base = samples.transfer_init()
+    bare = tuple(
+        attrs.evolve(p, initiator_data=b"") if isinstance(p, Ticket) else p for p in base.payloads
+    )
+    m = kemac.protect_transfer_init(attrs.evolve(base, payloads=bare), ki, mpkr=mpkr)
+    return m, ki, mpkr
+
+
+def test_initiator_data_is_vi_then_vr_over_it() -> None:
+    m, ki, mpkr = _forked_transfer_init()
+    (ticket,) = m.find(Ticket)
+    assert isinstance(ticket, Ticket)
+    v = m.payloads[-1]
+    assert isinstance(v, Verification)
+    idata = ticket.initiator_data
+    # 09 (first: V) | Vi: 09 (next: V) 02 MAC(32) | Vr: 00 (last) 02 MAC(32)
+    assert idata[:3] == b"\x09\x09\x02" and idata[3:35] == v.ver_data
+    assert idata[35:37] == b"\x00\x02"
+    vr_key = keys.prf(mpkr, bytes.fromhex("2d22ac75 ff ffffffff 04"), 32, PrfFunc.PRF_HMAC_SHA_256)
+    assert idata[37:] == _hmac(MacAlg.HMAC_SHA_256_256, vr_key, idata[:37])
+    kemac.verify(m, ki, mac_data=kemac.ticket_mac_input(m))  # inserting it kept V valid
+    received = decode(m.encode())
+    (rt,) = received.find(Ticket)
+    assert isinstance(rt, Ticket)
+    kemac.verify_initiator_data(rt, mpkr, transfer_init=received)
+
+
+def test_initiator_data_failures() -> None:
+    m, _, mpkr = _forked_transfer_init()
+    (ticket,) = m.find(Ticket)
+    assert isinstance(ticket, Ticket)
+    with pytest.raises(MikeyError) as e:
+        kemac.verify_initiator_data(ticket, bytes(16))
+    assert e.value.code == ErrorNo.AUTH_FAILURE
+    bad = bytearray(ticket.initiator_data)
+    bad[-1] ^= 1
+    with pytest.raises(MikeyError) as e:
+        kemac.verify_initiator_data(attrs.evolve(ticket, initiator_data=bytes(bad)), mpkr)
+    assert e.value.code == ErrorNo.AUTH_FAILURE
+    other_v = m.with_trailer(b"\x01" * 32)
+    with pytest.raises(MikeyError) as e:
+        kemac.verify_initiator_data(ticket, mpkr, transfer_init=other_v)
+    assert e.value.code == ErrorNo.AUTH_FAILURE
+    with pytest.raises(MikeyError) as e:
+        kemac.verify_initiator_data(attrs.evolve(ticket, initiator_data=b""), mpkr)
+    assert e.value.code == ErrorNo.INVALID_TICKET

@@ -21,6 +21,7 @@ import argparse
 import base64
 import hashlib
 import json
+import os
 import socket
 import ssl
 import sys
@@ -60,6 +61,12 @@ def register(subparsers: Any) -> None:
         p.add_argument("--cert", type=Path, required=True, help="this user's certificate (PEM)")
         p.add_argument("--key", type=Path, required=True, help="this user's private key (PEM)")
         p.add_argument("--identity", required=True, metavar="URI", help="this user's identity")
+        p.add_argument(
+            "--kms-identity",
+            default="kms.e2ae.lab",
+            metavar="URI",
+            help="the KMS's identity (IDRkms; default kms.e2ae.lab)",
+        )
         p.add_argument(
             "--psk-file",
             type=Path,
@@ -193,12 +200,13 @@ def _client_action(args: argparse.Namespace) -> int:
     from certs.errors import CertsError
     from certs.fingerprint import Fingerprint
     from e2ae.address import AddressError, parse_host_port
-    from kms.client import request_init, resolve_init
-    from kms.core import TLS_PSK_BYTES, open_reply
+    from kms.client import RAND_BYTES, open_reply, request_init, resolve_init
+    from kms.core import TLS_PSK_BYTES
+    from mikey.constants import KeyType
     from mikey.errors import MikeyError
-    from mikey.keys import tls_psk
-    from mikey.message import EmptyMap, decode
-    from mikey.payloads import Rand, Ticket
+    from mikey.keys import ticket_tls_psk
+    from mikey.message import decode
+    from mikey.payloads import Ticket
 
     try:
         address = parse_host_port(args.kms, "--kms", literal_ip=False, allow_zero=False)
@@ -215,7 +223,12 @@ def _client_action(args: argparse.Namespace) -> int:
         if not 1 <= args.sessions <= 32:
             raise _Usage("--sessions must be 1..32")
         request = request_init(
-            args.identity, psk, tuple(args.responder), now, cs_map=EmptyMap(args.sessions)
+            args.identity,
+            psk,
+            tuple(args.responder),
+            now,
+            kms=args.kms_identity,
+            sessions=args.sessions,
         )
     else:
         try:
@@ -223,14 +236,17 @@ def _client_action(args: argparse.Namespace) -> int:
             reply = decode(base64.b64decode(saved["reply"]))
             (ticket,) = (p for p in reply.payloads if isinstance(p, Ticket))
             csb_id = int(saved["csb_id"])
-            bytes.fromhex(saved["rand"])
+            bytes.fromhex(saved["randri"])
         except OSError as exc:
             raise _Usage(f"cannot read {args.ticket}: {exc.strerror}") from exc
         except (ValueError, KeyError, MikeyError, TypeError) as exc:
             raise _Usage(f"{args.ticket}: not a ticket file ({exc})") from exc
         request = resolve_init(
-            args.identity, psk, ticket, now, csb_id=csb_id, cs_map=reply.header.cs_map
+            args.identity, psk, ticket, now, kms=args.kms_identity, csb_id=csb_id
         )
+    session_rand = (
+        os.urandom(RAND_BYTES) if args.action == "request" else bytes.fromhex(saved["randri"])
+    )
     status, body = post(address, pin, args.cert, args.key, request.encode(), args.timeout)
     try:
         reply, keys = open_reply(body, psk, request)
@@ -246,21 +262,18 @@ def _client_action(args: argparse.Namespace) -> int:
             json.dumps(
                 {
                     "csb_id": reply.header.csb_id,
-                    # The Initiator's RAND, which its TRANSFER_INIT carries to the Responder.
-                    "rand": next(p.rand for p in request.payloads if isinstance(p, Rand)).hex(),
+                    # The RANDRi a TRANSFER_INIT carries from the Initiator to the Responder.
+                    "randri": session_rand.hex(),
                     "reply": base64.b64encode(body).decode(),
                 }
             )
             + "\n"
         )
         doc["ticket_file"] = str(args.ticket_out)
-    if args.action == "request":
-        session_rand = next(p.rand for p in request.payloads if isinstance(p, Rand))
-    else:
-        session_rand = bytes.fromhex(saved["rand"])
     sessions = []
-    for n, item in enumerate(keys, start=1):
-        psk_key = tls_psk(item.key, n, reply.header.csb_id, session_rand, TLS_PSK_BYTES)
+    tgks = [k for k in keys if k.key_type is KeyType.TGK]
+    for n, item in enumerate(tgks, start=1):
+        psk_key = ticket_tls_psk(item.key, n, TLS_PSK_BYTES, randri=session_rand)
         entry: dict[str, Any] = {
             "cs_id": n,
             "tgk_sha256": _digest(item.key),

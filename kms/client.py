@@ -1,21 +1,47 @@
-"""The user's side of the UE-KMS exchanges, sans I/O: build REQUEST_INIT and RESOLVE_INIT
-(pre-shared-key form, RFC 6043 §4), and read the KMS's replies (:func:`kms.core.open_reply`).
+"""The user's side of the UE-KMS exchanges, sans I/O: build REQUEST_INIT_PSK and
+RESOLVE_INIT_PSK (RFC 6043 §4.2.1, §4.2.3) and read the KMS's replies (:func:`open_reply`).
 
-Both requests are MACed (HMAC-SHA-256-256) with the auth key derived from the user's key
-shared with the KMS, the HDR's CSB ID and the request's RAND (RFC 3830 §4.1.4)."""
+- REQUEST_INIT_PSK = HDR (V set, #CS 0, Empty map), T, RANDRi, IDRi, IDRkms, TP, V. The TP
+  asks for the ticket: its type and flags, and in its TP Data the Responders allowed to resolve
+  it (IDRr, none: anybody) and a KEMAC listing the keys wanted, one TGK per crypto session
+  (key data of length 0: "the KMS makes it"; docs/kms.md, "Keys and tickets").
+- RESOLVE_INIT_PSK = HDR (V set, #CS 0, Empty map), T, RANDRr, IDRr, IDRkms, TICKET, V.
+
+Each is MACed (HMAC-SHA-256-256) over RFC 6043 Table 5.2 (the message, then the sender's and
+the KMS's identities) with the auth key of RFC 6043 §5.1.2, derived from the key the user
+shares with the KMS, the CSB ID and RANDRi (request) or RANDRr (resolve)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
-from mikey.constants import DataType, IdRole, IdType, MacAlg, TsType
-from mikey.keys import mac, message_keys
-from mikey.message import CsIdMap, EmptyMap, Header, Message
+from mikey import kemac as kemac_crypto
+from mikey.constants import (
+    DataType,
+    EncrAlg,
+    ErrorNo,
+    IdRole,
+    IdType,
+    KeyType,
+    MacAlg,
+    PrfFunc,
+    RandRole,
+    TsType,
+)
+from mikey.errors import MikeyError
+from mikey.keys import MessageKeys, ticket_message_keys
+from mikey.message import EmptyMap, Header, Message, decode
 from mikey.payloads import (
+    Err,
     IdWithRole,
+    Kemac,
+    KeyData,
+    KvSpi,
     Payload,
-    Rand,
+    RandWithRole,
     Ticket,
+    TicketFlag,
     TicketPolicy,
     Timestamp,
     Verification,
@@ -24,44 +50,95 @@ from mikey.payloads import (
 
 #: RAND length in bytes (RFC 3830 §6.11 asks for at least 128 bits).
 RAND_BYTES = 16
-REQUEST_MAC = MacAlg.HMAC_SHA_256_256
+#: MAC of the requests and of the KMS's replies; encryption of the replies' KEMAC.
+MAC_ALG = MacAlg.HMAC_SHA_256_256
+ENCR_ALG = EncrAlg.AES_KW_128
+PRF = PrfFunc.PRF_HMAC_SHA_256
+#: The 3GPP base ticket (RFC 6043 Table 6.15).
+TICKET_TYPE = 2
+#: What a ticket for session-based messaging over TLS asks for (TR 33.829 §8.3.1.2): the
+#: Resolve exchange is mandatory (E), a TRANSFER_RESP is sent (F), keys from a TGK use
+#: RANDRi (H), and both ends follow RFC 6043 (N, O).
+SESSION_FLAGS = TicketFlag.E | TicketFlag.F | TicketFlag.H | TicketFlag.N | TicketFlag.O
+#: SPI of crypto session n's TGK (4 bytes, n); the MPK's is 0.
+MPK_SPI = bytes(4)
+
+
+def tgk_spi(cs_id: int) -> bytes:
+    return cs_id.to_bytes(4, "big")
 
 
 def _idr(role: IdRole, identity: str) -> IdWithRole:
     return IdWithRole(role, IdType.URI, identity.encode("utf-8"))
 
 
-def _signed(header: Header, payloads: tuple[Payload, ...], key: bytes, rand: bytes) -> Message:
-    draft = Message(header, (*payloads, Verification.placeholder(REQUEST_MAC)))
-    keys = message_keys(key, header.csb_id, rand, mac_alg=REQUEST_MAC, prf_func=header.prf_func)
-    return draft.with_trailer(mac(REQUEST_MAC, keys.auth_key, draft.mac_input()))
+def _stamp(now: float) -> Timestamp:
+    return Timestamp(TsType.NTP_UTC, ntp_from_unix(now))
+
+
+def request_keys(key: bytes, csb_id: int, randri: bytes, *, response: bool) -> MessageKeys:
+    return ticket_message_keys(
+        key,
+        csb_id,
+        response=response,
+        randri=randri,
+        encr_alg=ENCR_ALG,
+        mac_alg=MAC_ALG,
+        prf_func=PRF,
+    )
+
+
+def resolve_keys(key: bytes, csb_id: int, randrr: bytes, *, response: bool) -> MessageKeys:
+    return ticket_message_keys(
+        key,
+        csb_id,
+        response=response,
+        randrr=randrr,
+        encr_alg=ENCR_ALG,
+        mac_alg=MAC_ALG,
+        prf_func=PRF,
+    )
 
 
 def request_init(
     identity: str,
     key: bytes,
-    responders: tuple[str, ...],
+    responders: Sequence[str],
     now: float,
     *,
+    kms: str,
+    sessions: int = 1,
     csb_id: int | None = None,
-    cs_map: CsIdMap | None = None,
-    policy: TicketPolicy | None = None,
-    rand: bytes | None = None,
+    randri: bytes | None = None,
+    ticket_type: int = TICKET_TYPE,
+    flags: int = SESSION_FLAGS,
 ) -> Message:
-    """A ticket request from ``identity`` for a ticket ``responders`` may resolve (none:
-    anybody); one TGK per crypto session of ``cs_map`` (default: one)."""
-    rand = rand if rand is not None else os.urandom(RAND_BYTES)
+    """A ticket request from ``identity`` to the KMS ``kms`` for a ticket ``responders`` may
+    resolve (none: anybody), with one TGK for each of ``sessions`` crypto sessions."""
+    randri = randri if randri is not None else os.urandom(RAND_BYTES)
     csb = csb_id if csb_id is not None else int.from_bytes(os.urandom(4), "big")
-    header = Header(DataType.REQUEST_INIT, csb, cs_map if cs_map is not None else EmptyMap(1))
-    payloads: list[Payload] = [
-        Timestamp(TsType.NTP_UTC, ntp_from_unix(now)),
-        Rand(rand),
-        _idr(IdRole.IDRI, identity),
-        *(_idr(IdRole.IDRR, r) for r in responders),
-    ]
-    if policy is not None:
-        payloads.append(policy)
-    return _signed(header, tuple(payloads), key, rand)
+    wanted = Kemac.plain(
+        tuple(KeyData(KeyType.TGK, b"", kv=KvSpi(tgk_spi(n))) for n in range(1, sessions + 1))
+    )
+    policy = TicketPolicy.with_payloads(
+        ticket_type,
+        (*(_idr(IdRole.IDRR, r) for r in responders), wanted),
+        prf_func=PRF,
+        flags=flags,
+    )
+    draft = Message(
+        Header(DataType.REQUEST_INIT_PSK, csb, EmptyMap(0), True, PRF),
+        (
+            _stamp(now),
+            RandWithRole(RandRole.RANDRI, randri),
+            _idr(IdRole.IDRI, identity),
+            _idr(IdRole.IDRKMS, kms),
+            policy,
+            Verification.placeholder(MAC_ALG),
+        ),
+    )
+    keys = request_keys(key, csb, randri, response=False)
+    return kemac_crypto.protect(draft, keys, mac_data=kemac_crypto.ticket_mac_input(draft))
 
 
 def resolve_init(
@@ -70,21 +147,81 @@ def resolve_init(
     ticket: Ticket,
     now: float,
     *,
+    kms: str,
     csb_id: int,
-    cs_map: CsIdMap | None = None,
-    rand: bytes | None = None,
+    randrr: bytes | None = None,
 ) -> Message:
-    """A resolve of ``ticket`` by the Responder ``identity`` (``csb_id`` and ``cs_map``: the
-    session's, as the Initiator's TRANSFER_INIT gave them)."""
-    rand = rand if rand is not None else os.urandom(RAND_BYTES)
-    header = Header(DataType.RESOLVE_INIT, csb_id, cs_map if cs_map is not None else EmptyMap(1))
-    payloads: tuple[Payload, ...] = (
-        Timestamp(TsType.NTP_UTC, ntp_from_unix(now)),
-        Rand(rand),
-        _idr(IdRole.IDRR, identity),
-        ticket,
+    """A resolve of ``ticket`` by the Responder ``identity`` (``csb_id``: the session's, as
+    the Initiator's TRANSFER_INIT gave it)."""
+    randrr = randrr if randrr is not None else os.urandom(RAND_BYTES)
+    draft = Message(
+        Header(DataType.RESOLVE_INIT_PSK, csb_id, EmptyMap(0), True, PRF),
+        (
+            _stamp(now),
+            RandWithRole(RandRole.RANDRR, randrr),
+            _idr(IdRole.IDRR, identity),
+            _idr(IdRole.IDRKMS, kms),
+            ticket,
+            Verification.placeholder(MAC_ALG),
+        ),
     )
-    return _signed(header, payloads, key, rand)
+    keys = resolve_keys(key, csb_id, randrr, response=False)
+    return kemac_crypto.protect(draft, keys, mac_data=kemac_crypto.ticket_mac_input(draft))
 
 
-__all__ = ["RAND_BYTES", "request_init", "resolve_init"]
+def rand_of(message: Message, role: RandRole) -> bytes:
+    for p in message.payloads:
+        if isinstance(p, RandWithRole) and p.role == role:
+            return p.rand
+    raise MikeyError(ErrorNo.UNSPECIFIED, f"{message.data_type.name} without {role.name}")
+
+
+def reply_keys(key: bytes, request: Message) -> MessageKeys:
+    """The keys that protect the KMS's reply to ``request``."""
+    csb = request.header.csb_id
+    if request.data_type is DataType.REQUEST_INIT_PSK:
+        return request_keys(key, csb, rand_of(request, RandRole.RANDRI), response=True)
+    return resolve_keys(key, csb, rand_of(request, RandRole.RANDRR), response=True)
+
+
+def open_reply(body: bytes, key: bytes, request: Message) -> tuple[Message, tuple[KeyData, ...]]:
+    """Check the MAC of a REQUEST_RESP / RESOLVE_RESP to ``request`` and return it with the
+    keys of its KEMAC. Raises MikeyError: Auth failure for a MAC that is not the KMS's, the
+    KMS's error number for a MIKEY Error reply."""
+    message = decode(body)
+    if message.data_type is DataType.ERROR:
+        errs = [p for p in message.payloads if isinstance(p, Err)]
+        code = errs[0].error_no if errs else int(ErrorNo.UNSPECIFIED)
+        name = ErrorNo(code).name if code in ErrorNo._value2member_map_ else str(code)
+        raise MikeyError(code, f"the KMS refused: {name}")
+    expected = (
+        DataType.REQUEST_RESP
+        if request.data_type is DataType.REQUEST_INIT_PSK
+        else DataType.RESOLVE_RESP
+    )
+    if message.data_type is not expected:
+        raise MikeyError(
+            ErrorNo.INVALID_DT, f"a {message.data_type.name} to a {request.data_type.name}"
+        )
+    keys = reply_keys(key, request)
+    keydata = kemac_crypto.open_message(
+        message, keys, mac_data=kemac_crypto.ticket_mac_input(message, initial=request)
+    )
+    return message, keydata
+
+
+def payloads_of(message: Message, kind: type[Payload]) -> list[Payload]:
+    return [p for p in message.payloads if isinstance(p, kind)]
+
+
+__all__ = [
+    "MPK_SPI",
+    "RAND_BYTES",
+    "SESSION_FLAGS",
+    "open_reply",
+    "rand_of",
+    "reply_keys",
+    "request_init",
+    "resolve_init",
+    "tgk_spi",
+]

@@ -1,30 +1,32 @@
-"""The KMS, sans I/O: a MIKEY-TICKET message in, the reply out (RFC 6043 §4, TS 33.328
+"""The KMS, sans I/O: a MIKEY-TICKET message in, the reply out (RFC 6043 §4.2, TS 33.328
 Annex D). No socket, no clock: the caller passes the HTTP body, the identities the verified
 TLS client certificate may speak for, and ``now``.
 
-Two exchanges are served, each in its pre-shared-key form (the user's key shared with the
-KMS protects it):
+Two exchanges are served, each in its pre-shared-key form (the key the user shares with the
+KMS protects it; :mod:`kms.client` builds the requests):
 
-- **Ticket request**: REQUEST_INIT {HDR, T, RAND, IDRi, IDRr..., [TP], V} from the
-  Initiator; the KMS makes one TGK per crypto session of the HDR (at least one), records
+- **Ticket Request**: REQUEST_INIT_PSK {HDR, T, RANDRi, IDRi, IDRkms, TP, V} from the
+  Initiator; the KMS makes an MPK and one TGK per crypto session the TP's KEMAC lists, records
   the ticket, and answers REQUEST_RESP {HDR, T, IDRkms, TICKET, KEMAC, V}.
-- **Ticket resolve**: RESOLVE_INIT {HDR, T, RAND, IDRr, TICKET, V} from a Responder the
-  ticket names (an identity, a group it is a member of, or anybody when it names none); the
-  KMS answers RESOLVE_RESP {HDR, T, IDRkms, KEMAC, V} with the same TGKs.
+- **Ticket Resolve**: RESOLVE_INIT_PSK {HDR, T, RANDRr, IDRr, IDRkms, TICKET, V} from a
+  Responder the ticket names (an identity, a group it is a member of, or anybody when it names
+  none); the KMS answers RESOLVE_RESP {HDR, T, IDRkms, KEMAC, V} with the same MPK and TGKs.
 
 Every request is checked in this order, and the first failure is the answer (a MIKEY Error
-message, data type 6, with its ERR number; docs/kms.md, "Failures"): it decodes (else the
-codec's number), is a request the KMS serves (Invalid DT), has its composition (RFC 6043 §4),
-names a provisioned user (Invalid ID) that the TLS client may speak for (Auth failure), has a
-fresh timestamp (Invalid TS), a valid MAC (Auth failure), and was not seen before (Invalid TS:
-a replay). A resolve then needs a ticket the KMS issued (Invalid TICKET), still valid (Invalid
-TICKET), naming the Responder (Auth failure).
+message with its ERR number; docs/kms.md, "Failures"): it decodes, is a request the KMS serves
+(Invalid DT), has its composition (RFC 6043 §4.2), names a provisioned user (Invalid ID) that
+the TLS client may speak for (Auth failure) and this KMS if it names one (Invalid ID), has a
+fresh timestamp (Invalid TS), a MAC that verifies (Auth failure), and was not seen before
+(Invalid TS: a replay). A request then needs a Ticket Policy the KMS issues (Invalid TPpar); a
+resolve a ticket the KMS issued, unaltered and still valid (Invalid TICKET), naming the
+Responder (Auth failure).
 
-The keys in a KEMAC are encrypted (AES-KW-128) and the whole reply is MACed
-(HMAC-SHA-256-256) with keys derived from the requesting user's key and the request's RAND
-(RFC 3830 §4.1.4). Ticket data is the KMS's own: a random ticket id and a MAC over it and the
-ticket policy under a key only the KMS holds, so a forged or altered ticket is refused before
-any lookup.
+Replies: the KEMAC is encrypted with AES-KW-128 and the reply MACed with HMAC-SHA-256-256, with
+the response keys of RFC 6043 §5.1.2 (from the user's key, the CSB ID and the request's RANDRi
+or RANDRr), over RFC 6043 Table 5.2 (the reply, then the whole request). Ticket data is the
+KMS's own: a random ticket id and a MAC over it and the returned Ticket Policy under a key
+only the KMS holds, so a forged or altered ticket is refused before any lookup; the keys stay
+in the KMS's state.
 """
 
 from __future__ import annotations
@@ -35,49 +37,55 @@ from collections.abc import Callable
 
 import attrs
 
+from kms.client import (
+    ENCR_ALG,
+    MPK_SPI,
+    rand_of,
+    reply_keys,
+)
 from kms.store import KmsStore, StoreFull, TicketRecord, User
 from mikey import kemac as kemac_crypto
 from mikey.constants import (
     DataType,
-    EncrAlg,
     ErrorNo,
     IdRole,
     IdType,
     KeyType,
     MacAlg,
+    RandRole,
+    TsRole,
     TsType,
 )
 from mikey.errors import MikeyError
-from mikey.keys import MessageKeys, message_keys, verify_mac
-from mikey.keys import mac as compute_mac
-from mikey.message import Header, Message, check_composition, decode
+from mikey.keys import ticket_message_keys
+from mikey.message import EmptyMap, Header, Message, check_composition, decode
 from mikey.payloads import (
     Err,
     IdWithRole,
     Kemac,
     KeyData,
     KvSpi,
-    Rand,
     Ticket,
+    TicketFlag,
     TicketPolicy,
     Timestamp,
+    TimestampWithRole,
     Verification,
     decode_key_data,
     encode_key_data,
     ntp_from_unix,
 )
 
-#: Bytes of each key the KMS makes (TGK): 128 bits, the AES-128 suites' strength.
+#: Bytes of each key the KMS makes (MPK, TGK): 128 bits, the AES-128 suites' strength.
 KEY_BYTES = 16
 #: Bytes of the TLS pre-shared key derived from a TGK (TS 33.328 Annex H.2 gives no length;
-#: 256 bits, the length of the SHA-256 PRF output the TLS-PSK suites use).
+#: 256 bits, the output of the SHA-256 PRF the TLS-PSK suites use).
 TLS_PSK_BYTES = 32
-#: Ticket types issued: 1 the RFC 6043 base ticket, 2 and 3 the TS 33.328 Annex D types.
-TICKET_TYPES = frozenset({1, 2, 3})
-DEFAULT_TICKET_TYPE = 2
-#: KEMAC encryption and MAC of every reply.
-REPLY_ENCR = EncrAlg.AES_KW_128
-REPLY_MAC = MacAlg.HMAC_SHA_256_256
+#: Ticket types issued: 2 the 3GPP base ticket (RFC 6043 Table 6.15), 3 the other TS 33.328
+#: Annex D type. Type 1 (the MIKEY base ticket of RFC 6043 Appendix A) is not issued.
+TICKET_TYPES = frozenset({2, 3})
+#: Flags the KMS refuses to honour: key forking (I) is not offered.
+REFUSED_FLAGS = TicketFlag.I
 TICKET_ID_BYTES = 16
 TICKET_TAG_BYTES = 16
 #: Most crypto sessions (TGKs) one ticket carries.
@@ -89,7 +97,7 @@ NTP_UNIX_OFFSET = 2_208_988_800
 class Refused(Exception):
     """A request answered with a MIKEY Error message."""
 
-    def __init__(self, code: ErrorNo, reason: str, status: int, user: User | None = None):
+    def __init__(self, code: ErrorNo, reason: str, status: int, user: User | None = None) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
@@ -112,8 +120,6 @@ class KmsReply:
 class _Authenticated:
     user: User
     message: Message
-    rand: bytes
-    keys: MessageKeys
 
 
 def unix_from_ntp(value: int) -> float:
@@ -125,6 +131,10 @@ def identity_of(payload: IdWithRole) -> str:
         return payload.data.decode("utf-8")
     except UnicodeDecodeError:
         raise MikeyError(ErrorNo.INVALID_ID, "an identity that is not UTF-8") from None
+
+
+def _idrs(payloads: tuple[object, ...], role: IdRole) -> list[str]:
+    return [identity_of(p) for p in payloads if isinstance(p, IdWithRole) and p.role == role]
 
 
 class KmsCore:
@@ -153,18 +163,18 @@ class KmsCore:
         try:
             message = decode(body)
             csb_id = message.header.csb_id
-            if message.data_type is DataType.REQUEST_INIT:
+            if message.data_type is DataType.REQUEST_INIT_PSK:
                 return self._request(message, tls_identities, now)
-            if message.data_type is DataType.RESOLVE_INIT:
+            if message.data_type is DataType.RESOLVE_INIT_PSK:
                 return self._resolve(message, tls_identities, now)
             raise Refused(
                 ErrorNo.INVALID_DT,
-                f"{message.data_type.name} is not served: the KMS takes REQUEST_INIT and"
-                " RESOLVE_INIT",
+                f"{message.data_type.name} is not served: the KMS takes REQUEST_INIT_PSK and"
+                " RESOLVE_INIT_PSK",
                 400,
             )
         except MikeyError as exc:
-            return self._error(Refused(ErrorNo(exc.code), exc.reason, 400), csb_id, now)
+            return self._error(Refused(_code(exc.code), exc.reason, 400), csb_id, now)
         except StoreFull as exc:
             return self._error(Refused(ErrorNo.UNSPECIFIED, str(exc), 503), csb_id, now)
         except Refused as exc:
@@ -173,19 +183,28 @@ class KmsCore:
     # -- the two exchanges
 
     def _request(self, message: Message, tls: tuple[str, ...], now: float) -> KmsReply:
-        auth = self._authenticate(message, IdRole.IDRI, tls, now)
-        responders = tuple(
-            identity_of(p)
-            for p in message.find(IdWithRole)
-            if isinstance(p, IdWithRole) and p.role == IdRole.IDRR
-        )
-        policy = self._policy(message)
-        count = max(1, message.header.cs_count)
-        if count > MAX_KEYS:
-            raise Refused(ErrorNo.UNSPECIFIED, f"{count} crypto sessions: at most {MAX_KEYS}", 400)
-        tgks = tuple(
-            KeyData(KeyType.TGK, self.random(KEY_BYTES), kv=KvSpi(bytes([n])))
-            for n in range(1, count + 1)
+        auth = self._authenticate(message, IdRole.IDRI, RandRole.RANDRI, tls, now)
+        (asked,) = (p for p in message.payloads if isinstance(p, TicketPolicy))
+        responders, wanted = self._policy_contents(asked, auth.user)
+        flags = asked.flags | TicketFlag.D
+        if not asked.has(TicketFlag.D):
+            flags |= TicketFlag.K  # the KMS changed the desired policy: it generates the keys
+        tgks = tuple(KeyData(KeyType.TGK, self.random(KEY_BYTES), kv=KvSpi(spi)) for spi in wanted)
+        mpk = KeyData(KeyType.MPK, self.random(KEY_BYTES), kv=KvSpi(MPK_SPI))
+        valid_until = now + self.ticket_lifetime
+        policy = TicketPolicy.with_payloads(
+            asked.ticket_type,
+            (
+                IdWithRole(IdRole.IDRKMS, IdType.URI, self.identity.encode()),
+                IdWithRole(IdRole.IDRI, IdType.URI, auth.user.identity.encode()),
+                TimestampWithRole(TsRole.TRS, TsType.NTP_UTC, ntp_from_unix(now)),
+                TimestampWithRole(TsRole.TRE, TsType.NTP_UTC, ntp_from_unix(valid_until)),
+                *(IdWithRole(IdRole.IDRR, IdType.URI, r.encode()) for r in responders),
+            ),
+            subtype=asked.subtype,
+            version=asked.version,
+            prf_func=asked.prf_func,
+            flags=flags,
         )
         ticket_id = self.random(TICKET_ID_BYTES)
         ticket = Ticket(policy, ticket_id + self._tag(ticket_id, policy))
@@ -194,25 +213,26 @@ class KmsCore:
                 ticket_id=ticket_id,
                 initiator=auth.user.identity,
                 responders=responders,
-                flags=policy.flags,
-                keys=encode_key_data(tgks),
+                flags=flags,
+                keys=encode_key_data((mpk, *tgks)),
                 issued_at=now,
                 valid_from=now,
-                valid_until=now + self.ticket_lifetime,
+                valid_until=valid_until,
             ),
             now,
         )
-        reply = self._reply(DataType.REQUEST_RESP, auth, now, (ticket,), tgks)
+        reply = self._reply(DataType.REQUEST_RESP, auth, now, (ticket,), (mpk, *tgks))
         return KmsReply(
             200,
             reply,
-            f"ticket {ticket_id.hex()[:16]} issued for {len(responders) or 'any'} responder(s)",
+            f"ticket {ticket_id.hex()[:16]} issued to {auth.user.identity}: {len(tgks)} TGK(s),"
+            f" resolvable by {', '.join(responders) or 'any user'}",
             auth.user.identity,
         )
 
     def _resolve(self, message: Message, tls: tuple[str, ...], now: float) -> KmsReply:
-        auth = self._authenticate(message, IdRole.IDRR, tls, now)
-        (ticket,) = (p for p in message.find(Ticket) if isinstance(p, Ticket))
+        auth = self._authenticate(message, IdRole.IDRR, RandRole.RANDRR, tls, now)
+        (ticket,) = (p for p in message.payloads if isinstance(p, Ticket))
         record = self._ticket(ticket, now, auth.user)
         if not self._may_resolve(auth.user, record):
             raise Refused(
@@ -226,21 +246,23 @@ class KmsCore:
         return KmsReply(
             200,
             reply,
-            f"ticket {record.ticket_id.hex()[:16]} of {record.initiator} resolved",
+            f"ticket {record.ticket_id.hex()[:16]} of {record.initiator} resolved"
+            f" for {auth.user.identity}",
             auth.user.identity,
         )
 
     # -- checks
 
     def _authenticate(
-        self, message: Message, role: IdRole, tls: tuple[str, ...], now: float
+        self,
+        message: Message,
+        role: IdRole,
+        rand_role: RandRole,
+        tls: tuple[str, ...],
+        now: float,
     ) -> _Authenticated:
         check_composition(message)
-        named = [
-            identity_of(p)
-            for p in message.find(IdWithRole)
-            if isinstance(p, IdWithRole) and p.role == role
-        ]
+        named = _idrs(message.payloads, role)
         if len(named) > 1:
             raise Refused(ErrorNo.INVALID_ID, f"more than one {role.name}", 400)
         if named:
@@ -254,13 +276,16 @@ class KmsCore:
             raise Refused(ErrorNo.INVALID_ID, f"{identity} is not provisioned", 403)
         if identity not in tls:
             raise Refused(
-                ErrorNo.AUTH_FAILURE,
-                f"the TLS client certificate is not one of {identity}",
-                403,
+                ErrorNo.AUTH_FAILURE, f"the TLS client certificate is not one of {identity}", 403
             )
-        (stamp,) = (p for p in message.find(Timestamp) if isinstance(p, Timestamp))
-        if stamp.ts_type is TsType.COUNTER:
-            raise Refused(ErrorNo.INVALID_TS, "a COUNTER timestamp: the KMS needs NTP time", 400)
+        kms = _idrs(message.payloads, IdRole.IDRKMS)
+        if kms and kms != [self.identity]:
+            raise Refused(ErrorNo.INVALID_ID, f"the request is for KMS {kms[0]}", 403, user)
+        (stamp,) = (p for p in message.payloads if isinstance(p, Timestamp))
+        if stamp.ts_type not in (TsType.NTP_UTC, TsType.NTP):
+            raise Refused(
+                ErrorNo.INVALID_TS, f"a {stamp.ts_type.name} timestamp: the KMS needs NTP", 400
+            )
         skew = abs(unix_from_ntp(stamp.value) - now)
         if skew > self.replay_window:
             raise Refused(
@@ -268,47 +293,68 @@ class KmsCore:
                 f"timestamp {skew:.0f} s from the KMS clock (replay_window {self.replay_window:g})",
                 403,
             )
-        rands = [p for p in message.find(Rand) if isinstance(p, Rand)]
-        rand = rands[0].rand
         last = message.payloads[-1]
         if not isinstance(last, Verification) or last.auth_alg is MacAlg.NULL:
             raise Refused(ErrorNo.INVALID_MAC, "the request must end with a MACed V", 400)
-        keys = message_keys(
+        rand = rand_of(message, rand_role)
+        keys = ticket_message_keys(
             user.key,
             message.header.csb_id,
-            rand,
-            encr_alg=REPLY_ENCR,
+            response=False,
+            randri=rand if rand_role is RandRole.RANDRI else b"",
+            randrr=rand if rand_role is RandRole.RANDRR else b"",
             mac_alg=last.auth_alg,
             prf_func=message.header.prf_func,
         )
-        if not verify_mac(last.auth_alg, keys.auth_key, message.mac_input(), last.ver_data):
-            raise Refused(ErrorNo.AUTH_FAILURE, f"bad MAC for {identity}", 403)
-        nonce = stamp.encode_body() + rand
+        given = {"identity_i" if role is IdRole.IDRI else "identity_r": identity.encode()}
+        covered = kemac_crypto.ticket_mac_input(
+            message, identity_kms=self.identity.encode(), **given
+        )
+        try:
+            kemac_crypto.verify(message, keys, mac_data=covered)
+        except MikeyError:
+            raise Refused(ErrorNo.AUTH_FAILURE, f"bad MAC for {identity}", 403) from None
+        nonce = stamp.encode_body() + bytes([rand_role]) + rand
         if not self.store.remember_nonce(identity, nonce, now + 2 * self.replay_window, now):
             raise Refused(ErrorNo.INVALID_TS, "a replayed request (same T and RAND)", 403, user)
-        reply_keys = message_keys(
-            user.key,
-            message.header.csb_id,
-            rand,
-            encr_alg=REPLY_ENCR,
-            mac_alg=REPLY_MAC,
-            prf_func=message.header.prf_func,
-        )
-        return _Authenticated(user, message, rand, reply_keys)
+        return _Authenticated(user, message)
 
-    def _policy(self, message: Message) -> TicketPolicy:
-        asked = [p for p in message.find(TicketPolicy) if isinstance(p, TicketPolicy)]
-        if len(asked) > 1:
-            raise Refused(ErrorNo.INVALID_TPPAR, "more than one TP", 400)
-        if not asked:
-            return TicketPolicy(DEFAULT_TICKET_TYPE, prf_func=message.header.prf_func)
-        if asked[0].ticket_type not in TICKET_TYPES:
+    def _policy_contents(
+        self, asked: TicketPolicy, user: User
+    ) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
+        """The Responders the desired policy names and the SPIs of the TGKs it asks for."""
+        if asked.ticket_type not in TICKET_TYPES:
             raise Refused(
                 ErrorNo.INVALID_TPPAR,
-                f"ticket type {asked[0].ticket_type}: the KMS issues types 1, 2 and 3",
+                f"ticket type {asked.ticket_type}: the KMS issues the 3GPP ticket types 2 and 3",
                 400,
+                user,
             )
-        return asked[0]
+        if asked.flags & REFUSED_FLAGS:
+            raise Refused(ErrorNo.INVALID_TPPAR, "key forking (flag I) is not offered", 400, user)
+        contents = asked.payloads()
+        responders = tuple(_idrs(contents, IdRole.IDRR))
+        spis: list[bytes] = []
+        for kemac in (p for p in contents if isinstance(p, Kemac)):
+            for item in kemac.key_data():
+                if item.key_type is not KeyType.TGK or item.key:
+                    raise Refused(
+                        ErrorNo.INVALID_TPPAR,
+                        "the desired KEMAC may only list TGKs for the KMS to make (key length 0)",
+                        400,
+                        user,
+                    )
+                spi = item.kv.spi if isinstance(item.kv, KvSpi) else None
+                spis.append(spi if spi is not None else (len(spis) + 1).to_bytes(4, "big"))
+        if not spis:
+            spis.append((1).to_bytes(4, "big"))
+        if len(spis) > MAX_KEYS:
+            raise Refused(
+                ErrorNo.INVALID_TPPAR, f"{len(spis)} TGKs asked for: at most {MAX_KEYS}", 400, user
+            )
+        if len(set(spis)) != len(spis) or MPK_SPI in spis:
+            raise Refused(ErrorNo.INVALID_TPPAR, "the TGKs' SPIs must be distinct", 400, user)
+        return responders, tuple(spis)
 
     def _tag(self, ticket_id: bytes, policy: TicketPolicy) -> bytes:
         data = ticket_id + policy.encode_body()
@@ -329,7 +375,7 @@ class KmsCore:
     @staticmethod
     def _may_resolve(user: User, record: TicketRecord) -> bool:
         if not record.responders:
-            return True  # a ticket that names nobody may be resolved by any user (TR 33.829)
+            return True  # a ticket naming nobody may be resolved by any user (TR 33.829)
         return user.identity in record.responders or any(
             g in record.responders for g in user.groups
         )
@@ -344,30 +390,27 @@ class KmsCore:
         before_kemac: tuple[Ticket, ...],
         keys: tuple[KeyData, ...],
     ) -> bytes:
-        request = auth.message.header
+        request = auth.message
+        csb_id = request.header.csb_id
+        out_keys = reply_keys(auth.user.key, request)
         stamp = Timestamp(TsType.NTP_UTC, ntp_from_unix(now))
-        sealed = kemac_crypto.seal(
-            keys,
-            REPLY_ENCR,
-            MacAlg.NULL,
-            auth.keys,
-            request.csb_id,
-            stamp,
-        )
-        header = Header(data_type, request.csb_id, request.cs_map, False, request.prf_func)
-        kms = IdWithRole(IdRole.IDRKMS, IdType.URI, self.identity.encode())
+        sealed = kemac_crypto.seal(keys, ENCR_ALG, MacAlg.NULL, out_keys, csb_id, stamp)
         draft = Message(
-            header,
-            (stamp, kms, *before_kemac, sealed, Verification.placeholder(REPLY_MAC)),
+            Header(data_type, csb_id, EmptyMap(0), False, request.header.prf_func),
+            (
+                stamp,
+                IdWithRole(IdRole.IDRKMS, IdType.URI, self.identity.encode()),
+                *before_kemac,
+                sealed,
+                Verification.placeholder(MacAlg.HMAC_SHA_256_256),
+            ),
         )
-        return draft.with_trailer(
-            compute_mac(REPLY_MAC, auth.keys.auth_key, draft.mac_input())
-        ).encode()
+        covered = kemac_crypto.ticket_mac_input(draft, initial=request)
+        return kemac_crypto.protect(draft, out_keys, mac_data=covered).encode()
 
     def _error(self, refusal: Refused, csb_id: int, now: float) -> KmsReply:
         stamp = Timestamp(TsType.NTP_UTC, ntp_from_unix(now))
-        header = Header(DataType.ERROR, csb_id)
-        message = Message(header, (stamp, Err(int(refusal.code))))
+        message = Message(Header(DataType.ERROR, csb_id), (stamp, Err(int(refusal.code))))
         return KmsReply(
             refusal.status,
             message.encode(),
@@ -377,34 +420,11 @@ class KmsCore:
         )
 
 
-def open_reply(
-    body: bytes, user_key: bytes, request: Message
-) -> tuple[Message, tuple[KeyData, ...]]:
-    """For a client: check the MAC of a REQUEST_RESP / RESOLVE_RESP to ``request`` and return
-    it with the keys of its KEMAC. Raises MikeyError (Auth failure for a bad MAC; the error
-    number of a MIKEY Error reply)."""
-    message = decode(body)
-    if message.data_type is DataType.ERROR:
-        errs = [p for p in message.find(Err) if isinstance(p, Err)]
-        code = errs[0].error_no if errs else int(ErrorNo.UNSPECIFIED)
-        raise MikeyError(code, f"the KMS refused: {ErrorNo(code).name}")
-    rand = next(p.rand for p in request.find(Rand) if isinstance(p, Rand))
-    keys = message_keys(
-        user_key,
-        request.header.csb_id,
-        rand,
-        encr_alg=REPLY_ENCR,
-        mac_alg=REPLY_MAC,
-        prf_func=request.header.prf_func,
-    )
-    last = message.payloads[-1]
-    if not isinstance(last, Verification) or not verify_mac(
-        last.auth_alg, keys.auth_key, message.mac_input(), last.ver_data
-    ):
-        raise MikeyError(ErrorNo.AUTH_FAILURE, "the reply's MAC is not the KMS's")
-    (stamp,) = (p for p in message.find(Timestamp) if isinstance(p, Timestamp))
-    (sealed,) = (p for p in message.find(Kemac) if isinstance(p, Kemac))
-    return message, kemac_crypto.open_kemac(sealed, keys, request.header.csb_id, stamp)
+def _code(value: int) -> ErrorNo:
+    try:
+        return ErrorNo(value)
+    except ValueError:
+        return ErrorNo.UNSPECIFIED
 
 
-__all__ = ["TLS_PSK_BYTES", "KmsCore", "KmsReply", "Refused", "open_reply", "unix_from_ntp"]
+__all__ = ["TLS_PSK_BYTES", "KmsCore", "KmsReply", "Refused", "unix_from_ntp"]

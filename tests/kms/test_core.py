@@ -11,14 +11,16 @@ from pathlib import Path
 import attrs
 import pytest
 
-from kms.client import request_init, resolve_init
-from kms.core import KmsCore, open_reply, unix_from_ntp
+from kms.client import open_reply, request_init, resolve_init
+from kms.core import KmsCore, unix_from_ntp
 from kms.store import KmsStore, StoreLimits, User
 from mikey.constants import DataType, ErrorNo, KeyType, MacAlg, TsType
 from mikey.errors import MikeyError
-from mikey.keys import tls_psk
-from mikey.message import EmptyMap, Message, decode
-from mikey.payloads import Err, IdWithRole, Rand, Ticket, TicketPolicy, Timestamp
+from mikey.keys import ticket_tls_psk
+from mikey.message import Message, decode
+from mikey.payloads import Err, IdWithRole, Ticket, TicketFlag, Timestamp
+
+KMS_ID = "kms.e2ae.lab"
 
 NOW = 1_800_000_000.0
 ALICE = User("sip:alice@e2ae.lab", hashlib.sha256(b"alice").digest()[:16])
@@ -59,16 +61,19 @@ def _request(kms: KmsCore, responders: tuple[str, ...] = (BOB.identity,), sessio
         ALICE.key,
         responders,
         NOW,
+        kms=KMS_ID,
         csb_id=0x1234,
-        cs_map=EmptyMap(sessions),
-        rand=b"R" * 16,
+        sessions=sessions,
+        randri=b"R" * 16,
     )
     reply = kms.handle(request.encode(), (ALICE.identity,), NOW)
     return request, reply
 
 
 def _resolve(kms: KmsCore, user: User, ticket: Ticket, at: float = NOW + 1, rand: bytes = b"r"):
-    request = resolve_init(user.identity, user.key, ticket, at, csb_id=0x1234, rand=rand * 16)
+    request = resolve_init(
+        user.identity, user.key, ticket, at, kms=KMS_ID, csb_id=0x1234, randrr=rand * 16
+    )
     return request, kms.handle(request.encode(), (user.identity,), at)
 
 
@@ -85,8 +90,8 @@ def test_a_ticket_is_issued_and_resolved_by_its_responder_to_the_same_keys() -> 
     assert reply.status == 200 and reply.identity == ALICE.identity
     message, alice_keys = open_reply(reply.body, ALICE.key, request)
     assert message.data_type is DataType.REQUEST_RESP
-    assert [k.key_type for k in alice_keys] == [KeyType.TGK, KeyType.TGK]
-    assert alice_keys[0].key != alice_keys[1].key and len(alice_keys[0].key) == 16
+    assert [k.key_type for k in alice_keys] == [KeyType.MPK, KeyType.TGK, KeyType.TGK]
+    assert len({k.key for k in alice_keys}) == 3 and len(alice_keys[1].key) == 16
     kms_id = [p for p in message.payloads if isinstance(p, IdWithRole)]
     assert kms_id[0].data == b"kms.e2ae.lab"
 
@@ -96,11 +101,19 @@ def test_a_ticket_is_issued_and_resolved_by_its_responder_to_the_same_keys() -> 
     resolved, bob_keys = open_reply(answer.body, BOB.key, resolve)
     assert resolved.data_type is DataType.RESOLVE_RESP
     assert [k.key for k in bob_keys] == [k.key for k in alice_keys]
-    # Both ends derive the same TLS-PSK of crypto session 1 from the TGK.
-    rand = next(p.rand for p in request.payloads if isinstance(p, Rand))
-    assert tls_psk(bob_keys[0].key, 1, 0x1234, rand, 32) == tls_psk(
-        alice_keys[0].key, 1, 0x1234, rand, 32
+    # Both ends derive the same TLS-PSK of crypto session 1 from its TGK (RFC 6043 §5.1.3).
+    randri = b"T" * 16  # as the TRANSFER_INIT carries it
+    assert ticket_tls_psk(bob_keys[1].key, 1, 32, randri=randri) == ticket_tls_psk(
+        alice_keys[1].key, 1, 32, randri=randri
     )
+    # The ticket says what the KMS did: it made the keys (D), changing the asked policy (K).
+    _, ticket = _ticket_of(reply.body)
+    assert ticket.policy.has(TicketFlag.D) and ticket.policy.has(TicketFlag.K)
+    assert [p.data for p in ticket.policy.payloads() if isinstance(p, IdWithRole)] == [
+        b"kms.e2ae.lab",
+        ALICE.identity.encode(),
+        BOB.identity.encode(),
+    ]
 
 
 def test_a_third_user_is_refused_and_learns_no_key() -> None:
@@ -153,7 +166,9 @@ def _tamper_mac(message: Message) -> bytes:
         ("not mikey", 400, None),
         ("transfer init", 400, ErrorNo.INVALID_DT),
         ("ticket type 9", 400, ErrorNo.INVALID_TPPAR),
-        ("too many sessions", 400, ErrorNo.UNSPECIFIED),
+        ("too many sessions", 400, ErrorNo.INVALID_TPPAR),
+        ("key forking", 400, ErrorNo.INVALID_TPPAR),
+        ("another kms", 403, ErrorNo.INVALID_ID),
     ],
 )
 def test_bad_requests_are_refused_with_their_error(
@@ -162,14 +177,16 @@ def test_bad_requests_are_refused_with_their_error(
     kms = _kms()
     tls = (ALICE.identity,)
     at = NOW
-    request = request_init(ALICE.identity, ALICE.key, (BOB.identity,), NOW, csb_id=1)
+    request = request_init(ALICE.identity, ALICE.key, (BOB.identity,), NOW, kms=KMS_ID, csb_id=1)
     body = request.encode()
     if change == "bad mac":
         body = _tamper_mac(request)
     elif change == "other tls identity":
         tls = (BOB.identity,)
     elif change == "unknown user":
-        body = request_init("sip:mallory@e2ae.lab", ALICE.key, (), NOW, csb_id=1).encode()
+        body = request_init(
+            "sip:mallory@e2ae.lab", ALICE.key, (), NOW, kms=KMS_ID, csb_id=1
+        ).encode()
         tls = ("sip:mallory@e2ae.lab",)
     elif change == "stale":
         at = NOW + 301
@@ -180,11 +197,19 @@ def test_bad_requests_are_refused_with_their_error(
         body = attrs.evolve(request, header=header).encode()
     elif change == "ticket type 9":
         body = request_init(
-            ALICE.identity, ALICE.key, (), NOW, csb_id=1, policy=TicketPolicy(9)
+            ALICE.identity, ALICE.key, (), NOW, kms=KMS_ID, csb_id=1, ticket_type=9
         ).encode()
     elif change == "too many sessions":
         body = request_init(
-            ALICE.identity, ALICE.key, (), NOW, csb_id=1, cs_map=EmptyMap(33)
+            ALICE.identity, ALICE.key, (), NOW, kms=KMS_ID, csb_id=1, sessions=33
+        ).encode()
+    elif change == "key forking":
+        body = request_init(
+            ALICE.identity, ALICE.key, (), NOW, kms=KMS_ID, csb_id=1, flags=TicketFlag.I
+        ).encode()
+    elif change == "another kms":
+        body = request_init(
+            ALICE.identity, ALICE.key, (), NOW, kms="kms.elsewhere", csb_id=1
         ).encode()
     reply = kms.handle(body, tls, at)
     assert reply.status == status, reply.outcome
@@ -210,7 +235,9 @@ def test_an_expired_forged_or_altered_ticket_is_refused() -> None:
     late = _resolve(kms, BOB, ticket, at=NOW + 61)[1]
     assert _error(late.body) is ErrorNo.INVALID_TICKET and "expired" in late.outcome
     forged = attrs.evolve(ticket, data=bytes(32))
-    altered = attrs.evolve(ticket, policy=attrs.evolve(ticket.policy, flags=0x0400))
+    altered = attrs.evolve(
+        ticket, policy=attrs.evolve(ticket.policy, flags=ticket.policy.flags ^ TicketFlag.J)
+    )
     for bad, rand in ((forged, b"f"), (altered, b"a")):
         answer = _resolve(kms, BOB, bad, rand=rand)[1]
         assert answer.status == 403 and _error(answer.body) is ErrorNo.INVALID_TICKET
@@ -230,6 +257,7 @@ def test_tickets_survive_a_restart(tmp_path: Path) -> None:
     assert [k.key for k in open_reply(answer.body, BOB.key, resolve)[1]] == [
         k.key for k in alice_keys
     ]
+    again.store.close()
 
 
 def test_no_key_appears_in_what_the_kms_says_about_a_request() -> None:
@@ -237,10 +265,12 @@ def test_no_key_appears_in_what_the_kms_says_about_a_request() -> None:
     request, reply = _request(kms)
     _, keys = open_reply(reply.body, ALICE.key, request)
     for text in (reply.outcome, repr(reply)):
-        assert keys[0].key.hex() not in text and ALICE.key.hex() not in text
+        for key in (*(k.key for k in keys), ALICE.key):
+            assert key.hex() not in text
     # The ticket data is the id and a MAC under the KMS's own key: no key material in it.
     _, ticket = _ticket_of(reply.body)
-    assert keys[0].key not in ticket.data and keys[0].key not in reply.body
+    for key in keys:
+        assert key.key not in ticket.data and key.key not in reply.body
 
 
 def test_the_ticket_tag_is_a_mac_under_the_kms_key() -> None:
@@ -264,11 +294,12 @@ def test_timestamps_are_ntp_utc_of_now() -> None:
 def test_the_ticket_table_bound_refuses_with_an_error_not_a_crash() -> None:
     kms = _kms(KmsStore(":memory:", StoreLimits(max_tickets=1)))
     assert _request(kms)[1].status == 200
-    second = request_init(ALICE.identity, ALICE.key, (), NOW, csb_id=2, rand=b"x" * 16)
+    second = request_init(ALICE.identity, ALICE.key, (), NOW, kms=KMS_ID, csb_id=2)
     reply = kms.handle(second.encode(), (ALICE.identity,), NOW)
     assert reply.status == 503 and _error(reply.body) is ErrorNo.UNSPECIFIED
 
 
 def test_requests_use_a_macd_v_payload() -> None:
-    request = request_init(ALICE.identity, ALICE.key, (), NOW, csb_id=1)
+    request = request_init(ALICE.identity, ALICE.key, (), NOW, kms=KMS_ID, csb_id=1)
     assert request.payloads[-1].auth_alg is MacAlg.HMAC_SHA_256_256  # type: ignore[union-attr]
+    assert request.header.v and request.header.cs_count == 0

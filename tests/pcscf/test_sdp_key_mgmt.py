@@ -137,7 +137,12 @@ def test_a_kms_stream_passes_the_rewrite_byte_for_byte(step: str, level: str) ->
 
 def test_a_real_ticket_request_survives_the_rewrite_too() -> None:
     request = request_init(
-        "sip:alice@e2ae.lab", bytes(16), ("sip:bob@e2ae.lab",), 1_800_000_000.0, csb_id=7
+        "sip:alice@e2ae.lab",
+        bytes(16),
+        ("sip:bob@e2ae.lab",),
+        1_800_000_000.0,
+        kms="kms.e2ae.lab",
+        csb_id=7,
     ).encode()
     value = f"mikey {base64.b64encode(request).decode()}"
     _, out = _rewrite("orig-offer", _sdp(media_kmgmt=value))

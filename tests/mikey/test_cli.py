@@ -164,11 +164,6 @@ def test_the_module_imports_no_twisted() -> None:
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/mikey.md shows the sample REQUEST_RESP as it was before the RFC 6043 Table 6.1 "
-    "data type numbers and the Empty map of RFC 6043 §4.2.1.5; its example is to be regenerated",
-)
 def test_the_example_of_the_docs_is_what_the_command_prints() -> None:
     page = (REPO / "docs" / "mikey.md").read_text()
     example = page.split("given as base64,", 1)[1]

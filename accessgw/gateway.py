@@ -28,7 +28,7 @@ from twisted.internet import interfaces, tcp
 from twisted.internet.error import CannotListenError, ConnectionDone
 from twisted.internet.protocol import ClientFactory, Factory, connectionDone
 from twisted.internet.protocol import Protocol as TwistedProtocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -58,6 +58,7 @@ from accessgw.tlsleg import AccessTLSProtocol, verify_leaf
 from certs.fingerprint import HASH_FUNCS, Fingerprint
 from certs.generate import CertAndKey
 from certs.tls import KeyLogWriter, make_context
+from e2ae.logsetup import enabled
 
 log = Logger(namespace="accessgw")
 
@@ -429,12 +430,13 @@ class _Session:
             )
         elif isinstance(event, Closed):
             self._close_legs(abort=not event.clean)
-            log.info(
-                "relay closed on {termination}: {reason}",
-                reason=event.reason,
-                stats=event.stats.as_dict(),
-                **self._fields(),
-            )
+            if enabled(LogLevel.info):
+                log.info(
+                    "relay closed on {termination}: {reason}",
+                    reason=event.reason,
+                    stats=event.stats.as_dict(),
+                    **self._fields(),
+                )
 
     def _start_relay(self) -> None:
         access, core = self.access, self.core
@@ -516,6 +518,8 @@ class AccessGateway:
         self.access_ip = access_ip
         self.core_ip = core_ip
         self.identity = identity
+        self._fingerprints: dict[str, Fingerprint] = {}
+        self._fingerprints_of: CertAndKey | None = None
         self.ports = ports
         self.timers = timers or Timers()
         self.early_policy = early_policy
@@ -536,7 +540,16 @@ class AccessGateway:
 
     def fingerprint(self, hash_func: str | None = None) -> Fingerprint:
         """The AGW's own certificate fingerprint (default hash from the configuration)."""
-        return self.identity.fingerprint(hash_func or self.fingerprint_hash)
+        name = hash_func or self.fingerprint_hash
+        # Every Reserve reply carries it: serialising and hashing the certificate each time
+        # cost a few percent of the AGW's CPU. The identity is fixed at construction.
+        cached = self._fingerprints.get(name)
+        if cached is None or self._fingerprints_of is not self.identity:
+            if self._fingerprints_of is not self.identity:
+                self._fingerprints = {}
+                self._fingerprints_of = self.identity
+            cached = self._fingerprints[name] = self.identity.fingerprint(name)
+        return cached
 
     def reserve(
         self,
@@ -590,17 +603,18 @@ class AccessGateway:
         fps = tuple(fingerprints)
         if fps:
             session._apply(term.configure(fps, session.now, start_timer=False))
-        log.info(
-            "reserved {termination} (TLS {tls_role}, core {core_role}) access port {access_port}"
-            " core port {core_port}",
-            termination=term_id,
-            stream=stream,
-            iq_context=iq_context,
-            tls_role=tls_role,
-            core_role=core_role,
-            access_port=session.access_port_number,
-            core_port=session.core_port_number,
-        )
+        if enabled(LogLevel.info):
+            log.info(
+                "reserved {termination} (TLS {tls_role}, core {core_role})"
+                " access port {access_port} core port {core_port}",
+                termination=term_id,
+                stream=stream,
+                iq_context=iq_context,
+                tls_role=tls_role,
+                core_role=core_role,
+                access_port=session.access_port_number,
+                core_port=session.core_port_number,
+            )
         return Reservation(
             termination=term_id,
             stream=stream,
@@ -670,13 +684,14 @@ class AccessGateway:
         session._close_legs(abort=False)
         self._free_ports(session)
         del self._sessions[termination]
-        log.info(
-            "released {termination}",
-            termination=termination,
-            stream=stats.stream,
-            iq_context=session.iq_context,
-            stats=stats.as_dict(),
-        )
+        if enabled(LogLevel.info):
+            log.info(
+                "released {termination}",
+                termination=termination,
+                stream=stats.stream,
+                iq_context=session.iq_context,
+                stats=stats.as_dict(),
+            )
         return stats
 
     def stats(self, termination: str) -> TerminationStats:

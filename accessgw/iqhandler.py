@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 from twisted.internet import defer
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from accessgw.errors import (
@@ -38,6 +38,7 @@ from accessgw.termination import (
     TlsRole,
 )
 from e2ae import tcpmedia
+from e2ae.logsetup import enabled
 from iq import profile
 from iq.errors import (
     InsufficientResources,
@@ -144,12 +145,13 @@ class GatewayIqHandler:
                 self._forget(access)
                 self.gateway.release(access)
             raise to_iq_error(exc) from exc
-        log.info(
-            "Iq reserved {count} stream(s) in context {iq_context} for call {call_id}",
-            count=len(reserved),
-            iq_context=context,
-            call_id=request.call_id,
-        )
+        if enabled(LogLevel.info):
+            log.info(
+                "Iq reserved {count} stream(s) in context {iq_context} for call {call_id}",
+                count=len(reserved),
+                iq_context=context,
+                call_id=request.call_id,
+            )
         return profile.ReserveReply(context, tuple(reserved))
 
     def configure(self, request: profile.ConfigureRequest) -> profile.ConfigureReply:
@@ -200,11 +202,12 @@ class GatewayIqHandler:
                 statistics.append(_access_statistics(name, stats))
             else:
                 statistics.append(_core_statistics(name, stats))
-        log.info(
-            "Iq released {count} termination(s) in context {iq_context}",
-            count=len(wanted),
-            iq_context=request.context,
-        )
+        if enabled(LogLevel.info):
+            log.info(
+                "Iq released {count} termination(s) in context {iq_context}",
+                count=len(wanted),
+                iq_context=request.context,
+            )
         return profile.ReleaseReply(request.context, tuple(statistics))
 
     # -- events -> Notify --

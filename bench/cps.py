@@ -18,10 +18,13 @@ The AGW process is ``--agw-cmd`` (default: the in-process AccessGateway behind a
 tests/agw_iq.py, which reports the terminations it still holds); ``{iq}`` in it is replaced by
 the P-CSCF's Iq port. ``--accessgw`` uses the ``e2ae accessgw`` service instead.
 ``--pcscf-arg`` passes more arguments to ``e2ae pcscf`` (e.g. ``--policy FILE``). ``--quick``
-runs two short low-rate steps (a smoke test).
+runs two short low-rate steps (a smoke test). ``--profile DIR`` runs the P-CSCF and the AGW
+under cProfile and writes ``DIR/pcscf.prof`` and ``DIR/agw.prof`` when they stop (read them
+with ``python -m pstats``; the profiler slows both, so the rates of such a run are not the
+service's).
 
 Usage: ``python bench/cps.py [--quick] [--start 100] [--step 100] [--max 1500] [--seconds 5]
-[--transport udp|tcp] [--agw-cmd CMD | --accessgw] [--pcscf-arg ARG ...]``
+[--transport udp|tcp] [--agw-cmd CMD | --accessgw] [--pcscf-arg ARG ...] [--profile DIR]``
 """
 
 from __future__ import annotations
@@ -139,13 +142,25 @@ PLAIN_IQ = [
 ]
 
 
+def profiled(profile: Path | None, name: str) -> list[str]:
+    """The interpreter arguments that run a module under cProfile into ``profile/name.prof``
+    (none without ``profile``)."""
+    if profile is None:
+        return []
+    return ["-m", "cProfile", "-o", str(profile.resolve() / f"{name}.prof")]
+
+
 def start_pcscf(
-    next_hop: int, transport: str, extra: list[str], log_dir: Path | None = None
+    next_hop: int,
+    transport: str,
+    extra: list[str],
+    log_dir: Path | None = None,
+    profile: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], int, int]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     args = [
-        sys.executable, "-m", "lab.cli", "pcscf",
+        sys.executable, *profiled(profile, "pcscf"), "-m", "lab.cli", "pcscf",
         "--gm", "127.0.0.1:0", "--core", "127.0.0.1:0",
         "--next-hop", f"127.0.0.1:{next_hop}", "--next-hop-transport", transport,
         "--iq", "127.0.0.1:0", "--log-level", "warn", *PLAIN_IQ, *extra,
@@ -166,7 +181,8 @@ def start_pcscf(
     return proc, int(fields["gm"].rsplit(":", 1)[1]), int(fields["iq"].rsplit(":", 1)[1])
 
 
-DEFAULT_AGW = f"{shlex.quote(sys.executable)} -m tests.agw_iq --iq {{iq}}"
+#: ``{python}``: this interpreter (under cProfile with ``--profile``).
+DEFAULT_AGW = "{python} -m tests.agw_iq --iq {iq}"
 
 
 def start_agw(command: str, iq: int, log_dir: Path | None = None) -> subprocess.Popen[bytes]:
@@ -210,7 +226,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each step")
     parser.add_argument("--transport", choices=("udp", "tcp"), default="udp")
     parser.add_argument("--pcscf-arg", action="append", default=[], metavar="ARG")
-    parser.add_argument("--agw-cmd", default=DEFAULT_AGW, help="AGW process ({iq}: Iq port)")
+    parser.add_argument(
+        "--agw-cmd", default=DEFAULT_AGW, help="AGW process ({iq}: Iq port, {python}: this Python)"
+    )
     parser.add_argument(
         "--accessgw",
         action="store_true",
@@ -220,7 +238,16 @@ def main() -> int:
     parser.add_argument(
         "--log-dir", type=Path, help="keep the P-CSCF, AGW and SIPp error logs here"
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="run the P-CSCF and the AGW under cProfile: DIR/pcscf.prof, DIR/agw.prof",
+    )
     args = parser.parse_args()
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    python = shlex.join([sys.executable, *profiled(args.profile, "agw")])
     if args.quick:
         args.start, args.step, args.max, args.seconds = 10, 10, 20, 1.0
     binary = shutil.which("sipp")
@@ -232,11 +259,13 @@ def main() -> int:
         sipp.trace = args.log_dir is not None
         direct_uas, direct_uac = free_port(), free_port()
         core_port, ue_port = free_port(), free_port()
-        pcscf, gm, iq = start_pcscf(core_port, args.transport, args.pcscf_arg, args.log_dir)
+        pcscf, gm, iq = start_pcscf(
+            core_port, args.transport, args.pcscf_arg, args.log_dir, args.profile
+        )
         agw = None
         held = "?"
         try:
-            command = args.agw_cmd
+            command = args.agw_cmd.replace("{python}", python)
             if args.accessgw:
                 made = subprocess.run(
                     [sys.executable, "-m", "lab.cli", "certs", "new", "agw", "--out", tmp],
@@ -247,7 +276,7 @@ def main() -> int:
                 )
                 del made
                 command = (
-                    f"{shlex.quote(sys.executable)} -m lab.cli accessgw --alg 127.0.0.1:{{iq}}"
+                    f"{python} -m lab.cli accessgw --alg 127.0.0.1:{{iq}}"
                     f" --access-ip 127.0.0.1 --core-ip 127.0.0.1 --cert {tmp}/agw.crt"
                     f" --key {tmp}/agw.key --iq-insecure --log-level warn"
                 )

@@ -30,6 +30,17 @@ LEVELS = {
     "error": LogLevel.error,
 }
 
+#: The lowest level any observer of :func:`start_logging` keeps (``None``: logging was not
+#: started here, e.g. in tests that watch the log publisher: every event is emitted).
+_threshold: LogLevel | None = None
+
+
+def enabled(level: LogLevel) -> bool:
+    """Whether an event at ``level`` reaches an observer of :func:`start_logging`. Hot paths
+    ask first: an event below the level is otherwise built, published and filtered out (a
+    few microseconds, several times per SIP message)."""
+    return _threshold is None or level >= _threshold
+
 
 def observers(
     *,
@@ -55,6 +66,8 @@ def start_logging(
     json_path: Path | None = None,
 ) -> None:
     """Begin logging to the observers above (once per process)."""
+    global _threshold
+    _threshold = LEVELS[level]
     globalLogBeginner.beginLoggingTo(
         observers(level=level, text=text, json_path=json_path),
         redirectStandardIO=False,

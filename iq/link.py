@@ -36,12 +36,13 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import ClientFactory, Factory, connectionDone
 from twisted.internet.protocol import Protocol as TwistedProtocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from certs.fingerprint import Fingerprint, matching_fingerprint
 from certs.tls import peer_certificate_der
+from e2ae.logsetup import enabled
 from e2ae.tcpmedia import TlsRole
 from iq import profile
 from iq.admission import (
@@ -314,11 +315,14 @@ class IqLinkProtocol(TwistedProtocol):
         self._arm()
 
     def _arm(self) -> None:
-        """One reactor timer, on the connection's next deadline."""
+        """One reactor timer, on the connection's next deadline or before it: a timer armed
+        for an earlier deadline (one whose request has been answered since) is left to fire
+        and re-arm, rather than cancelled and scheduled anew on every reply."""
         deadline = None if self.closed else self.conn.timers()
         timer = self._timer
         if timer is not None and timer.active():
-            if deadline == self._armed_for:
+            armed = self._armed_for
+            if deadline is None or (armed is not None and armed <= deadline):
                 return
             timer.cancel()
         self._timer = None
@@ -791,7 +795,8 @@ class IqController:
             return defer.fail(NotInService(f"gateway {gateway} is not in service"))
         what = type(request).__name__
         fields = _log_fields(request, gw)
-        log.debug("Iq {what} to {gateway}", what=what, gateway=gateway, **fields)
+        if enabled(LogLevel.debug):
+            log.debug("Iq {what} to {gateway}", what=what, gateway=gateway, **fields)
         d = gw.link.request(
             profile.encode_request(request),
             timeout=self.timeout if timeout is None else timeout,

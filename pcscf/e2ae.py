@@ -18,6 +18,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from e2ae.logsetup import enabled
 from iq import profile
 from iq.config import IqTlsConfig
 from iq.errors import IqError, IqTimeout, LinkLost, LocalIqError, NotInService, RemoteIqError
@@ -43,6 +44,7 @@ from pcscf.policy import Policy
 from pcscf.sip.media import DialogId, Forward, MediaContext, MediaResult
 
 log = Logger(namespace="pcscf.e2ae")
+_LEVELS = {name: LogLevel.levelWithName(name) for name in ("debug", "info", "warn", "error")}
 
 
 def iq_controller(config: PcscfConfig, reactor: Any = None) -> IqController:
@@ -135,12 +137,13 @@ class E2aeMediaHandler:
         d: defer.Deferred[Any] = defer.succeed(None)
         if work.reserve is not None:
             request = work.reserve.request
-            log.debug(
-                "e2ae call {call_id}: reserving {count} stream(s) on {gateway}",
-                call_id=work.dialog.call_id,
-                count=len(request.streams),
-                gateway=work.gateway,
-            )
+            if enabled(LogLevel.debug):
+                log.debug(
+                    "e2ae call {call_id}: reserving {count} stream(s) on {gateway}",
+                    call_id=work.dialog.call_id,
+                    count=len(request.streams),
+                    gateway=work.gateway,
+                )
             d = self._track(
                 self.controller.reserve(work.gateway, request, timeout=self._iq_timeout())
             )
@@ -216,7 +219,9 @@ class E2aeMediaHandler:
 
     def _do(self, action: CallAction) -> None:
         if isinstance(action, Note):
-            log.emit(LogLevel.levelWithName(action.level), action.format, **dict(action.fields))
+            level = _LEVELS[action.level]
+            if enabled(level):
+                log.emit(level, action.format, **dict(action.fields))
         elif isinstance(action, IqRelease):
             self._release(action)
         elif isinstance(action, EndCall):
@@ -244,6 +249,8 @@ class E2aeMediaHandler:
         )
 
         def released(reply: profile.ReleaseReply) -> None:
+            if not enabled(LogLevel.info):
+                return
             log.info(
                 "e2ae call {call_id}: released context {iq_context} on {gateway}",
                 call_id=action.dialog.call_id,
@@ -292,7 +299,9 @@ class E2aeMediaHandler:
     def _rearm(self) -> None:
         deadline = self.table.next_deadline()
         if self._timer is not None and self._timer.active():
-            if deadline == self._timer_at:
+            # A timer armed for an earlier deadline (a stream since verified or released)
+            # fires and re-arms: no cancel and new reactor call on every call's end.
+            if deadline is None or (self._timer_at is not None and self._timer_at <= deadline):
                 return
             self._timer.cancel()
         self._timer = None

@@ -26,6 +26,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
+from e2ae.logsetup import enabled
 from pcscf.config import PcscfConfig
 from pcscf.mediahook import MediaHandler, PassThrough
 from pcscf.sip.media import DialogId, Forward, MediaResult, Reject, Side
@@ -51,6 +52,7 @@ log = Logger(namespace="pcscf")
 UDP_BUFFER = 4 * 1024 * 1024
 
 ConnKey = tuple[Side, str, int]
+_LEVELS = {name: LogLevel.levelWithName(name) for name in ("debug", "info", "warn", "error")}
 
 
 #: Read UDP datagrams up to this size: Twisted's default (8192) cuts bigger ones silently.
@@ -304,7 +306,9 @@ class SipService:
             if d is not None:
                 d.callback((action.status, action.body))
         elif isinstance(action, Log):
-            log.emit(LogLevel.levelWithName(action.level), action.format, **action.fields)
+            level = _LEVELS[action.level]
+            if enabled(level):
+                log.emit(level, action.format, **action.fields)
 
     def send(self, peer: Peer, data: bytes) -> None:
         if peer.transport == "udp":

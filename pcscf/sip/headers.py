@@ -141,6 +141,12 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
+        if cls is Via:
+            return _parse_via(text)
+        return cls._parse(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> Via:
         text = text.strip()
         proto, _, rest = text.partition(" ")
         pieces = [p.strip() for p in proto.split("/")]
@@ -185,6 +191,12 @@ class Via:
         if host != self.host:
             params.append(("received", host))
         return attrs.evolve(self, params=tuple(params))
+
+
+#: The top Via of a message is read several times while it is handled (validation, the
+#: transaction key, the response address): the parses are remembered (frozen values; a parse
+#: that fails is not remembered).
+_parse_via = functools.lru_cache(maxsize=4096)(Via._parse)
 
 
 @attrs.frozen

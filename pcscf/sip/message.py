@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 import attrs
 
@@ -61,20 +62,31 @@ def _is_token(text: str) -> bool:
 class _Base:
     headers: tuple[Header, ...]
     body: bytes
+    #: canonical name -> values, built on the first lookup: a message is looked up a dozen
+    #: times while it is handled, and each lookup scanned every header line.
+    _index: dict[str, tuple[str, ...]] | None = attrs.field(
+        default=None, init=False, eq=False, repr=False, hash=False
+    )
 
     # -- lookups ----------------------------------------------------------------------------
+    def _lookup(self) -> dict[str, tuple[str, ...]]:
+        index = self._index
+        if index is None:
+            found: dict[str, list[str]] = {}
+            for key, value in self.headers:
+                found.setdefault(canonical(key), []).append(value)
+            index = {name: tuple(values) for name, values in found.items()}
+            object.__setattr__(self, "_index", index)
+        return index
+
     def get(self, name: str) -> str | None:
         """Value of the first header field with this name (compact forms match), or None."""
-        wanted = canonical(name)
-        for key, value in self.headers:
-            if canonical(key) == wanted:
-                return value
-        return None
+        values = self._lookup().get(canonical(name))
+        return values[0] if values else None
 
     def get_all(self, name: str) -> list[str]:
         """Every field value with this name, in order (one per header line)."""
-        wanted = canonical(name)
-        return [value for key, value in self.headers if canonical(key) == wanted]
+        return list(self._lookup().get(canonical(name), ()))
 
     def values(self, name: str) -> list[str]:
         """Every list item of a comma-list header over all its lines."""
@@ -208,8 +220,17 @@ class Request(_Base):
         head = "\r\n".join([f"{self.method} {self.uri} {SIP_VERSION}", *self._head_lines()])
         return head.encode("utf-8") + b"\r\n\r\n" + self.body
 
-    def evolve(self, **changes: object) -> Request:
-        return attrs.evolve(self, **changes)  # type: ignore[arg-type]
+    def evolve(self, **changes: Any) -> Request:
+        # attrs.evolve looks the fields up on every call; a message is edited a dozen times
+        # on its way through the proxy.
+        if not changes.keys() <= _REQUEST_FIELDS:
+            return attrs.evolve(self, **changes)
+        return Request(
+            changes.get("headers", self.headers),
+            changes.get("body", self.body),
+            changes.get("method", self.method),
+            changes.get("uri", self.uri),
+        )
 
 
 @attrs.frozen
@@ -221,11 +242,20 @@ class Response(_Base):
         head = "\r\n".join([f"{SIP_VERSION} {self.status} {self.reason}", *self._head_lines()])
         return head.encode("utf-8") + b"\r\n\r\n" + self.body
 
-    def evolve(self, **changes: object) -> Response:
-        return attrs.evolve(self, **changes)  # type: ignore[arg-type]
+    def evolve(self, **changes: Any) -> Response:
+        if not changes.keys() <= _RESPONSE_FIELDS:
+            return attrs.evolve(self, **changes)
+        return Response(
+            changes.get("headers", self.headers),
+            changes.get("body", self.body),
+            changes.get("status", self.status),
+            changes.get("reason", self.reason),
+        )
 
 
 Message = Request | Response
+_REQUEST_FIELDS = frozenset({"headers", "body", "method", "uri"})
+_RESPONSE_FIELDS = frozenset({"headers", "body", "status", "reason"})
 
 
 class MessageError(RemoteSipError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import attrs
@@ -64,6 +65,12 @@ class SipUri:
 
     @classmethod
     def parse(cls, text: str, where: str = "URI") -> SipUri:
+        if cls is SipUri:
+            return _parse_sip_uri(text, where)
+        return cls._parse(text, where)
+
+    @classmethod
+    def _parse(cls, text: str, where: str) -> SipUri:
         text = text.strip()
         scheme, colon, rest = text.partition(":")
         scheme = scheme.lower()
@@ -138,6 +145,12 @@ class NameAddr:
 
     @classmethod
     def parse(cls, text: str, where: str = "header") -> NameAddr:
+        if cls is NameAddr:
+            return _parse_name_addr(text, where)
+        return cls._parse(text, where)
+
+    @classmethod
+    def _parse(cls, text: str, where: str) -> NameAddr:
         text = text.strip()
         if not text:
             raise RemoteSipError(400, f"Empty address in {where}", where=where)
@@ -180,6 +193,13 @@ class NameAddr:
     def with_param(self, name: str, value: str | None) -> NameAddr:
         kept = tuple(p for p in self.params if p[0].lower() != name.lower())
         return attrs.evolve(self, params=(*kept, (name, value)), bracketed=True)
+
+
+# A message's From, To, Route and Contact values are read several times while it is handled
+# (validation, routing, loop detection, dialog lookup): the parses are remembered. The values
+# are frozen, so sharing one between callers is safe; a parse that fails is not remembered.
+_parse_sip_uri = functools.lru_cache(maxsize=4096)(SipUri._parse)
+_parse_name_addr = functools.lru_cache(maxsize=4096)(NameAddr._parse)
 
 
 def _find_unquoted(text: str, char: str) -> int:

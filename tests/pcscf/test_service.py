@@ -325,3 +325,36 @@ def test_handler_ends_a_call_and_reoffers_through_call_control(
         assert dialog in handler.ended
     finally:
         yield service.stop()
+
+
+def test_log_events_below_the_started_level_are_not_emitted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    import e2ae.logsetup
+    from pcscf.sip.proxy import Log
+
+    seen: list[dict[str, Any]] = []
+    service = SipService(
+        ProxyConfig(
+            gm=("127.0.0.1", 5060),
+            core=("127.0.0.1", 5061),
+            next_hop=Peer("core", "udp", "127.0.0.1", 5062),
+        )
+    )
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        service.run([Log("info", "not started: {call_id}", {"call_id": "c0"})])
+        monkeypatch.setattr(e2ae.logsetup, "_threshold", LogLevel.warn)
+        service.run(
+            [
+                Log("info", "below the level: {call_id}", {"call_id": "c1"}),
+                Log("warn", "kept: {call_id}", {"call_id": "c2"}),
+            ]
+        )
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    mine = [e for e in seen if e.get("log_namespace") == "pcscf"]
+    assert [e["call_id"] for e in mine] == ["c0", "c2"]
+    assert mine[1]["log_level"] == LogLevel.warn

@@ -266,3 +266,37 @@ def test_make_request_for_user_agents() -> None:
     assert isinstance(parsed, Request)
     validate_request(parsed)
     assert parsed.has_sdp and parsed.cseq == (1, "INVITE") and parsed.get("Max-Forwards") == "70"
+
+
+def test_lookups_follow_the_headers_of_each_edited_message() -> None:
+    request = parse_datagram(INVITE)
+    assert isinstance(request, Request)
+    assert (
+        request.get("via")
+        == request.get("v")
+        == "SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK776asdhds;rport"
+    )
+    edited = request.evolve(headers=request.dropping_first_value("via"))
+    assert edited.top_via.host == "[2001:db8::1]"
+    assert request.top_via.host == "192.0.2.10"  # the original is unchanged
+    assert edited.get_all("subject") == ["folded continued"]
+    assert edited.evolve(uri="sip:carol@ims.test").uri == "sip:carol@ims.test"
+    looked_up, fresh = parse_datagram(INVITE), parse_datagram(INVITE)
+    looked_up.get("call-id")
+    assert looked_up == fresh and hash(looked_up) == hash(fresh)
+    assert repr(looked_up) == repr(fresh)
+    with pytest.raises(TypeError):
+        request.evolve(status=200)
+
+
+def test_a_value_that_failed_to_parse_fails_every_time() -> None:
+    for _ in range(2):
+        with pytest.raises(RemoteSipError, match="sent-protocol"):
+            Via.parse("SIP/3.0/UDP h.test")
+        with pytest.raises(RemoteSipError, match="Unclosed"):
+            NameAddr.parse("<sip:a@b", "From")
+        with pytest.raises(RemoteSipError, match="Unsupported URI"):
+            SipUri.parse("mailto:a@b", "Contact")
+    assert Via.parse("SIP/2.0/UDP h.test;branch=z9hG4bK1") == Via.parse(
+        "SIP/2.0/UDP h.test;branch=z9hG4bK1"
+    )

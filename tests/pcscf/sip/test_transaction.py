@@ -421,3 +421,19 @@ def test_schedule_in_time_order_ties_in_order_set() -> None:
     assert schedule.pop_due(5.0) is first
     assert schedule.pop_due(5.0) is second
     assert schedule.pop_due(1e9) is None and schedule.next_deadline() is None
+
+
+def test_schedule_pops_in_time_order_ties_in_the_order_set() -> None:
+    schedule: Schedule[str] = Schedule()
+    for when, entry in ((2.0, "late"), (1.0, "first"), (1.0, "second"), (None, "never")):
+        schedule.add(when, entry)
+    assert len(schedule) == 3
+    assert schedule.next_deadline() == 1.0
+    assert schedule.pop_due(0.5) is None
+    assert [schedule.pop_due(1.0), schedule.pop_due(1.0), schedule.pop_due(1.0)] == [
+        "first",
+        "second",
+        None,
+    ]
+    assert schedule.pop_due(5.0) == "late"
+    assert schedule.next_deadline() is None

@@ -19,6 +19,7 @@ The wire layout is described in docs/iq-profile.md; in short:
 from __future__ import annotations
 
 import datetime
+import functools
 import ipaddress
 from collections.abc import Sequence
 from typing import Literal, TypeAlias
@@ -128,11 +129,19 @@ _SERVICE_CHANGES: dict[str, tuple[str, str]] = {
 # --------------------------------------------------------------------------- values
 
 
-def _check_ip(instance: object, attribute: object, value: str) -> None:
+@functools.lru_cache(maxsize=1024)
+def _ip_text(value: str) -> str | None:
+    """The canonical text of an IP address, ``None`` if ``value`` is not one. Remembered: a
+    handful of addresses (the AGW's, the UEs') come back in every Reserve and its reply."""
     try:
-        ipaddress.ip_address(value)
+        return str(ipaddress.ip_address(value))
     except ValueError:
-        raise LocalIqError(f"not an IP address: {value!r}") from None
+        return None
+
+
+def _check_ip(instance: object, attribute: object, value: str) -> None:
+    if _ip_text(value) is None:
+        raise LocalIqError(f"not an IP address: {value!r}")
 
 
 def _check_port(instance: object, attribute: object, value: int) -> None:
@@ -460,10 +469,9 @@ def parse_sdp(lines: Sequence[str], where: str) -> SdpFragment:
             has_connection = True
             version = parts[1]
             if parts[2] != CHOOSE:
-                try:
-                    host = str(ipaddress.ip_address(parts[2]))
-                except ValueError:
-                    raise ProfileError(f"bad address {parts[2]!r}", code=449, where=where) from None
+                host = _ip_text(parts[2])
+                if host is None:
+                    raise ProfileError(f"bad address {parts[2]!r}", code=449, where=where)
         elif key == "m":
             parts = value.split()
             if len(parts) < 3:

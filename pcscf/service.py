@@ -12,6 +12,7 @@ out of it: a malformed message is answered (400) or dropped, and logged.
 
 from __future__ import annotations
 
+import gc
 import socket
 import sys
 from typing import TYPE_CHECKING, Any
@@ -495,6 +496,9 @@ def serve(config: PcscfConfig, handler: MediaHandler | None = None) -> int:
         flush=True,
     )
     reactor.addSystemEventTrigger("before", "shutdown", pcscf.stopService)
+    # What start-up made (modules, the configuration, Twisted) lives as long as the process:
+    # out of the collector's way, a full collection no longer walks it (tens of ms each).
+    gc.freeze()
     reactor.run()
     return 0
 

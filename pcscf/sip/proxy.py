@@ -21,6 +21,7 @@ session timers').
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import itertools
@@ -1610,6 +1611,7 @@ def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+@functools.lru_cache(maxsize=1024)
 def _is_ip(host: str) -> bool:
     """The lab resolves no names: only literal addresses can be sent to."""
     try:

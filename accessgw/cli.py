@@ -78,12 +78,18 @@ def _run(args: argparse.Namespace) -> int:
     start_logging(level=args.log_level, json_path=args.log_json)
     agw.startService()
     host, port = agw.alg
-    print(
-        f"e2ae accessgw: access {config.access_ip} core {config.core_ip}"
-        f" ports {config.ports or 'ephemeral'} fingerprint {agw.gateway.fingerprint().value}"
-        f" registering with {host}:{port} as {config.mid}",
-        flush=True,
-    )
+
+    # Said once the reactor runs, so its signal handlers are in place: a SIGTERM sent as
+    # soon as this line is read stops the service cleanly.
+    def _ready() -> None:
+        print(
+            f"e2ae accessgw: access {config.access_ip} core {config.core_ip}"
+            f" ports {config.ports or 'ephemeral'} fingerprint {agw.gateway.fingerprint().value}"
+            f" registering with {host}:{port} as {config.mid}",
+            flush=True,
+        )
+
+    reactor.callWhenRunning(_ready)  # type: ignore[attr-defined]
     reactor.addSystemEventTrigger("before", "shutdown", agw.stopService)  # type: ignore[attr-defined]
     # What start-up made lives as long as the process: out of the collector's way, a full
     # collection no longer walks it.

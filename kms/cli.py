@@ -123,12 +123,18 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     host, port = service.address
-    print(
-        f"e2ae kms: {config.identity} listening on {host}:{port}"
-        f" fingerprint {service.identity.fingerprint().value}"
-        f" users {service.store.count('users')}",
-        flush=True,
-    )
+
+    # Said once the reactor runs, so its signal handlers are in place: a SIGTERM sent as
+    # soon as this line is read stops the service cleanly.
+    def _ready() -> None:
+        print(
+            f"e2ae kms: {config.identity} listening on {host}:{port}"
+            f" fingerprint {service.identity.fingerprint().value}"
+            f" users {service.store.count('users')}",
+            flush=True,
+        )
+
+    reactor.callWhenRunning(_ready)  # type: ignore[attr-defined]
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)  # type: ignore[attr-defined]
     reactor.run()  # type: ignore[attr-defined]
     return 0

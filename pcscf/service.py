@@ -491,10 +491,16 @@ def serve(config: PcscfConfig, handler: MediaHandler | None = None) -> int:
         iq=f"{iq_host}:{iq_actual}",
         iq_transport="TLS" if pcscf.controller.tls is not None else "TCP",
     )
-    print(
-        f"pcscf gm={gm_host}:{gm_port} core={core_host}:{core_port} iq={iq_host}:{iq_actual}",
-        flush=True,
-    )
+
+    # Said once the reactor runs, so its signal handlers are in place: a SIGTERM sent as
+    # soon as this line is read stops the service cleanly.
+    def _ready() -> None:
+        print(
+            f"pcscf gm={gm_host}:{gm_port} core={core_host}:{core_port} iq={iq_host}:{iq_actual}",
+            flush=True,
+        )
+
+    reactor.callWhenRunning(_ready)  # type: ignore[attr-defined]
     reactor.addSystemEventTrigger("before", "shutdown", pcscf.stopService)
     # What start-up made (modules, the configuration, Twisted) lives as long as the process:
     # out of the collector's way, a full collection no longer walks it (tens of ms each).

@@ -63,6 +63,7 @@ Ticket Transfer exchange that is the RFC 6043 §5.1.3 TEK (:func:`ticket_tls_psk
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 
 import attrs
 
@@ -218,15 +219,25 @@ def message_keys(
     """encr_key, auth_key and salt_key from an envelope key or PSK with the RFC 3830 §4.1.4
     label, each as long as ``encr_alg`` and ``mac_alg`` need (empty when the algorithm is
     NULL). MIKEY-TICKET messages use the RFC 6043 §5.1.2 label: :func:`ticket_message_keys`."""
+    return _message_keys(
+        inkey, lambda c: message_label(c, csb_id, rand), encr_alg, mac_alg, prf_func
+    )
+
+
+def _message_keys(
+    inkey: bytes,
+    label: Callable[[int], bytes],
+    encr_alg: EncrAlg,
+    mac_alg: MacAlg,
+    prf_func: PrfFunc,
+) -> MessageKeys:
+    """encr_key, auth_key and salt_key: the PRF of ``inkey`` with ``label(constant)`` for
+    each of the three constants, as long as the algorithms need."""
     encr_alg, mac_alg = EncrAlg(encr_alg), MacAlg(mac_alg)
-
-    def derive(constant: int, length: int) -> bytes:
-        return prf(inkey, message_label(constant, csb_id, rand), length, prf_func)
-
     return MessageKeys(
-        derive(MSG_ENCR, ENCR_KEY_LENGTH[encr_alg]),
-        derive(MSG_AUTH, AUTH_KEY_LENGTH[mac_alg]),
-        derive(MSG_SALT, SALT_KEY_LENGTH[encr_alg]),
+        prf(inkey, label(MSG_ENCR), ENCR_KEY_LENGTH[encr_alg], prf_func),
+        prf(inkey, label(MSG_AUTH), AUTH_KEY_LENGTH[mac_alg], prf_func),
+        prf(inkey, label(MSG_SALT), SALT_KEY_LENGTH[encr_alg], prf_func),
     )
 
 
@@ -278,17 +289,13 @@ def ticket_message_keys(
     when the Ticket Policy has G, for TRANSFER_RESP; an omitted one is given as ``b""``."""
     if not randri and not randrr:
         raise ValueError("RFC 6043 §5.1.2: at least one of RANDRi and RANDRr is used")
-    encr_alg, mac_alg = EncrAlg(encr_alg), MacAlg(mac_alg)
     direction = RESPONSE if response else INITIAL
-
-    def derive(constant: int, length: int) -> bytes:
-        label = ticket_message_label(constant, csb_id, direction, randri, randrr)
-        return prf(inkey, label, length, prf_func)
-
-    return MessageKeys(
-        derive(MSG_ENCR, ENCR_KEY_LENGTH[encr_alg]),
-        derive(MSG_AUTH, AUTH_KEY_LENGTH[mac_alg]),
-        derive(MSG_SALT, SALT_KEY_LENGTH[encr_alg]),
+    return _message_keys(
+        inkey,
+        lambda c: ticket_message_label(c, csb_id, direction, randri, randrr),
+        encr_alg,
+        mac_alg,
+        prf_func,
     )
 
 
@@ -411,16 +418,7 @@ def _three_keys(
     mac_alg: MacAlg,
     prf_func: PrfFunc,
 ) -> MessageKeys:
-    encr_alg, mac_alg = EncrAlg(encr_alg), MacAlg(mac_alg)
-
-    def derive(constant: int, length: int) -> bytes:
-        return prf(inkey, _fixed_label(constant, code, rand), length, prf_func)
-
-    return MessageKeys(
-        derive(MSG_ENCR, ENCR_KEY_LENGTH[encr_alg]),
-        derive(MSG_AUTH, AUTH_KEY_LENGTH[mac_alg]),
-        derive(MSG_SALT, SALT_KEY_LENGTH[encr_alg]),
-    )
+    return _message_keys(inkey, lambda c: _fixed_label(c, code, rand), encr_alg, mac_alg, prf_func)
 
 
 def initiator_data_keys(

@@ -47,6 +47,8 @@ from mikey.payloads import (
     TicketPolicy,
     Timestamp,
     Verification,
+    encode_chain_body,
+    read_payload_chain,
 )
 from mikey.wire import Reader, max_len, uint_bits
 
@@ -266,13 +268,8 @@ class Message:
 
 def encode(message: Message) -> bytes:
     """The wire bytes of ``message``."""
-    types = [p.TYPE for p in message.payloads]
-    out = bytearray(message.header.encode(types[0] if types else PayloadType.LAST))
-    for i, payload in enumerate(message.payloads):
-        if not isinstance(payload, Signature):
-            out.append(types[i + 1] if i + 1 < len(types) else PayloadType.LAST)
-        out += payload.encode_body()
-    return bytes(out)
+    first = message.payloads[0].TYPE if message.payloads else PayloadType.LAST
+    return message.header.encode(first) + encode_chain_body(message.payloads)
 
 
 def decode(data: bytes) -> Message:
@@ -281,27 +278,10 @@ def decode(data: bytes) -> Message:
         raise MikeyError(ErrorNo.UNSPECIFIED, "a MIKEY message is bytes")
     r = Reader(bytes(data))
     header, next_type = Header.parse(r)
-    payloads: list[Payload] = []
-    while next_type != PayloadType.LAST:
-        at = r.offset
-        try:
-            kind = PayloadType(next_type)
-            parser = PARSERS[kind]
-        except (ValueError, KeyError):
-            raise r.fail(ErrorNo.UNSPECIFIED, f"unsupported payload type {next_type}") from None
-        if kind is PayloadType.SIGN:
-            payloads.append(parser(r))
-            break
-        next_type = r.u8(f"{kind.name} next payload")
-        try:
-            payloads.append(parser(r))
-        except MikeyError as e:
-            if e.offset >= 0:
-                raise
-            raise MikeyError(e.code, e.reason, offset=at) from None
+    payloads = read_payload_chain(r, next_type)
     if r.remaining:
         raise r.fail(ErrorNo.UNSPECIFIED, f"{r.remaining} bytes after the last payload")
-    return Message(header, tuple(payloads))
+    return Message(header, payloads)
 
 
 # --- composition (what each message type must carry) ----------------------------------------

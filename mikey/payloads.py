@@ -758,14 +758,11 @@ PARSERS: dict[PayloadType, Callable[[Reader], Payload]] = {
 }
 
 
-def encode_payload_chain(payloads: Sequence[Payload]) -> bytes:
-    """A chain of payloads without a HDR, as TP Data and Initiator Data carry them: the type
-    of the first payload, then each payload led by the type of the next (0 after the last).
-    Empty for no payloads."""
-    if not payloads:
-        return b""
+def encode_chain_body(payloads: Sequence[Payload]) -> bytes:
+    """Each payload led by the type of the next (0 after the last; SIGN, always last, has no
+    such field): the chain after its first-payload type, as a message and TP Data share it."""
     types = [p.TYPE for p in payloads]
-    out = bytearray([types[0]])
+    out = bytearray()
     for i, payload in enumerate(payloads):
         if not isinstance(payload, Signature):
             out.append(types[i + 1] if i + 1 < len(types) else PayloadType.LAST)
@@ -775,15 +772,21 @@ def encode_payload_chain(payloads: Sequence[Payload]) -> bytes:
     return bytes(out)
 
 
-def decode_payload_chain(data: bytes) -> tuple[Payload, ...]:
-    """Parse a payload chain written by :func:`encode_payload_chain`; it must end exactly
-    where ``data`` ends."""
-    if not data:
-        return ()
-    r = Reader(data)
-    next_type = r.u8("first payload")
+def encode_payload_chain(payloads: Sequence[Payload]) -> bytes:
+    """A chain of payloads without a HDR, as TP Data and Initiator Data carry them: the type
+    of the first payload, then each payload led by the type of the next (0 after the last).
+    Empty for no payloads."""
+    if not payloads:
+        return b""
+    return bytes([payloads[0].TYPE]) + encode_chain_body(payloads)
+
+
+def read_payload_chain(r: Reader, next_type: int) -> tuple[Payload, ...]:
+    """The payloads from ``r`` whose first has type ``next_type``, up to the one whose Next
+    payload is 0 (or SIGN); a payload's error carries the offset where the payload begins."""
     out: list[Payload] = []
     while next_type != PayloadType.LAST:
+        at = r.offset
         try:
             kind = PayloadType(next_type)
             parser = PARSERS[kind]
@@ -793,10 +796,25 @@ def decode_payload_chain(data: bytes) -> tuple[Payload, ...]:
             out.append(parser(r))
             break
         next_type = r.u8(f"{kind.name} next payload")
-        out.append(parser(r))
+        try:
+            out.append(parser(r))
+        except MikeyError as e:
+            if e.offset >= 0:
+                raise
+            raise MikeyError(e.code, e.reason, offset=at) from None
+    return tuple(out)
+
+
+def decode_payload_chain(data: bytes) -> tuple[Payload, ...]:
+    """Parse a payload chain written by :func:`encode_payload_chain`; it must end exactly
+    where ``data`` ends."""
+    if not data:
+        return ()
+    r = Reader(data)
+    out = read_payload_chain(r, r.u8("first payload"))
     if r.remaining:
         raise r.fail(ErrorNo.UNSPECIFIED, f"{r.remaining} bytes after the last payload")
-    return tuple(out)
+    return out
 
 
 def ntp_from_unix(unix_time: float) -> int:

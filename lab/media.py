@@ -9,6 +9,12 @@ hands out connections once they are usable:
   matches one of the fingerprints of the SDP the UE received (``certs.matching_fingerprint``,
   constant-time). A peer without a certificate or with another one is dropped before a single
   application byte is sent or used; a listening UE goes on waiting for the right peer.
+- TLS-PSK (a UE whose stream is protected end to end with keys from the KMS, :class:`UePsk`,
+  TS 33.328 Annex H): after the handshake, which only a peer holding the same pre-shared key (the
+  TEK) can complete (``certs.psk``: TLS 1.2, plain PSK AEAD suites, empty PSK identity, no
+  certificate). A wrong key fails the handshake with an alert before a single application byte
+  is sent or used; a listening UE goes on waiting for the right peer. The key is never logged
+  and never in a ``repr``.
 
 Connections: :class:`MsrpConnection` (send a message, wait for N messages, 200s and REPORTs
 answered automatically), :class:`BfcpClientConnection` (Hello, request/release a floor,
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
 import attrs
@@ -41,6 +48,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 import certs
+from certs.psk import ALLOWED_PSK_CIPHERS, DEFAULT_PSK_CIPHERS, psk_context
 from certs.tls import KeyLogWriter, make_context, peer_certificate_der
 from e2ae import bfcp, msrp
 from e2ae.tcpmedia import TlsRole
@@ -57,7 +65,8 @@ class RemoteMediaError(MediaError):
 
 
 class PeerNotVerified(RemoteMediaError):
-    """The TLS peer presented no certificate or one that matches no SDP fingerprint."""
+    """The TLS peer presented no certificate or one that matches no SDP fingerprint, or (TLS-PSK)
+    the handshake failed: the peer does not hold the same key."""
 
     def __init__(self, reason: str, *, peer: str, fingerprint: str | None) -> None:
         super().__init__(f"TLS peer {peer} refused: {reason} (presented {fingerprint or 'none'})")
@@ -135,6 +144,40 @@ class UeTls:
         return found, None
 
 
+def _keylog_writer(keylog: KeyLogWriter | Path | None) -> KeyLogWriter | None:
+    return KeyLogWriter(keylog) if isinstance(keylog, Path) else keylog
+
+
+def _check_psk_settings(settings: UePsk) -> None:
+    if not isinstance(settings.psk, bytes):
+        raise TypeError("the PSK must be bytes")
+    # psk_context checks the key's length and the suites, naming the problem (never the key).
+    psk_context("server", settings.psk, ciphers=settings.ciphers)
+
+
+@attrs.frozen
+class UePsk:
+    """TLS-PSK settings of a UE media endpoint (TS 33.328 Annex H).
+
+    ``psk``: the pre-shared key, the TEK that the KMS's MIKEY-TICKET exchange gave for this
+    stream (1 to 64 bytes); both ends must hold the same one. ``keylog``: a
+    :class:`~certs.tls.KeyLogWriter` or the path of an NSS key log file (for Wireshark).
+    ``ciphers``: the TLS 1.2 PSK suites offered, a subset of
+    :data:`certs.psk.ALLOWED_PSK_CIPHERS`. The PSK identity is the empty string and no
+    certificate is sent or asked for (Annex H.2). The key is left out of ``repr``.
+    """
+
+    psk: bytes = attrs.field(repr=False)
+    keylog: KeyLogWriter | None = attrs.field(default=None, converter=_keylog_writer)
+    ciphers: tuple[str, ...] = DEFAULT_PSK_CIPHERS
+
+    def __attrs_post_init__(self) -> None:
+        _check_psk_settings(self)
+
+    def context(self, role: TlsRole) -> SSL.Context:
+        return psk_context(role, self.psk, ciphers=self.ciphers, keylog=self.keylog)
+
+
 @implementer(IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator)
 class _ConnectionCreator:
     def __init__(self, ctx: SSL.Context) -> None:
@@ -208,7 +251,7 @@ class MediaConnection(Protocol):
     stream = "media"
 
     def __init__(self) -> None:
-        self.tls: UeTls | None = None
+        self.tls: UeTls | UePsk | None = None
         self.endpoint: MediaEndpoint[Any] | None = None
         self.verified = False
         self.peer_fingerprint: certs.Fingerprint | None = None
@@ -243,6 +286,9 @@ class MediaConnection(Protocol):
 
     def handshakeCompleted(self) -> None:
         assert self.tls is not None
+        if isinstance(self.tls, UePsk):
+            self._psk_handshake_completed()
+            return
         der = peer_certificate_der(self.transport.getHandle())  # type: ignore[union-attr]
         found, problem = self.tls.check(der)
         presented = None if der is None else certs.fingerprint_of(der, "sha-256").value
@@ -265,6 +311,30 @@ class MediaConnection(Protocol):
             stream=self.stream,
             peer=self.peer,
             fingerprint=None if found is None else found.value,
+        )
+        self._verified()
+
+    def _psk_handshake_completed(self) -> None:
+        # Completing the handshake proves the peer holds the key (both Finished messages are
+        # keyed by it); the context allows nothing but the PSK suites, checked here once more.
+        handle = self.transport.getHandle()  # type: ignore[union-attr]
+        cipher = handle.get_cipher_name()
+        version = handle.get_protocol_version_name()
+        if cipher not in ALLOWED_PSK_CIPHERS:
+            problem = f"negotiated {cipher} ({version}), not a TLS-PSK suite"
+            self._refusal = PeerNotVerified(problem, peer=self.peer, fingerprint=None)
+            self._log(
+                "warn",
+                "{stream}: TLS-PSK peer {peer} refused: {reason}",
+                reason=problem,
+            )
+            self.transport.abortConnection()  # type: ignore[union-attr]
+            return
+        self._log(
+            "info",
+            "{stream}: TLS-PSK peer {peer} verified by the key ({version}, {cipher})",
+            version=version,
+            cipher=cipher,
         )
         self._verified()
 
@@ -297,17 +367,21 @@ class MediaConnection(Protocol):
         self.transport.write(data)  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = Failure(ConnectionClosed())) -> None:  # noqa: B008
-        if self.tls is not None and not self.verified and not self.outgoing:
+        psk = isinstance(self.tls, UePsk)
+        if self.tls is not None and not self.verified and (psk or not self.outgoing):
             if self._refusal is None:
-                # The handshake itself failed (no certificate, no common version or suite).
+                # The handshake itself failed (no certificate, no common version or suite; with
+                # TLS-PSK also a wrong key, on either TCP role).
+                security = "TLS-PSK" if psk else "TLS"
                 self._refusal = PeerNotVerified(
-                    f"TLS handshake failed: {reason.getErrorMessage()}",
+                    f"{security} handshake failed: {reason.getErrorMessage()}",
                     peer=self.peer,
                     fingerprint=None,
                 )
                 self._log(
                     "warn",
-                    "{stream}: TLS peer {peer} refused: handshake failed ({reason})",
+                    "{stream}: {security} peer {peer} refused: handshake failed ({reason})",
+                    security=security,
                     reason=reason.getErrorMessage(),
                 )
         error = self._refusal or ConnectionClosed(
@@ -322,11 +396,12 @@ class MediaConnection(Protocol):
                 bytes_sent=self.bytes_sent,
                 bytes_received=self.bytes_received,
             )
+        if self.endpoint is not None:
+            # Counted first, so that whoever waits on this connection sees the refusal counted.
+            self.endpoint._connection_lost(self, self._refusal)
         self._ready.fail(error)
         self.on_closed(error)
         self._closed.fire(None)
-        if self.endpoint is not None:
-            self.endpoint._connection_lost(self, self._refusal)
 
     def _unusable(self) -> Exception:
         if self._closed.done:
@@ -640,11 +715,13 @@ class _Factory(ClientFactory):
 
 
 class MediaEndpoint(Generic[C]):
-    """Connects or listens for one kind of media connection, over TLS when ``tls`` is given.
+    """Connects or listens for one kind of media connection, over TLS when ``tls`` is given
+    (:class:`UeTls`: certificates pinned by SDP fingerprint; :class:`UePsk`: TLS-PSK).
 
     ``connect()`` is the ``a=setup:active`` side (TCP and TLS client), ``listen()`` the
     ``passive`` side (TCP and TLS server); ``accepted()`` fires with the next verified
-    connection. Peers refused during TLS verification are counted in ``refused``.
+    connection. Peers refused during TLS verification (TLS-PSK: a failed handshake, on either
+    role) are counted in ``refused``.
     """
 
     log = Logger()
@@ -654,7 +731,7 @@ class MediaEndpoint(Generic[C]):
         reactor: Any,
         make_connection: Callable[[], C],
         *,
-        tls: UeTls | None = None,
+        tls: UeTls | UePsk | None = None,
         label: str = "media",
         call_id: str | None = None,
     ) -> None:
@@ -713,7 +790,7 @@ class MediaEndpoint(Generic[C]):
             stream=self.label,
             interface=interface,
             port=bound,
-            security="TLS" if self.tls else "TCP",
+            security=_security(self.tls),
         )
         return bound
 
@@ -783,6 +860,12 @@ class MediaEndpoint(Generic[C]):
         return defer.gatherResults(waits, consumeErrors=True).addCallback(lambda _: None)
 
 
+def _security(tls: UeTls | UePsk | None) -> str:
+    if tls is None:
+        return "TCP"
+    return "TLS-PSK" if isinstance(tls, UePsk) else "TLS"
+
+
 # ---------------------------------------------------------------------------------------------
 # Constructors for the lab roles
 
@@ -792,14 +875,15 @@ def msrp_endpoint(
     *,
     local_uri: str,
     remote_path: Sequence[str] = (),
-    tls: UeTls | None = None,
+    tls: UeTls | UePsk | None = None,
     chunk_size: int = msrp.DEFAULT_CHUNK_SIZE,
     check_to_path: bool = True,
     max_message_bytes: int = 16 << 20,
     label: str = "msrp",
     call_id: str | None = None,
 ) -> MediaEndpoint[MsrpConnection]:
-    """An MSRP endpoint: the UE's (with ``tls``) or the core peer's (plain TCP).
+    """An MSRP endpoint: the UE's (with ``tls``: :class:`UeTls` or :class:`UePsk`) or the core
+    peer's (plain TCP).
 
     ``local_uri`` is this side's ``a=path``; ``remote_path`` the peer's (learnt from the first
     request when empty)."""
@@ -822,7 +906,7 @@ def bfcp_client_endpoint(
     *,
     conference_id: int,
     user_id: int,
-    tls: UeTls | None = None,
+    tls: UeTls | UePsk | None = None,
     call_id: str | None = None,
 ) -> MediaEndpoint[BfcpClientConnection]:
     """A floor participant (a UE): ``a=confid`` / ``a=userid`` from the SDP."""
@@ -840,7 +924,7 @@ def bfcp_server_endpoint(
     *,
     conference_id: int,
     floors: Iterable[int] | None = None,
-    tls: UeTls | None = None,
+    tls: UeTls | UePsk | None = None,
 ) -> tuple[MediaEndpoint[BfcpServerConnection], bfcp.FloorControlServer]:
     """A floor control server (the core stub) granting every request; one state for all its
     connections, returned too."""

@@ -476,6 +476,9 @@ def _transaction(t: Transaction) -> str:
     return f"Pending = {_uint(t.transaction_id, 'transaction id')} {{ }}"
 
 
+_SDP_MARK = re.compile(r"\n[ ]*\x00")
+
+
 def encode(message: Message) -> bytes:
     """Canonical text of ``message`` (UTF-8). Raises :class:`LocalIqError` on bad values."""
     if not 1 <= message.version <= 99:
@@ -491,7 +494,8 @@ def encode(message: Message) -> bytes:
         raise LocalIqError("a message needs a transaction or an error")
     text = f"{head}\n{body}\n"
     # SDP closing braces were marked with NUL so that indentation does not reach them.
-    text = re.sub(r"\n[ ]*\x00", "\n", text)
+    if "\x00" in text:
+        text = _SDP_MARK.sub("\n", text)
     return text.encode("utf-8")
 
 
@@ -927,13 +931,13 @@ class _Parser:
                     props.append(self.parameter())
 
             self.items(lc_item)
-            return attrs.evolve(
-                stream, local_control=LocalControl(modes[0] if modes else None, tuple(props))
-            )
+            control = LocalControl(modes[0] if modes else None, tuple(props))
+            # (the constructor, not attrs.evolve: this runs for every stream of every message)
+            return Stream(stream.stream_id, control, stream.local, stream.remote)
         if kw == "Local" and stream.local is None:
-            return attrs.evolve(stream, local=self.octets())
+            return Stream(stream.stream_id, stream.local_control, self.octets(), stream.remote)
         if kw == "Remote" and stream.remote is None:
-            return attrs.evolve(stream, remote=self.octets())
+            return Stream(stream.stream_id, stream.local_control, stream.local, self.octets())
         self.pos -= len(raw)
         code = 451 if kw in ("LocalControl", "Local", "Remote") else 450
         raise self.fail(f"unexpected {raw!r} in Stream", code)

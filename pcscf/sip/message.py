@@ -67,6 +67,10 @@ class _Base:
     _index: dict[str, tuple[str, ...]] | None = attrs.field(
         default=None, init=False, eq=False, repr=False, hash=False
     )
+    #: name -> its comma-list items (:meth:`values`), as asked for.
+    _items: dict[str, tuple[str, ...]] | None = attrs.field(
+        default=None, init=False, eq=False, repr=False, hash=False
+    )
 
     # -- lookups ----------------------------------------------------------------------------
     def _lookup(self) -> dict[str, tuple[str, ...]]:
@@ -90,10 +94,17 @@ class _Base:
 
     def values(self, name: str) -> list[str]:
         """Every list item of a comma-list header over all its lines."""
-        out: list[str] = []
-        for value in self.get_all(name):
-            out.extend(split_list(value, name))
-        return out
+        items = self._items
+        if items is None:
+            items = {}
+            object.__setattr__(self, "_items", items)
+        found = items.get(name)
+        if found is None:
+            out: list[str] = []
+            for value in self.get_all(name):
+                out.extend(split_list(value, name))
+            found = items[name] = tuple(out)
+        return list(found)
 
     # -- typed accessors --------------------------------------------------------------------
     @property

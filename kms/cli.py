@@ -207,12 +207,12 @@ def _client_action(args: argparse.Namespace) -> int:
     from certs.fingerprint import Fingerprint
     from e2ae.address import AddressError, parse_host_port
     from kms.client import RAND_BYTES, open_reply, request_init, resolve_init
-    from kms.core import TLS_PSK_BYTES
     from mikey.constants import KeyType
     from mikey.errors import MikeyError
     from mikey.keys import ticket_tls_psk
     from mikey.message import decode
     from mikey.payloads import Ticket
+    from mikey.transfer import TLS_PSK_BYTES
 
     try:
         address = parse_host_port(args.kms, "--kms", literal_ip=False, allow_zero=False)

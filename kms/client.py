@@ -22,7 +22,6 @@ from mikey.constants import (
     EncrAlg,
     ErrorNo,
     IdRole,
-    IdType,
     KeyType,
     MacAlg,
     PrfFunc,
@@ -66,10 +65,6 @@ MPK_SPI = bytes(4)
 
 def tgk_spi(cs_id: int) -> bytes:
     return cs_id.to_bytes(4, "big")
-
-
-def _idr(role: IdRole, identity: str) -> IdWithRole:
-    return IdWithRole(role, IdType.URI, identity.encode("utf-8"))
 
 
 def _stamp(now: float) -> Timestamp:
@@ -122,7 +117,7 @@ def request_init(
     )
     policy = TicketPolicy.with_payloads(
         ticket_type,
-        (*(_idr(IdRole.IDRR, r) for r in responders), wanted),
+        (*(IdWithRole.uri(IdRole.IDRR, r) for r in responders), wanted),
         prf_func=PRF,
         flags=flags,
     )
@@ -131,8 +126,8 @@ def request_init(
         (
             _stamp(now),
             RandWithRole(RandRole.RANDRI, randri),
-            _idr(IdRole.IDRI, identity),
-            _idr(IdRole.IDRKMS, kms),
+            IdWithRole.uri(IdRole.IDRI, identity),
+            IdWithRole.uri(IdRole.IDRKMS, kms),
             policy,
             Verification.placeholder(MAC_ALG),
         ),
@@ -159,8 +154,8 @@ def resolve_init(
         (
             _stamp(now),
             RandWithRole(RandRole.RANDRR, randrr),
-            _idr(IdRole.IDRR, identity),
-            _idr(IdRole.IDRKMS, kms),
+            IdWithRole.uri(IdRole.IDRR, identity),
+            IdWithRole.uri(IdRole.IDRKMS, kms),
             ticket,
             Verification.placeholder(MAC_ALG),
         ),

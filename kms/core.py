@@ -74,13 +74,11 @@ from mikey.payloads import (
     decode_key_data,
     encode_key_data,
     ntp_from_unix,
+    unix_from_ntp,
 )
 
 #: Bytes of each key the KMS makes (MPK, TGK): 128 bits, the AES-128 suites' strength.
 KEY_BYTES = 16
-#: Bytes of the TLS pre-shared key derived from a TGK (TS 33.328 Annex H.2 gives no length;
-#: 256 bits, the output of the SHA-256 PRF the TLS-PSK suites use).
-TLS_PSK_BYTES = 32
 #: Ticket types issued: 2 the 3GPP base ticket (RFC 6043 Table 6.15), 3 the other TS 33.328
 #: Annex D type. Type 1 (the MIKEY base ticket of RFC 6043 Appendix A) is not issued.
 TICKET_TYPES = frozenset({2, 3})
@@ -90,8 +88,6 @@ TICKET_ID_BYTES = 16
 TICKET_TAG_BYTES = 16
 #: Most crypto sessions (TGKs) one ticket carries.
 MAX_KEYS = 32
-
-NTP_UNIX_OFFSET = 2_208_988_800
 
 
 class Refused(Exception):
@@ -120,10 +116,6 @@ class KmsReply:
 class _Authenticated:
     user: User
     message: Message
-
-
-def unix_from_ntp(value: int) -> float:
-    return (value >> 32) - NTP_UNIX_OFFSET + (value & 0xFFFFFFFF) / (1 << 32)
 
 
 def identity_of(payload: IdWithRole) -> str:
@@ -427,4 +419,4 @@ def _code(value: int) -> ErrorNo:
         return ErrorNo.UNSPECIFIED
 
 
-__all__ = ["TLS_PSK_BYTES", "KmsCore", "KmsReply", "Refused", "unix_from_ntp"]
+__all__ = ["KmsCore", "KmsReply", "Refused"]

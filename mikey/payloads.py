@@ -50,6 +50,7 @@ from mikey.constants import (
     MAC_LENGTH,
     EncrAlg,
     ErrorNo,
+    IdType,
     KeyType,
     KvType,
     MacAlg,
@@ -391,6 +392,11 @@ class IdWithRole:
     role: int = attrs.field(validator=U8)
     id_type: int = attrs.field(validator=U8)
     data: bytes = attrs.field(validator=max_len(0xFFFF))
+
+    @classmethod
+    def uri(cls, role: int, identity: str) -> IdWithRole:
+        """An IDR of ``role`` carrying the URI ``identity`` (UTF-8)."""
+        return cls(role, IdType.URI, identity.encode("utf-8"))
 
     def encode_body(self) -> bytes:
         return bytes([self.role, self.id_type]) + len(self.data).to_bytes(2, "big") + self.data
@@ -822,6 +828,11 @@ def ntp_from_unix(unix_time: float) -> int:
     seconds = int(unix_time // 1)
     fraction = int((unix_time - seconds) * (1 << 32))
     return (((seconds + NTP_UNIX_OFFSET) & 0xFFFFFFFF) << 32) | (fraction & 0xFFFFFFFF)
+
+
+def unix_from_ntp(value: int) -> float:
+    """The Unix time of a 64-bit NTP timestamp (RFC 5905 era 0)."""
+    return (value >> 32) - NTP_UNIX_OFFSET + (value & 0xFFFFFFFF) / (1 << 32)
 
 
 def _read_enum(r: Reader, enum: type[E], code: ErrorNo, what: str) -> E:

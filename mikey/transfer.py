@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 import attrs
 
 from mikey import kemac
-from mikey.constants import DataType, ErrorNo, IdRole, IdType, MacAlg, PrfFunc, RandRole, TsType
+from mikey.constants import DataType, ErrorNo, IdRole, MacAlg, PrfFunc, RandRole, TsType
 from mikey.errors import MikeyError
 from mikey.keys import MessageKeys, ticket_message_keys, ticket_tls_psk
 from mikey.message import GenericIdEntry, GenericIdMap, Header, Message, check_composition
@@ -42,6 +42,7 @@ from mikey.payloads import (
     Timestamp,
     Verification,
     ntp_from_unix,
+    unix_from_ntp,
 )
 
 #: The Prot Type of a TLS crypto session. TS 33.328 Annex J asks IANA for it and the spec text
@@ -53,7 +54,6 @@ PRF = PrfFunc.PRF_HMAC_SHA_256
 RAND_BYTES = 16
 #: Bytes of each TLS-PSK (TS 33.328 Annex H.2 gives no length; the SHA-256 PRF's output).
 TLS_PSK_BYTES = 32
-NTP_UNIX_OFFSET = 2_208_988_800
 
 
 @attrs.frozen
@@ -74,10 +74,6 @@ class TransferInit:
     randri: bytes
     initiator: str
     ticket: Ticket
-
-
-def _idr(role: IdRole, identity: str) -> IdWithRole:
-    return IdWithRole(role, IdType.URI, identity.encode("utf-8"))
 
 
 def _keys(mpk: bytes, csb_id: int, *, response: bool, randri: bytes, randrr: bytes) -> MessageKeys:
@@ -121,8 +117,8 @@ def transfer_init(
         (
             Timestamp(TsType.NTP_UTC, ntp_from_unix(now)),
             RandWithRole(RandRole.RANDRI, randri),
-            _idr(IdRole.IDRI, initiator),
-            _idr(IdRole.IDRR, responder),
+            IdWithRole.uri(IdRole.IDRI, initiator),
+            IdWithRole.uri(IdRole.IDRR, responder),
             ticket,
             Verification.placeholder(MAC_ALG),
         ),
@@ -139,10 +135,6 @@ def _identity(payloads: Sequence[Payload], role: IdRole) -> str | None:
             except UnicodeDecodeError:
                 raise MikeyError(ErrorNo.INVALID_ID, f"{role.name} is not UTF-8") from None
     return None
-
-
-def unix_from_ntp(value: int) -> float:
-    return (value >> 32) - NTP_UNIX_OFFSET + (value & 0xFFFFFFFF) / (1 << 32)
 
 
 def read_transfer_init(
@@ -226,7 +218,7 @@ def transfer_resp(
     payloads: list[Payload] = [Timestamp(TsType.NTP_UTC, ntp_from_unix(now))]
     if uses_randrr:
         payloads.append(RandWithRole(RandRole.RANDRR, randrr))
-    payloads += [_idr(IdRole.IDRR, responder), Verification.placeholder(MAC_ALG)]
+    payloads += [IdWithRole.uri(IdRole.IDRR, responder), Verification.placeholder(MAC_ALG)]
     draft = Message(
         Header(DataType.TRANSFER_RESP, info.csb_id, info.message.header.cs_map, False, PRF),
         tuple(payloads),

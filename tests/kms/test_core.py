@@ -12,13 +12,13 @@ import attrs
 import pytest
 
 from kms.client import open_reply, request_init, resolve_init
-from kms.core import KmsCore, unix_from_ntp
+from kms.core import KmsCore
 from kms.store import KmsStore, StoreLimits, User
 from mikey.constants import DataType, ErrorNo, KeyType, MacAlg, TsType
 from mikey.errors import MikeyError
 from mikey.keys import ticket_tls_psk
 from mikey.message import Message, decode
-from mikey.payloads import Err, IdWithRole, Ticket, TicketFlag, Timestamp
+from mikey.payloads import Err, IdWithRole, Ticket, TicketFlag, Timestamp, unix_from_ntp
 
 KMS_ID = "kms.e2ae.lab"
 

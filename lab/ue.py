@@ -12,6 +12,11 @@ SIP message model (:mod:`pcscf.sip`) and lossless SDP (:mod:`pcscf.sdp`):
   with a small dialog state (:class:`Dialog`: tags, route set, remote target, CSeq).
 - :func:`streams_of`: what the UE needs from the SDP it received to open its media: address,
   port, TCP/TLS role (``a=setup``), the peer's fingerprints, MSRP path, BFCP ids.
+- KMS-keyed calls (TS 33.328 Annex H): :class:`KmsAccess` (how a UE reaches its KMS), an offer
+  or answer carrying a MIKEY message in a session-level ``a=key-mgmt:mikey`` instead of
+  fingerprints (``MediaPlan(key_mgmt=...)``), :func:`transfer_message` (the one MIKEY message a
+  received SDP keys its TLS streams with), :func:`crypto_sessions` (the CS ID of each TLS
+  m-line) and :func:`ticket_keys` (the MPK and the TGKs of a KMS reply).
 
 The Twisted edge sends these over UDP/TCP and opens the media with :mod:`lab.media`.
 """
@@ -19,14 +24,20 @@ The Twisted edge sends these over UDP/TCP and opens the media with :mod:`lab.med
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Literal
 
 import attrs
 
 from certs.fingerprint import Fingerprint
 from e2ae.tcpmedia import Setup
-from pcscf.sdp import SessionDescription
+from kms.client import MPK_SPI
+from mikey.constants import ErrorNo, KeyType
+from mikey.errors import MikeyError
+from mikey.message import Message, decode
+from mikey.payloads import KeyData, KvSpi, Ticket
+from pcscf.sdp import KeyMgmt, SessionDescription
 from pcscf.sip import NameAddr, Request, Response, make_response
 
 Role = Literal["active", "passive"]
@@ -81,6 +92,9 @@ class MediaPlan:
     floor_id: int = 1
     floorctrl: str = "c-only"
     accept_types: str = "message/cpim text/plain"
+    #: A session-level ``a=key-mgmt`` value (RFC 4567, ``mikey <base64>``): the TLS streams are
+    #: keyed by it (TS 33.328 Annex H) and carry neither ``a=fingerprint`` nor ``a=3ge2ae``.
+    key_mgmt: str | None = None
 
     @property
     def msrp_uri(self) -> str:
@@ -99,13 +113,18 @@ def build_sdp(plan: MediaPlan, *, username: str = "ue", version: int = 1) -> byt
         "s=-",
         f"c=IN {family} {plan.ip}",
         "t=0 0",
+    ]
+    keyed = plan.tls and plan.key_mgmt is not None
+    if keyed:
+        lines.append(f"a=key-mgmt:{plan.key_mgmt}")
+    lines += [
         f"m=message {plan.msrp_port} {protos['message']} *",
         f"a=accept-types:{plan.accept_types}",
         f"a=path:{plan.msrp_uri}",
         f"a=setup:{plan.setup}",
     ]
-    security = [plan.fingerprint.attribute()] if plan.tls else []
-    if plan.tls and plan.e2ae:
+    security = [plan.fingerprint.attribute()] if plan.tls and not keyed else []
+    if plan.tls and plan.e2ae and not keyed:
         security.append("a=3ge2ae:requested")
     lines += [*security, "a=msrp-cema"]
     if plan.bfcp_port is not None:
@@ -144,6 +163,8 @@ class StreamInfo:
     conference_id: int | None = None
     user_id: int | None = None
     floor_ids: tuple[int, ...] = ()
+    #: The stream has an effective ``a=key-mgmt`` (its own or the session's, RFC 4567).
+    key_mgmt: bool = False
 
     @property
     def tls(self) -> bool:
@@ -187,6 +208,7 @@ def streams_of(sdp: bytes, *, from_offerer: bool) -> list[StreamInfo]:
                 for v in media.attribute_values("floorid")
                 if v.split()
             ),
+            bool(parsed.effective_attribute_values(index, "key-mgmt")),
         )
         out.append(info)
     return out
@@ -372,8 +394,11 @@ class UserAgent:
 
     # -- as the callee ------------------------------------------------------------------------
 
-    def answer(self, invite: Request, sdp: bytes, *, status: int = 200) -> tuple[Response, Dialog]:
-        """Answer an incoming INVITE (2xx with ``sdp`` and our Contact; or an error status)."""
+    def answer(
+        self, invite: Request, sdp: bytes, *, status: int = 200, warning: str | None = None
+    ) -> tuple[Response, Dialog]:
+        """Answer an incoming INVITE (2xx with ``sdp`` and our Contact; or an error status,
+        with ``warning`` as ``Warning: 399 <our host> "<warning>"``, RFC 3261 section 20.43)."""
         tag = self.new_id()
         from_ = invite.from_
         if from_.tag is None:
@@ -393,6 +418,10 @@ class UserAgent:
         )
         self.dialogs[dialog.call_id] = dialog
         extra: list[tuple[str, str]] = [("Contact", self.contact)]
+        if warning is not None and status >= 300:
+            safe = warning.replace("\\", "").replace('"', "'").replace("\r", " ").replace("\n", " ")
+            host = f"[{self.contact_host}]" if ":" in self.contact_host else self.contact_host
+            extra.append(("Warning", f'399 {host} "{safe}"'))
         body = b""
         if 200 <= status < 300:
             extra.append(("Content-Type", "application/sdp"))
@@ -430,21 +459,28 @@ class MediaAction:
     conference_id: int | None = None
     user_id: int | None = None
     floor_ids: tuple[int, ...] = ()
+    #: The crypto session (CS ID) whose TLS-PSK keys the stream, when ``keyed`` (Annex H).
+    cs_id: int | None = None
 
 
 def media_actions(
-    received: bytes, *, from_offerer: bool, own: MediaPlan | None = None
+    received: bytes, *, from_offerer: bool, own: MediaPlan | None = None, keyed: bool = False
 ) -> list[MediaAction]:
     """What to do for each MSRP/BFCP stream of the SDP the UE received (an answer to our offer,
     ``from_offerer=False``, or an offer we answer, ``True``). A stream with port 0 is skipped.
 
     A TLS stream without any usable fingerprint is refused (:class:`RemoteUeError`): the UE
-    could not verify the peer. ``own`` gives our listening ports for the ``listen`` case."""
+    could not verify the peer. ``own`` gives our listening ports for the ``listen`` case.
+    With ``keyed`` (a KMS call), a TLS stream with ``a=key-mgmt`` needs no fingerprint: its
+    TLS-PSK proves the peer, and the action names its crypto session (``cs_id``)."""
     actions: list[MediaAction] = []
-    for stream in streams_of(received, from_offerer=from_offerer):
+    streams = streams_of(received, from_offerer=from_offerer)
+    sessions = crypto_sessions(streams)
+    for stream in streams:
         if stream.port == 0:
             continue
-        if stream.tls and not stream.fingerprints:
+        cs_id = sessions.get(stream.index) if keyed and stream.key_mgmt else None
+        if stream.tls and not stream.fingerprints and cs_id is None:
             raise RemoteUeError(
                 "TLS stream without a usable a=fingerprint",
                 where=f"m={stream.media}",
@@ -472,6 +508,103 @@ def media_actions(
                 stream.conference_id,
                 stream.user_id,
                 stream.floor_ids,
+                cs_id,
             )
         )
     return actions
+
+
+# ---------------------------------------------------------------------------------------------
+# KMS-keyed calls (TS 33.328 Annex H, TR 33.829 section 8.3.1.2)
+
+#: The KMS's identity (IDRkms) unless told otherwise (docs/kms.md).
+KMS_IDENTITY = "kms.e2ae.lab"
+
+
+@attrs.frozen
+class KmsAccess:
+    """How a UE reaches its KMS: ``address`` (host, port), ``pin`` (the fingerprint of the
+    KMS's certificate), ``key`` (the key the UE shares with the KMS; left out of ``repr``).
+
+    ``identity``: the UE's identity at the KMS (IDRi / IDRr; None: its AOR). ``cert_files``:
+    the client certificate and key (PEM files) of the HTTPS connection; None: the UE's own
+    certificate. ``responder``: misbehaviour for negative tests, every ticket and TRANSFER_INIT
+    names this Responder instead of the called AOR."""
+
+    address: tuple[str, int]
+    pin: Fingerprint
+    key: bytes = attrs.field(repr=False)
+    identity: str | None = None
+    cert_files: tuple[Path, Path] | None = None
+    kms_identity: str = KMS_IDENTITY
+    timeout: float = 10.0
+    responder: str | None = None
+
+
+def crypto_sessions(streams: Sequence[StreamInfo]) -> dict[int, int]:
+    """The CS ID of each ``TCP/TLS/MSRP`` and ``TCP/TLS/BFCP`` m-line (stream index -> CS ID):
+    1, 2, ... in m-line order, as the TRANSFER_INIT's map lists them (Annex H.1)."""
+    tls = [s.index for s in streams if s.tls]
+    return {index: n for n, index in enumerate(tls, start=1)}
+
+
+def key_mgmt_value(message: Message) -> str:
+    """The ``a=key-mgmt`` value carrying ``message`` (RFC 4567: ``mikey <base64>``)."""
+    return KeyMgmt("mikey", message.encode()).value()
+
+
+def transfer_message(sdp: bytes) -> Message:
+    """The MIKEY message of the effective ``a=key-mgmt:mikey`` of the TLS streams of ``sdp``:
+    one message for all of them. Raises MikeyError (Unspecified) when there is none, when the
+    streams are keyed by different ones, or when the data is not base64; the codec's error for
+    a message it cannot decode."""
+    try:
+        parsed = SessionDescription.parse(sdp)
+        streams = streams_of(sdp, from_offerer=True)
+        values = {
+            tuple(k.data for k in parsed.key_mgmt(s.index) if k.protocol == "mikey")
+            for s in streams
+            if s.tls
+        }
+    except (ValueError, RemoteUeError) as exc:
+        raise MikeyError(ErrorNo.UNSPECIFIED, f"SDP: {exc}") from None
+    if not values:
+        raise MikeyError(ErrorNo.UNSPECIFIED, "no TCP/TLS/MSRP or TCP/TLS/BFCP stream")
+    if len(values) > 1:
+        raise MikeyError(ErrorNo.UNSPECIFIED, "the TLS streams are keyed by different MIKEY data")
+    (found,) = values
+    if len(found) != 1:
+        raise MikeyError(
+            ErrorNo.UNSPECIFIED, f"{len(found)} a=key-mgmt:mikey for the TLS streams, not one"
+        )
+    return decode(found[0])
+
+
+def ticket_of(reply: Message) -> Ticket:
+    """The TICKET of a REQUEST_RESP."""
+    for p in reply.payloads:
+        if isinstance(p, Ticket):
+            return p
+    raise MikeyError(ErrorNo.INVALID_TICKET, f"a {reply.data_type.name} without a TICKET")
+
+
+def ticket_keys(keys: Sequence[KeyData]) -> tuple[bytes, dict[bytes, bytes]]:
+    """The MPK and the TGKs (SPI -> key) of the KEMAC of a REQUEST_RESP or RESOLVE_RESP."""
+    mpk = [k.key for k in keys if k.key_type is KeyType.MPK]
+    tgks = {
+        k.kv.spi: k.key
+        for k in keys
+        if k.key_type is KeyType.TGK and isinstance(k.kv, KvSpi) and k.kv.spi != MPK_SPI
+    }
+    if len(mpk) != 1:
+        raise MikeyError(ErrorNo.UNSPECIFIED, f"{len(mpk)} MPKs in the KMS's reply, not one")
+    return mpk[0], tgks
+
+
+def mikey_warning(exc: MikeyError) -> str:
+    """``<MIKEY error name>: <reason>``, the text of a 488's Warning."""
+    try:
+        name = ErrorNo(exc.code).name
+    except ValueError:
+        name = str(exc.code)
+    return f"{name}: {exc.reason}"

@@ -8,6 +8,18 @@ gets back (address, ``a=setup`` role, the AGW's fingerprint) and hangs up (:meth
 The TLS peer must present the certificate of the SDP fingerprint (mutual verification: the UE
 refuses a wrong AGW too).
 
+With ``kms=`` (:class:`lab.ue.KmsAccess`) the calls are protected end to end with keys from
+the KMS (TS 33.328 Annex H, TR 33.829 section 8.3.1.2): the caller asks the KMS for a ticket for
+the callee with one TGK per TLS m-line, offers ``TCP/TLS/MSRP`` and ``TCP/TLS/BFCP`` with its
+TRANSFER_INIT in a session-level ``a=key-mgmt:mikey`` (no ``a=fingerprint``, no
+``a=3ge2ae``), and checks the TRANSFER_RESP of the answer (refused: ACK, BYE,
+:class:`CallFailed`). The callee checks the TRANSFER_INIT, has the KMS resolve the ticket,
+answers with its TRANSFER_RESP, or refuses the offer with a 488 whose ``Warning`` says the MIKEY
+error. Each stream then runs TLS-PSK (:class:`lab.media.UePsk`) with the TLS-PSK of its crypto
+session, on the ``a=setup`` roles as in a certificate call. The HTTPS exchanges with the KMS
+(:func:`kms.cli.post`) run in a thread. An offer without ``a=key-mgmt`` is answered as without
+``kms``.
+
 Misbehaviour on purpose: ``present="other"`` (another certificate than the one in its SDP),
 ``present="none"`` (no certificate), ``mechanisms=()`` (asks for e2ae per stream without having
 registered it).
@@ -23,21 +35,30 @@ AGW its fingerprint by then).
 
 from __future__ import annotations
 
+import tempfile
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 import certs
 from certs.tls import KeyLogWriter
 from e2ae import msrp
+from kms import client as kms_client
+from kms.cli import post as kms_post
 from lab import media, ue
 from lab.sipnode import Address, SipNode, Transport
-from pcscf.sip.message import Message, Request, Response, make_request
+from mikey import message as mikey_message
+from mikey import transfer
+from mikey.constants import ErrorNo
+from mikey.errors import MikeyError
+from mikey.payloads import KeyData
+from pcscf.sip.message import Message, Request, Response, make_request, make_response
 
 log = Logger(namespace="lab.ue")
 
@@ -66,6 +87,16 @@ class CallFailed(ue.UeError):
         self.call_id = call_id
 
 
+@attrs.frozen
+class KeyedOffer:
+    """What the caller of a KMS call keeps between its offer and the answer: its TRANSFER_INIT,
+    the MPK that checks the TRANSFER_RESP, and the TLS-PSK of each crypto session."""
+
+    init: mikey_message.Message
+    mpk: bytes = attrs.field(repr=False)
+    psks: Mapping[int, bytes] = attrs.field(repr=False)
+
+
 @attrs.define
 class StreamLeg:
     """One MSRP or BFCP stream of a call, on the UE."""
@@ -84,6 +115,11 @@ class StreamLeg:
             return None
         value: str = conn.peer_fingerprint.value
         return value
+
+    @property
+    def tls_psk(self) -> bool:
+        """The stream runs TLS-PSK with a key from the KMS (crypto session ``action.cs_id``)."""
+        return isinstance(self.endpoint.tls, media.UePsk)
 
     @property
     def local_port(self) -> int | None:
@@ -133,6 +169,14 @@ def _kind(media_name: str) -> str:
     return "msrp" if media_name == "message" else "bfcp"
 
 
+def _keyed_offer(sdp: bytes) -> bool:
+    """The offer keys a TLS stream with ``a=key-mgmt`` (a KMS call, TS 33.328 Annex H)."""
+    try:
+        return any(s.tls and s.key_mgmt for s in ue.streams_of(sdp, from_offerer=True))
+    except ue.UeError:
+        return False
+
+
 class UeSim:
     """A UE: the SIP user agent of :mod:`lab.ue` on a socket, and its media endpoints."""
 
@@ -152,6 +196,7 @@ class UeSim:
         bfcp: bool = True,
         keylog: KeyLogWriter | None = None,
         media_timeout: float = 10.0,
+        kms: ue.KmsAccess | None = None,
     ) -> None:
         self.reactor = reactor
         self.user = user
@@ -166,6 +211,10 @@ class UeSim:
         self.bfcp = bfcp
         self.keylog = keylog
         self.media_timeout = media_timeout
+        self.kms = kms
+        #: The data type of every message posted to the KMS, in order.
+        self.kms_exchanges: list[str] = []
+        self._kms_files: tempfile.TemporaryDirectory[str] | None = None
         self.fingerprint = identity.fingerprint("sha-256")
         self.node = SipNode(reactor, f"UE {user}", host)
         self.node.handler = self._received
@@ -182,6 +231,13 @@ class UeSim:
     @property
     def aor(self) -> str:
         return f"sip:{self.user}@{self.domain}"
+
+    @property
+    def kms_identity(self) -> str:
+        """Our identity at the KMS (IDRi / IDRr): the configured one, else the AOR."""
+        if self.kms is not None and self.kms.identity:
+            return self.kms.identity
+        return self.aor
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -208,6 +264,9 @@ class UeSim:
         waits = [self.node.stop()]
         for call in self.calls.values():
             waits.extend(leg.endpoint.stop() for leg in call.streams.values())
+        if self._kms_files is not None:
+            self._kms_files.cleanup()
+            self._kms_files = None
         return defer.gatherResults(waits, consumeErrors=True)
 
     def _agent(self) -> ue.UserAgent:
@@ -322,7 +381,23 @@ class UeSim:
         Returns the call with verified media connections; raises :class:`CallFailed`.
         ``before_media`` runs between the answer and the media (the demo's impostor)."""
         agent = self._agent()
-        plan = self._plan(DISCARD_PORT, DISCARD_PORT if self.bfcp else None, "active")
+        keyed: KeyedOffer | None = None
+        bfcp_port = DISCARD_PORT if self.bfcp else None
+        if self.kms is not None:
+            keyed = await self._ticket_for(target, 2 if self.bfcp else 1)
+            plan = ue.MediaPlan(
+                self.host,
+                self.fingerprint,
+                DISCARD_PORT,
+                msrp_session=ue.new_token(),
+                bfcp_port=bfcp_port,
+                setup="active",
+                e2ae=False,
+                tls=True,
+                key_mgmt=ue.key_mgmt_value(keyed.init),
+            )
+        else:
+            plan = self._plan(DISCARD_PORT, bfcp_port, "active")
         offer = ue.build_sdp(plan, username=self.user)
         invite, dialog = agent.invite(target, offer)
         call = Call(dialog, outgoing=True, offer=offer)
@@ -340,15 +415,26 @@ class UeSim:
         call.answer = response.body
         call.ack = agent.ack(dialog)
         self.node.send(call.ack, self.proxy)
+        if keyed is not None:
+            await self._check_transfer_resp(call, keyed, response)
         try:
-            actions = ue.media_actions(response.body, from_offerer=False, own=plan)
+            actions = ue.media_actions(
+                response.body, from_offerer=False, own=plan, keyed=keyed is not None
+            )
         except ue.UeError as exc:
             raise CallFailed(str(exc), call_id=dialog.call_id) from None
         if len(actions) < (2 if self.bfcp else 1):
             raise CallFailed("a stream was rejected in the answer", call_id=dialog.call_id)
         protos = {s.media: s.proto for s in ue.streams_of(response.body, from_offerer=False)}
         for action in actions:
-            leg = self._leg(call, action, plan, server=False, proto=protos[action.media])
+            leg = self._leg(
+                call,
+                action,
+                plan,
+                server=False,
+                proto=protos[action.media],
+                psks=None if keyed is None else keyed.psks,
+            )
             call.streams[leg.kind] = leg
         if before_media is not None:
             await before_media(call)
@@ -364,16 +450,81 @@ class UeSim:
         return d
 
     def _incoming_invite(self, request: Request, addr: Address) -> None:
+        if self.kms is not None and _keyed_offer(request.body):
+            # The KMS is asked before the answer: say Trying, so that the INVITE is not sent
+            # again meanwhile (a copy that still comes gets the 100 again).
+            self._respond(request, make_response(request, 100), addr)
+            defer.Deferred.fromCoroutine(self._incoming_keyed_invite(request, addr))
+            return
+        self._answer_offer(request, addr)
+
+    async def _incoming_keyed_invite(self, request: Request, addr: Address) -> None:
+        """Answer an offer keyed by a TRANSFER_INIT (``a=key-mgmt:mikey``): check it, have the
+        KMS resolve its ticket, check its MAC, answer with the TRANSFER_RESP; or 488."""
+        kms = self.kms
+        assert kms is not None
+        me = self.kms_identity
+        try:
+            try:
+                offered = ue.streams_of(request.body, from_offerer=True)
+                init = ue.transfer_message(request.body)
+                now = float(self.reactor.seconds())
+                info = transfer.read_transfer_init(
+                    init, responder=me, streams=sum(1 for s in offered if s.tls), now=now
+                )
+                resolve = kms_client.resolve_init(
+                    me, kms.key, info.ticket, now, kms=kms.kms_identity, csb_id=info.csb_id
+                )
+                _, keys = await self._kms_exchange(resolve)
+                mpk, tgks = ue.ticket_keys(keys)
+                transfer.verify_transfer_init(info, mpk, me)
+                psks = transfer.session_psks(
+                    info.message, tgks, ticket_flags=info.ticket.policy.flags
+                )
+                resp = transfer.transfer_resp(info, me, mpk, float(self.reactor.seconds()))
+            except ue.UeError as exc:
+                raise MikeyError(ErrorNo.UNSPECIFIED, str(exc)) from None
+        except MikeyError as exc:
+            self._refuse(request, addr, ue.mikey_warning(exc))
+            return
+        except Exception as exc:  # never let an offer end the UE
+            self._refuse(request, addr, f"UNSPECIFIED: {type(exc).__name__}: {exc}")
+            return
+        self._answer_offer(request, addr, psks=psks, key_mgmt=ue.key_mgmt_value(resp))
+
+    def _refuse(self, request: Request, addr: Address, warning: str | None) -> None:
+        log.warn(
+            "UE {ue}: cannot answer {call_id}: {error}",
+            ue=self.user,
+            call_id=request.call_id,
+            error=warning,
+        )
+        response, _ = self._agent().answer(request, b"", status=488, warning=warning)
+        self._respond(request, response, addr)
+
+    def _answer_offer(
+        self,
+        request: Request,
+        addr: Address,
+        *,
+        psks: Mapping[int, bytes] | None = None,
+        key_mgmt: str | None = None,
+    ) -> None:
         agent = self._agent()
         try:
             offered = ue.streams_of(request.body, from_offerer=True)
+            sessions = ue.crypto_sessions(offered)
             kinds = {_kind(s.media): s for s in offered if s.port}
             # listen first where we are passive, so that the answer carries real ports
             endpoints: dict[str, media.MediaEndpoint[Any]] = {}
             ports: dict[str, int] = {}
             server = True  # the callee is the floor control server of the call
             for kind, stream in kinds.items():
-                tls = self._tls(stream.fingerprints) if stream.tls else None
+                tls: media.UeTls | media.UePsk | None = None
+                if psks is not None and stream.tls and stream.key_mgmt:
+                    tls = self._psk(psks, sessions[stream.index])
+                elif stream.tls:
+                    tls = self._tls(stream.fingerprints)
                 endpoints[kind] = self._endpoint(kind, tls, request.call_id, server=server)
                 if stream.our_role == "passive":
                     ports[kind] = endpoints[kind].listen(0, self.host)
@@ -394,18 +545,26 @@ class UeSim:
                 user_id=FLOOR_USER,
                 floor_id=FLOOR_ID,
                 floorctrl="s-only",
+                key_mgmt=key_mgmt,
             )
             answer = ue.build_sdp(plan, username=self.user)
-            actions = ue.media_actions(request.body, from_offerer=True, own=plan)
-        except (ue.UeError, ValueError) as exc:
-            log.warn(
-                "UE {ue}: cannot answer {call_id}: {error}",
-                ue=self.user,
-                call_id=request.call_id,
-                error=str(exc),
+            actions = ue.media_actions(
+                request.body, from_offerer=True, own=plan, keyed=psks is not None
             )
-            response, _ = agent.answer(request, b"", status=488)
-            self._respond(request, response, addr)
+        except (ue.UeError, ValueError) as exc:
+            if psks is None:
+                log.warn(
+                    "UE {ue}: cannot answer {call_id}: {error}",
+                    ue=self.user,
+                    call_id=request.call_id,
+                    error=str(exc),
+                )
+                response, _ = agent.answer(request, b"", status=488)
+                self._respond(request, response, addr)
+            else:
+                for endpoint in endpoints.values():
+                    endpoint.stop()
+                self._refuse(request, addr, f"UNSPECIFIED: {exc}")
             return
         response, dialog = agent.answer(request, answer)
         call = Call(dialog, outgoing=False, offer=request.body, answer=answer)
@@ -439,6 +598,98 @@ class UeSim:
     def _tls(self, pinned: Sequence[certs.Fingerprint]) -> media.UeTls:
         return media.UeTls(self.identity, tuple(pinned), present=self.present, keylog=self.keylog)
 
+    def _psk(self, psks: Mapping[int, bytes], cs_id: int | None) -> media.UePsk:
+        psk = None if cs_id is None else psks.get(cs_id)
+        if psk is None:
+            raise ue.RemoteUeError("no crypto session keys this stream", where="a=key-mgmt")
+        return media.UePsk(psk, keylog=self.keylog)
+
+    # -- the KMS ----------------------------------------------------------------------------
+
+    def _kms_cert_files(self) -> tuple[Path, Path]:
+        assert self.kms is not None
+        if self.kms.cert_files is not None:
+            return self.kms.cert_files
+        if self._kms_files is None:
+            self._kms_files = tempfile.TemporaryDirectory(prefix="e2ae-ue-")
+        cert = Path(self._kms_files.name) / f"{self.identity.name}.crt"
+        if cert.exists():
+            return cert, cert.with_suffix(".key")
+        return certs.write(self.identity, Path(self._kms_files.name))
+
+    async def _kms_exchange(
+        self, request: mikey_message.Message
+    ) -> tuple[mikey_message.Message, tuple[KeyData, ...]]:
+        """Post ``request`` to the KMS (HTTPS in a thread) and open its reply."""
+        kms = self.kms
+        assert kms is not None
+        cert, key = self._kms_cert_files()
+        self.kms_exchanges.append(request.data_type.name)
+        host, port = kms.address
+        try:
+            _, body = await threads.deferToThread(
+                kms_post, kms.address, kms.pin, cert, key, request.encode(), kms.timeout
+            )
+        except Exception as exc:
+            raise MikeyError(
+                ErrorNo.UNSPECIFIED, f"the KMS at {host}:{port}: {type(exc).__name__}: {exc}"
+            ) from None
+        return kms_client.open_reply(body, kms.key, request)
+
+    async def _ticket_for(self, target: str, sessions: int) -> KeyedOffer:
+        """A ticket for ``target`` with one TGK per crypto session, and our TRANSFER_INIT."""
+        kms = self.kms
+        assert kms is not None
+        me = self.kms_identity
+        responder = kms.responder or target
+        now = float(self.reactor.seconds())
+        try:
+            request = kms_client.request_init(
+                me, kms.key, (responder,), now, kms=kms.kms_identity, sessions=sessions
+            )
+            reply, keys = await self._kms_exchange(request)
+            ticket = ue.ticket_of(reply)
+            mpk, tgks = ue.ticket_keys(keys)
+            spis = [kms_client.tgk_spi(n) for n in range(1, sessions + 1)]
+            init = transfer.transfer_init(
+                me, responder, ticket, mpk, spis, now, csb_id=reply.header.csb_id
+            )
+            psks = transfer.session_psks(init, tgks, ticket_flags=ticket.policy.flags)
+        except MikeyError as exc:
+            reason = ue.mikey_warning(exc)
+            log.warn(
+                "UE {ue}: no ticket for {target} from the KMS: {error}",
+                ue=self.user,
+                target=target,
+                error=reason,
+            )
+            raise CallFailed(f"KMS: {reason}") from None
+        return KeyedOffer(init, mpk, psks)
+
+    async def _check_transfer_resp(self, call: Call, keyed: KeyedOffer, response: Response) -> None:
+        """The answer must carry a TRANSFER_RESP to our TRANSFER_INIT, MACed with the MPK;
+        otherwise BYE and :class:`CallFailed`."""
+        try:
+            resp = ue.transfer_message(response.body)
+            transfer.verify_transfer_resp(resp, keyed.init, keyed.mpk)
+        except MikeyError as exc:
+            reason = f"TRANSFER_RESP refused: {ue.mikey_warning(exc)}"
+        else:
+            return
+        log.warn(
+            "UE {ue}: call {call_id}: {error}", ue=self.user, call_id=call.call_id, error=reason
+        )
+        try:
+            await self.hangup(call)
+        except Exception as exc:
+            log.warn(
+                "UE {ue}: BYE of {call_id} failed: {error}",
+                ue=self.user,
+                call_id=call.call_id,
+                error=str(exc),
+            )
+        raise CallFailed(reason, status=response.status, call_id=call.call_id)
+
     def _msrp_session(
         self, endpoint: media.MediaEndpoint[Any], local_uri: str, remote_path: Sequence[str]
     ) -> None:
@@ -450,7 +701,7 @@ class UeSim:
     def _endpoint(
         self,
         kind: str,
-        tls: media.UeTls | None,
+        tls: media.UeTls | media.UePsk | None,
         call_id: str,
         *,
         server: bool,
@@ -474,10 +725,24 @@ class UeSim:
         )
 
     def _leg(
-        self, call: Call, action: ue.MediaAction, plan: ue.MediaPlan, *, server: bool, proto: str
+        self,
+        call: Call,
+        action: ue.MediaAction,
+        plan: ue.MediaPlan,
+        *,
+        server: bool,
+        proto: str,
+        psks: Mapping[int, bytes] | None = None,
     ) -> StreamLeg:
         kind = _kind(action.media)
-        tls = self._tls(action.pinned) if action.tls else None
+        tls: media.UeTls | media.UePsk | None = None
+        if psks is not None and action.cs_id is not None:
+            try:
+                tls = self._psk(psks, action.cs_id)
+            except ue.UeError as exc:
+                raise CallFailed(str(exc), call_id=call.call_id) from None
+        elif action.tls:
+            tls = self._tls(action.pinned)
         endpoint = self._endpoint(
             kind,
             tls,

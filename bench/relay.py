@@ -17,8 +17,22 @@ Figures, per relay:
 Each figure is the median of interleaved rounds (every relay once per round). Prints figures
 and ratios against haproxy (and stunnel); asserts nothing.
 
+After that table, TLS-PSK against certificates (``--psk-handshakes N`` per row, 0: none): a
+Twisted TLS server on CPU 0 (the ``certs.psk`` context, TLS 1.2 PSK-AES128-GCM-SHA256 with the
+empty identity, or the ``certs.tls`` profile with the client certificate pinned; it checks
+what a real endpoint checks once the handshake is done) and one client process on CPU 1 doing
+N full handshakes one after the other (a fresh connection each, no session offered, no
+tickets), each with one byte and close_notify both ways. Rows: PSK, certificate TLS 1.2
+(ECDHE-ECDSA-AES128-GCM-SHA256: the same bulk cipher and PRF hash as the PSK suite) and
+certificate TLS 1.3 (what the profile negotiates), and, with a stunnel4 built with PSK, stunnel
+as the server of PSK and of certificate TLS 1.2 (relaying each byte to the sink). Figures:
+handshakes per second (client wall clock), server and client CPU ms per handshake (process CPU:
+the Twisted server's own clock, stunnel's from /proc, the client's ``time.process_time``), after
+a few warm-up handshakes; ratios PSK / certificate.
+
     python bench/relay.py            # 1 GiB, 2,000 handshakes, 1,000 idle sessions, 3 rounds
     python bench/relay.py --quick    # small sizes, one round: proves the bench works
+    python bench/relay.py --psk-handshakes 1000   # more handshakes per TLS-PSK row (default 300)
 """
 
 from __future__ import annotations
@@ -464,6 +478,307 @@ def make_files(tmp: Path) -> dict[str, Path]:
     }
 
 
+# --------------------------------------------------------------------------- TLS-PSK handshakes
+
+#: The suites the PSK rows compare: one bulk cipher and PRF hash, the key exchange differs.
+PSK_SUITE = "PSK-AES128-GCM-SHA256"
+CERT12_SUITE = "ECDHE-ECDSA-AES128-GCM-SHA256"
+PSK_WARMUP = 10  # handshakes before the clock starts (lazy initialisation on both sides)
+PSK_METRICS = ("handshakes/s", "server CPU ms/handshake", "client CPU ms/handshake")
+
+
+def tls_client_context(spec: dict[str, Any]) -> Any:
+    """The client side of one kind: ``certs.psk`` or the ``certs.tls`` profile."""
+    from OpenSSL import SSL
+
+    from certs.psk import psk_context
+    from certs.tls import make_context
+
+    if spec["kind"] == "psk":
+        return psk_context("client", bytes.fromhex(spec["psk"]), ciphers=(PSK_SUITE,))
+    ctx = make_context(certs.load_pair(Path(spec["cert"]), Path(spec["key"])), "client")
+    if spec["version"] == "TLSv1.2":
+        ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+        ctx.set_cipher_list(CERT12_SUITE.encode())
+    return ctx
+
+
+def tls_handshake(ctx: Any, port: int) -> Any:
+    """One full handshake (a fresh connection, no session offered), one byte, close_notify
+    both ways: the server's close_notify comes after it has read the client's Finished and
+    the byte, so the server's share of the handshake is done when this returns."""
+    from OpenSSL import SSL
+
+    raw = socket.create_connection(("127.0.0.1", port))
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn = SSL.Connection(ctx, raw)
+    conn.set_connect_state()
+    try:
+        conn.do_handshake()
+        conn.sendall(b"x")
+        conn.shutdown()
+        try:
+            while conn.recv(4096):
+                pass
+        except SSL.ZeroReturnError:
+            pass
+        return conn
+    finally:
+        raw.close()
+
+
+def tls_handshake_client(spec: dict[str, Any], port: int, count: int, out: Any, go: Any) -> None:
+    pin_cpu(1)
+    ctx = tls_client_context(spec)
+    for i in range(PSK_WARMUP):
+        conn = tls_handshake(ctx, port)
+        if i == 0:
+            got = (conn.get_protocol_version_name(), conn.get_cipher_name())
+            if got[0] != spec["version"] or (spec["kind"] == "psk" and got[1] != PSK_SUITE):
+                raise RuntimeError(f"{spec['name']}: negotiated {got}")
+            group = conn.get_group_name() if spec["kind"] == "cert" else None
+            out.put(" ".join(str(x) for x in (*got, group) if x))
+    out.put("ready")
+    go.wait()
+    cpu0 = time.process_time()
+    start = time.perf_counter()
+    for _ in range(count):
+        tls_handshake(ctx, port)
+    out.put((time.perf_counter() - start, time.process_time() - cpu0))
+
+
+class TwistedTlsServer(Relay):
+    """A Twisted TLS server of one kind (child process on CPU 0): the PSK context of
+    ``certs.psk`` or the certificate profile of ``certs.tls`` with the client pinned."""
+
+    def __init__(self, files: dict[str, Path], kind: str, psk: bytes) -> None:
+        self.name = f"twisted {kind}"
+        spec = {
+            "kind": kind,
+            "cert": str(files["server_crt"]),
+            "key": str(files["server_key"]),
+            "pin": files["client_fp"].read_text(),
+            "psk": psk.hex(),
+        }
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-tls", json.dumps(spec)]
+        self.proc = subprocess.Popen(_pinned(cmd), stdout=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+
+    def cpu_seconds(self) -> float:
+        """The server's own CPU clock (SIGUSR1: it prints ``time.process_time()``), finer
+        than the 10 ms ticks of /proc: a PSK handshake costs well under a millisecond."""
+        assert self.proc.stdout is not None
+        self.proc.send_signal(signal.SIGUSR1)
+        return float(self.proc.stdout.readline())
+
+
+class StunnelTlsServer(Relay):
+    """stunnel4 on CPU 0, TLS 1.2 with PSK (``PSKsecrets``, the empty identity) or with the
+    certificates of the relay rows; it relays each session's byte to the sink."""
+
+    def __init__(
+        self, files: dict[str, Path], kind: str, psk: bytes, backend: int, tmp: Path
+    ) -> None:
+        self.name = f"stunnel {kind}"
+        self.port = free_port()
+        conf = tmp / f"stunnel-{kind}.conf"
+        if kind == "psk":
+            secrets_file = tmp / "psk.secrets"
+            secrets_file.write_text(f":{psk.hex()}\n")  # identity:key (hex); empty identity
+            secrets_file.chmod(0o600)
+            auth = f"PSKsecrets = {secrets_file}\nciphers = {PSK_SUITE}\n"
+        else:
+            auth = (
+                f"cert = {files['server_crt']}\nkey = {files['server_key']}\n"
+                f"CAfile = {files['client_crt']}\nverifyPeer = yes\nciphers = {CERT12_SUITE}\n"
+            )
+        conf.write_text(
+            "foreground = yes\n"
+            f"pid =\noutput = {tmp}/stunnel-{kind}.log\n"
+            "socket = l:TCP_NODELAY=1\nsocket = r:TCP_NODELAY=1\n"
+            "[e2ae]\n"
+            f"accept = 127.0.0.1:{self.port}\nconnect = 127.0.0.1:{backend}\n"
+            f"{auth}sslVersionMin = TLSv1.2\nsslVersionMax = TLSv1.2\n"
+        )
+        stunnel = shutil.which("stunnel4") or "stunnel4"
+        self.proc = subprocess.Popen(
+            _pinned([stunnel, str(conf)]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_port(self.port)
+
+    def cpu_seconds(self) -> float:
+        # /proc ticks: stunnel's threads (one per session) cannot be asked, and at several
+        # milliseconds a handshake the ticks are fine enough.
+        return cpu_seconds(self.pid)
+
+
+def stunnel_has_psk() -> bool:
+    stunnel = shutil.which("stunnel4")
+    if stunnel is None:
+        return False
+    version = subprocess.run(
+        [stunnel, "-version"], capture_output=True, text=True, timeout=10, check=False
+    )
+    features = next(
+        (line for line in (version.stdout + version.stderr).splitlines() if "TLS:" in line), ""
+    )
+    return "PSK" in features.split("TLS:", 1)[-1].split()[0].split(",")
+
+
+def serve_tls(spec: str) -> None:
+    """Child mode: a Twisted TLS server of one kind; each session is read and dropped."""
+    params = json.loads(spec)
+    from OpenSSL import SSL
+    from twisted.internet import reactor
+    from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+    from twisted.internet.protocol import Factory, Protocol
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+    from zope.interface import implementer
+
+    from certs.psk import ALLOWED_PSK_CIPHERS, psk_context
+    from certs.tls import make_context, peer_certificate_der
+
+    if params["kind"] == "psk":
+        ctx = psk_context("server", bytes.fromhex(params["psk"]))
+    else:
+        ctx = make_context(certs.load_pair(Path(params["cert"]), Path(params["key"])), "server")
+    pins = [certs.Fingerprint.parse(params["pin"])]
+
+    @implementer(IOpenSSLServerConnectionCreator)
+    class Creator:
+        def serverConnectionForTLS(self, tls_protocol: Any) -> SSL.Connection:
+            conn = SSL.Connection(ctx, None)
+            conn.set_app_data(tls_protocol)
+            conn.set_accept_state()
+            return conn
+
+    class Session(Protocol):
+        def connectionMade(self) -> None:
+            self.transport.setTcpNoDelay(True)  # type: ignore[attr-defined]
+
+        def handshakeCompleted(self) -> None:
+            # What a real endpoint checks once the handshake is done: the pinned client
+            # certificate, or (PSK) that a PSK suite was negotiated.
+            handle = self.transport.getHandle()  # type: ignore[attr-defined]
+            if params["kind"] == "psk":
+                ok = handle.get_cipher_name() in ALLOWED_PSK_CIPHERS
+            else:
+                der = peer_certificate_der(handle)
+                ok = der is not None and certs.matching_fingerprint(der, pins) is not None
+            if not ok:
+                self.transport.abortConnection()  # type: ignore[attr-defined]
+
+        def dataReceived(self, data: bytes) -> None:
+            pass
+
+    def print_cpu(signum: int, frame: Any) -> None:
+        os.write(1, f"{time.process_time()!r}\n".encode())
+
+    signal.signal(signal.SIGUSR1, print_cpu)
+    factory = Factory.forProtocol(Session)
+    port = reactor.listenTCP(  # type: ignore[attr-defined]
+        0, TLSMemoryBIOFactory(Creator(), False, factory), backlog=1024, interface="127.0.0.1"
+    )
+    print(port.getHost().port, flush=True)
+    reactor.run()  # type: ignore[attr-defined]
+
+
+def measure_tls_handshakes(make: Any, spec: dict[str, Any], count: int) -> dict[str, Any]:
+    server = make()
+    try:
+        queue: Any = _MP.Queue()
+        go: Any = _MP.Event()
+        client = _MP.Process(
+            target=tls_handshake_client, args=(spec, server.port, count, queue, go)
+        )
+        client.start()
+        suite = queue.get(timeout=120)
+        if queue.get(timeout=120) != "ready":
+            raise RuntimeError(f"{spec['name']}: client not ready")
+        cpu0 = server.cpu_seconds()
+        go.set()
+        wall, client_cpu = queue.get(timeout=600)
+        server_cpu = server.cpu_seconds() - cpu0
+        client.join()
+        return {
+            "handshakes/s": count / wall,
+            "server CPU ms/handshake": server_cpu * 1000 / count,
+            "client CPU ms/handshake": client_cpu * 1000 / count,
+            "suite": suite,
+        }
+    finally:
+        server.stop()
+
+
+def psk_kinds(
+    files: dict[str, Path], psk: bytes, tmp: Path, sink: Sink | None
+) -> list[tuple[dict[str, Any], Any]]:
+    """(client spec, server maker) of each row: Twisted PSK, certificate TLS 1.2 and 1.3, and,
+    with a ``sink`` (stunnel4 with PSK support), stunnel PSK and certificate TLS 1.2."""
+    base = {"cert": str(files["client_crt"]), "key": str(files["client_key"]), "psk": psk.hex()}
+    rows: list[tuple[dict[str, Any], Any]] = []
+    for name, kind, version in (
+        ("psk-tls12", "psk", "TLSv1.2"),
+        ("cert-tls12", "cert", "TLSv1.2"),
+        ("cert-tls13", "cert", "TLSv1.3"),
+    ):
+        spec = {**base, "name": name, "kind": kind, "version": version}
+        rows.append((spec, lambda kind=kind: TwistedTlsServer(files, kind, psk)))
+    if sink is not None:
+        for name, kind in (("stunnel-psk-tls12", "psk"), ("stunnel-cert-tls12", "cert")):
+            spec = {**base, "name": name, "kind": kind, "version": "TLSv1.2"}
+            rows.append(
+                (spec, lambda kind=kind: StunnelTlsServer(files, kind, psk, sink.port, tmp))
+            )
+    return rows
+
+
+def measure_psk(
+    files: dict[str, Path], tmp: Path, sink: Sink | None, count: int, repeat: int
+) -> dict[str, dict[str, Any]]:
+    """Every row once per round (interleaved), ``repeat`` rounds; the median of each figure."""
+    from mikey.transfer import TLS_PSK_BYTES
+
+    psk = os.urandom(TLS_PSK_BYTES)  # a TEK-sized key (TS 33.328 Annex H)
+    rows = psk_kinds(files, psk, tmp, sink)
+    rounds: dict[str, list[dict[str, Any]]] = {spec["name"]: [] for spec, _ in rows}
+    for _ in range(repeat):
+        for spec, make in rows:
+            rounds[spec["name"]].append(measure_tls_handshakes(make, spec, count))
+    return {
+        name: {
+            **{m: statistics.median(r[m] for r in runs) for m in PSK_METRICS},
+            "suite": runs[0]["suite"],
+        }
+        for name, runs in rounds.items()
+    }
+
+
+def report_psk(results: dict[str, dict[str, Any]], count: int, repeat: int) -> None:
+    print(
+        f"TLS-PSK against certificates: {count} full handshakes per row (one client, one after"
+        f" the other, no resumption), each with one byte and close_notify; server on CPU 0,"
+        f" client on CPU 1; median of {repeat} interleaved round(s)"
+    )
+    print(f"{'':20}" + "".join(f"{m:>25}" for m in PSK_METRICS) + "  negotiated")
+    for name, figures in results.items():
+        print(
+            f"{name:20}"
+            + "".join(f"{figures[m]:>25.2f}" for m in PSK_METRICS)
+            + f"  {figures['suite']}"
+        )
+    for psk, cert in (
+        ("psk-tls12", "cert-tls12"),
+        ("psk-tls12", "cert-tls13"),
+        ("stunnel-psk-tls12", "stunnel-cert-tls12"),
+    ):
+        if psk in results and cert in results:
+            print(f"ratios {psk} / {cert}:")
+            for m in PSK_METRICS:
+                print(f"  {m:25} {results[psk][m] / results[cert][m]:6.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
@@ -478,14 +793,27 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="interleaved rounds; figures are medians (default 3, quick 1)",
     )
+    parser.add_argument(
+        "--psk-handshakes",
+        type=int,
+        help="full handshakes per TLS-PSK / certificate row, after the table"
+        " (default 300, quick 50; 0 leaves the rows out)",
+    )
     parser.add_argument("--serve-agw", metavar="JSON", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-tls", metavar="JSON", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_agw:
         serve_agw(args.serve_agw)
         return 0
+    if args.serve_tls:
+        serve_tls(args.serve_tls)
+        return 0
     size = args.size or (32 << 20 if args.quick else 1 << 30)
     handshakes = args.handshakes or (200 if args.quick else 2000)
     idle = args.idle or (100 if args.quick else 1000)
+    psk_handshakes = args.psk_handshakes
+    if psk_handshakes is None:
+        psk_handshakes = 50 if args.quick else 300
     args.repeat = max(1, args.repeat or (1 if args.quick else 3))
     wanted = [r for r in args.relays.split(",") if r]
     with tempfile.TemporaryDirectory(prefix="e2ae-bench-") as tmpdir:
@@ -520,9 +848,22 @@ def main(argv: list[str] | None = None) -> int:
                     rounds[name].append(figures)
             for name, runs in rounds.items():
                 results[name] = {m: statistics.median(r[m] for r in runs) for m in runs[0]}
+            psk_note = ""
+            stunnel_psk = "stunnel" in makers and stunnel_has_psk()
+            if "stunnel" in makers and not stunnel_psk:
+                psk_note = "stunnel4 has no PSK support here: its TLS-PSK rows skipped"
+            psk_results = (
+                measure_psk(files, tmp, sink if stunnel_psk else None, psk_handshakes, args.repeat)
+                if psk_handshakes > 0
+                else {}
+            )
         finally:
             sink.close()
     report(results)
+    if psk_results:
+        report_psk(psk_results, psk_handshakes, args.repeat)
+        if psk_note:
+            print(psk_note)
     return 0
 
 

@@ -4,6 +4,10 @@
 request, BYE) or answers calls (``--answer N``), and prints one JSON object per call at the
 end with ``--json``. The first line on standard output is always ``ue USER registered AOR``
 (or the failure), so a script can wait for it before calling this UE.
+
+With ``--kms HOST:PORT`` the calls are keyed by the KMS (TS 33.328 Annex H): the caller asks for
+a ticket, the callee has it resolved, and MSRP and BFCP run over TLS-PSK (docs/lab.md, "KMS
+calls").
 """
 
 from __future__ import annotations
@@ -78,6 +82,31 @@ def add_ue_parser(subparsers: Any) -> None:
         help="PREFIX.crt/PREFIX.key (default: a fresh certificate)",
     )
     p.add_argument("--keylog", metavar="FILE", type=Path, help="NSS key log of our TLS")
+    p.add_argument(
+        "--kms",
+        type=_hostport,
+        metavar="HOST:PORT",
+        help="key the calls with MIKEY-TICKET from this KMS (TLS-PSK media; needs --cert)",
+    )
+    p.add_argument("--kms-pin", metavar="'HASH HEX'", help="the KMS's certificate fingerprint")
+    p.add_argument(
+        "--kms-psk-file",
+        type=Path,
+        metavar="FILE",
+        help="the key shared with the KMS, as hex (kept out of the command line)",
+    )
+    p.add_argument("--kms-user", metavar="URI", help="our identity at the KMS (default: the AOR)")
+    p.add_argument(
+        "--kms-identity",
+        default="kms.e2ae.lab",
+        metavar="URI",
+        help="the KMS's identity (IDRkms; default kms.e2ae.lab)",
+    )
+    p.add_argument(
+        "--kms-responder",
+        metavar="URI",
+        help="name this Responder in the ticket and TRANSFER_INIT, not the callee (misbehaviour)",
+    )
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--json", action="store_true", help="print a JSON object per call")
     add_log_options(p, level="warn")
@@ -109,6 +138,44 @@ def _identity(args: argparse.Namespace) -> certs.CertAndKey:
     return certs.generate(args.user, now=datetime.datetime.now(datetime.UTC))
 
 
+class _Usage(Exception):
+    pass
+
+
+def _kms_access(args: argparse.Namespace) -> Any:
+    """The :class:`lab.ue.KmsAccess` of ``--kms ...`` (None without ``--kms``)."""
+    if args.kms is None:
+        return None
+    from certs.errors import CertsError
+    from certs.fingerprint import Fingerprint
+    from lab.ue import KmsAccess
+
+    if args.kms_pin is None or args.kms_psk_file is None:
+        raise _Usage("--kms needs --kms-pin and --kms-psk-file")
+    if args.cert is None:
+        raise _Usage("--kms needs --cert (the certificate the KMS knows this UE by)")
+    try:
+        pin = Fingerprint.parse(args.kms_pin)
+    except CertsError as exc:
+        raise _Usage(f"--kms-pin: {exc}") from exc
+    try:
+        key = bytes.fromhex(args.kms_psk_file.read_text().strip())
+    except ValueError:
+        raise _Usage(f"{args.kms_psk_file}: the shared key must be hex") from None
+    except OSError as exc:
+        raise _Usage(f"cannot read {args.kms_psk_file}: {exc.strerror}") from exc
+    return KmsAccess(
+        args.kms,
+        pin,
+        key,
+        identity=args.kms_user,
+        cert_files=(Path(f"{args.cert}.crt"), Path(f"{args.cert}.key")),
+        kms_identity=args.kms_identity,
+        timeout=args.timeout,
+        responder=args.kms_responder,
+    )
+
+
 def _leg_json(leg: Any) -> dict[str, Any]:
     conn = leg.connection
     return {
@@ -117,6 +184,8 @@ def _leg_json(leg: Any) -> dict[str, Any]:
         "e2ae_applied": leg.action.e2ae_applied,
         "fingerprint_verified": leg.verified_fingerprint is not None,
         "peer_fingerprint": leg.verified_fingerprint,
+        "tls_psk": leg.tls_psk,
+        "cs_id": leg.action.cs_id,
         "bytes_sent": 0 if conn is None else conn.bytes_sent,
         "bytes_received": 0 if conn is None else conn.bytes_received,
     }
@@ -161,6 +230,11 @@ def _ue(args: argparse.Namespace) -> int:
 
     from lab.uesim import UeSim
 
+    try:
+        kms = _kms_access(args)
+    except _Usage as exc:
+        print(f"e2ae ue: {exc}", file=sys.stderr)
+        return 2
     start_logging(level=args.log_level, json_path=args.log_json)
     keylog = KeyLogWriter(args.keylog) if args.keylog else None
     status = {"code": 0}
@@ -179,6 +253,7 @@ def _ue(args: argparse.Namespace) -> int:
             e2ae=not args.plain,
             keylog=keylog,
             media_timeout=args.timeout,
+            kms=kms,
         )
         await sim.start()
         try:

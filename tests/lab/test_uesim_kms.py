@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import datetime
+import json
 import os
 import re
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ from pcscf.sdp import SessionDescription
 from pcscf.service import SipService
 from pcscf.sip import Request, Response, parse_datagram
 from pcscf.sip.proxy import Peer, ProxyConfig
+from tests.conftest import REPO, e2ae_command, run_e2ae
 
 NOW = datetime.datetime.now(datetime.UTC)
 DOMAIN = "lab.example"
@@ -442,6 +445,110 @@ async def test_carol_with_a_ticket_for_bob_is_refused_by_the_kms_and_answers_488
     assert any(d.startswith(b"SIP/2.0 100 ") for d in proxy.got)  # Trying while resolving
     assert carol.kms_exchanges == ["RESOLVE_INIT_PSK"]
     assert carol.calls == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# e2ae ue
+
+
+def _cli_args(
+    tmp: Path, kms: KmsService, ids: dict[str, certs.CertAndKey], keys: dict[str, bytes], name: str
+) -> list[str]:
+    cert, _ = certs.write(ids[name], tmp)
+    (tmp / f"{name}.psk").write_text(keys[name].hex() + "\n")
+    host, port = kms.address
+    return [
+        "--user",
+        name,
+        "--cert",
+        str(cert.with_suffix("")),
+        "--kms",
+        f"{host}:{port}",
+        "--kms-pin",
+        str(ids["kms"].fingerprint()),
+        "--kms-psk-file",
+        str(tmp / f"{name}.psk"),
+        "--json",
+        "--timeout",
+        "15",
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_e2ae_ue_processes_call_with_keys_from_the_kms(
+    ids: dict[str, certs.CertAndKey],
+    keys: dict[str, bytes],
+    kms: KmsService,
+    cleanup: list[Any],
+    tmp_path: Path,
+) -> None:
+    _, gm = _pcscf(cleanup)
+    pcscf = f"{gm[0]}:{gm[1]}"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    bob = subprocess.Popen(
+        [
+            *e2ae_command(),
+            "ue",
+            "--pcscf",
+            pcscf,
+            "--answer",
+            "1",
+            "--message",
+            "hello from bob",
+            *_cli_args(tmp_path, kms, ids, keys, "bob"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+        env=env,
+        text=True,
+    )
+    cleanup.append(lambda: bob.poll() is not None or (bob.kill(), bob.wait()))
+    assert bob.stdout is not None
+    first = await threads.deferToThread(bob.stdout.readline)
+    assert first == f"ue bob registered {aor('bob')} (200)\n"
+    alice = await threads.deferToThread(
+        run_e2ae,
+        [
+            "ue",
+            "--pcscf",
+            pcscf,
+            "--call",
+            aor("bob"),
+            "--message",
+            "hello bob",
+            "--wait-messages",
+            "1",
+            "--floor",
+            *_cli_args(tmp_path, kms, ids, keys, "alice"),
+        ],
+    )
+    out = alice.stdout.decode().splitlines()
+    assert alice.returncode == 0, out + alice.stderr.decode().splitlines()[-20:]
+    result = json.loads(out[1])
+    assert result["bye"] == 200
+    assert result["messages_received"] == ["hello from bob"]
+    assert result["floor_granted"] == [1]
+    streams = result["streams"]
+    assert [(s["proto"], s["tls_psk"], s["cs_id"]) for s in streams] == [
+        ("TCP/TLS/MSRP", True, 1),
+        ("TCP/TLS/BFCP", True, 2),
+    ]
+    assert all(not s["fingerprint_verified"] and s["bytes_sent"] > 0 for s in streams)
+    rest, err = await threads.deferToThread(bob.communicate, None, 30)
+    assert bob.returncode == 0, err
+    answered = json.loads(rest.splitlines()[0])
+    assert answered["ended"] == "remote hung up"
+    assert all(s["tls_psk"] and s["bytes_received"] > 0 for s in answered["streams"])
+    assert kms.requests == 2
+
+
+def test_e2ae_ue_kms_options_are_checked(tmp_path: Path) -> None:
+    got = run_e2ae(
+        ["ue", "--pcscf", "127.0.0.1:5060", "--user", "alice", "--kms", "127.0.0.1:8443"]
+    )
+    assert got.returncode == 2
+    assert got.stderr.decode().strip() == "e2ae ue: --kms needs --kms-pin and --kms-psk-file"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ Framing: over UDP one datagram is one message (:func:`parse_datagram`); over TCP
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -58,6 +59,17 @@ def _is_token(text: str) -> bool:
     return _TOKEN.fullmatch(text) is not None
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse_cseq(value: str) -> tuple[int, str]:
+    """A CSeq value, remembered: it is read three or four times per message."""
+    number, _, method = value.strip().partition(" ")
+    method = method.strip()
+    digits = number.isdigit() and number.isascii()
+    if not digits or len(number) > 10 or int(number) >= 2**31 or not method:
+        raise RemoteSipError(400, f"Bad CSeq {value!r}", where="CSeq")
+    return int(number), method.upper()
+
+
 @attrs.frozen
 class _Base:
     headers: tuple[Header, ...]
@@ -85,12 +97,18 @@ class _Base:
 
     def get(self, name: str) -> str | None:
         """Value of the first header field with this name (compact forms match), or None."""
-        values = self._lookup().get(canonical(name))
+        index = self._index
+        if index is None:
+            index = self._lookup()
+        values = index.get(canonical(name))
         return values[0] if values else None
 
     def get_all(self, name: str) -> list[str]:
         """Every field value with this name, in order (one per header line)."""
-        return list(self._lookup().get(canonical(name), ()))
+        index = self._index
+        if index is None:
+            index = self._lookup()
+        return list(index.get(canonical(name), ()))
 
     def values(self, name: str) -> list[str]:
         """Every list item of a comma-list header over all its lines."""
@@ -119,12 +137,7 @@ class _Base:
         value = self.get("cseq")
         if value is None:
             raise RemoteSipError(400, "Missing CSeq header", where="CSeq")
-        number, _, method = value.strip().partition(" ")
-        method = method.strip()
-        digits = number.isdigit() and number.isascii()
-        if not digits or len(number) > 10 or int(number) >= 2**31 or not method:
-            raise RemoteSipError(400, f"Bad CSeq {value!r}", where="CSeq")
-        return int(number), method.upper()
+        return _parse_cseq(value)
 
     def _addr(self, name: str) -> NameAddr:
         value = self.get(name)

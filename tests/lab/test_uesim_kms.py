@@ -221,6 +221,83 @@ async def test_alice_calls_bob_with_keys_from_the_kms_msrp_both_ways_and_floor(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_kms_call_through_a_pcscf_with_an_agw_leaves_the_agw_out(
+    ids: dict[str, certs.CertAndKey],
+    keys: dict[str, bytes],
+    kms: KmsService,
+    cleanup: list[Any],
+    tmp_path: Path,
+) -> None:
+    """The P-CSCF with the e2ae media handler and an AGW in service over Iq: a certificate call
+    asking for e2ae gets AGW terminations, a KMS call none (its streams are e2e)."""
+    from accessgw.config import AgwConfig
+    from accessgw.service import build as build_agw
+    from pcscf.config import PcscfConfig
+    from pcscf.service import build as build_pcscf
+
+    core = CoreStub(reactor, domain=DOMAIN)
+    core_port = core.listen()
+    cleanup.append(core.stop)
+    mid = "<agw-kms.e2ae.lab>"
+    pcscf = build_pcscf(
+        PcscfConfig(
+            gm=("127.0.0.1", 0),
+            core=("127.0.0.1", 0),
+            next_hop=("127.0.0.1", core_port),
+            iq=("127.0.0.1", 0),
+            iq_insecure=True,
+            iq_allow=(f"{mid}@127.0.0.1",),
+        ),
+        reactor=reactor,
+    )
+    pcscf.startService()
+    cleanup.append(pcscf.stopService)
+    agw_cert, agw_key = certs.write(certs.generate("agw", now=NOW), tmp_path / "agw")
+    agw = build_agw(
+        AgwConfig(
+            alg=pcscf.iq,
+            access_ip="127.0.0.1",
+            core_ip="127.0.0.1",
+            cert=agw_cert,
+            key=agw_key,
+            mid=mid,
+            malloc_tuning=False,
+        ),
+        iq_tls=None,
+        reactor=reactor,
+    )
+    agw.startService()
+    cleanup.append(agw.stopService)
+    await agw.when_registered().addTimeout(10, reactor)
+    gm = pcscf.gm
+
+    # a certificate call asking for e2ae: the AGW terminates both streams
+    dave = await _ue(cleanup, "alice", ids, gm, None)
+    erin = await _ue(cleanup, "bob", ids, gm, None)
+    incoming = erin.next_call()
+    plain = await dave.call(aor("bob"))
+    await incoming
+    assert len(agw.gateway.terminations) == 4
+    assert all(leg.action.e2ae_applied for leg in plain.streams.values())
+    await dave.hangup(plain)
+    await dave.stop()
+    await erin.stop()
+
+    alice = await _ue(cleanup, "alice", ids, gm, _access(kms, ids, keys, "alice"))
+    bob = await _ue(cleanup, "bob", ids, gm, _access(kms, ids, keys, "bob"))
+    incoming = bob.next_call()
+    call = await alice.call(aor("bob"))
+    answered = await incoming
+    assert agw.gateway.terminations == []
+    assert answered.offer == call.offer and call.answer == answered.answer
+    assert all(leg.tls_psk and not leg.action.e2ae_applied for leg in call.streams.values())
+    await call.msrp.send_message(b"past the AGW")
+    assert [m.body for m in await answered.msrp.wait_messages(1)] == [b"past the AGW"]
+    assert (await call.bfcp.request_floor(1)).floor_ids == (1,)
+    assert (await alice.hangup(call)).status == 200
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_ue_without_the_kms_refuses_a_keyed_offer(
     ids: dict[str, certs.CertAndKey],
     keys: dict[str, bytes],

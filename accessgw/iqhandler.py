@@ -88,6 +88,9 @@ class GatewayIqHandler:
         self._contexts = itertools.count(1)
         self._streams: dict[str, _Stream] = {}  # by access termination id
         self._by_core: dict[str, str] = {}
+        #: context -> its streams' access ids, in the order reserved (a release or a reserve
+        #: into a context looked through every stream of every call).
+        self._by_context: dict[int, dict[str, None]] = {}
         gateway.add_observer(self._on_event)
 
     def attach(self, agent: Any) -> None:
@@ -121,6 +124,7 @@ class GatewayIqHandler:
                     context, s.stream, access, core, request.call_id, tls_role, core_role
                 )
                 self._by_core[core] = access
+                self._by_context.setdefault(context, {})[access] = None
                 if s.ue_address is not None or s.core_address is not None:
                     self.gateway.configure(
                         access,
@@ -179,9 +183,8 @@ class GatewayIqHandler:
         else:
             names = [
                 n
-                for s in self._streams.values()
-                if s.context == request.context
-                for n in (s.access, s.core)
+                for access in self._by_context.get(request.context, ())
+                for n in (access, self._streams[access].core)
             ]
             if not names:
                 raise UnknownContext(f"no context {request.context}")
@@ -259,7 +262,7 @@ class GatewayIqHandler:
     # -- helpers --
 
     def _in_context(self, context: int) -> bool:
-        return any(s.context == context for s in self._streams.values())
+        return context in self._by_context
 
     def _find(self, context: int, access: str, core: str) -> _Stream:
         key = access or self._by_core.get(core, "")
@@ -274,6 +277,11 @@ class GatewayIqHandler:
         stream = self._streams.pop(access, None)
         if stream is not None:
             self._by_core.pop(stream.core, None)
+            members = self._by_context.get(stream.context)
+            if members is not None:
+                members.pop(access, None)
+                if not members:
+                    del self._by_context[stream.context]
 
 
 def _tls_result(stats: TerminationStats) -> profile.TlsResult:

@@ -170,3 +170,38 @@ async def test_stream_failed_notify_when_no_ue_comes(tmp_path: Path) -> None:
         assert tls[stream.access_termination] == "failed"
     finally:
         await lab.close()
+
+
+def test_release_of_a_context_takes_its_streams_only(tmp_path: Path) -> None:
+    from iq.errors import UnknownContext
+
+    agw, _ = identity("agw", tmp_path)
+    gw = AccessGateway("127.0.0.1", "127.0.0.1", agw)
+    handler = GatewayIqHandler(gw)
+    try:
+        first = handler.reserve(_reserve("passive", "active"))
+        second = handler.reserve(_reserve("passive", "active"))
+        two = profile.ReserveRequest(
+            call_id="call@iq",
+            context=first.context,
+            streams=(
+                profile.StreamReservation(
+                    stream=2, media="message", access_setup="passive", core_setup="active"
+                ),
+            ),
+        )
+        handler.reserve(two)  # a second stream in the first context
+        released = handler.release(profile.ReleaseRequest(first.context))
+        assert [s.termination for s in released.statistics] == [
+            f"{profile.ACCESS_PREFIX}{first.context}/1",
+            f"{profile.CORE_PREFIX}{first.context}/1",
+            f"{profile.ACCESS_PREFIX}{first.context}/2",
+            f"{profile.CORE_PREFIX}{first.context}/2",
+        ]
+        with pytest.raises(UnknownContext):
+            handler.release(profile.ReleaseRequest(first.context))
+        with pytest.raises(UnknownContext):
+            handler.reserve(two)  # the context is gone
+        assert len(handler.release(profile.ReleaseRequest(second.context)).statistics) == 2
+    finally:
+        gw.close()

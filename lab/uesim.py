@@ -233,7 +233,7 @@ class UeSim:
         return f"sip:{self.user}@{self.domain}"
 
     @property
-    def kms_identity(self) -> str:
+    def kms_user(self) -> str:
         """Our identity at the KMS (IDRi / IDRr): the configured one, else the AOR."""
         if self.kms is not None and self.kms.identity:
             return self.kms.identity
@@ -463,7 +463,7 @@ class UeSim:
         KMS resolve its ticket, check its MAC, answer with the TRANSFER_RESP; or 488."""
         kms = self.kms
         assert kms is not None
-        me = self.kms_identity
+        me = self.kms_user
         try:
             try:
                 offered = ue.streams_of(request.body, from_offerer=True)
@@ -511,12 +511,12 @@ class UeSim:
         key_mgmt: str | None = None,
     ) -> None:
         agent = self._agent()
+        endpoints: dict[str, media.MediaEndpoint[Any]] = {}
         try:
             offered = ue.streams_of(request.body, from_offerer=True)
             sessions = ue.crypto_sessions(offered)
             kinds = {_kind(s.media): s for s in offered if s.port}
             # listen first where we are passive, so that the answer carries real ports
-            endpoints: dict[str, media.MediaEndpoint[Any]] = {}
             ports: dict[str, int] = {}
             server = True  # the callee is the floor control server of the call
             for kind, stream in kinds.items():
@@ -640,7 +640,7 @@ class UeSim:
         """A ticket for ``target`` with one TGK per crypto session, and our TRANSFER_INIT."""
         kms = self.kms
         assert kms is not None
-        me = self.kms_identity
+        me = self.kms_user
         responder = kms.responder or target
         now = float(self.reactor.seconds())
         try:

@@ -115,7 +115,8 @@ def _pcscf(cleanup: list[Any]) -> tuple[CoreStub, tuple[str, int]]:
 def _access(
     kms: KmsService, ids: dict[str, certs.CertAndKey], keys: dict[str, bytes], name: str, **kw: Any
 ) -> lab_ue.KmsAccess:
-    return lab_ue.KmsAccess(kms.address, ids["kms"].fingerprint(), keys[name], **kw)
+    values: dict[str, Any] = {"pin": ids["kms"].fingerprint(), "key": keys[name], **kw}
+    return lab_ue.KmsAccess(kms.address, **values)
 
 
 async def _ue(
@@ -315,6 +316,38 @@ async def test_a_ue_without_the_kms_refuses_a_keyed_offer(
 
 # ---------------------------------------------------------------------------------------------
 # refusals
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"key": bytes(16)}, "KMS: AUTH_FAILURE: the KMS refused: AUTH_FAILURE"),
+        ({"pin": "bob"}, "KMS: UNSPECIFIED: the KMS at 127.0.0.1:"),  # then: not the pinned
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_no_ticket_no_invite(
+    ids: dict[str, certs.CertAndKey],
+    keys: dict[str, bytes],
+    kms: KmsService,
+    cleanup: list[Any],
+    change: dict[str, Any],
+    words: str,
+) -> None:
+    """A ticket request the KMS refuses (another key), or a KMS that is not the pinned one:
+    the call fails before any INVITE is sent."""
+    core, gm = _pcscf(cleanup)
+    if "pin" in change:
+        change = {"pin": ids[change["pin"]].fingerprint()}
+    alice = await _ue(cleanup, "alice", ids, gm, _access(kms, ids, keys, "alice", **change))
+    routed = len(core.routed)
+    with pytest.raises(CallFailed) as info:
+        await alice.call(aor("bob"))
+    assert str(info.value).startswith(words), str(info.value)
+    if "pin" in change:
+        assert "is not the pinned" in str(info.value)
+    assert info.value.status is None and alice.calls == {}
+    assert len(core.routed) == routed
 
 
 def _warning(failure: CallFailed) -> str:

@@ -454,7 +454,15 @@ class UeSim:
             # The KMS is asked before the answer: say Trying, so that the INVITE is not sent
             # again meanwhile (a copy that still comes gets the 100 again).
             self._respond(request, make_response(request, 100), addr)
-            defer.Deferred.fromCoroutine(self._incoming_keyed_invite(request, addr))
+            answering = defer.Deferred.fromCoroutine(self._incoming_keyed_invite(request, addr))
+            answering.addErrback(
+                lambda failure: log.failure(
+                    "UE {ue}: answering {call_id} failed",
+                    failure,
+                    ue=self.user,
+                    call_id=request.call_id,
+                )
+            )
             return
         self._answer_offer(request, addr)
 

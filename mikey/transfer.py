@@ -144,9 +144,12 @@ def read_transfer_init(
     streams: int,
     now: float,
     max_skew: float = 300.0,
+    answers_for: Sequence[str] = (),
 ) -> TransferInit:
     """The checks a Responder makes before resolving the ticket of ``message``, which an
-    offer with ``streams`` TCP/TLS/MSRP or TCP/TLS/BFCP m-lines carried."""
+    offer with ``streams`` TCP/TLS/MSRP or TCP/TLS/BFCP m-lines carried. ``answers_for``: the
+    other identities the Responder takes a TRANSFER_INIT for (a group or list URI it serves;
+    whether the ticket lets it resolve is the KMS's decision)."""
     if message.data_type is not DataType.TRANSFER_INIT:
         raise MikeyError(ErrorNo.INVALID_DT, f"a {message.data_type.name}, not a TRANSFER_INIT")
     check_composition(message)
@@ -183,7 +186,7 @@ def read_transfer_init(
     if abs(unix_from_ntp(stamp.value) - now) > max_skew:
         raise MikeyError(ErrorNo.INVALID_TS, "the TRANSFER_INIT timestamp is out of the window")
     named = _identity(message.payloads, IdRole.IDRR)
-    if named is not None and named != responder:
+    if named is not None and named != responder and named not in answers_for:
         raise MikeyError(ErrorNo.INVALID_ID, f"the TRANSFER_INIT is for {named}")
     initiator = _identity(message.payloads, IdRole.IDRI)
     if initiator is None:

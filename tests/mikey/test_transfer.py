@@ -228,3 +228,16 @@ def test_a_session_whose_spi_names_no_tgk_has_no_psk() -> None:
     )
     with pytest.raises(MikeyError, match="no TGK with its SPI"):
         session_psks(init, lab.tgks(), ticket_flags=TicketFlag.H)
+
+
+def test_a_responder_takes_a_transfer_init_for_a_group_it_answers_for() -> None:
+    lab = _lab()
+    init = transfer_init(
+        ALICE.identity, "sip:conf@e2ae.lab", lab.ticket, lab.mpk, [tgk_spi(1), tgk_spi(2)], NOW
+    )
+    info = read_transfer_init(
+        init, responder=BOB.identity, streams=2, now=NOW, answers_for=("sip:conf@e2ae.lab",)
+    )
+    assert info.initiator == ALICE.identity
+    with pytest.raises(MikeyError, match=r"is for sip:conf@e2ae\.lab"):
+        read_transfer_init(init, responder=BOB.identity, streams=2, now=NOW)

@@ -1,4 +1,4 @@
-"""``e2ae demo``: a whole e2ae lab in one process on loopback, three scenarios, checked.
+"""``e2ae demo``: a whole e2ae lab in one process on loopback, five scenarios, checked.
 
 Fresh certificates in a temporary directory; a P-CSCF with the e2ae media handler and an Iq
 controller; an AGW registered over Iq; the core stub; two UEs (alice, bob). Then:
@@ -7,7 +7,13 @@ controller; an AGW registered over Iq; the core stub; two UEs (alice, bob). Then
    a BFCP floor request granted by bob;
 2. alice calls the plain core peer (TCP/MSRP and TCP/BFCP in the core), which echoes;
 3. an impostor with another certificate tries the AGW access port of alice's live MSRP stream
-   of call 1 and must be refused.
+   of call 1 and must be refused;
+4. with a KMS (in-process, its own fresh certificate, a key shared with each of alice, bob and
+   carol, its state in the temporary directory) and UEs in KMS mode registered through the same
+   P-CSCF: alice calls bob with keys from the KMS (MSRP both ways and a BFCP floor over TLS-PSK
+   end to end, the P-CSCF passing the streams untouched, no AGW termination);
+5. carol, who is not the ticket's responder, gets no key: an offer keyed for bob reaching her is
+   answered 488, and her TLS-PSK at bob's live MSRP port fails.
 
 Iq runs over mutual-certificate TLS, each end pinning the other's fresh certificate; before the
 calls an Iq impostor (another certificate, the real AGW's mId) must be refused by the P-CSCF
@@ -21,7 +27,9 @@ bytes the AGW relayed (its termination statistics) against the bytes each end co
 fingerprint verifications on both sides of each TLS leg (UE: the AGW's certificate against the
 SDP; AGW: the UE's certificate against what the P-CSCF gave it over Iq), the AGW's refusal event
 for the impostor. ``E2AE_DEMO_BREAK=agw-fingerprint`` makes the AGW announce a wrong fingerprint
-over Iq (a test of the checks: the UEs must refuse it and the demo must fail).
+over Iq (a test of the checks: the UEs must refuse it and the demo must fail);
+``E2AE_DEMO_BREAK=kms-key`` gives bob another key than the one the KMS holds for him (his
+RESOLVE is refused, he answers 488, the KMS call's checks fail, and so does the demo).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -58,6 +67,7 @@ CATEGORIES: tuple[tuple[str, str], ...] = (
     ("lab.ue", "UE"),
     ("lab.core", "CORE"),
     ("lab.demo", "DEMO"),
+    ("e2ae.kms", "KMS"),
 )
 
 
@@ -108,6 +118,8 @@ class DemoResult:
     checks: list[Check] = attrs.field(factory=list)
     impostor_refused: bool = False
     iq_impostor_refused: bool = False
+    #: The KMS scenarios (None until they ran): see :func:`_kms_call` and :func:`_kms_stranger`.
+    kms: dict[str, Any] | None = None
     error: str | None = None
 
     @property
@@ -126,6 +138,7 @@ class DemoResult:
             "iq_impostor_refused": self.iq_impostor_refused,
             "checks": [attrs.asdict(c) for c in self.checks],
             "error": self.error,
+            "kms": self.kms,
         }
 
 
@@ -173,6 +186,12 @@ class _Lab:
     agw: Any = None
     alice: Any = None
     bob: Any = None
+    kms: Any = None
+    #: the UEs in KMS mode, by name, and the key each shares with the KMS
+    kms_ues: dict[str, Any] = attrs.field(factory=dict)
+    kms_keys: dict[str, bytes] = attrs.field(factory=dict, repr=False)
+    #: the live KMS call (caller's and callee's side) while the stranger scenario runs
+    kms_call: tuple[Any, Any] | None = None
 
 
 async def run_demo(
@@ -190,6 +209,11 @@ async def run_demo(
         await _call_ue_to_ue(lab)
         await _call_core_peer(lab)
         await _check_released(lab)
+        _start_kms(lab)
+        await _register_kms_ues(lab)
+        await _kms_call(lab)
+        await _kms_stranger(lab)
+        await _kms_hangup(lab)
     finally:
         await _stop(lab)
 
@@ -443,6 +467,348 @@ async def _check_released(lab: _Lab) -> None:
     )
 
 
+KMS_USERS = ("alice", "bob", "carol")
+
+
+def _start_kms(lab: _Lab) -> None:
+    """The KMS, in-process over HTTPS: a fresh certificate of its own, a fresh key shared with
+    each of alice, bob and carol (``NAME.psk`` in hex), its state file; all in ``workdir``.
+    Each user may connect with the certificate of its UE. ``E2AE_DEMO_BREAK=kms-key`` gives
+    bob's UE another key than the one the KMS holds for him."""
+    from kms.config import KmsConfig, ProvisionedUser
+    from kms.service import build
+    from kms.store import User
+    from lab.ue import KMS_IDENTITY
+
+    now = datetime.datetime.now(datetime.UTC)
+    for name in ("kms", "carol"):
+        lab.ids[name] = certs.generate(name, now=now)
+        lab.files[name] = certs.write(lab.ids[name], lab.workdir)
+    provisioned = []
+    for name in KMS_USERS:
+        key = os.urandom(16)
+        path = lab.workdir / f"{name}.psk"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key.hex() + "\n")
+        lab.kms_keys[name] = key
+        user = User(f"sip:{name}@{DOMAIN}", key)
+        provisioned.append(ProvisionedUser(user, (lab.ids[name].fingerprint(),)))
+    cert, key_file = lab.files["kms"]
+    config = KmsConfig(
+        identity=KMS_IDENTITY,
+        listen=("127.0.0.1", 0),
+        cert=cert,
+        key=key_file,
+        state=lab.workdir / "kms.sqlite",
+        users=tuple(provisioned),
+    )
+    lab.kms = build(config, identity=lab.ids["kms"], reactor=lab.reactor)
+    lab.kms.startService()
+    lab.stops.append(lab.kms.stopService)
+    if os.environ.get(BREAK_ENV) == "kms-key":
+        lab.kms_keys["bob"] = os.urandom(16)
+
+
+async def _register_kms_ues(lab: _Lab) -> None:
+    """alice, bob and carol in KMS mode register through the same P-CSCF (the newest
+    registration of an AOR is the one the core routes to)."""
+    from lab.ue import KmsAccess
+    from lab.uesim import UeSim
+
+    log.info(
+        "kms: KMS {kms} at {address}, users alice, bob, carol; their UEs in KMS mode register",
+        kms=lab.kms.config.identity,
+        address="{}:{}".format(*lab.kms.address),
+    )
+    for name in KMS_USERS:
+        access = KmsAccess(
+            lab.kms.address,
+            lab.ids["kms"].fingerprint(),
+            lab.kms_keys[name],
+            cert_files=lab.files[name],
+            timeout=5.0,
+        )
+        sim = UeSim(
+            lab.reactor,
+            name,
+            lab.ids[name],
+            lab.pcscf.gm,
+            domain=DOMAIN,
+            keylog=lab.keylog,
+            media_timeout=5.0,
+            kms=access,
+        )
+        await sim.start()
+        lab.stops.append(sim.stop)
+        reg = await sim.register()
+        lab.result.check(f"kms: {name} registered in KMS mode", reg.status == 200, f"{reg.status}")
+        lab.kms_ues[name] = sim
+    lab.result.kms = {
+        "kms": lab.kms.config.identity,
+        "users": [f"sip:{n}@{DOMAIN}" for n in KMS_USERS],
+        "ok": False,
+        "scenarios": [],
+    }
+
+
+def _kms_scenario(lab: _Lab, name: str, **fields: Any) -> dict[str, Any]:
+    assert lab.result.kms is not None
+    scenario: dict[str, Any] = {"name": name, "ok": True, **fields, "checks": []}
+    lab.result.kms["scenarios"].append(scenario)
+    return scenario
+
+
+def _kms_check(lab: _Lab, scenario: dict[str, Any], name: str, ok: bool, detail: str = "") -> bool:
+    """A check of a KMS scenario: in the scenario's JSON and in the demo's checks."""
+    ok = lab.result.check(f"{scenario['name']}: {name}", ok, detail)
+    scenario["checks"].append({"name": name, "ok": ok, "detail": detail})
+    scenario["ok"] = scenario["ok"] and ok
+    assert lab.result.kms is not None
+    scenarios = lab.result.kms["scenarios"]
+    lab.result.kms["ok"] = bool(scenarios) and all(s["ok"] for s in scenarios)
+    return ok
+
+
+def _tls_of(leg: Any) -> tuple[str | None, str | None]:
+    conn = leg.connection
+    if conn is None or conn.transport is None:
+        return None, None
+    handle = conn.transport.getHandle()
+    return handle.get_protocol_version_name(), handle.get_cipher_name()
+
+
+async def _kms_call(lab: _Lab) -> None:
+    """Scenario 4: alice calls bob with keys from the KMS; MSRP both ways and a BFCP floor
+    over TLS-PSK end to end; the P-CSCF classes both streams e2e and passes offer and answer
+    byte for byte; the AGW makes no termination. The call stays up for scenario 5."""
+    from certs.psk import ALLOWED_PSK_CIPHERS
+    from lab.uesim import CallFailed
+    from pcscf.policy import Policy
+    from pcscf.rewrite import plan_offer
+    from pcscf.sdp import SessionDescription
+
+    reactor, alice, bob = lab.reactor, lab.kms_ues["alice"], lab.kms_ues["bob"]
+    scenario = _kms_scenario(lab, "kms call", **{"from": alice.aor, "to": bob.aor})
+    log.info("kms: alice calls bob with keys from the KMS (TLS-PSK end to end, no AGW)")
+    agw_events = len(lab.watch.events)
+    incoming = bob.next_call()
+    try:
+        call = await defer.Deferred.fromCoroutine(alice.call(bob.aor)).addTimeout(15, reactor)
+    except CallFailed as exc:
+        scenario.update(call_id=exc.call_id, status=exc.status)
+        _kms_check(lab, scenario, "bob answered 200 with his TRANSFER_RESP", False, str(exc))
+        return
+    answered = await incoming.addTimeout(10, reactor)
+    lab.kms_call = (call, answered)
+    scenario.update(call_id=call.call_id, status=200)
+    _kms_check(lab, scenario, "bob answered 200 with his TRANSFER_RESP", True, "200")
+    scenario["kms_exchanges"] = {"alice": [*alice.kms_exchanges], "bob": [*bob.kms_exchanges]}
+    _kms_check(
+        lab,
+        scenario,
+        "alice got a ticket for bob, bob had the KMS resolve it",
+        alice.kms_exchanges == ["REQUEST_INIT_PSK"] and bob.kms_exchanges == ["RESOLVE_INIT_PSK"],
+        f"alice {alice.kms_exchanges}, bob {bob.kms_exchanges}",
+    )
+
+    await call.msrp.send_message(b"Hello Bob, keyed by the KMS.")
+    got = await answered.msrp.wait_messages(1).addTimeout(5, reactor)
+    await answered.msrp.send_message(b"Hi Alice, keyed by the KMS too.")
+    back = await call.msrp.wait_messages(1).addTimeout(5, reactor)
+    grant = await call.bfcp.request_floor(1).addTimeout(5, reactor)
+    _kms_check(
+        lab,
+        scenario,
+        "MSRP both ways over TLS-PSK",
+        got[0].body.startswith(b"Hello Bob") and back[0].body.startswith(b"Hi Alice"),
+    )
+    _kms_check(lab, scenario, "BFCP floor granted over TLS-PSK", grant.floor_ids == (1,))
+
+    plan = plan_offer(
+        "orig-offer", SessionDescription.parse(answered.offer), ("msrp-tls", "bfcp-tls"), Policy()
+    )
+    scenario["treatment"] = [s.treatment for s in plan.streams]
+    scenario["sdp_untouched"] = answered.offer == call.offer and call.answer == answered.answer
+    protos = next((r.protos for r in lab.core.routed if r.call_id == call.call_id), ())
+    _kms_check(
+        lab,
+        scenario,
+        "the P-CSCF classed both streams e2e",
+        scenario["treatment"] == ["e2e", "e2e"],
+        ", ".join(scenario["treatment"]),
+    )
+    _kms_check(
+        lab,
+        scenario,
+        "offer and answer passed the P-CSCF byte for byte (TLS in the core too)",
+        scenario["sdp_untouched"] and protos == ("TCP/TLS/MSRP", "TCP/TLS/BFCP"),
+        ", ".join(protos),
+    )
+    # terminations the AGW has, or told of since the call began, that earlier calls did not have
+    earlier = {getattr(e, "termination", None) for e in lab.watch.events[:agw_events]}
+    since = {getattr(e, "termination", None) for e in lab.watch.events[agw_events:]}
+    new_terminations = sorted(str(t) for t in since - earlier) + lab.agw.gateway.terminations
+    held = [d for d in lab.pcscf.e2ae.table.held() if d.call_id == call.call_id]
+    scenario["agw_terminations"] = len(new_terminations)
+    _kms_check(
+        lab,
+        scenario,
+        "no AGW termination for this call (none at the AGW, none held by the P-CSCF)",
+        not new_terminations and not held,
+        f"{len(new_terminations)} at the AGW, {len(held)} held",
+    )
+
+    streams: list[dict[str, Any]] = []
+    for kind in ("msrp", "bfcp"):
+        mine, theirs = call.streams[kind], answered.streams[kind]
+        version, cipher = _tls_of(mine)
+        far_version, far_cipher = _tls_of(theirs)
+        keys_match = bool(
+            mine.tls_psk and theirs.tls_psk and mine.endpoint.tls.psk == theirs.endpoint.tls.psk
+        )
+        stream = {
+            "media": mine.action.media,
+            "proto": mine.proto,
+            "cs_id": mine.action.cs_id,
+            "tls_psk": mine.tls_psk and theirs.tls_psk,
+            "tls_version": version,
+            "cipher": cipher,
+            "keys_match": keys_match,
+            "bytes_sent": mine.connection.bytes_sent,
+            "bytes_received": mine.connection.bytes_received,
+        }
+        streams.append(stream)
+        _kms_check(
+            lab,
+            scenario,
+            f"{kind}: TLS-PSK at both ends, the same key (crypto session {mine.action.cs_id})",
+            keys_match and mine.verified_fingerprint is None,
+        )
+        _kms_check(
+            lab,
+            scenario,
+            f"{kind}: TLS 1.2 with a PSK suite, the same at both ends",
+            version == far_version == "TLSv1.2"
+            and cipher == far_cipher
+            and cipher in ALLOWED_PSK_CIPHERS,
+            f"{version}, {cipher}",
+        )
+        _kms_check(
+            lab,
+            scenario,
+            f"{kind}: what alice sent reached bob, and back",
+            mine.connection.bytes_sent == theirs.connection.bytes_received > 0
+            and theirs.connection.bytes_sent == mine.connection.bytes_received > 0,
+            f"{mine.connection.bytes_sent}/{theirs.connection.bytes_received}",
+        )
+    scenario["streams"] = streams
+    msrp_psk, bfcp_psk = (call.streams[k].endpoint.tls.psk for k in ("msrp", "bfcp"))
+    _kms_check(lab, scenario, "each stream has its own key", msrp_psk != bfcp_psk)
+
+
+async def _kms_stranger(lab: _Lab) -> None:
+    """Scenario 5: carol is not the ticket's responder and gets no key. alice's offer keyed
+    for bob (ticket and TRANSFER_INIT naming bob) sent to carol is answered 488 before carol
+    asks the KMS; then carol, holding no key of the live call, tries TLS-PSK at bob's MSRP
+    port and fails, and bob keeps only alice's connection."""
+    from lab.media import UePsk, msrp_endpoint
+    from lab.uesim import CallFailed
+    from mikey.transfer import TLS_PSK_BYTES
+
+    reactor, alice, bob, carol = (lab.reactor, *(lab.kms_ues[n] for n in KMS_USERS))
+    scenario = _kms_scenario(
+        lab, "carol", **{"from": alice.aor, "to": carol.aor, "keyed_for": bob.aor}
+    )
+    log.info("kms: alice's offer keyed for bob goes to carol")
+    honest = alice.kms
+    alice.kms = attrs.evolve(honest, responder=bob.aor)
+    status: int | None = None
+    warning = ""
+    try:
+        await defer.Deferred.fromCoroutine(alice.call(carol.aor)).addTimeout(15, reactor)
+    except CallFailed as exc:
+        status = exc.status
+        found = re.search(r'\(399 [^ ]+ "([^"]*)"\)$', str(exc))
+        warning = found.group(1) if found else str(exc)
+    finally:
+        alice.kms = honest
+    scenario.update(status=status, warning=warning, kms_exchanges=[*carol.kms_exchanges])
+    expected = f"INVALID_ID: the TRANSFER_INIT is for {bob.aor}"
+    _kms_check(
+        lab,
+        scenario,
+        "the offer keyed for bob answered 488 with its Warning",
+        status == 488 and warning == expected,
+        f"{status} {warning}",
+    )
+    _kms_check(
+        lab,
+        scenario,
+        "carol never asked the KMS and has no call",
+        carol.kms_exchanges == [] and not carol.calls,
+        f"{carol.kms_exchanges}",
+    )
+
+    if lab.kms_call is None:
+        scenario["tls_refused"] = False
+        _kms_check(lab, scenario, "her TLS-PSK at bob's MSRP port fails", False, "no live call")
+        return
+    call, answered = lab.kms_call
+    target = call.streams["msrp"].action
+    bob_side = answered.streams["msrp"].endpoint
+    log.info(
+        "kms: carol, without the call's key, tries TLS-PSK at bob's MSRP port {peer}",
+        peer=f"{target.host}:{target.port}",
+    )
+    refused_before, connections_before = len(bob_side.refused), len(bob_side.connections)
+    stranger = msrp_endpoint(
+        reactor,
+        local_uri="msrps://127.0.0.1:9/carol;tcp",
+        tls=UePsk(os.urandom(TLS_PSK_BYTES)),
+        call_id=call.call_id,
+    )
+    lab.stops.append(stranger.stop)
+    connected = False
+    try:
+        await stranger.connect(target.host or "127.0.0.1", target.port).addTimeout(5, reactor)
+        connected = True
+    except Exception as exc:
+        log.info("kms: carol's TLS-PSK ended ({error})", error=str(exc) or type(exc).__name__)
+    await _wait(reactor, lambda: len(bob_side.refused) > refused_before)
+    verified = [c for c in bob_side.connections[connections_before:] if c.verified]
+    scenario["tls_refused"] = (
+        not connected and len(bob_side.refused) > refused_before and not verified
+    )
+    _kms_check(
+        lab,
+        scenario,
+        "her TLS-PSK at bob's MSRP port fails (bob refused the handshake)",
+        scenario["tls_refused"],
+        ", ".join(str(r) for r in bob_side.refused[refused_before:]) or "no refusal",
+    )
+    await call.msrp.send_message(b"Still here, Bob?")
+    still = await answered.msrp.wait_messages(2).addTimeout(5, reactor)
+    _kms_check(
+        lab,
+        scenario,
+        "alice's stream to bob still carries messages",
+        still[-1].body == b"Still here, Bob?",
+    )
+
+
+async def _kms_hangup(lab: _Lab) -> None:
+    """The KMS call ends with alice's BYE."""
+    if lab.kms_call is None or lab.result.kms is None:
+        return
+    call, answered = lab.kms_call
+    scenario = lab.result.kms["scenarios"][0]
+    bye = await lab.kms_ues["alice"].hangup(call)
+    _kms_check(lab, scenario, "BYE answered 200", bye.status == 200, str(bye.status))
+    await answered.when_ended().addTimeout(5, lab.reactor)
+    lab.kms_call = None
+
+
 async def _stop(lab: _Lab) -> None:
     """Stop everything started, last first; best effort."""
     for stop in reversed(lab.stops):
@@ -566,6 +932,8 @@ def _table(result: DemoResult, out: IO[str]) -> None:
             )
     print(f"impostor refused: {'yes' if result.impostor_refused else 'NO'}", file=out)
     print(f"Iq impostor refused: {'yes' if result.iq_impostor_refused else 'NO'}", file=out)
+    if result.kms is not None:
+        _kms_table(result.kms, out)
     print("\nChecks", file=out)
     for c in result.checks:
         print(
@@ -575,6 +943,34 @@ def _table(result: DemoResult, out: IO[str]) -> None:
     if result.error:
         print(f"  [FAIL] {result.error}", file=out)
     print(f"\n{'ALL GOOD' if result.ok else 'DEMO FAILED'}", file=out)
+
+
+def _kms_table(kms: dict[str, Any], out: IO[str]) -> None:
+    print(f"\nKMS {kms['kms']}", file=out)
+    print(f"{'scenario':<9} {'stream':<12} {'proto':<14} {'TLS':<8} {'cipher':<24} keys", file=out)
+    for scenario in kms["scenarios"]:
+        for s in scenario.get("streams", ()):
+            print(
+                f"{scenario['name']:<9} {s['media']:<12} {s['proto']:<14} "
+                f"{s['tls_version'] or '-':<8} {s['cipher'] or '-':<24} "
+                f"{'match' if s['keys_match'] else 'DIFFER'}",
+                file=out,
+            )
+    by_name = {s["name"]: s for s in kms["scenarios"]}
+    if "kms call" in by_name:
+        call = by_name["kms call"]
+        print(
+            f"kms call: treatment {', '.join(call.get('treatment', ())) or '-'}, "
+            f"AGW terminations {call.get('agw_terminations', '-')}",
+            file=out,
+        )
+    if "carol" in by_name:
+        carol = by_name["carol"]
+        print(
+            f"carol: offer keyed for bob answered {carol['status']}, "
+            f"TLS-PSK refused: {'yes' if carol.get('tls_refused') else 'NO'}",
+            file=out,
+        )
 
 
 def main(as_json: bool, timeout: float = 30.0) -> int:
@@ -596,7 +992,10 @@ def main(as_json: bool, timeout: float = 30.0) -> int:
                 result.error = f"{type(exc).__name__}: {exc}"
 
     if not as_json:
-        print("e2ae demo: P-CSCF + AGW (Iq) + core stub + UEs alice and bob on 127.0.0.1\n")
+        print(
+            "e2ae demo: P-CSCF + AGW (Iq) + core stub + UEs alice and bob, then a KMS and "
+            "UEs alice, bob and carol in KMS mode, on 127.0.0.1\n"
+        )
     try:
         task.react(lambda r: defer.Deferred.fromCoroutine(body(r)))
     except SystemExit:

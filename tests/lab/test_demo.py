@@ -90,3 +90,103 @@ def test_demo_help_names_json() -> None:
         check=False,
     )
     assert done.returncode == 0 and b"--json" in done.stdout
+
+
+def _demo_json(**env_extra: str) -> tuple[int, dict[str, Any], str]:
+    env = dict(os.environ, **env_extra)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run(
+        [*e2ae_command(), "demo", "--json"],
+        capture_output=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    return done.returncode, json.loads(done.stdout), done.stdout.decode() + done.stderr.decode()
+
+
+def test_demo_json_reports_the_kms_scenarios() -> None:
+    from certs.psk import ALLOWED_PSK_CIPHERS
+
+    code, summary, out = _demo_json()
+    assert code == 0, out
+    assert summary["ok"] is True and summary["error"] is None
+    kms = summary["kms"]
+    assert kms["kms"] == "kms.e2ae.lab" and kms["ok"] is True
+    assert kms["users"] == [f"sip:{n}@lab.example" for n in ("alice", "bob", "carol")]
+    call, carol = kms["scenarios"]
+    assert [call["name"], carol["name"]] == ["kms call", "carol"]
+    for scenario in (call, carol):
+        assert scenario["ok"] is True and scenario["checks"]
+        assert all(c["ok"] for c in scenario["checks"]), scenario["checks"]
+        # every scenario check is one of the demo's checks, and counts for its pass/fail
+        names = {c["name"] for c in summary["checks"] if c["ok"]}
+        assert {f"{scenario['name']}: {c['name']}" for c in scenario["checks"]} <= names
+
+    assert (call["from"], call["to"], call["status"]) == (
+        "sip:alice@lab.example",
+        "sip:bob@lab.example",
+        200,
+    )
+    assert call["kms_exchanges"] == {"alice": ["REQUEST_INIT_PSK"], "bob": ["RESOLVE_INIT_PSK"]}
+    assert call["treatment"] == ["e2e", "e2e"]
+    assert call["sdp_untouched"] is True and call["agw_terminations"] == 0
+    assert [(s["media"], s["proto"], s["cs_id"]) for s in call["streams"]] == [
+        ("message", "TCP/TLS/MSRP", 1),
+        ("application", "TCP/TLS/BFCP", 2),
+    ]
+    for stream in call["streams"]:
+        assert stream["tls_psk"] is True and stream["keys_match"] is True
+        assert stream["tls_version"] == "TLSv1.2"
+        assert stream["cipher"] in ALLOWED_PSK_CIPHERS
+        assert stream["bytes_sent"] > 0 and stream["bytes_received"] > 0
+        assert not {k for k in stream if "psk" in k and k != "tls_psk"}  # never the keys
+    msrp, bfcp = call["streams"]
+    assert msrp["bytes_sent"] > bfcp["bytes_sent"]
+
+    assert (carol["to"], carol["keyed_for"], carol["status"]) == (
+        "sip:carol@lab.example",
+        "sip:bob@lab.example",
+        488,
+    )
+    assert carol["warning"] == "INVALID_ID: the TRANSFER_INIT is for sip:bob@lab.example"
+    assert carol["kms_exchanges"] == [] and carol["tls_refused"] is True
+    # the certificate scenarios are still there, as they were
+    assert summary["impostor_refused"] is True and len(summary["calls"]) == 2
+
+
+def test_demo_text_shows_the_kms_steps() -> None:
+    done = run_e2ae(["demo"], timeout=120)
+    out = done.stdout.decode()
+    assert done.returncode == 0, out + done.stderr.decode()
+    flow, _, table = out.partition("\nSummary\n")
+    assert " KMS " in flow
+    # in order: the KMS call, its keys from the KMS, TLS-PSK, then carol refused twice
+    call = flow.index("kms: alice calls bob with keys from the KMS")
+    issued = flow.index("issued to sip:alice@lab.example")
+    resolved = flow.index("resolved for sip:bob@lab.example")
+    psk = flow.index("verified by the key (TLSv1.2")
+    to_carol = flow.index("kms: alice's offer keyed for bob goes to carol")
+    carol_tls = flow.index("kms: carol, without the call's key, tries TLS-PSK")
+    refused = flow.index("TLS-PSK peer", carol_tls)
+    assert call < issued < resolved < psk < to_carol < carol_tls < refused
+    assert "KMS kms.e2ae.lab" in table
+    assert "carol: offer keyed for bob answered 488, TLS-PSK refused: yes" in table
+    assert "[ok] kms call: the P-CSCF classed both streams e2e" in table
+    assert table.rstrip().endswith("ALL GOOD")
+
+
+def test_demo_fails_when_bob_holds_another_key_than_the_kms() -> None:
+    code, summary, out = _demo_json(E2AE_DEMO_BREAK="kms-key")
+    assert code == 1, out
+    assert summary["ok"] is False and summary["kms"]["ok"] is False
+    # bob's RESOLVE is refused by the KMS: he answers 488 and no KMS call is made
+    call = summary["kms"]["scenarios"][0]
+    assert call["name"] == "kms call" and call["ok"] is False and call["status"] == 488
+    failed = [c["name"] for c in summary["checks"] if not c["ok"]]
+    assert "kms call: bob answered 200 with his TRANSFER_RESP" in failed
+    assert "the KMS refused" in call["checks"][0]["detail"]
+    # only the KMS scenarios failed; the demo ran to its end
+    assert all(n.startswith(("kms call: ", "carol: ")) for n in failed)
+    assert summary["error"] is None

@@ -457,9 +457,10 @@ async def _call_core_peer(lab: _Lab) -> None:
 
 
 async def _check_released(lab: _Lab) -> None:
-    """After the BYEs the AGW holds no termination."""
-    await _wait(lab.reactor, lambda: len(lab.watch.of("Closed")) >= 6)
+    """After the BYEs the AGW holds no termination (waited for: the releases are Iq round
+    trips that may still be on their way)."""
     gateway = lab.agw.gateway
+    await _wait(lab.reactor, lambda: not gateway.terminations)
     lab.result.check(
         "every AGW termination released after the BYEs",
         not gateway.terminations,

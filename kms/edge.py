@@ -55,8 +55,9 @@ class Reply:
     content_type: str = "application/mikey"
 
 
-#: Serves one request: the request, the identities the client may speak for, the time.
-Handler = Callable[[Request, tuple[str, ...], float], Reply]
+#: Serves one request: the request, the identities the client may speak for, the time, and
+#: the client's address (HOST:PORT, for the log).
+Handler = Callable[[Request, tuple[str, ...], float, str], Reply]
 
 
 @implementer(IHandshakeListener)
@@ -119,7 +120,7 @@ class KmsHttpProtocol(Protocol, TimeoutMixin):
     def _serve(self, request: Request) -> None:
         now = self.factory.clock()
         try:
-            reply = self.factory.handler(request, self.identities, now)
+            reply = self.factory.handler(request, self.identities, now, self.peer)
         except Exception:
             log.failure("KMS request from {peer} failed", peer=self.peer)
             reply = Reply(500, b"internal error", "text/plain; charset=utf-8")

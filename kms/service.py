@@ -78,7 +78,7 @@ class KmsService(Service):
         self.store.close()
         return done
 
-    def serve(self, request: Request, identities: tuple[str, ...], now: float) -> Reply:
+    def serve(self, request: Request, identities: tuple[str, ...], now: float, peer: str) -> Reply:
         self.requests += 1
         declared = (request.header("content-type") or "").split(";")[0].strip().lower()
         if declared and declared not in MIKEY_TYPES:
@@ -86,6 +86,7 @@ class KmsService(Service):
         reply = self.core.handle(request.body, identities, now)
         log.info(
             "KMS {outcome}",
+            peer=peer,
             outcome=reply.outcome,
             identity=reply.identity,
             status=reply.status,

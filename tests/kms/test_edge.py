@@ -51,9 +51,13 @@ def _config(**changes: object) -> KmsConfig:
 class Served:
     def __init__(self) -> None:
         self.requests: list[tuple[Request, tuple[str, ...]]] = []
+        self.peers: list[str] = []
 
-    def __call__(self, request: Request, identities: tuple[str, ...], now: float) -> Reply:
+    def __call__(
+        self, request: Request, identities: tuple[str, ...], now: float, peer: str
+    ) -> Reply:
         self.requests.append((request, identities))
+        self.peers.append(peer)
         return Reply(200, b"reply to " + request.body)
 
 
@@ -112,6 +116,8 @@ async def test_a_pinned_client_is_served_with_its_identities(server: tuple) -> N
         (b"one", ("sip:alice@e2ae.lab",)),
         (b"two", ("sip:alice@e2ae.lab",)),
     ]
+    # Both on one connection, from the loopback client's own port.
+    assert len(set(served.peers)) == 1 and served.peers[0].startswith("127.0.0.1:")
 
 
 @pytest.mark.parametrize("who", ["stranger", "no certificate"])

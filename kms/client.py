@@ -209,14 +209,47 @@ def payloads_of(message: Message, kind: type[Payload]) -> list[Payload]:
     return [p for p in message.payloads if isinstance(p, kind)]
 
 
+def ticket_of(reply: Message) -> Ticket:
+    """The TICKET of a REQUEST_RESP."""
+    for p in reply.payloads:
+        if isinstance(p, Ticket):
+            return p
+    raise MikeyError(ErrorNo.INVALID_TICKET, f"a {reply.data_type.name} without a TICKET")
+
+
+def ticket_keys(keys: Sequence[KeyData]) -> tuple[bytes, dict[bytes, bytes]]:
+    """The MPK and the TGKs (SPI -> key) of the KEMAC of a REQUEST_RESP or RESOLVE_RESP."""
+    mpk = [k.key for k in keys if k.key_type is KeyType.MPK]
+    tgks = {
+        k.kv.spi: k.key
+        for k in keys
+        if k.key_type is KeyType.TGK and isinstance(k.kv, KvSpi) and k.kv.spi != MPK_SPI
+    }
+    if len(mpk) != 1:
+        raise MikeyError(ErrorNo.UNSPECIFIED, f"{len(mpk)} MPKs in the KMS's reply, not one")
+    return mpk[0], tgks
+
+
+def mikey_warning(exc: MikeyError) -> str:
+    """``<MIKEY error name>: <reason>``, the text of a 488's Warning."""
+    try:
+        name = ErrorNo(exc.code).name
+    except ValueError:
+        name = str(exc.code)
+    return f"{name}: {exc.reason}"
+
+
 __all__ = [
     "MPK_SPI",
     "RAND_BYTES",
     "SESSION_FLAGS",
+    "mikey_warning",
     "open_reply",
     "rand_of",
     "reply_keys",
     "request_init",
     "resolve_init",
     "tgk_spi",
+    "ticket_keys",
+    "ticket_of",
 ]

@@ -32,11 +32,9 @@ import attrs
 
 from certs.fingerprint import Fingerprint
 from e2ae.tcpmedia import Setup
-from kms.client import MPK_SPI
-from mikey.constants import ErrorNo, KeyType
+from mikey.constants import ErrorNo
 from mikey.errors import MikeyError
 from mikey.message import Message, decode
-from mikey.payloads import KeyData, KvSpi, Ticket
 from pcscf.sdp import KeyMgmt, SessionDescription
 from pcscf.sip import NameAddr, Request, Response, make_response
 
@@ -559,52 +557,7 @@ def transfer_message(sdp: bytes) -> Message:
     streams are keyed by different ones, or when the data is not base64; the codec's error for
     a message it cannot decode."""
     try:
-        parsed = SessionDescription.parse(sdp)
-        streams = streams_of(sdp, from_offerer=True)
-        values = {
-            tuple(k.data for k in parsed.key_mgmt(s.index) if k.protocol == "mikey")
-            for s in streams
-            if s.tls
-        }
-    except (ValueError, RemoteUeError) as exc:
+        data = SessionDescription.parse(sdp).tls_key_mgmt("mikey")
+    except ValueError as exc:
         raise MikeyError(ErrorNo.UNSPECIFIED, f"SDP: {exc}") from None
-    if not values:
-        raise MikeyError(ErrorNo.UNSPECIFIED, "no TCP/TLS/MSRP or TCP/TLS/BFCP stream")
-    if len(values) > 1:
-        raise MikeyError(ErrorNo.UNSPECIFIED, "the TLS streams are keyed by different MIKEY data")
-    (found,) = values
-    if len(found) != 1:
-        raise MikeyError(
-            ErrorNo.UNSPECIFIED, f"{len(found)} a=key-mgmt:mikey for the TLS streams, not one"
-        )
-    return decode(found[0])
-
-
-def ticket_of(reply: Message) -> Ticket:
-    """The TICKET of a REQUEST_RESP."""
-    for p in reply.payloads:
-        if isinstance(p, Ticket):
-            return p
-    raise MikeyError(ErrorNo.INVALID_TICKET, f"a {reply.data_type.name} without a TICKET")
-
-
-def ticket_keys(keys: Sequence[KeyData]) -> tuple[bytes, dict[bytes, bytes]]:
-    """The MPK and the TGKs (SPI -> key) of the KEMAC of a REQUEST_RESP or RESOLVE_RESP."""
-    mpk = [k.key for k in keys if k.key_type is KeyType.MPK]
-    tgks = {
-        k.kv.spi: k.key
-        for k in keys
-        if k.key_type is KeyType.TGK and isinstance(k.kv, KvSpi) and k.kv.spi != MPK_SPI
-    }
-    if len(mpk) != 1:
-        raise MikeyError(ErrorNo.UNSPECIFIED, f"{len(mpk)} MPKs in the KMS's reply, not one")
-    return mpk[0], tgks
-
-
-def mikey_warning(exc: MikeyError) -> str:
-    """``<MIKEY error name>: <reason>``, the text of a 488's Warning."""
-    try:
-        name = ErrorNo(exc.code).name
-    except ValueError:
-        name = str(exc.code)
-    return f"{name}: {exc.reason}"
+    return decode(data)

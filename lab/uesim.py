@@ -484,7 +484,7 @@ class UeSim:
                     me, kms.key, info.ticket, now, kms=kms.kms_identity, csb_id=info.csb_id
                 )
                 _, keys = await self._kms_exchange(resolve)
-                mpk, tgks = ue.ticket_keys(keys)
+                mpk, tgks = kms_client.ticket_keys(keys)
                 transfer.verify_transfer_init(info, mpk, me)
                 psks = transfer.session_psks(
                     info.message, tgks, ticket_flags=info.ticket.policy.flags
@@ -493,7 +493,7 @@ class UeSim:
             except ue.UeError as exc:
                 raise MikeyError(ErrorNo.UNSPECIFIED, str(exc)) from None
         except MikeyError as exc:
-            self._refuse(request, addr, ue.mikey_warning(exc))
+            self._refuse(request, addr, kms_client.mikey_warning(exc))
             return
         except Exception as exc:  # never let an offer end the UE
             self._refuse(request, addr, f"UNSPECIFIED: {type(exc).__name__}: {exc}")
@@ -656,15 +656,15 @@ class UeSim:
                 me, kms.key, (responder,), now, kms=kms.kms_identity, sessions=sessions
             )
             reply, keys = await self._kms_exchange(request)
-            ticket = ue.ticket_of(reply)
-            mpk, tgks = ue.ticket_keys(keys)
+            ticket = kms_client.ticket_of(reply)
+            mpk, tgks = kms_client.ticket_keys(keys)
             spis = [kms_client.tgk_spi(n) for n in range(1, sessions + 1)]
             init = transfer.transfer_init(
                 me, responder, ticket, mpk, spis, now, csb_id=reply.header.csb_id
             )
             psks = transfer.session_psks(init, tgks, ticket_flags=ticket.policy.flags)
         except MikeyError as exc:
-            reason = ue.mikey_warning(exc)
+            reason = kms_client.mikey_warning(exc)
             log.warn(
                 "UE {ue}: no ticket for {target} from the KMS: {error}",
                 ue=self.user,
@@ -681,7 +681,7 @@ class UeSim:
             resp = ue.transfer_message(response.body)
             transfer.verify_transfer_resp(resp, keyed.init, keyed.mpk)
         except MikeyError as exc:
-            reason = f"TRANSFER_RESP refused: {ue.mikey_warning(exc)}"
+            reason = f"TRANSFER_RESP refused: {kms_client.mikey_warning(exc)}"
         else:
             return
         log.warn(

@@ -386,6 +386,10 @@ def _parse_lines(raw: list[str], controls: bool) -> tuple[Section, list[MediaSec
 _KMPID = re.compile(r"[!#$%&'*+\-.^_`{|}~0-9A-Za-z]+")
 
 
+#: The protos of the streams a MIKEY-TICKET exchange keys with TLS-PSK (TS 33.328 Annex H).
+KEYED_TLS_PROTOS: tuple[str, ...] = ("TCP/TLS/MSRP", "TCP/TLS/BFCP")
+
+
 @attrs.frozen
 class KeyMgmt:
     """One ``a=key-mgmt:<prtcl-id> <keymgmt-data>`` (RFC 4567 §3.1): the key management
@@ -509,6 +513,31 @@ class SessionDescription:
                 )
                 raise SdpError(line, f"bad a=key-mgmt: {exc}") from None
         return out
+
+    def tls_streams(self) -> list[int]:
+        """Indexes of the ``TCP/TLS/MSRP`` and ``TCP/TLS/BFCP`` m-lines, in order: the streams
+        a MIKEY message keys, crypto session *n* being the *n*-th of them (TS 33.328 Annex
+        H.1)."""
+        return [i for i, m in enumerate(self.media) if m.proto.upper() in KEYED_TLS_PROTOS]
+
+    def tls_key_mgmt(self, protocol: str = "mikey") -> bytes:
+        """The data of the one effective ``a=key-mgmt:<protocol>`` that keys every TLS stream
+        (:meth:`tls_streams`). ValueError saying why when there is no TLS stream, when a stream
+        has none or more than one, or when the streams are keyed by different data; SdpError
+        for a value that is not RFC 4567 syntax."""
+        streams = self.tls_streams()
+        if not streams:
+            raise ValueError("no TCP/TLS/MSRP or TCP/TLS/BFCP stream")
+        found = {
+            tuple(k.data for k in self.key_mgmt(index) if k.protocol == protocol)
+            for index in streams
+        }
+        if len(found) > 1:
+            raise ValueError(f"the TLS streams are keyed by different {protocol.upper()} data")
+        (values,) = found
+        if len(values) != 1:
+            raise ValueError(f"{len(values)} a=key-mgmt:{protocol} for the TLS streams, not one")
+        return values[0]
 
     def _session_line_of(self, attribute: str) -> int:
         for offset, line in enumerate(self.session.lines, 1):

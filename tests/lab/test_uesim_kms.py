@@ -519,11 +519,11 @@ async def test_carol_with_a_ticket_for_bob_is_refused_by_the_kms_and_answers_488
         kms_post, kms.address, pin, cert, key, request.encode(), 5.0
     )
     reply, got = kms_client.open_reply(body, keys["alice"], request)
-    mpk, _ = lab_ue.ticket_keys(got)
+    mpk, _ = kms_client.ticket_keys(got)
     init = transfer.transfer_init(
         aor("alice"),
         aor("carol"),
-        lab_ue.ticket_of(reply),
+        kms_client.ticket_of(reply),
         mpk,
         [kms_client.tgk_spi(1)],
         now,
@@ -723,4 +723,4 @@ def test_the_transfer_message_of_an_sdp_is_one_mikey_message(
 def test_a_kms_access_keeps_its_key_out_of_repr(ids: dict[str, certs.CertAndKey]) -> None:
     access = lab_ue.KmsAccess(("127.0.0.1", 8443), ids["kms"].fingerprint(), b"\xaa" * 16)
     assert "aaaa" not in repr(access) and "170" not in repr(access)
-    assert lab_ue.mikey_warning(MikeyError(ErrorNo.INVALID_ID, "x")) == "INVALID_ID: x"
+    assert kms_client.mikey_warning(MikeyError(ErrorNo.INVALID_ID, "x")) == "INVALID_ID: x"

@@ -77,6 +77,7 @@ from iq.connection import (
     printable,
 )
 from iq.errors import (
+    ERROR_TEXTS,
     IqTimeout,
     LinkLost,
     LocalIqError,
@@ -588,6 +589,47 @@ class _ControllerFactory(_LinkFactory):
         return link
 
 
+#: Told of every Iq request the ALG end makes: the command (:func:`command_name`), the result
+#: (:func:`result_name`) and the seconds to the reply (``None``: not sent). For metrics.
+TransactionObserver: TypeAlias = Callable[[str, str, float | None], None]
+#: Told of every request the AGW end served: the command and the result.
+HandledObserver: TypeAlias = Callable[[str, str], None]
+
+_COMMANDS: dict[type, str] = {
+    profile.ReserveRequest: "reserve",
+    profile.ConfigureRequest: "configure",
+    profile.ReleaseRequest: "release",
+    profile.NotifyRequest: "notify",
+}
+
+
+def command_name(request: object) -> str:
+    """``reserve``, ``configure``, ``release``, ``notify`` (``other`` for anything else)."""
+    return _COMMANDS.get(type(request), "other")
+
+
+def result_name(exc: BaseException | None) -> str:
+    """A bounded name for how a request ended: ``ok``, ``timeout``, ``link_lost``,
+    ``not_in_service``, ``overloaded``, ``h248_<code>`` (an error the peer answered or we
+    answered, with a code of :data:`iq.errors.ERROR_TEXTS`; ``h248_other`` for another code),
+    ``local_error`` or ``error``."""
+    if exc is None:
+        return "ok"
+    if isinstance(exc, IqTimeout):
+        return "timeout"
+    if isinstance(exc, LinkLost):
+        return "link_lost"
+    if isinstance(exc, NotInService):
+        return "not_in_service"
+    if isinstance(exc, Overloaded):
+        return "overloaded"
+    if isinstance(exc, RemoteIqError):
+        return f"h248_{exc.code}" if exc.code in ERROR_TEXTS else "h248_other"
+    if isinstance(exc, LocalIqError):
+        return "local_error"
+    return "error"
+
+
 def _log_fields(request: profile.IqRequest, gw: _Gateway) -> dict[str, object]:
     """Named log fields (call_id, iq_context) of a request, for correlation."""
     if isinstance(request, profile.ReserveRequest):
@@ -655,11 +697,13 @@ class IqController:
         faults: FaultPlan | None = None,
         reactor: Any = None,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        observer: TransactionObserver | None = None,
     ) -> None:
         """``tls``: mutual-certificate TLS with pinned AGW certificates. Without it the link is
         plain TCP, which authenticates nobody: only with ``insecure=True`` and an ``allow``
         list of ``MID@ADDRESS`` entries (:class:`~iq.admission.AllowEntry`); otherwise
-        :class:`LocalIqError`. With TLS, ``allow`` (if given) restricts the mIds further."""
+        :class:`LocalIqError`. With TLS, ``allow`` (if given) restricts the mIds further.
+        ``observer`` is told of every request made (:data:`TransactionObserver`)."""
         self.admission = IqAdmission.build(tls=tls is not None, insecure=insecure, allow=allow)
         self.limits = limits if limits is not None else IqLimits()
         self.mid = mid
@@ -668,6 +712,7 @@ class IqController:
         self.faults = faults
         self.handshake_timeout = handshake_timeout
         self.reactor = reactor if reactor is not None else _default_reactor()
+        self.observer = observer
         self._gateways: dict[str, _Gateway] = {}
         self._links: set[IqLinkProtocol] = set()
         #: Every link accepted and not yet lost (up or still in its TLS handshake).
@@ -792,6 +837,8 @@ class IqController:
     ) -> defer.Deferred[profile.IqReply]:
         gw = self._gateways.get(gateway)
         if gw is None or not gw.in_service or gw.link is None:
+            if self.observer is not None:
+                self.observer(command_name(request), "not_in_service", None)
             return defer.fail(NotInService(f"gateway {gateway} is not in service"))
         what = type(request).__name__
         fields = _log_fields(request, gw)
@@ -818,7 +865,18 @@ class IqController:
             )
             return failure
 
-        return d.addCallback(typed).addErrback(failed)
+        d.addCallback(typed).addErrback(failed)
+        observer = self.observer
+        if observer is not None:
+            command, start = command_name(request), self.reactor.seconds()
+
+            def observed(result: object) -> object:
+                exc = result.value if isinstance(result, Failure) else None
+                observer(command, result_name(exc), self.reactor.seconds() - start)
+                return result
+
+            d.addBoth(observed)
+        return d
 
     def _emit(self, event: ControllerEvent) -> None:
         for callback in list(self._subscribers):
@@ -1027,8 +1085,11 @@ class IqAgent:
         backoff_initial: float = 0.1,
         backoff_max: float = 10.0,
         seed: int | None = None,
+        observer: HandledObserver | None = None,
     ) -> None:
+        """``observer`` is told of every request ``handler`` served (:data:`HandledObserver`)."""
         self.handler = handler
+        self.observer = observer
         self.host = host
         self.port = port
         self.mid = mid
@@ -1217,6 +1278,16 @@ class IqAgent:
         else:
             raise RemoteIqError(f"{type(op).__name__} not served by the AGW", code=501)
         d = defer.maybeDeferred(method, op)
+        observer = self.observer
+        if observer is not None:
+            command = command_name(op)
+
+            def observed(result: object) -> object:
+                exc = result.value if isinstance(result, Failure) else None
+                observer(command, result_name(exc))
+                return result
+
+            d.addBoth(observed)
 
         def encode(reply: profile.IqReply) -> TransactionReply:
             return TransactionReply(request.transaction_id, profile.encode_reply(op, reply))

@@ -44,6 +44,12 @@ def register(subparsers: Any) -> None:
         default=None,
         help="keep glibc's dynamic malloc thresholds (see docs/accessgw.md, The relay)",
     )
+    parser.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (off by default;"
+        " docs/metrics.md)",
+    )
     add_log_options(parser)
     add_arguments(parser)
     parser.set_defaults(func=_run)
@@ -67,16 +73,26 @@ def _run(args: argparse.Namespace) -> int:
         iq_tls = tls_from_args(args)
         faults = faults_from_args(args)
         agw = build(
-            config, iq_tls=iq_tls, iq_timeout=args.iq_timeout, faults=faults, identity=identity
+            config,
+            iq_tls=iq_tls,
+            iq_timeout=args.iq_timeout,
+            faults=faults,
+            identity=identity,
+            metrics=config.metrics,
         )
     except (AccessGwError, IqError) as exc:
         print(f"e2ae accessgw: {exc}", file=sys.stderr)
         return 2
 
     from twisted.internet import reactor
+    from twisted.internet.error import CannotListenError
 
     start_logging(level=args.log_level, json_path=args.log_json)
-    agw.startService()
+    try:
+        agw.startService()
+    except CannotListenError as exc:
+        print(f"e2ae accessgw: cannot listen: {exc}", file=sys.stderr)
+        return 1
     host, port = agw.alg
 
     # Said once the reactor runs, so its signal handlers are in place: a SIGTERM sent as

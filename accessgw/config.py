@@ -21,6 +21,7 @@ relative to the file's directory.
     hold_timeout = 5
     idle_timeout = 0             # 0: none
     malloc_tuning = true         # fixed glibc malloc thresholds (accessgw.malloc)
+    metrics = "127.0.0.1:9102"   # serve Prometheus metrics here (off when absent)
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ KEYS = (
     "hold_timeout",
     "idle_timeout",
     "malloc_tuning",
+    "metrics",
 )
 _PATHS = ("cert", "key", "keylog")
 _REQUIRED = ("alg", "access_ip", "core_ip", "cert", "key")
@@ -88,6 +90,8 @@ class AgwConfig:
     timers: Timers = attrs.field(factory=Timers)
     early_handshake: str = "hold"
     malloc_tuning: bool = True
+    #: Where to serve Prometheus metrics (``None``: nowhere, none kept).
+    metrics: tuple[str, int] | None = None
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> AgwConfig:
@@ -112,6 +116,12 @@ class AgwConfig:
         tuning = values.get("malloc_tuning", True)
         if not isinstance(tuning, bool):
             raise LocalAccessGwError(f"malloc_tuning must be true or false, not {tuning!r}")
+        metrics: tuple[str, int] | None = None
+        if values.get("metrics"):
+            try:
+                metrics = parse_host_port(str(values["metrics"]), "metrics", allow_wildcard=True)
+            except AddressError as exc:
+                raise LocalAccessGwError(str(exc)) from exc
         return cls(
             alg=parse_hostport(str(values["alg"])),
             access_ip=_ip(str(values["access_ip"]), "access_ip"),
@@ -124,6 +134,7 @@ class AgwConfig:
             timers=timers,
             early_handshake=early,
             malloc_tuning=tuning,
+            metrics=metrics,
         )
 
 

@@ -535,6 +535,9 @@ class AccessGateway:
         self._allocators: dict[str, PortAllocator] = {}
         self._sessions: dict[str, _Session] = {}
         self._next_id = 1
+        #: Bytes relayed by the terminations already released, each way (:meth:`relayed_bytes`).
+        self._released_to_core = 0
+        self._released_to_ue = 0
 
     # -- API --
 
@@ -684,6 +687,8 @@ class AccessGateway:
         session._close_legs(abort=False)
         self._free_ports(session)
         del self._sessions[termination]
+        self._released_to_core += stats.bytes_to_core
+        self._released_to_ue += stats.bytes_to_ue
         if enabled(LogLevel.info):
             log.info(
                 "released {termination}",
@@ -703,6 +708,15 @@ class AccessGateway:
     @property
     def terminations(self) -> list[str]:
         return list(self._sessions)
+
+    def relayed_bytes(self) -> tuple[int, int]:
+        """Bytes relayed since start, ``(to_core, to_ue)``, by every termination, released or
+        not (for the metrics, read at each scrape: nothing is added on the relay's path)."""
+        to_core, to_ue = self._released_to_core, self._released_to_ue
+        for session in self._sessions.values():
+            to_core += session.term.bytes_to_core
+            to_ue += session.term.bytes_to_ue
+        return to_core, to_ue
 
     def add_observer(self, observer: Callable[[Event], None]) -> None:
         self.observers.append(observer)

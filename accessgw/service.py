@@ -14,13 +14,15 @@ command) and ``e2ae demo`` all call :func:`build`. The parts:
 The AGW listens on no port of its own at start: each termination binds its access and core
 ports when the ALG reserves it (:attr:`AgwService.gateway` has them). :meth:`startService`
 connects to the ALG (and keeps reconnecting); :meth:`stopService` releases every termination,
-closing its ports, then deregisters (ServiceChange Forced) and closes the link.
+closing its ports, then deregisters (ServiceChange Forced) and closes the link. With
+``metrics`` (``--metrics HOST:PORT``) it also serves Prometheus metrics, from start to stop
+(docs/metrics.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -34,6 +36,10 @@ from certs.generate import CertAndKey
 from iq.config import IqTlsConfig
 from iq.link import DEFAULT_TIMEOUT, IqAgent
 from iq.transactions import FaultPlan
+
+if TYPE_CHECKING:
+    from accessgw.metrics import AgwMetrics
+    from e2ae.metrics import MetricsServer
 
 log = Logger(namespace="accessgw")
 
@@ -49,11 +55,18 @@ class AgwService(Service):
         gateway: AccessGateway,
         handler: GatewayIqHandler,
         agent: IqAgent,
+        metrics: MetricsServer | None = None,
     ) -> None:
         self.config = config
         self.gateway = gateway
         self.handler = handler
         self.agent = agent
+        self.metrics = metrics
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """Where ``/metrics`` is served (its actual port once started); ``None``: metrics off."""
+        return None if self.metrics is None else self.metrics.bound
 
     @property
     def alg(self) -> tuple[str, int]:
@@ -65,6 +78,9 @@ class AgwService(Service):
         return self.agent.when_registered()
 
     def startService(self) -> None:
+        """Connect to the ALG. Raises ``CannotListenError`` if the metrics address is taken."""
+        if self.metrics is not None:
+            self.metrics.listen(self.gateway.reactor, "AGW")
         if self.config.malloc_tuning:
             from accessgw.malloc import tune_malloc
 
@@ -81,6 +97,8 @@ class AgwService(Service):
     def stopService(self) -> defer.Deferred[None]:
         super().stopService()
         self.gateway.close()
+        if self.metrics is not None:
+            self.metrics.stop()
         return self.agent.stop()
 
 
@@ -93,11 +111,14 @@ def build(
     identity: CertAndKey | None = None,
     observer: Callable[[Event], None] | None = None,
     reactor: Any = None,
+    metrics: tuple[str, int] | None = None,
 ) -> AgwService:
     """The AGW of ``config``, not yet started. ``iq_tls`` secures the Iq link (``None``: plain
     TCP, which the caller has been told to opt into); ``identity`` is the AGW's certificate
     and key if already loaded (otherwise read from ``config.cert`` and ``config.key``);
-    ``observer`` is called with every gateway event. Raises
+    ``observer`` is called with every gateway event; ``metrics``: serve Prometheus metrics on
+    this address (port 0: the system picks), in a registry of this AGW's own
+    (docs/metrics.md; ``None``: none are kept). Raises
     :class:`~accessgw.errors.AccessGwError` for a certificate that cannot be loaded."""
     if identity is None:
         identity = load_identity(config.cert, config.key)
@@ -113,6 +134,15 @@ def build(
         observer=observer,
     )
     handler = GatewayIqHandler(gateway)
+    server: MetricsServer | None = None
+    counters: AgwMetrics | None = None
+    if metrics is not None:
+        from accessgw.metrics import AgwMetrics
+        from e2ae.metrics import MetricsServer, new_registry
+
+        server = MetricsServer(new_registry(), metrics)
+        counters = AgwMetrics(server.registry, gateway)
+        gateway.add_observer(counters.event)
     host, port = config.alg
     agent = IqAgent(
         handler,
@@ -123,6 +153,7 @@ def build(
         timeout=iq_timeout,
         faults=faults,
         reactor=reactor,
+        observer=None if counters is None else counters.iq_handled,
     )
     handler.attach(agent)
-    return AgwService(config, gateway, handler, agent)
+    return AgwService(config, gateway, handler, agent, server)

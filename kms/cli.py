@@ -2,7 +2,8 @@
 
 ::
 
-    e2ae kms --config kms.toml [--listen HOST:PORT] [--log-level L] [--log-json FILE]
+    e2ae kms --config kms.toml [--listen HOST:PORT] [--metrics HOST:PORT] [--log-level L]
+             [--log-json FILE]
 
     e2ae kms-client request --kms HOST:PORT --kms-pin 'HASH HEX' --cert C --key K
                             --identity URI --psk-file F [--responder URI ...] [--sessions N]
@@ -43,6 +44,12 @@ def register(subparsers: Any) -> None:
     )
     server.add_argument("--config", type=Path, required=True, help="the KMS's TOML file")
     server.add_argument("--listen", metavar="HOST:PORT", help="override [kms] listen")
+    server.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (off by default;"
+        " docs/metrics.md)",
+    )
     add_log_options(server)
     server.set_defaults(func=_serve)
 
@@ -97,6 +104,7 @@ def register(subparsers: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from e2ae.address import AddressError, parse_host_port
     from e2ae.logsetup import start_logging
+    from e2ae.metrics import metrics_address
     from kms.config import KmsConfigError, load
     from kms.service import build
 
@@ -106,7 +114,7 @@ def _serve(args: argparse.Namespace) -> int:
             import attrs
 
             config = attrs.evolve(config, listen=parse_host_port(args.listen, "--listen"))
-        service = build(config)
+        service = build(config, metrics=metrics_address(args.metrics))
     except (KmsConfigError, AddressError) as exc:
         print(f"e2ae kms: {exc}", file=sys.stderr)
         return EXIT_USAGE

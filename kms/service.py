@@ -4,12 +4,14 @@
 The parts: the state database (:class:`~kms.store.KmsStore`, with the file's users
 provisioned into it), the decisions (:class:`~kms.core.KmsCore`) and the HTTPS listener
 (:mod:`kms.edge`). Every request is logged with the client's address, the identity it
-authenticated as, the outcome and the MIKEY error number; never a key.
+authenticated as, the outcome and the MIKEY error number; never a key. With ``metrics``
+(``--metrics HOST:PORT``) it also serves Prometheus metrics, from start to stop
+(docs/metrics.md).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IListeningPort
@@ -23,6 +25,10 @@ from kms.edge import Reply, listen
 from kms.http import Request
 from kms.store import KmsStore, StoreError
 
+if TYPE_CHECKING:
+    from e2ae.metrics import MetricsServer
+    from kms.metrics import KmsMetrics
+
 log = Logger(namespace="e2ae.kms")
 
 #: Media types a request body may be declared as (none declared is accepted too).
@@ -35,7 +41,12 @@ class KmsService(Service):
     name = "kms"
 
     def __init__(
-        self, config: KmsConfig, identity: CertAndKey, store: KmsStore, reactor: Any
+        self,
+        config: KmsConfig,
+        identity: CertAndKey,
+        store: KmsStore,
+        reactor: Any,
+        metrics: MetricsServer | None = None,
     ) -> None:
         self.config = config
         self.identity = identity
@@ -49,6 +60,17 @@ class KmsService(Service):
         )
         self.port: IListeningPort | None = None
         self.requests = 0
+        self.metrics = metrics
+        self.counters: KmsMetrics | None = None
+        if metrics is not None:
+            from kms.metrics import KmsMetrics
+
+            self.counters = KmsMetrics(metrics.registry)
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """Where ``/metrics`` is served (its actual port once started); ``None``: metrics off."""
+        return None if self.metrics is None else self.metrics.bound
 
     @property
     def address(self) -> tuple[str, int]:
@@ -62,6 +84,13 @@ class KmsService(Service):
         self.port, _ = listen(
             self.reactor, self.config, self.identity, self.serve, self.reactor.seconds
         )
+        if self.metrics is not None:
+            try:
+                self.metrics.listen(self.reactor, "KMS")
+            except Exception:
+                self.port.stopListening()
+                self.port = None
+                raise
         host, port = self.address
         log.info(
             "KMS {kms} listening on {listen}: {users} users provisioned",
@@ -75,6 +104,8 @@ class KmsService(Service):
         super().stopService()
         port, self.port = self.port, None
         done = port.stopListening() if port is not None else None
+        if self.metrics is not None:
+            self.metrics.stop()
         self.store.close()
         return done
 
@@ -82,8 +113,12 @@ class KmsService(Service):
         self.requests += 1
         declared = (request.header("content-type") or "").split(";")[0].strip().lower()
         if declared and declared not in MIKEY_TYPES:
+            if self.counters is not None:
+                self.counters.request(request.body, None, rejected=True)
             return Reply(415, b"the body must be a MIKEY message (application/mikey)", "text/plain")
         reply = self.core.handle(request.body, identities, now)
+        if self.counters is not None:
+            self.counters.request(request.body, reply.error)
         log.info(
             "KMS {outcome}",
             peer=peer,
@@ -103,10 +138,16 @@ def provision(store: KmsStore, config: KmsConfig) -> int:
 
 
 def build(
-    config: KmsConfig, *, identity: CertAndKey | None = None, reactor: Any = None
+    config: KmsConfig,
+    *,
+    identity: CertAndKey | None = None,
+    reactor: Any = None,
+    metrics: tuple[str, int] | None = None,
 ) -> KmsService:
     """The KMS of ``config``: its state opened and its users provisioned; listening once
-    started. Raises :class:`~kms.config.KmsConfigError` for a file it cannot use."""
+    started. ``metrics``: serve Prometheus metrics on this address (port 0: the system
+    picks), in a registry of this KMS's own (docs/metrics.md; ``None``: none are kept).
+    Raises :class:`~kms.config.KmsConfigError` for a file it cannot use."""
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
@@ -120,7 +161,12 @@ def build(
         provision(store, config)
     except StoreError as exc:
         raise KmsConfigError(str(exc)) from exc
-    return KmsService(config, identity, store, reactor)
+    server = None
+    if metrics is not None:
+        from e2ae.metrics import MetricsServer, new_registry
+
+        server = MetricsServer(new_registry(), metrics)
+    return KmsService(config, identity, store, reactor, server)
 
 
 __all__ = ["KmsService", "build", "provision"]

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from e2ae.address import AddressError
 from e2ae.logsetup import add_log_options, start_logging
 from pcscf.config import SCALAR_KEYS, ConfigError, PcscfConfig, build_config, load_file
 
@@ -75,6 +76,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ("udp_tcp_threshold", int, "a larger request for a UDP hop goes over TCP; 0: never (1300)"),
     ):
         parser.add_argument("--" + key.replace("_", "-"), type=kind, metavar="N", help=text)
+    parser.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (off by default;"
+        " docs/metrics.md)",
+    )
     parser.add_argument("--policy", metavar="FILE", type=Path, help="e2ae policy (TOML)")
     parser.add_argument("--config", metavar="FILE", type=Path, help="config file (TOML)")
     parser.add_argument(
@@ -105,9 +112,12 @@ def _config(args: argparse.Namespace) -> PcscfConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from e2ae.metrics import metrics_address
+
     try:
         config = _config(args)
-    except ConfigError as exc:
+        metrics = metrics_address(args.metrics)
+    except (ConfigError, AddressError) as exc:
         print(f"e2ae pcscf: {exc}", file=sys.stderr)
         return 2
     if args.check:
@@ -117,12 +127,13 @@ def _run(args: argparse.Namespace) -> int:
             f" iq-tls={'yes' if config.iq_tls else 'no'}"
             f"{' iq-insecure' if config.iq_insecure else ''}"
             f"{''.join(' iq-allow=' + a for a in config.iq_allow)}"
+            f"{'' if metrics is None else ' metrics=' + _hp(metrics)}"
         )
         return 0
     from pcscf.service import serve
 
     start_logging(level=args.log_level, json_path=args.log_json)
-    return serve(config)
+    return serve(config, metrics=metrics)
 
 
 def _hp(addr: tuple[str, int]) -> str:

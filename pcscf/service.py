@@ -31,7 +31,7 @@ from e2ae.logsetup import enabled
 from pcscf.config import PcscfConfig
 from pcscf.mediahook import MediaHandler, PassThrough
 from pcscf.sip.media import DialogId, Forward, MediaResult, Reject, Side
-from pcscf.sip.message import MessageError, StreamParser, parse_datagram
+from pcscf.sip.message import MessageError, Response, StreamParser, parse_datagram
 from pcscf.sip.proxy import (
     Action,
     DialogEnded,
@@ -45,8 +45,10 @@ from pcscf.sip.proxy import (
 )
 
 if TYPE_CHECKING:
+    from e2ae.metrics import MetricsServer
     from iq.link import IqController
     from pcscf.e2ae import E2aeMediaHandler
+    from pcscf.metrics import PcscfMetrics
 
 log = Logger(namespace="pcscf")
 #: UDP socket buffer size asked for (the kernel may cap it at net.core.rmem_max).
@@ -182,6 +184,7 @@ class SipService:
         *,
         reactor: Any = None,
         core: ProxyCore | None = None,
+        metrics: PcscfMetrics | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -191,6 +194,8 @@ class SipService:
         self.config = config
         self.core = core if core is not None else ProxyCore(config)
         self.handler: MediaHandler = handler if handler is not None else PassThrough()
+        #: Counts responses and ended calls (``None``: metrics off, nothing counted).
+        self.metrics = metrics
         self.connections: dict[ConnKey, _Stream] = {}
         self.pending_tcp: dict[ConnKey, list[bytes]] = {}
         self.reoffers: dict[int, defer.Deferred[tuple[int, bytes]]] = {}
@@ -295,9 +300,13 @@ class SipService:
     def _do(self, action: Action) -> None:
         if isinstance(action, Send):
             self.send(action.peer, action.message.serialise())
+            if self.metrics is not None and isinstance(action.message, Response):
+                self.metrics.response(action.message.status, action.relayed)
         elif isinstance(action, MediaRequest):
             self._media(action)
         elif isinstance(action, DialogEnded):
+            if self.metrics is not None:
+                self.metrics.call_ended(action.outcome, action.cause)
             try:
                 self.handler.dialog_ended(action.dialog, action.reason)
             except Exception:
@@ -384,7 +393,8 @@ class PcscfService(Service):
     :meth:`startService` opens the SIP listeners (UDP and TCP on each side) and the Iq
     listener; a port 0 is replaced by the one the system chose, which :attr:`gm`,
     :attr:`core` and :attr:`iq` give afterwards. :meth:`stopService` closes the Iq links, the
-    SIP connections and every listener."""
+    SIP connections and every listener. With ``metrics`` it also serves ``/metrics`` there
+    (:attr:`metrics_address`)."""
 
     name = "pcscf"
 
@@ -394,11 +404,13 @@ class PcscfService(Service):
         sip: SipService,
         controller: IqController,
         e2ae: E2aeMediaHandler,
+        metrics: MetricsServer | None = None,
     ) -> None:
         self.config = config
         self.sip = sip
         self.controller = controller
         self.e2ae = e2ae
+        self.metrics = metrics
         self.iq_port: IListeningPort | None = None
         self._iq_bound: int | None = None
 
@@ -418,6 +430,11 @@ class PcscfService(Service):
         host, port = self.config.iq
         return host, (port if self._iq_bound is None else self._iq_bound)
 
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """Where ``/metrics`` is served (its actual port once started); ``None``: metrics off."""
+        return None if self.metrics is None else self.metrics.bound
+
     def startService(self) -> None:
         """Open every listener. Raises :class:`CannotListenError` (nothing is left open)."""
         host, port = self.config.iq
@@ -425,8 +442,13 @@ class PcscfService(Service):
             self.sip.listen()
             self.iq_port = self.controller.listen(port, host)
             self._iq_bound = int(self.iq_port.getHost().port)
+            if self.metrics is not None:
+                self.metrics.listen(self.sip.reactor, "P-CSCF")
         except Exception:
             self.sip.stop()
+            if self.iq_port is not None:
+                self.iq_port.stopListening()
+                self.iq_port = None
             raise
         super().startService()
 
@@ -438,15 +460,23 @@ class PcscfService(Service):
         if self.iq_port is not None:
             closing.append(defer.maybeDeferred(self.iq_port.stopListening))
         closing.append(self.sip.stop())
+        if self.metrics is not None:
+            closing.append(defer.maybeDeferred(self.metrics.stop))
         return defer.gatherResults(closing, consumeErrors=True)
 
 
 def build(
-    config: PcscfConfig, handler: MediaHandler | None = None, *, reactor: Any = None
+    config: PcscfConfig,
+    handler: MediaHandler | None = None,
+    *,
+    reactor: Any = None,
+    metrics: tuple[str, int] | None = None,
 ) -> PcscfService:
     """The P-CSCF of ``config``, not yet started: SIP on both sides, Iq for the AGWs, e2ae per
     the policy. ``handler`` replaces the e2ae media handler (e.g.
-    :class:`~pcscf.mediahook.PassThrough`); Iq is served either way. Raises
+    :class:`~pcscf.mediahook.PassThrough`); Iq is served either way. ``metrics``: serve
+    Prometheus metrics on this address (port 0: the system picks), in a registry of this
+    P-CSCF's own (docs/metrics.md); ``None``: none are kept. Raises
     :class:`~iq.errors.LocalIqError` for an Iq configuration that cannot be used."""
     from pcscf.e2ae import E2aeMediaHandler, iq_controller
 
@@ -460,19 +490,39 @@ def build(
         handler = e2ae
     else:
         e2ae.stop()
-    sip = SipService(_proxy_config(config), handler, reactor=reactor)
-    return PcscfService(config, sip, controller, e2ae)
+    counters: PcscfMetrics | None = None
+    server: MetricsServer | None = None
+    if metrics is not None:
+        from e2ae.metrics import MetricsServer, new_registry
+        from pcscf.metrics import PcscfMetrics
+
+        server = MetricsServer(new_registry(), metrics)
+        counters = PcscfMetrics(server.registry)
+        controller.observer = counters.iq_transaction
+    sip = SipService(_proxy_config(config), handler, reactor=reactor, metrics=counters)
+    if counters is not None:
+        table = e2ae.table
+        counters.watch(
+            lambda: len(sip.core.registrar),
+            lambda: sum(1 for call in table.calls.values() if call.streams),
+        )
+    return PcscfService(config, sip, controller, e2ae, server)
 
 
-def serve(config: PcscfConfig, handler: MediaHandler | None = None) -> int:
+def serve(
+    config: PcscfConfig,
+    handler: MediaHandler | None = None,
+    *,
+    metrics: tuple[str, int] | None = None,
+) -> int:
     """Run the P-CSCF of :func:`build` until stopped (the ``e2ae pcscf`` command). Prints the
-    bound addresses."""
+    bound addresses. ``metrics``: serve Prometheus metrics there (:func:`build`)."""
     from twisted.internet import reactor
 
     from iq.errors import LocalIqError
 
     try:
-        pcscf = build(config, handler, reactor=reactor)
+        pcscf = build(config, handler, reactor=reactor, metrics=metrics)
     except LocalIqError as exc:
         print(f"e2ae pcscf: {exc}", file=sys.stderr)
         return 2

@@ -98,6 +98,9 @@ class Peer:
 class Send:
     peer: Peer
     message: Request | Response
+    #: A response passed on from the other side (False: one the proxy made itself). For the
+    #: edge's counters only; not part of the action's identity.
+    relayed: bool = attrs.field(default=False, eq=False)
 
 
 @attrs.frozen
@@ -109,10 +112,32 @@ class MediaRequest:
     body: bytes
 
 
+#: How a call ended, for the edge's counters (docs/metrics.md): answered (it had been
+#: answered), rejected (a final error, or its SDP refused), cancelled, failed (no answer, the
+#: next hop failed, a call that was not answered ended otherwise).
+CallOutcome = Literal["answered", "rejected", "cancelled", "failed"]
+#: Why, in a bounded vocabulary (``reason`` is the text for the log).
+CallCause = Literal[
+    "bye",
+    "cancel",
+    "final_response",
+    "offer_rejected",
+    "answer_rejected",
+    "media_handler",
+    "session_timer",
+    "replaced",
+    "no_answer",
+    "next_hop_failed",
+]
+
+
 @attrs.frozen
 class DialogEnded:
     dialog: DialogId
     reason: str
+    #: For the counters only; not part of the action's identity.
+    outcome: CallOutcome = attrs.field(default="failed", eq=False)
+    cause: CallCause = attrs.field(default="bye", eq=False)
 
 
 @attrs.frozen
@@ -438,7 +463,8 @@ class ProxyCore:
         out: list[Action] = []
         dialog = self.dialogs.get(dialog_id)
         if dialog is not None:
-            self._end(dialog, cause, text, "ended by the media handler: " + text, now, out)
+            why = "ended by the media handler: " + text
+            self._end(dialog, cause, text, why, now, out, "media_handler")
         return out
 
     def reoffer(
@@ -662,7 +688,7 @@ class ProxyCore:
             self._overloaded(txn, now, out, f"calls full ({self.config.max_calls})")
             return
         if old is not None and old.state != "ended":
-            self._ended(old, "replaced by a new INVITE with the same Call-ID", out)
+            self._ended(old, "replaced by a new INVITE with the same Call-ID", out, "replaced")
         contact = msg.addresses("contact")
         dialog = Dialog(
             did,
@@ -716,7 +742,8 @@ class ProxyCore:
         def reject(result: Reject, now: float, out: list[Action]) -> None:
             if not txn.final:
                 self._respond(txn, result.status, now, out, extra=[self._warning(result.warning)])
-            self._ended(dialog, f"offer rejected: {result.status} {result.warning}", out)
+            why = f"offer rejected: {result.status} {result.warning}"
+            self._ended(dialog, why, out, "offer_rejected", "rejected")
 
         context = self._context(dialog, "offer", msg.method, None, True, peer.side == "gm", msg)
         self._ask(dialog, context, msg.body, forward, reject, out)
@@ -793,7 +820,7 @@ class ProxyCore:
             party = dialog.caller if _same_party(dialog.caller, peer, dialog) else dialog.callee
             party.cseq = max(party.cseq, msg.cseq[0])
             if msg.method == "BYE":
-                self._ended(dialog, "BYE", out)
+                self._ended(dialog, "BYE", out, "bye")
 
         def forward(body: bytes, now: float, out: list[Action]) -> None:
             if txn is not None and (txn.cancelled or txn.final):
@@ -848,7 +875,7 @@ class ProxyCore:
         self._respond(invite, 487, now, out)
         dialog = self.dialogs.get(invite.dialog) if invite.dialog else None
         if dialog is not None:
-            self._ended(dialog, "CANCEL", out)
+            self._ended(dialog, "CANCEL", out, "cancel", "cancelled")
 
     # =========================================================================== responses
     def _on_response(self, peer: Peer, msg: Response, now: float, out: list[Action]) -> None:
@@ -894,6 +921,7 @@ class ProxyCore:
             Send(
                 Peer(side, transport, host, port),
                 msg.evolve(headers=msg.dropping_first_value("via")),
+                relayed=True,
             )
         )
 
@@ -1050,9 +1078,13 @@ class ProxyCore:
         ):
             return
         sent = msg.evolve(body=body) if msg.has_sdp else msg
-        self._send_response(server, sent, now, out)
+        self._send_response(server, sent, now, out, relayed=True)
         if dialog is not None and initial and msg.status >= 300:
-            self._ended(dialog, f"final response {msg.status}", out)
+            why = f"final response {msg.status}"
+            if server.cancelled:
+                self._ended(dialog, why, out, "cancel", "cancelled")
+            else:
+                self._ended(dialog, why, out, "final_response", "rejected")
 
     def _replay_media_result(
         self,
@@ -1122,7 +1154,9 @@ class ProxyCore:
             self._send_cancel(txn, now, out, _reason(result.status, result.warning))
         else:
             self._release_callee(dialog, msg, result.status, result.warning, now, out)
-        self._ended(dialog, f"answer rejected: {result.warning}", out)
+        self._ended(
+            dialog, f"answer rejected: {result.warning}", out, "answer_rejected", "rejected"
+        )
 
     def _callee_route(self, msg: Response) -> list[str]:
         """Our route set towards the callee: the Record-Route entries above ours, reversed."""
@@ -1144,7 +1178,7 @@ class ProxyCore:
             return
         if now >= dialog.expires_at and dialog.state == "confirmed":
             text = "session timer expired"
-            self._end(dialog, 408, text, text, now, out)
+            self._end(dialog, 408, text, text, now, out, "session_timer")
 
     def _release_callee(
         self, dialog: Dialog, ok: Response, cause: int, text: str, now: float, out: list[Action]
@@ -1158,7 +1192,14 @@ class ProxyCore:
             )
 
     def _end(
-        self, dialog: Dialog, cause: int, text: str, why: str, now: float, out: list[Action]
+        self,
+        dialog: Dialog,
+        cause: int,
+        text: str,
+        why: str,
+        now: float,
+        out: list[Action],
+        kind: CallCause,
     ) -> None:
         if dialog.state == "ended":
             return
@@ -1174,7 +1215,7 @@ class ProxyCore:
         else:
             for party in (dialog.caller, dialog.callee):
                 self._send_in_dialog(dialog, party, "BYE", b"", now, out, [("Reason", reason)])
-        self._ended(dialog, why, out)
+        self._ended(dialog, why, out, kind)
 
     def _register_response(
         self, pending: PendingRegister, msg: Response, now: float, out: list[Action]
@@ -1255,11 +1296,21 @@ class ProxyCore:
         while dialog.queue and not dialog.busy:
             dialog.queue.popleft()(now, out)
 
-    def _ended(self, dialog: Dialog, reason: str, out: list[Action]) -> None:
+    def _ended(
+        self,
+        dialog: Dialog,
+        reason: str,
+        out: list[Action],
+        cause: CallCause,
+        outcome: CallOutcome | None = None,
+    ) -> None:
+        """The call is over; ``outcome`` ``None``: answered if it was, else failed."""
         if dialog.state == "ended":
             return
+        if outcome is None:
+            outcome = "answered" if dialog.state == "confirmed" else "failed"
         dialog.state = "ended"
-        out.append(DialogEnded(dialog.id, reason))
+        out.append(DialogEnded(dialog.id, reason, outcome, cause))
         out.append(
             Log(
                 "info",
@@ -1462,7 +1513,8 @@ class ProxyCore:
         dialog = self.dialogs.get(txn.dialog) if txn.dialog else None
         if dialog is not None and txn.key == dialog.client and dialog.state == "early":
             why = "no answer from the next hop" if status == 408 else f"next hop failed ({status})"
-            self._ended(dialog, why, out)
+            kind: CallCause = "no_answer" if status == 408 else "next_hop_failed"
+            self._ended(dialog, why, out, kind, "failed")
 
     def _server_timer(self, key: ServerKey, now: float, out: list[Action]) -> None:
         txn = self.server_txns.get(key)
@@ -1491,10 +1543,16 @@ class ProxyCore:
         self._send_response(txn, response, now, out)
 
     def _send_response(
-        self, txn: ServerTxn, response: Response, now: float, out: list[Action]
+        self,
+        txn: ServerTxn,
+        response: Response,
+        now: float,
+        out: list[Action],
+        *,
+        relayed: bool = False,
     ) -> None:
         wakes = txn.machine.respond(response, now)
-        out.append(Send(txn.peer, response))
+        out.append(Send(txn.peer, response, relayed))
         for when in wakes:
             self._timers.add(when, ServerDue(txn.key))
 

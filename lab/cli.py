@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "pcscf.cli",
     "accessgw.cli",
     "kms.cli",
+    "msrpas.cli",
     "lab.commands",
 )
 

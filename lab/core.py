@@ -112,12 +112,19 @@ class CoreStub:
         domain: str = "lab.example",
         peer_user: str = "peer",
         echo: bool = False,
+        app_server: tuple[str, int] | None = None,
+        app_server_for: frozenset[str] = frozenset(),
     ) -> None:
         self.reactor = reactor
         self.host = host
         self.domain = domain
         self.peer_user = peer_user
         self.echo = echo
+        #: Terminating filter criteria: an initial INVITE to one of these AORs goes to the AS
+        #: first (Route: the AS, then us with ``;term``); the AS's own INVITE, routed back
+        #: through that second entry, goes on to the AOR's registered contact.
+        self.app_server = app_server
+        self.app_server_for = app_server_for
         self.node = SipNode(reactor, "core", host)
         self.node.handler = self._received
         self.bindings: dict[str, Binding] = {}
@@ -200,12 +207,30 @@ class CoreStub:
     def _route(self, request: Request, addr: Address, target: SipUri) -> None:
         binding = self.bindings.get(target.aor())
         routes = list(request.values("Route"))
+        from_as = False
         if routes:
             first = NameAddr.parse(routes[0], "Route").sip_uri("Route")
             if (first.host, first.port) == (self.host, self.port):
                 routes = routes[1:]
+                from_as = any(k.lower() == "term" for k, _ in first.params)
         uri = request.uri
-        if binding is not None and request.to.tag is None:
+        if (
+            self.app_server is not None
+            and binding is not None
+            and request.method == "INVITE"
+            and request.to.tag is None
+            and not from_as
+            and target.aor() in self.app_server_for
+        ):
+            host, port = self.app_server
+            routes = [f"<sip:msrp-as@{host}:{port};lr>", f"<sip:{self.host}:{self.port};lr;term>"]
+            log.info(
+                "core: {call_id} to {aor} goes through the AS at {address}",
+                call_id=request.call_id,
+                aor=target.aor(),
+                address=f"{host}:{port}",
+            )
+        elif binding is not None and request.to.tag is None:
             uri = binding.contact
             routes = list(binding.path) + routes
         elif request.to.tag is None:

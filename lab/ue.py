@@ -527,7 +527,14 @@ class KmsAccess:
     ``identity``: the UE's identity at the KMS (IDRi / IDRr; None: its AOR). ``cert_files``:
     the client certificate and key (PEM files) of the HTTPS connection; None: the UE's own
     certificate. ``responder``: misbehaviour for negative tests, every ticket and TRANSFER_INIT
-    names this Responder instead of the called AOR."""
+    names this Responder instead of the called AOR.
+
+    ``app_servers``: the identities of the application servers (an MSRP AS) this UE lets
+    resolve its tickets; they are added to every ticket's Responders (TR 33.829 §8.3.1.2: an
+    AS in the MSRP path must resolve the ticket). ``as_policy``: what the UE does when it learns
+    that TLS is terminated in an AS (the TRANSFER_RESP comes from an AS, or the ticket of an
+    incoming offer was issued to someone else than the caller): ``accept`` carries on and
+    records it, ``close`` ends the call (caller: BYE; callee: 488)."""
 
     address: tuple[str, int]
     pin: Fingerprint
@@ -537,6 +544,8 @@ class KmsAccess:
     kms_identity: str = KMS_IDENTITY
     timeout: float = 10.0
     responder: str | None = None
+    app_servers: tuple[str, ...] = ()
+    as_policy: Literal["accept", "close"] = "accept"
 
 
 def crypto_sessions(streams: Sequence[StreamInfo]) -> dict[int, int]:

@@ -107,6 +107,19 @@ def add_ue_parser(subparsers: Any) -> None:
         metavar="URI",
         help="name this Responder in the ticket and TRANSFER_INIT, not the callee (misbehaviour)",
     )
+    p.add_argument(
+        "--kms-as",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="an application server allowed to resolve our tickets (repeatable)",
+    )
+    p.add_argument(
+        "--kms-as-policy",
+        choices=("accept", "close"),
+        default="accept",
+        help="when TLS-PSK is terminated in an AS: carry on (accept) or end the call (close)",
+    )
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--json", action="store_true", help="print a JSON object per call")
     add_log_options(p, level="warn")
@@ -173,6 +186,8 @@ def _kms_access(args: argparse.Namespace) -> Any:
         kms_identity=args.kms_identity,
         timeout=args.timeout,
         responder=args.kms_responder,
+        app_servers=tuple(args.kms_as),
+        as_policy=args.kms_as_policy,
     )
 
 
@@ -271,6 +286,8 @@ def _ue(args: argparse.Namespace) -> int:
                 try:
                     call = await sim.call(args.call)
                     out["call_id"] = call.call_id
+                    if call.tls_terminated_by is not None:
+                        out["tls_terminated_by"] = call.tls_terminated_by
                     out["streams"] = [_leg_json(leg) for leg in call.streams.values()]
                     await _exchange(reactor, args, call, out)
                     out["streams"] = [_leg_json(leg) for leg in call.streams.values()]
@@ -287,6 +304,8 @@ def _ue(args: argparse.Namespace) -> int:
                 answered += 1
                 call = await sim.next_call()
                 out = {"from": call.dialog.remote_uri, "call_id": call.call_id}
+                if call.tls_terminated_by is not None:
+                    out["tls_terminated_by"] = call.tls_terminated_by
                 try:
                     await _exchange(reactor, args, call, out)
                 except Exception as exc:  # the caller may hang up at any time: next call

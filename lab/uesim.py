@@ -142,6 +142,9 @@ class Call:
     end_reason: str = ""
     acked: bool = False
     ack: Request | None = None  # the ACK sent for the 2xx (sent again if the 2xx comes again)
+    #: The KMS identity of the application server TLS-PSK is terminated in, when the MIKEY
+    #: exchange said so (the peer's authenticated identity is not the SIP peer's).
+    tls_terminated_by: str | None = None
     _closed: list[defer.Deferred[None]] = attrs.field(factory=list)
 
     @property
@@ -486,6 +489,13 @@ class UeSim:
                 _, keys = await self._kms_exchange(resolve)
                 mpk, tgks = kms_client.ticket_keys(keys)
                 transfer.verify_transfer_init(info, mpk, me)
+                caller = request.from_.sip_uri("From").aor()
+                via_as = info.initiator if info.initiator != caller else None
+                if via_as is not None and kms.as_policy == "close":
+                    raise MikeyError(
+                        ErrorNo.UNSPECIFIED,
+                        f"TLS would be terminated in {via_as}, not {caller}: refused by policy",
+                    )
                 psks = transfer.session_psks(
                     info.message, tgks, ticket_flags=info.ticket.policy.flags
                 )
@@ -498,7 +508,16 @@ class UeSim:
         except Exception as exc:  # never let an offer end the UE
             self._refuse(request, addr, f"UNSPECIFIED: {type(exc).__name__}: {exc}")
             return
-        self._answer_offer(request, addr, psks=psks, key_mgmt=ue.key_mgmt_value(resp))
+        if via_as is not None:
+            log.info(
+                "UE {ue}: call {call_id}: TLS-PSK is terminated in the AS {app_server}",
+                ue=self.user,
+                call_id=request.call_id,
+                app_server=via_as,
+            )
+        self._answer_offer(
+            request, addr, psks=psks, key_mgmt=ue.key_mgmt_value(resp), via_as=via_as
+        )
 
     def _refuse(self, request: Request, addr: Address, warning: str | None) -> None:
         log.warn(
@@ -517,6 +536,7 @@ class UeSim:
         *,
         psks: Mapping[int, bytes] | None = None,
         key_mgmt: str | None = None,
+        via_as: str | None = None,
     ) -> None:
         agent = self._agent()
         endpoints: dict[str, media.MediaEndpoint[Any]] = {}
@@ -575,7 +595,9 @@ class UeSim:
                 self._refuse(request, addr, f"UNSPECIFIED: {exc}")
             return
         response, dialog = agent.answer(request, answer)
-        call = Call(dialog, outgoing=False, offer=request.body, answer=answer)
+        call = Call(
+            dialog, outgoing=False, offer=request.body, answer=answer, tls_terminated_by=via_as
+        )
         for action in actions:
             kind = _kind(action.media)
             endpoint = endpoints[kind]
@@ -652,8 +674,9 @@ class UeSim:
         responder = kms.responder or target
         now = float(self.reactor.seconds())
         try:
+            responders = (responder, *(a for a in kms.app_servers if a != responder))
             request = kms_client.request_init(
-                me, kms.key, (responder,), now, kms=kms.kms_identity, sessions=sessions
+                me, kms.key, responders, now, kms=kms.kms_identity, sessions=sessions
             )
             reply, keys = await self._kms_exchange(request)
             ticket = kms_client.ticket_of(reply)
@@ -677,13 +700,32 @@ class UeSim:
     async def _check_transfer_resp(self, call: Call, keyed: KeyedOffer, response: Response) -> None:
         """The answer must carry a TRANSFER_RESP to our TRANSFER_INIT, MACed with the MPK;
         otherwise BYE and :class:`CallFailed`."""
+        kms = self.kms
+        assert kms is not None
         try:
             resp = ue.transfer_message(response.body)
             transfer.verify_transfer_resp(resp, keyed.init, keyed.mpk)
+            named = transfer.named_responder(keyed.init)
+            answered_by = transfer.named_responder(resp) or named
+            if answered_by != named and answered_by not in kms.app_servers:
+                raise MikeyError(
+                    ErrorNo.INVALID_ID, f"the TRANSFER_RESP is from {answered_by}, not {named}"
+                )
         except MikeyError as exc:
             reason = f"TRANSFER_RESP refused: {kms_client.mikey_warning(exc)}"
         else:
-            return
+            if answered_by == named:
+                return
+            call.tls_terminated_by = answered_by
+            log.info(
+                "UE {ue}: call {call_id}: TLS-PSK is terminated in the AS {app_server}",
+                ue=self.user,
+                call_id=call.call_id,
+                app_server=answered_by,
+            )
+            if kms.as_policy == "accept":
+                return
+            reason = f"TLS is terminated in the AS {answered_by}: closed by policy"
         log.warn(
             "UE {ue}: call {call_id}: {error}", ue=self.user, call_id=call.call_id, error=reason
         )

@@ -200,11 +200,31 @@ def read_transfer_init(
     return TransferInit(message, message.header.csb_id, tuple(sessions), randri, initiator, ticket)
 
 
+def named_responder(message: Message) -> str | None:
+    """The Responder a TRANSFER_INIT names (its IDRr), if it names one."""
+    return _identity(message.payloads, IdRole.IDRR)
+
+
+def ticket_initiator(ticket: Ticket) -> str | None:
+    """The Initiator the KMS wrote into the ticket's policy (its IDRi): the user who requested
+    the ticket. The KMS's tag over the policy makes it authentic once the ticket resolved."""
+    return _identity(ticket.policy.payloads(), IdRole.IDRI)
+
+
 def verify_transfer_init(info: TransferInit, mpk: bytes, responder: str) -> None:
-    """Raise MikeyError(Auth failure) unless the TRANSFER_INIT's MAC is the MPK's."""
+    """Raise MikeyError(Auth failure) unless the TRANSFER_INIT's MAC is the MPK's, and
+    MikeyError(Invalid ID) when its IDRi is not the Initiator the ticket names (the user the
+    KMS gave the MPK to). Call it once the ticket resolved: only then is the ticket's IDRi
+    the KMS's word, and ``info.initiator`` the authenticated peer."""
     keys = _keys(mpk, info.csb_id, response=False, randri=info.randri, randrr=b"")
     covered = kemac.ticket_mac_input(info.message, identity_r=responder.encode())
     kemac.verify(info.message, keys, mac_data=covered)
+    issued_to = ticket_initiator(info.ticket)
+    if issued_to is not None and issued_to != info.initiator:
+        raise MikeyError(
+            ErrorNo.INVALID_ID,
+            f"the TRANSFER_INIT names {info.initiator} but the ticket was issued to {issued_to}",
+        )
 
 
 def transfer_resp(
@@ -291,8 +311,10 @@ __all__ = [
     "TLS_PSK_BYTES",
     "CryptoSession",
     "TransferInit",
+    "named_responder",
     "read_transfer_init",
     "session_psks",
+    "ticket_initiator",
     "tls_map",
     "transfer_init",
     "transfer_resp",

@@ -1,0 +1,277 @@
+"""The MSRP AS on real sockets: KMS, core stub, P-CSCF, two UEs in KMS mode, the AS between
+them for calls to bob (a terminating filter in the core stub). 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+
+import certs
+from kms.config import KmsConfig, ProvisionedUser
+from kms.service import KmsService
+from kms.service import build as build_kms
+from kms.store import User
+from lab import ue as lab_ue
+from lab.core import CoreStub
+from lab.uesim import CallFailed, UeSim
+from mikey import decode
+from mikey.constants import DataType, IdRole
+from mikey.payloads import IdWithRole
+from msrpas.service import AsConfig, KmsLink, MsrpAsService, build
+from pcscf.sdp import SessionDescription
+from pcscf.service import SipService
+from pcscf.sip.proxy import Peer, ProxyConfig
+
+NOW = datetime.datetime.now(datetime.UTC)
+DOMAIN = "lab.example"
+USERS = ("alice", "bob", "carol")
+AS_ID = f"sip:msrp-as@{DOMAIN}"
+KMS_ID = "kms.e2ae.lab"
+
+
+def aor(name: str) -> str:
+    return f"sip:{name}@{DOMAIN}"
+
+
+@pytest.fixture(scope="module")
+def ids() -> dict[str, certs.CertAndKey]:
+    return {name: certs.generate(name, now=NOW) for name in (*USERS, "msrp-as", "kms")}
+
+
+@pytest.fixture(scope="module")
+def keys() -> dict[str, bytes]:
+    return {name: os.urandom(16) for name in (*USERS, "msrp-as")}
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[Any]]:
+    things: list[Any] = []
+    yield things
+    for thing in reversed(things):
+        pytest_twisted.blockon(defer.maybeDeferred(thing))
+
+
+@pytest.fixture
+def kms(
+    tmp_path: Path, ids: dict[str, certs.CertAndKey], keys: dict[str, bytes], cleanup: list[Any]
+) -> KmsService:
+    users = [ProvisionedUser(User(aor(n), keys[n]), (ids[n].fingerprint(),)) for n in USERS]
+    users.append(ProvisionedUser(User(AS_ID, keys["msrp-as"]), (ids["msrp-as"].fingerprint(),)))
+    config = KmsConfig(
+        identity=KMS_ID,
+        listen=("127.0.0.1", 0),
+        cert=Path("unused"),
+        key=Path("unused"),
+        state=tmp_path / "kms.sqlite",
+        users=tuple(users),
+    )
+    service = build_kms(config, identity=ids["kms"], reactor=reactor)
+    service.startService()
+    cleanup.append(service.stopService)
+    return service
+
+
+@pytest.fixture
+def lab(
+    tmp_path: Path,
+    ids: dict[str, certs.CertAndKey],
+    keys: dict[str, bytes],
+    kms: KmsService,
+    cleanup: list[Any],
+) -> dict[str, Any]:
+    core = CoreStub(reactor, domain=DOMAIN)
+    core_port = core.listen()
+    cleanup.append(core.stop)
+    cert, key = certs.write(ids["msrp-as"], tmp_path)
+    app = build(
+        AsConfig(
+            sip=("127.0.0.1", 0),
+            next_hop=("127.0.0.1", core_port),
+            media_ip="127.0.0.1",
+            identity=AS_ID,
+            kms=KmsLink(kms.address, ids["kms"].fingerprint(), keys["msrp-as"], cert, key),
+            setup_timeout=5.0,
+        ),
+        reactor=reactor,
+    )
+    app.startService()
+    cleanup.append(app.stopService)
+    core.app_server = app.address
+    core.app_server_for = frozenset({aor("bob")})
+    pcscf = SipService(
+        ProxyConfig(
+            gm=("127.0.0.1", 0),
+            core=("127.0.0.1", 0),
+            next_hop=Peer("core", "udp", "127.0.0.1", core_port),
+            network_mechanisms=frozenset({"msrp-tls", "bfcp-tls"}),
+        ),
+        reactor=reactor,
+    )
+    pcscf.listen()
+    cleanup.append(pcscf.stop)
+    return {"core": core, "as": app, "gm": pcscf.config.gm, "kms": kms}
+
+
+async def _ue(
+    lab: dict[str, Any],
+    cleanup: list[Any],
+    ids: dict[str, certs.CertAndKey],
+    keys: dict[str, bytes],
+    name: str,
+    **access: Any,
+) -> UeSim:
+    kms: KmsService = lab["kms"]
+    kms_access = lab_ue.KmsAccess(kms.address, ids["kms"].fingerprint(), keys[name], **access)
+    sim = UeSim(reactor, name, ids[name], lab["gm"], domain=DOMAIN, kms=kms_access, media_timeout=5)
+    await sim.start()
+    cleanup.append(sim.stop)
+    assert (await sim.register()).status == 200
+    return sim
+
+
+def _ids_of(sdp: bytes) -> dict[IdRole, bytes]:
+    (value,) = SessionDescription.parse(sdp).key_mgmt()
+    message = decode(value.data)
+    return {p.role: p.data for p in message.payloads if isinstance(p, IdWithRole)}
+
+
+async def _wait(predicate: Any, timeout: float = 5.0) -> bool:
+    for _ in range(int(timeout / 0.05)):
+        if predicate():
+            return True
+        d: defer.Deferred[None] = defer.Deferred()
+        reactor.callLater(0.05, d.callback, None)
+        await d
+    return bool(predicate())
+
+
+@pytest_twisted.ensureDeferred
+async def test_alice_calls_bob_through_the_as_tls_psk_hop_by_hop_both_ends_notified(
+    lab: dict[str, Any],
+    cleanup: list[Any],
+    ids: dict[str, certs.CertAndKey],
+    keys: dict[str, bytes],
+) -> None:
+    app: MsrpAsService = lab["as"]
+    alice = await _ue(lab, cleanup, ids, keys, "alice", app_servers=(AS_ID,))
+    bob = await _ue(lab, cleanup, ids, keys, "bob")
+    incoming = bob.next_call()
+    call = await alice.call(aor("bob"))
+    answered = await incoming
+
+    # Two dialogs: the AS is a back-to-back user agent.
+    assert answered.call_id != call.call_id
+    # The AS resolved alice's ticket and asked for one of its own for bob.
+    assert app.kms_exchanges == ["RESOLVE_INIT_PSK", "REQUEST_INIT_PSK"]
+    assert alice.kms_exchanges == ["REQUEST_INIT_PSK"]
+    assert bob.kms_exchanges == ["RESOLVE_INIT_PSK"]
+    # Bob's TRANSFER_INIT comes from the AS; alice's TRANSFER_RESP is the AS's.
+    named = _ids_of(answered.offer)
+    assert named == {IdRole.IDRI: AS_ID.encode(), IdRole.IDRR: aor("bob").encode()}
+    assert _ids_of(call.answer)[IdRole.IDRR] == AS_ID.encode()
+    assert decode(SessionDescription.parse(call.answer).key_mgmt()[0].data).data_type is (
+        DataType.TRANSFER_RESP
+    )
+    # Both ends were told that TLS is terminated in the AS, and (policy accept) carried on.
+    assert call.tls_terminated_by == AS_ID
+    assert answered.tls_terminated_by == AS_ID
+    # Each leg's TLS-PSK has its own key: alice's and bob's differ (hop by hop).
+    for kind in ("msrp", "bfcp"):
+        assert call.streams[kind].tls_psk and answered.streams[kind].tls_psk
+    offer_text = answered.offer.decode()
+    assert "a=path:msrps://127.0.0.1:" in offer_text and "msrp-as" in offer_text
+
+    # MSRP both ways through the AS's relay, re-addressed per leg; BFCP floor granted.
+    await call.msrp.send_message(b"hello bob, via the AS")
+    got = await answered.msrp.wait_messages(1)
+    assert [m.body for m in got] == [b"hello bob, via the AS"]
+    await answered.msrp.send_message(b"hi alice")
+    assert [m.body for m in await call.msrp.wait_messages(1)] == [b"hi alice"]
+    big = os.urandom(5000).hex().encode()  # chunked by the sender, reassembled by bob
+    await call.msrp.send_message(big)
+    assert (await answered.msrp.wait_messages(2))[-1].body == big
+    assert (await call.bfcp.request_floor(1)).floor_ids == (1,)
+
+    assert (await alice.hangup(call)).status == 200
+    assert await _wait(lambda: answered.ended)
+    assert await _wait(lambda: not app.calls)
+    relayed = {r["stream"]: r for r in app.relayed}
+    assert relayed["msrp"]["caller"] > len(big) and relayed["msrp"]["callee"] > 0
+    assert relayed["bfcp"]["caller"] > 0 and relayed["bfcp"]["callee"] > 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_caller_whose_policy_is_close_ends_the_call_when_the_as_answers(
+    lab: dict[str, Any],
+    cleanup: list[Any],
+    ids: dict[str, certs.CertAndKey],
+    keys: dict[str, bytes],
+) -> None:
+    app: MsrpAsService = lab["as"]
+    alice = await _ue(lab, cleanup, ids, keys, "alice", app_servers=(AS_ID,), as_policy="close")
+    bob = await _ue(lab, cleanup, ids, keys, "bob")
+    with pytest.raises(CallFailed, match=f"terminated in the AS {AS_ID}: closed by policy"):
+        await alice.call(aor("bob"))
+    # alice's BYE went through the AS to bob: nothing is left anywhere.
+    assert await _wait(lambda: not app.calls)
+    assert await _wait(lambda: all(c.ended for c in bob.calls.values()))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_callee_whose_policy_is_close_answers_488_and_the_as_passes_it_on(
+    lab: dict[str, Any],
+    cleanup: list[Any],
+    ids: dict[str, certs.CertAndKey],
+    keys: dict[str, bytes],
+) -> None:
+    app: MsrpAsService = lab["as"]
+    alice = await _ue(lab, cleanup, ids, keys, "alice", app_servers=(AS_ID,))
+    await _ue(lab, cleanup, ids, keys, "bob", as_policy="close")
+    with pytest.raises(CallFailed) as info:
+        await alice.call(aor("bob"))
+    assert info.value.status == 488
+    assert f"TLS would be terminated in {AS_ID}" in str(info.value)
+    assert await _wait(lambda: not app.calls)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_ticket_the_as_may_not_resolve_gets_488_auth_failure_from_the_as(
+    lab: dict[str, Any],
+    cleanup: list[Any],
+    ids: dict[str, certs.CertAndKey],
+    keys: dict[str, bytes],
+) -> None:
+    app: MsrpAsService = lab["as"]
+    alice = await _ue(lab, cleanup, ids, keys, "alice")  # no AS among her ticket's Responders
+    bob = await _ue(lab, cleanup, ids, keys, "bob")
+    with pytest.raises(CallFailed) as info:
+        await alice.call(aor("bob"))
+    assert info.value.status == 488 and "AUTH_FAILURE" in str(info.value)
+    assert app.kms_exchanges == ["RESOLVE_INIT_PSK"]
+    assert bob.kms_exchanges == [] and not bob.calls
+    assert await _wait(lambda: not app.calls)
+
+
+@pytest_twisted.ensureDeferred
+async def test_calls_to_others_do_not_go_through_the_as(
+    lab: dict[str, Any],
+    cleanup: list[Any],
+    ids: dict[str, certs.CertAndKey],
+    keys: dict[str, bytes],
+) -> None:
+    app: MsrpAsService = lab["as"]
+    alice = await _ue(lab, cleanup, ids, keys, "alice", app_servers=(AS_ID,))
+    carol = await _ue(lab, cleanup, ids, keys, "carol")
+    incoming = carol.next_call()
+    call = await alice.call(aor("carol"))
+    answered = await incoming
+    assert answered.call_id == call.call_id and call.tls_terminated_by is None
+    assert app.kms_exchanges == []
+    await alice.hangup(call)

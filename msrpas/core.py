@@ -154,7 +154,7 @@ def rewrite_sdp(sdp: bytes, plan: LegPlan, *, session_id: int, version: int = 1)
         if not line.lower().startswith("a=key-mgmt")
     ]
     if not any(line.startswith("c=") for line in session.lines):
-        at = next(i for i, line in enumerate(session.lines) if line.startswith("t=") or i == 0)
+        at = next((i for i, line in enumerate(session.lines) if line.startswith("t=")), 1)
         session.lines.insert(at, Connection.for_ip(plan.ip).line)
     session.lines_changed()
     session.add_attribute("key-mgmt", plan.key_mgmt)

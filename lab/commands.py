@@ -20,6 +20,16 @@ def register(subparsers: Any) -> None:
     demo.add_argument(
         "--timeout", type=float, default=30.0, help="give up after this many seconds (30)"
     )
+    demo.add_argument(
+        "--pcap",
+        type=Path,
+        metavar="FILE",
+        help="capture the demo's loopback traffic with dumpcap into FILE (pcap), with the TLS "
+        "key log beside it (FILE with the suffix .keys); prints the tshark command to read it",
+    )
+    demo.add_argument(
+        "--keylog", type=Path, metavar="FILE", help="write the NSS key log of every TLS session"
+    )
     demo.set_defaults(func=_demo)
 
     from lab.uecli import add_core_parser, add_ue_parser
@@ -47,4 +57,4 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from lab.demo import main
 
-    return main(args.json, timeout=args.timeout)
+    return main(args.json, timeout=args.timeout, pcap=args.pcap, keylog=args.keylog)

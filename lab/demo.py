@@ -121,6 +121,8 @@ class DemoResult:
     #: The KMS scenarios (None until they ran): see :func:`_kms_call` and :func:`_kms_stranger`.
     kms: dict[str, Any] | None = None
     error: str | None = None
+    #: the P-CSCF's Iq port (for the decode-as option of a capture)
+    iq_port: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -195,11 +197,16 @@ class _Lab:
 
 
 async def run_demo(
-    reactor: Any, workdir: Path, result: DemoResult, recorder: FlowRecorder | None = None
+    reactor: Any,
+    workdir: Path,
+    result: DemoResult,
+    recorder: FlowRecorder | None = None,
+    keylog: Path | None = None,
 ) -> None:
     """The demo's steps in order, each adding its checks to ``result``; whatever happens,
-    everything started is stopped at the end."""
-    lab = _make_lab(reactor, workdir, result, recorder)
+    everything started is stopped at the end. ``keylog``: the NSS key log of every TLS
+    session (access legs, Iq, TLS-PSK media; default ``keys.log`` in ``workdir``)."""
+    lab = _make_lab(reactor, workdir, result, recorder, keylog or workdir / "keys.log")
     try:
         _start_core(lab)
         _start_pcscf(lab)
@@ -219,15 +226,14 @@ async def run_demo(
 
 
 def _make_lab(
-    reactor: Any, workdir: Path, result: DemoResult, recorder: FlowRecorder | None
+    reactor: Any, workdir: Path, result: DemoResult, recorder: FlowRecorder | None, keylog: Path
 ) -> _Lab:
     """Fresh certificates for every party, written to ``workdir``."""
     now = datetime.datetime.now(datetime.UTC)
     names = ("agw", "alice", "bob", "impostor", "pcscf-iq", "agw-iq")
     ids = {n: certs.generate(n, now=now) for n in names}
     files = {n: certs.write(pair, workdir) for n, pair in ids.items()}
-    keylog = media.KeyLogWriter(workdir / "keys.log")
-    return _Lab(reactor, workdir, result, recorder, ids, files, keylog)
+    return _Lab(reactor, workdir, result, recorder, ids, files, media.KeyLogWriter(keylog))
 
 
 def _start_core(lab: _Lab) -> None:
@@ -253,10 +259,12 @@ def _start_pcscf(lab: _Lab) -> None:
         iq=("127.0.0.1", 0),
         iq_tls=lab.files["pcscf-iq"],
         iq_peers=(lab.ids["agw-iq"].fingerprint("sha-256").value,),
+        iq_keylog=lab.keylog.path,
         policy=Policy(),
     )
     lab.pcscf = build(config, reactor=lab.reactor)
     lab.pcscf.startService()
+    lab.result.iq_port = lab.pcscf.iq[1]
     lab.stops.append(lab.pcscf.stopService)
 
 
@@ -274,11 +282,13 @@ async def _start_agw(lab: _Lab) -> None:
         core_ip="127.0.0.1",
         cert=cert,
         key=key,
-        keylog=lab.workdir / "keys.log",
+        keylog=lab.keylog.path,
         mid="agw1",
         malloc_tuning=False,
     )
-    iq_tls = IqTlsConfig(lab.ids["agw-iq"], (lab.ids["pcscf-iq"].fingerprint("sha-256"),))
+    iq_tls = IqTlsConfig(
+        lab.ids["agw-iq"], (lab.ids["pcscf-iq"].fingerprint("sha-256"),), lab.keylog.path
+    )
     lab.agw = build(
         config, iq_tls=iq_tls, identity=lab.ids["agw"], observer=lab.watch, reactor=lab.reactor
     )
@@ -974,10 +984,50 @@ def _kms_table(kms: dict[str, Any], out: IO[str]) -> None:
         )
 
 
-def main(as_json: bool, timeout: float = 30.0) -> int:
-    """Run the demo in this process (the ``e2ae demo`` command); exit code 0 only if ok."""
+def media_ports(events: list[dict[str, Any]]) -> dict[str, set[int]]:
+    """The plain-TCP MSRP and BFCP ports of a run (the core legs), from its log events: the
+    core port of each AGW termination whose access port a UE's MSRP or BFCP stream used."""
+    ports: dict[str, set[int]] = {"msrp": set(), "bfcp": set()}
+    core_of: dict[int, int] = {}
+    for event in events:
+        if event.get("log_namespace") == "accessgw" and event.get("core_port"):
+            core_of[int(event.get("access_port") or 0)] = int(event["core_port"])
+    for event in events:
+        kind = event.get("stream")
+        if kind not in ports or not str(event.get("log_namespace", "")).startswith("lab.media"):
+            continue
+        port = str(event.get("peer") or "").rpartition(":")[2]
+        if port.isdigit() and int(port) in core_of:
+            ports[kind].add(core_of[int(port)])
+    return ports
+
+
+def main(
+    as_json: bool,
+    timeout: float = 30.0,
+    *,
+    pcap: Path | None = None,
+    keylog: Path | None = None,
+) -> int:
+    """Run the demo in this process (the ``e2ae demo`` command); exit code 0 only if ok, 2 if
+    the capture of ``pcap`` cannot be made. ``keylog`` (default: ``pcap`` with the suffix
+    ``.keys``, with ``pcap``) keeps the NSS key log of the demo's TLS sessions."""
     from twisted.internet import reactor, task
 
+    from lab.capture import Capture, CaptureError, keylog_for
+
+    if pcap is not None and keylog is None:
+        keylog = keylog_for(pcap)
+    if keylog is not None:
+        # a fresh key log, readable by its owner only (the lines are session secrets)
+        os.close(os.open(keylog, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    capture = Capture(pcap) if pcap is not None else None
+    if capture is not None:
+        try:
+            capture.start()
+        except CaptureError as exc:
+            print(f"e2ae demo: cannot capture: {exc}", file=sys.stderr)
+            return 2
     recorder = FlowRecorder(echo=None if as_json else sys.stdout)
     globalLogPublisher.addObserver(recorder)
     result = DemoResult()
@@ -985,7 +1035,9 @@ def main(as_json: bool, timeout: float = 30.0) -> int:
     async def body(r: Any) -> None:
         with tempfile.TemporaryDirectory(prefix="e2ae-demo-") as tmp:
             try:
-                d = defer.Deferred.fromCoroutine(run_demo(r, Path(tmp), result, recorder))
+                d = defer.Deferred.fromCoroutine(
+                    run_demo(r, Path(tmp), result, recorder, keylog=keylog)
+                )
                 await d.addTimeout(timeout, r)
             except Exception as exc:
                 while isinstance(exc, defer.FirstError):
@@ -1003,8 +1055,36 @@ def main(as_json: bool, timeout: float = 30.0) -> int:
         pass
     globalLogPublisher.removeObserver(recorder)
     del reactor
+    extra: dict[str, Any] = {}
+    lines: list[str] = []
+    if capture is not None and pcap is not None and keylog is not None:
+        from lab.capture import tshark_command
+
+        capture.stop()
+        ports = media_ports(recorder.events)
+        command = tshark_command(
+            pcap,
+            keylog,
+            iq_port=result.iq_port,
+            msrp_ports=ports["msrp"],
+            bfcp_ports=ports["bfcp"],
+        )
+        extra["pcap"] = {
+            "file": str(pcap),
+            "keylog": str(keylog),
+            "iq_port": result.iq_port,
+            "msrp_ports": sorted(ports["msrp"]),
+            "bfcp_ports": sorted(ports["bfcp"]),
+            "tshark": command,
+        }
+        lines += [f"capture: {pcap}", f"key log: {keylog}", f"read it with: {command}"]
+    elif keylog is not None:
+        extra["keylog"] = str(keylog)
+        lines.append(f"key log: {keylog}")
     if as_json:
-        print(json.dumps(result.as_json(), indent=2))
+        print(json.dumps({**result.as_json(), **extra}, indent=2))
     else:
         _table(result, sys.stdout)
+        if lines:
+            print("\n" + "\n".join(lines))
     return 0 if result.ok else 1

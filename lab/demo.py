@@ -1008,6 +1008,7 @@ def main(
     *,
     pcap: Path | None = None,
     keylog: Path | None = None,
+    trace: Path | None = None,
 ) -> int:
     """Run the demo in this process (the ``e2ae demo`` command); exit code 0 only if ok, 2 if
     the capture of ``pcap`` cannot be made. ``keylog`` (default: ``pcap`` with the suffix
@@ -1030,6 +1031,15 @@ def main(
             return 2
     recorder = FlowRecorder(echo=None if as_json else sys.stdout)
     globalLogPublisher.addObserver(recorder)
+    json_log: IO[str] | None = None
+    json_observer: Any = None
+    if trace is not None:
+        from twisted.logger import jsonFileLogObserver
+
+        trace.mkdir(parents=True, exist_ok=True)
+        json_log = (trace / "demo.json").open("w", encoding="utf-8")
+        json_observer = jsonFileLogObserver(json_log)
+        globalLogPublisher.addObserver(json_observer)
     result = DemoResult()
 
     async def body(r: Any) -> None:
@@ -1057,6 +1067,21 @@ def main(
     del reactor
     extra: dict[str, Any] = {}
     lines: list[str] = []
+    if trace is not None and json_log is not None:
+        from lab.trace import build, call_ids, read_events, render_svg
+
+        globalLogPublisher.removeObserver(json_observer)
+        json_log.close()
+        diagram = build(read_events((trace / "demo.json").read_text("utf-8").splitlines()))
+        (trace / "demo.svg").write_text(render_svg(diagram, title="e2ae demo"), "utf-8")
+        extra["trace"] = {
+            "log": str(trace / "demo.json"),
+            "svg": str(trace / "demo.svg"),
+            "lanes": list(diagram.lanes),
+            "arrows": len(diagram.arrows),
+            "calls": call_ids(diagram),
+        }
+        lines.append(f"call-flow picture: {trace / 'demo.svg'} (log {trace / 'demo.json'})")
     if capture is not None and pcap is not None and keylog is not None:
         from lab.capture import tshark_command
 

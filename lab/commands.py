@@ -10,7 +10,7 @@ from typing import Any
 def register(subparsers: Any) -> None:
     demo = subparsers.add_parser(
         "demo",
-        help="run a whole e2ae lab in this process and check three scenarios",
+        help="run a whole e2ae lab in this process and check its scenarios",
         description="Starts a P-CSCF, an AGW registered over Iq, the core stub and two UEs on "
         "127.0.0.1 with fresh certificates; UE to UE through the same P-CSCF, UE to the plain "
         "core peer, an impostor at a live AGW port. Prints the call flow and a summary; exit "

@@ -68,6 +68,7 @@ CATEGORIES: tuple[tuple[str, str], ...] = (
     ("lab.core", "CORE"),
     ("lab.demo", "DEMO"),
     ("e2ae.kms", "KMS"),
+    ("msrpas", "AS"),
 )
 
 
@@ -221,6 +222,7 @@ async def run_demo(
         await _kms_call(lab)
         await _kms_stranger(lab)
         await _kms_hangup(lab)
+        await _kms_via_as(lab)
     finally:
         await _stop(lab)
 
@@ -479,6 +481,9 @@ async def _check_released(lab: _Lab) -> None:
 
 
 KMS_USERS = ("alice", "bob", "carol")
+#: The callee of the scenario through the MSRP AS (the core routes his calls through it).
+AS_USER = "dave"
+AS_IDENTITY = f"sip:msrp-as@{DOMAIN}"
 
 
 def _start_kms(lab: _Lab) -> None:
@@ -492,11 +497,11 @@ def _start_kms(lab: _Lab) -> None:
     from lab.ue import KMS_IDENTITY
 
     now = datetime.datetime.now(datetime.UTC)
-    for name in ("kms", "carol"):
+    for name in ("kms", "carol", AS_USER, "msrp-as"):
         lab.ids[name] = certs.generate(name, now=now)
         lab.files[name] = certs.write(lab.ids[name], lab.workdir)
     provisioned = []
-    for name in KMS_USERS:
+    for name in (*KMS_USERS, AS_USER, "msrp-as"):
         key = os.urandom(16)
         path = lab.workdir / f"{name}.psk"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -539,6 +544,7 @@ async def _register_kms_ues(lab: _Lab) -> None:
             lab.kms_keys[name],
             cert_files=lab.files[name],
             timeout=5.0,
+            app_servers=(AS_IDENTITY,) if name == "alice" else (),
         )
         sim = UeSim(
             lab.reactor,
@@ -820,6 +826,114 @@ async def _kms_hangup(lab: _Lab) -> None:
     lab.kms_call = None
 
 
+async def _kms_via_as(lab: _Lab) -> None:
+    """Scenario 6: alice calls dave, whose calls the core routes through the MSRP AS
+    (``e2ae msrp-as``): the AS resolves alice's ticket, re-originates the Ticket Transfer with
+    a ticket of its own and terminates TLS-PSK on both legs; both ends learn from MIKEY that
+    TLS ends in the AS (policy accept) and MSRP and BFCP pass through it."""
+    from lab.ue import KmsAccess
+    from lab.uesim import CallFailed, UeSim
+    from msrpas.service import AsConfig, KmsLink
+    from msrpas.service import build as build_as
+
+    if lab.result.kms is None or lab.kms is None or lab.core is None:
+        return
+    reactor, alice = lab.reactor, lab.kms_ues["alice"]
+    cert, key_file = lab.files["msrp-as"]
+    app = build_as(
+        AsConfig(
+            sip=("127.0.0.1", 0),
+            next_hop=("127.0.0.1", lab.core.port),
+            media_ip="127.0.0.1",
+            identity=AS_IDENTITY,
+            kms=KmsLink(
+                lab.kms.address,
+                lab.ids["kms"].fingerprint(),
+                lab.kms_keys["msrp-as"],
+                cert,
+                key_file,
+            ),
+            setup_timeout=5.0,
+            keylog=None,
+        ),
+        reactor=reactor,
+    )
+    app.startService()
+    lab.stops.append(app.stopService)
+    dave_aor = f"sip:{AS_USER}@{DOMAIN}"
+    lab.core.app_server = app.address
+    lab.core.app_server_for = frozenset({dave_aor})
+    access = KmsAccess(
+        lab.kms.address,
+        lab.ids["kms"].fingerprint(),
+        lab.kms_keys[AS_USER],
+        cert_files=lab.files[AS_USER],
+        timeout=5.0,
+    )
+    dave = UeSim(
+        reactor,
+        AS_USER,
+        lab.ids[AS_USER],
+        lab.pcscf.gm,
+        domain=DOMAIN,
+        keylog=lab.keylog,
+        media_timeout=5.0,
+        kms=access,
+    )
+    await dave.start()
+    lab.stops.append(dave.stop)
+    scenario = _kms_scenario(
+        lab, "via AS", **{"from": alice.aor, "to": dave_aor, "app_server": AS_IDENTITY}
+    )
+    reg = await dave.register()
+    _kms_check(lab, scenario, "dave registered in KMS mode", reg.status == 200, str(reg.status))
+    log.info("kms: alice calls dave; the core routes it through the MSRP AS (TLS-PSK hop by hop)")
+    incoming = dave.next_call()
+    try:
+        call = await defer.Deferred.fromCoroutine(alice.call(dave_aor)).addTimeout(15, reactor)
+    except CallFailed as exc:
+        _kms_check(lab, scenario, "the AS answered 200 with its TRANSFER_RESP", False, str(exc))
+        return
+    answered = await incoming.addTimeout(10, reactor)
+    scenario.update(call_id=call.call_id, callee_call_id=answered.call_id, status=200)
+    _kms_check(lab, scenario, "the AS answered 200 with its TRANSFER_RESP", True, "200")
+    scenario["as_kms_exchanges"] = [*app.kms_exchanges]
+    _kms_check(
+        lab,
+        scenario,
+        "the AS resolved alice's ticket and got one of its own for dave",
+        app.kms_exchanges == ["RESOLVE_INIT_PSK", "REQUEST_INIT_PSK"],
+        ", ".join(app.kms_exchanges),
+    )
+    scenario["tls_terminated_by"] = {
+        "alice": call.tls_terminated_by,
+        "dave": answered.tls_terminated_by,
+    }
+    _kms_check(
+        lab,
+        scenario,
+        "both ends were told TLS-PSK ends in the AS",
+        call.tls_terminated_by == AS_IDENTITY and answered.tls_terminated_by == AS_IDENTITY,
+        f"alice {call.tls_terminated_by}, dave {answered.tls_terminated_by}",
+    )
+    await call.msrp.send_message(b"Hello Dave, through the AS.")
+    got = await answered.msrp.wait_messages(1).addTimeout(5, reactor)
+    await answered.msrp.send_message(b"Hi Alice, through the AS too.")
+    back = await call.msrp.wait_messages(1).addTimeout(5, reactor)
+    grant = await call.bfcp.request_floor(1).addTimeout(5, reactor)
+    _kms_check(
+        lab,
+        scenario,
+        "MSRP both ways through the AS, TLS-PSK on each leg",
+        got[0].body.startswith(b"Hello Dave") and back[0].body.startswith(b"Hi Alice"),
+    )
+    _kms_check(lab, scenario, "BFCP floor granted through the AS", grant.floor_ids == (1,))
+    bye = await alice.hangup(call)
+    _kms_check(lab, scenario, "BYE answered 200", bye.status == 200, str(bye.status))
+    await answered.when_ended().addTimeout(5, reactor)
+    _kms_check(lab, scenario, "the AS holds no call", await _wait(reactor, lambda: not app.calls))
+
+
 async def _stop(lab: _Lab) -> None:
     """Stop everything started, last first; best effort."""
     for stop in reversed(lab.stops):
@@ -973,6 +1087,14 @@ def _kms_table(kms: dict[str, Any], out: IO[str]) -> None:
         print(
             f"kms call: treatment {', '.join(call.get('treatment', ())) or '-'}, "
             f"AGW terminations {call.get('agw_terminations', '-')}",
+            file=out,
+        )
+    if "via AS" in by_name:
+        via = by_name["via AS"]
+        ends = via.get("tls_terminated_by", {})
+        print(
+            f"via AS: alice to dave through {via['app_server']}, TLS-PSK hop by hop; "
+            f"told: alice {ends.get('alice') or '-'}, dave {ends.get('dave') or '-'}",
             file=out,
         )
     if "carol" in by_name:

@@ -115,9 +115,16 @@ def test_demo_json_reports_the_kms_scenarios() -> None:
     kms = summary["kms"]
     assert kms["kms"] == "kms.e2ae.lab" and kms["ok"] is True
     assert kms["users"] == [f"sip:{n}@lab.example" for n in ("alice", "bob", "carol")]
-    call, carol = kms["scenarios"]
-    assert [call["name"], carol["name"]] == ["kms call", "carol"]
-    for scenario in (call, carol):
+    call, carol, via = kms["scenarios"]
+    assert [call["name"], carol["name"], via["name"]] == ["kms call", "carol", "via AS"]
+    assert via["app_server"] == "sip:msrp-as@lab.example"
+    assert via["as_kms_exchanges"] == ["RESOLVE_INIT_PSK", "REQUEST_INIT_PSK"]
+    assert via["tls_terminated_by"] == {
+        "alice": "sip:msrp-as@lab.example",
+        "dave": "sip:msrp-as@lab.example",
+    }
+    assert via["callee_call_id"] != via["call_id"]
+    for scenario in (call, carol, via):
         assert scenario["ok"] is True and scenario["checks"]
         assert all(c["ok"] for c in scenario["checks"]), scenario["checks"]
         # every scenario check is one of the demo's checks, and counts for its pass/fail

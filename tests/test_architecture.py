@@ -89,3 +89,14 @@ def test_the_check_sees_a_forbidden_import(tmp_path: Path) -> None:
     )
     found = _imports("pcscf", {"pcscf", "lab", "iq"}, root=tmp_path)
     assert found == {"lab": {"pcscf/cli.py"}, "iq": {"pcscf/cli.py"}}
+
+
+def test_every_package_is_installed_by_setup_cfg() -> None:
+    """`pip install .` must carry every package (the console script imports them all)."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    included = set(config["options.packages.find"]["include"].split())
+    missing = {p for p in _packages() if p not in included or f"{p}.*" not in included}
+    assert not missing, f"add {sorted(missing)} to [options.packages.find] include"

@@ -38,8 +38,6 @@ from twisted.internet import defer
 from twisted.internet.interfaces import (
     IHandshakeListener,
     IListeningPort,
-    IOpenSSLClientConnectionCreator,
-    IOpenSSLServerConnectionCreator,
 )
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.logger import Logger
@@ -52,6 +50,7 @@ from certs.psk import ALLOWED_PSK_CIPHERS, DEFAULT_PSK_CIPHERS, psk_context
 from certs.tls import KeyLogWriter, make_context, peer_certificate_der
 from e2ae import bfcp, msrp
 from e2ae.tcpmedia import TlsRole
+from e2ae.tlsconn import ContextCreator
 
 Present = Literal["own", "other", "none"]
 
@@ -176,24 +175,6 @@ class UePsk:
 
     def context(self, role: TlsRole) -> SSL.Context:
         return psk_context(role, self.psk, ciphers=self.ciphers, keylog=self.keylog)
-
-
-@implementer(IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator)
-class _ConnectionCreator:
-    def __init__(self, ctx: SSL.Context) -> None:
-        self._ctx = ctx
-
-    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
-        conn = SSL.Connection(self._ctx, None)
-        conn.set_app_data(tlsProtocol)
-        conn.set_connect_state()
-        return conn
-
-    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
-        conn = SSL.Connection(self._ctx, None)
-        conn.set_app_data(tlsProtocol)
-        conn.set_accept_state()
-        return conn
 
 
 # ---------------------------------------------------------------------------------------------
@@ -761,7 +742,7 @@ class MediaEndpoint(Generic[C]):
         inner = _Factory(self)
         if self.tls is None:
             return inner
-        creator = _ConnectionCreator(self.tls.context(role))
+        creator = ContextCreator(self.tls.context(role))
         return TLSMemoryBIOFactory(creator, role == "client", inner)
 
     def _connection_ready(self, conn: MediaConnection) -> None:

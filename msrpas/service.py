@@ -29,13 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from OpenSSL import SSL
 from twisted.application import service
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import (
     IHandshakeListener,
-    IOpenSSLClientConnectionCreator,
-    IOpenSSLServerConnectionCreator,
 )
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
 from twisted.logger import Logger
@@ -47,6 +44,7 @@ from certs.fingerprint import Fingerprint
 from certs.psk import DEFAULT_PSK_CIPHERS, psk_context
 from certs.tls import KeyLogWriter
 from e2ae import msrp
+from e2ae.tlsconn import ContextCreator
 from kms import client as kms_client
 from mikey import transfer
 from mikey.constants import ErrorNo
@@ -108,24 +106,6 @@ def key_mgmt_value(message: MikeyMessage) -> str:
 # media
 
 
-@implementer(IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator)
-class _Creator:
-    def __init__(self, ctx: SSL.Context) -> None:
-        self._ctx = ctx
-
-    def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
-        conn = SSL.Connection(self._ctx, None)
-        conn.set_app_data(tlsProtocol)
-        conn.set_connect_state()
-        return conn
-
-    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
-        conn = SSL.Connection(self._ctx, None)
-        conn.set_app_data(tlsProtocol)
-        conn.set_accept_state()
-        return conn
-
-
 @implementer(IHandshakeListener)
 class _LegProtocol(Protocol):
     """One TLS-PSK connection of a leg; it speaks for the leg once its handshake completed."""
@@ -184,7 +164,7 @@ class _MediaLeg:
                 owner.later(owner.config.setup_timeout, leg.expire, proto)
                 return proto
 
-        return TLSMemoryBIOFactory(_Creator(ctx), client, _Factory())
+        return TLSMemoryBIOFactory(ContextCreator(ctx), client, _Factory())
 
     def listen(self) -> int:
         reactor = self.stream.call.owner.reactor

@@ -24,13 +24,13 @@ from zope.interface import implementer
 import certs
 from certs.tls import KeyLogWriter, make_context, peer_certificate_der
 from e2ae import bfcp
+from e2ae.tlsconn import ContextCreator
 from lab.media import (
     BfcpClientConnection,
     ConnectionClosed,
     MsrpConnection,
     PeerNotVerified,
     UeTls,
-    _ConnectionCreator,
     bfcp_client_endpoint,
     bfcp_server_endpoint,
     msrp_endpoint,
@@ -133,7 +133,7 @@ class Relay:
         self.port: Any = None
 
     def _tls_factory(self, role: str, inner: Factory) -> TLSMemoryBIOFactory:
-        creator = _ConnectionCreator(make_context(self.identity, role))  # type: ignore[arg-type]
+        creator = ContextCreator(make_context(self.identity, role))  # type: ignore[arg-type]
         return TLSMemoryBIOFactory(creator, role == "client", inner)
 
     def listen(self, *, tls: bool) -> int:

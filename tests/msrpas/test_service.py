@@ -275,3 +275,107 @@ async def test_calls_to_others_do_not_go_through_the_as(
     assert answered.call_id == call.call_id and call.tls_terminated_by is None
     assert app.kms_exchanges == []
     await alice.hangup(call)
+
+
+def _raw(text: str) -> bytes:
+    return text.replace("\n", "\r\n").encode()
+
+
+INVITE = """INVITE sip:bob@lab.example SIP/2.0
+Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{branch}
+Max-Forwards: 70
+From: <sip:alice@lab.example>;tag=a1
+To: <sip:bob@lab.example>
+Call-ID: {call_id}
+CSeq: 1 {method}
+Content-Type: application/sdp
+Content-Length: {length}
+
+{body}"""
+
+
+async def _exchange(app: MsrpAsService, data: Any, want: int) -> list[bytes]:
+    """Send ``data`` (bytes, or a function of our port giving them) to the AS from a fresh
+    UDP socket; what came back once ``want`` datagrams did (or 3 s passed)."""
+    from twisted.internet.protocol import DatagramProtocol
+
+    got: list[bytes] = []
+
+    class Catch(DatagramProtocol):
+        def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+            got.append(datagram)
+
+    port = reactor.listenUDP(0, Catch(), interface="127.0.0.1")
+    try:
+        port.write(data if isinstance(data, bytes) else data(port.getHost().port), app.address)
+        await _wait(lambda: len(got) >= want, timeout=3.0)
+    finally:
+        await defer.maybeDeferred(port.stopListening)
+    return got
+
+
+def _message(method: str, body: str = "", call_id: str = "raw@test", port: int = 9) -> bytes:
+    sdp = body.replace("\n", "\r\n")
+    return (
+        _raw(
+            INVITE.format(
+                port=port,
+                branch=os.urandom(4).hex(),
+                call_id=call_id,
+                method=method,
+                length=len(sdp.encode()),
+                body="",
+            ).replace("INVITE sip:", f"{method} sip:", 1)
+        )
+        + sdp.encode()
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_input_gets_a_sip_error_and_the_as_carries_on(lab: dict[str, Any]) -> None:
+    app: MsrpAsService = lab["as"]
+    # not SIP at all: dropped, nothing sent back, the AS still answers afterwards
+    assert await _exchange(app, b"\x00\x01 not sip", 1) == []
+    # another method outside a dialog: 405 with Allow
+    (reply,) = await _exchange(app, lambda n: _message("OPTIONS", port=n), 1)
+    assert reply.startswith(b"SIP/2.0 405 ") and b"Allow: INVITE, ACK, BYE, CANCEL" in reply
+    # an INVITE without a keyed TLS stream: 100, then 488 with a Warning
+    plain = (
+        "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 5004 RTP/AVP 0\n"
+    )
+    replies = await _exchange(
+        app, lambda n: _message("INVITE", plain, call_id="plain@test", port=n), 2
+    )
+    assert replies[0].startswith(b"SIP/2.0 100 ")
+    assert replies[1].startswith(b"SIP/2.0 488 ")
+    assert b'Warning: 399 msrp-as "UNSPECIFIED: SDP: no TCP/TLS/MSRP' in replies[1]
+    # a BYE for no call: 481
+    (reply,) = await _exchange(app, lambda n: _message("BYE", call_id="nobody@test", port=n), 1)
+    assert reply.startswith(b"SIP/2.0 481 ")
+    assert not app.calls and app.kms_exchanges == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_as_at_its_call_limit_answers_503(
+    kms: KmsService, ids: dict[str, certs.CertAndKey], keys: dict[str, bytes], tmp_path: Path
+) -> None:
+    cert, key = certs.write(ids["msrp-as"], tmp_path / "full")
+    app = build(
+        AsConfig(
+            sip=("127.0.0.1", 0),
+            next_hop=("127.0.0.1", 9),
+            media_ip="127.0.0.1",
+            identity=AS_ID,
+            kms=KmsLink(kms.address, ids["kms"].fingerprint(), keys["msrp-as"], cert, key),
+            max_calls=0,
+        ),
+        reactor=reactor,
+    )
+    app.startService()
+    try:
+        (reply,) = await _exchange(
+            app, lambda n: _message("INVITE", "v=0\n", call_id="full@test", port=n), 1
+        )
+        assert reply.startswith(b"SIP/2.0 503 ") and b"Retry-After: 5" in reply
+    finally:
+        await defer.maybeDeferred(app.stopService)

@@ -546,8 +546,8 @@ class MsrpAsService(service.Service):
             self._respond(request, make_response(request, 481), addr)
 
     def _invite(self, invite: Request, addr: Address) -> None:
-        call = self.calls.get(invite.call_id)
-        if call is not None:  # a retransmission
+        call = self.calls.get(invite.call_id) or self._ended.get(invite.call_id)
+        if call is not None:  # a retransmission (of a call that may have ended since)
             response = call.final or make_response(invite, 100)
             self.send(response, invite.top_via.response_address())
             return

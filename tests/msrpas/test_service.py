@@ -349,6 +349,11 @@ async def test_bad_input_gets_a_sip_error_and_the_as_carries_on(lab: dict[str, A
     assert replies[0].startswith(b"SIP/2.0 100 ")
     assert replies[1].startswith(b"SIP/2.0 488 ")
     assert b'Warning: 399 msrp-as "UNSPECIFIED: SDP: no TCP/TLS/MSRP' in replies[1]
+    # the same INVITE again (its 488 lost): the same 488, no second setup
+    again = await _exchange(
+        app, lambda n: _message("INVITE", plain, call_id="plain@test", port=n), 1
+    )
+    assert again[0].startswith(b"SIP/2.0 488 ") and len(app.relayed) == 0
     # a BYE for no call: 481
     (reply,) = await _exchange(app, lambda n: _message("BYE", call_id="nobody@test", port=n), 1)
     assert reply.startswith(b"SIP/2.0 481 ")

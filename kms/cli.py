@@ -214,7 +214,7 @@ def _client_action(args: argparse.Namespace) -> int:
     from certs.errors import CertsError
     from certs.fingerprint import Fingerprint
     from e2ae.address import AddressError, parse_host_port
-    from kms.client import RAND_BYTES, open_reply, request_init, resolve_init
+    from kms.client import RAND_BYTES, open_reply, read_shared_key, request_init, resolve_init
     from mikey.constants import KeyType
     from mikey.errors import MikeyError
     from mikey.keys import ticket_tls_psk
@@ -225,13 +225,11 @@ def _client_action(args: argparse.Namespace) -> int:
     try:
         address = parse_host_port(args.kms, "--kms", literal_ip=False, allow_zero=False)
         pin = Fingerprint.parse(args.kms_pin)
-        psk = bytes.fromhex(args.psk_file.read_text().strip())
+        psk = read_shared_key(args.psk_file)
     except (AddressError, CertsError) as exc:
         raise _Usage(str(exc)) from exc
-    except ValueError:
-        raise _Usage(f"{args.psk_file}: the shared key must be hex") from None
-    except OSError as exc:
-        raise _Usage(f"cannot read {args.psk_file}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise _Usage(str(exc)) from None
     now = time.time()
     if args.action == "request":
         if not 1 <= args.sessions <= 32:

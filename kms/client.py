@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from mikey import kemac as kemac_crypto
 from mikey.constants import (
@@ -239,6 +240,22 @@ def mikey_warning(exc: MikeyError) -> str:
     return f"{name}: {exc.reason}"
 
 
+def read_shared_key(path: Path) -> bytes:
+    """The key a user shares with the KMS, from a file holding it in hex (kept out of command
+    lines). ValueError saying what is wrong: unreadable, not hex, or empty."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        raise ValueError(f"{path}: the shared key must be hex") from None
+    if not key:
+        raise ValueError(f"{path}: the shared key is empty")
+    return key
+
+
 __all__ = [
     "MPK_SPI",
     "RAND_BYTES",
@@ -246,6 +263,7 @@ __all__ = [
     "mikey_warning",
     "open_reply",
     "rand_of",
+    "read_shared_key",
     "reply_keys",
     "request_init",
     "resolve_init",

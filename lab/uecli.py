@@ -161,6 +161,7 @@ def _kms_access(args: argparse.Namespace) -> Any:
         return None
     from certs.errors import CertsError
     from certs.fingerprint import Fingerprint
+    from kms.client import read_shared_key
     from lab.ue import KmsAccess
 
     if args.kms_pin is None or args.kms_psk_file is None:
@@ -172,11 +173,9 @@ def _kms_access(args: argparse.Namespace) -> Any:
     except CertsError as exc:
         raise _Usage(f"--kms-pin: {exc}") from exc
     try:
-        key = bytes.fromhex(args.kms_psk_file.read_text().strip())
-    except ValueError:
-        raise _Usage(f"{args.kms_psk_file}: the shared key must be hex") from None
-    except OSError as exc:
-        raise _Usage(f"cannot read {args.kms_psk_file}: {exc.strerror}") from exc
+        key = read_shared_key(args.kms_psk_file)
+    except ValueError as exc:
+        raise _Usage(str(exc)) from None
     return KmsAccess(
         args.kms,
         pin,

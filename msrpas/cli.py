@@ -66,20 +66,20 @@ def register(subparsers: Any) -> None:
 
 
 def config_of(args: argparse.Namespace) -> Any:
+    from certs.errors import CertsError
     from certs.fingerprint import Fingerprint
+    from kms.client import read_shared_key
     from msrpas.service import AsConfig, KmsLink
 
     try:
         pin = Fingerprint.parse(args.kms_pin)
-    except ValueError as exc:
+    except CertsError as exc:
         raise SystemExit(f"e2ae msrp-as: --kms-pin: {exc}") from None
     try:
-        key = bytes.fromhex(args.kms_psk_file.read_text().strip())
-    except ValueError:
-        raise SystemExit(f"e2ae msrp-as: {args.kms_psk_file}: the key must be hex") from None
-    except OSError as exc:
-        raise SystemExit(f"e2ae msrp-as: cannot read {args.kms_psk_file}: {exc.strerror}") from None
-    cert, key_file = args.cert.with_suffix(".crt"), args.cert.with_suffix(".key")
+        key = read_shared_key(args.kms_psk_file)
+    except ValueError as exc:
+        raise SystemExit(f"e2ae msrp-as: {exc}") from None
+    cert, key_file = Path(f"{args.cert}.crt"), Path(f"{args.cert}.key")
     for path in (cert, key_file):
         if not path.is_file():
             raise SystemExit(f"e2ae msrp-as: no {path}")

@@ -63,7 +63,7 @@ def test_e2ae_msrp_as_runs_says_where_and_stops_on_sigterm(tmp_path: Path) -> No
 def test_e2ae_msrp_as_refuses_a_key_that_is_not_hex(tmp_path: Path) -> None:
     result = run_e2ae(_args(tmp_path, key_text="not hex"))
     assert result.returncode != 0
-    assert b"the key must be hex" in result.stderr
+    assert b"the shared key must be hex" in result.stderr
 
 
 def test_e2ae_msrp_as_needs_its_certificate(tmp_path: Path) -> None:
@@ -71,3 +71,11 @@ def test_e2ae_msrp_as_needs_its_certificate(tmp_path: Path) -> None:
     args[args.index("--cert") + 1] = str(tmp_path / "missing")
     result = run_e2ae(args)
     assert result.returncode != 0 and b"missing.crt" in result.stderr
+
+
+def test_e2ae_msrp_as_refuses_a_bad_kms_pin(tmp_path: Path) -> None:
+    args = _args(tmp_path)
+    args[args.index("--kms-pin") + 1] = "sha-256 zz"
+    result = run_e2ae(args)
+    assert result.returncode != 0 and b"--kms-pin" in result.stderr
+    assert b"Traceback" not in result.stderr

@@ -384,3 +384,42 @@ async def test_an_as_at_its_call_limit_answers_503(
         assert reply.startswith(b"SIP/2.0 503 ") and b"Retry-After: 5" in reply
     finally:
         await defer.maybeDeferred(app.stopService)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_wrong_psk_at_the_as_gets_nothing_and_the_caller_still_gets_in(
+    lab: dict[str, Any],
+    cleanup: list[Any],
+    ids: dict[str, certs.CertAndKey],
+    keys: dict[str, bytes],
+) -> None:
+    from lab import media
+
+    alice = await _ue(lab, cleanup, ids, keys, "alice", app_servers=(AS_ID,))
+    bob = await _ue(lab, cleanup, ids, keys, "bob")
+    refused: list[str] = []
+
+    async def stranger_first(call: Any) -> None:
+        # between the AS's answer and alice's connection: TLS-PSK at the AS's MSRP port of
+        # alice's leg with a key of the stranger's own choosing
+        (msrp_leg,) = [
+            s for s in lab_ue.streams_of(call.answer, from_offerer=False) if s.media == "message"
+        ]
+        stranger = media.msrp_endpoint(
+            reactor, local_uri="msrps://127.0.0.1:9/x;tcp", tls=media.UePsk(os.urandom(32))
+        )
+        try:
+            await stranger.connect("127.0.0.1", msrp_leg.port, timeout=5)
+        except Exception as exc:
+            refused.append(str(exc))
+        finally:
+            await stranger.stop()
+
+    incoming = bob.next_call()
+    call = await alice.call(aor("bob"), before_media=stranger_first)
+    answered = await incoming
+    assert refused and "TLS-PSK handshake failed" in refused[0]
+    await call.msrp.send_message(b"still private")
+    assert [m.body for m in await answered.msrp.wait_messages(1)] == [b"still private"]
+    assert lab["as"].relayed == []  # the stranger ended no call: this one is still up
+    await alice.hangup(call)

@@ -595,6 +595,19 @@ def _tls_of(leg: Any) -> tuple[str | None, str | None]:
     return handle.get_protocol_version_name(), handle.get_cipher_name()
 
 
+async def _chat_and_floor(
+    reactor: Any, call: Any, answered: Any, hello: bytes, reply: bytes
+) -> tuple[bool, bool]:
+    """The caller sends ``hello``, the callee ``reply``, the caller asks for floor 1: whether
+    each message arrived whole, and whether the floor was granted."""
+    await call.msrp.send_message(hello)
+    got = await answered.msrp.wait_messages(1).addTimeout(5, reactor)
+    await answered.msrp.send_message(reply)
+    back = await call.msrp.wait_messages(1).addTimeout(5, reactor)
+    grant = await call.bfcp.request_floor(1).addTimeout(5, reactor)
+    return got[0].body == hello and back[0].body == reply, grant.floor_ids == (1,)
+
+
 async def _kms_call(lab: _Lab) -> None:
     """Scenario 4: alice calls bob with keys from the KMS; MSRP both ways and a BFCP floor
     over TLS-PSK end to end; the P-CSCF classes both streams e2e and passes offer and answer
@@ -629,18 +642,11 @@ async def _kms_call(lab: _Lab) -> None:
         f"alice {alice.kms_exchanges}, bob {bob.kms_exchanges}",
     )
 
-    await call.msrp.send_message(b"Hello Bob, keyed by the KMS.")
-    got = await answered.msrp.wait_messages(1).addTimeout(5, reactor)
-    await answered.msrp.send_message(b"Hi Alice, keyed by the KMS too.")
-    back = await call.msrp.wait_messages(1).addTimeout(5, reactor)
-    grant = await call.bfcp.request_floor(1).addTimeout(5, reactor)
-    _kms_check(
-        lab,
-        scenario,
-        "MSRP both ways over TLS-PSK",
-        got[0].body.startswith(b"Hello Bob") and back[0].body.startswith(b"Hi Alice"),
+    both_ways, floor = await _chat_and_floor(
+        reactor, call, answered, b"Hello Bob, keyed by the KMS.", b"Hi Alice, keyed by the KMS too."
     )
-    _kms_check(lab, scenario, "BFCP floor granted over TLS-PSK", grant.floor_ids == (1,))
+    _kms_check(lab, scenario, "MSRP both ways over TLS-PSK", both_ways)
+    _kms_check(lab, scenario, "BFCP floor granted over TLS-PSK", floor)
 
     plan = plan_offer(
         "orig-offer", SessionDescription.parse(answered.offer), ("msrp-tls", "bfcp-tls"), Policy()
@@ -916,18 +922,11 @@ async def _kms_via_as(lab: _Lab) -> None:
         call.tls_terminated_by == AS_IDENTITY and answered.tls_terminated_by == AS_IDENTITY,
         f"alice {call.tls_terminated_by}, dave {answered.tls_terminated_by}",
     )
-    await call.msrp.send_message(b"Hello Dave, through the AS.")
-    got = await answered.msrp.wait_messages(1).addTimeout(5, reactor)
-    await answered.msrp.send_message(b"Hi Alice, through the AS too.")
-    back = await call.msrp.wait_messages(1).addTimeout(5, reactor)
-    grant = await call.bfcp.request_floor(1).addTimeout(5, reactor)
-    _kms_check(
-        lab,
-        scenario,
-        "MSRP both ways through the AS, TLS-PSK on each leg",
-        got[0].body.startswith(b"Hello Dave") and back[0].body.startswith(b"Hi Alice"),
+    both_ways, floor = await _chat_and_floor(
+        reactor, call, answered, b"Hello Dave, through the AS.", b"Hi Alice, through the AS too."
     )
-    _kms_check(lab, scenario, "BFCP floor granted through the AS", grant.floor_ids == (1,))
+    _kms_check(lab, scenario, "MSRP both ways through the AS, TLS-PSK on each leg", both_ways)
+    _kms_check(lab, scenario, "BFCP floor granted through the AS", floor)
     bye = await alice.hangup(call)
     _kms_check(lab, scenario, "BYE answered 200", bye.status == 200, str(bye.status))
     await answered.when_ended().addTimeout(5, reactor)

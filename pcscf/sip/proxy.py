@@ -71,6 +71,10 @@ from pcscf.sip.uri import NameAddr, SipUri, make_uri
 
 MAGIC = "z9hG4bK"
 DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+#: RFC 3428 pager-mode messages: routed like an initial request (originating to the next hop,
+#: terminating to the registered contact) or along the route set inside a dialog, never
+#: Record-Routed, their body (multipart/mixed, application/pkcs7-mime, ...) relayed as it came.
+MESSAGE = "MESSAGE"
 #: The most a UDP datagram over IPv4 can carry (65,535 less the IP and UDP headers).
 MAX_UDP_PAYLOAD = 65_507
 SUPPORTED_OPTIONS = frozenset({"mediasec", "path", "100rel", "timer", "sec-agree", "replaces"})
@@ -230,6 +234,10 @@ class ServerTxn:
     dialog: DialogId | None = None
     client: ClientKey | None = None
     cancelled: bool = False
+    #: For a MESSAGE: which way it went (its log event names it).
+    direction: Direction | None = None
+    #: Where the request was forwarded to (None: not forwarded).
+    sent_to: Peer | None = None
 
     @property
     def last(self) -> Response | None:
@@ -665,6 +673,11 @@ class ProxyCore:
         now: float,
         out: list[Action],
     ) -> None:
+        if msg.method == MESSAGE:
+            # not a dialog method: no Record-Route, and the body is not the media handler's
+            txn.direction = direction
+            self._forward(txn, msg, dest, now, out)
+            return
         if msg.method in DIALOG_METHODS:
             msg = msg.evolve(headers=self._record_route(msg, peer, dest, direction))
         if msg.method != "INVITE":
@@ -816,6 +829,8 @@ class ProxyCore:
         now: float,
         out: list[Action],
     ) -> None:
+        if txn is not None and msg.method == MESSAGE:
+            txn.direction = dialog.id.direction if dialog is not None else None
         if dialog is not None:
             party = dialog.caller if _same_party(dialog.caller, peer, dialog) else dialog.callee
             party.cseq = max(party.cseq, msg.cseq[0])
@@ -1411,6 +1426,7 @@ class ProxyCore:
             if initial:
                 dialog.client = txn.key
         server.client = txn.key
+        server.sent_to = peer
         self._start_client(txn, now, out)
         return txn
 
@@ -1551,10 +1567,31 @@ class ProxyCore:
         *,
         relayed: bool = False,
     ) -> None:
+        first_final = response.status >= 200 and not txn.final
         wakes = txn.machine.respond(response, now)
         out.append(Send(txn.peer, response, relayed))
         for when in wakes:
             self._timers.add(when, ServerDue(txn.key))
+        if first_final and txn.request.method == MESSAGE:
+            out.append(self._message_log(txn, response.status, relayed))
+
+    def _message_log(self, txn: ServerTxn, status: int, relayed: bool) -> Log:
+        """The one event of a MESSAGE: where it came from and went, and its final status
+        (``relayed``: the next hop's, else the proxy's own)."""
+        direction = txn.direction or ("orig" if txn.peer.side == "gm" else "term")
+        return Log(
+            "info",
+            "MESSAGE {call_id} ({direction}) from {peer} to {next_hop}: {status}",
+            {
+                "call_id": txn.request.call_id,
+                "direction": direction,
+                "peer": str(txn.peer),
+                "next_hop": str(txn.sent_to) if txn.sent_to is not None else "-",
+                "status": status,
+                "relayed": relayed,
+                "in_dialog": txn.request.to.tag is not None,
+            },
+        )
 
     def _warning(self, text: str) -> Header:
         safe = text.replace("\\", "").replace('"', "'")

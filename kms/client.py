@@ -4,7 +4,9 @@ RESOLVE_INIT_PSK (RFC 6043 §4.2.1, §4.2.3) and read the KMS's replies (:func:`
 - REQUEST_INIT_PSK = HDR (V set, #CS 0, Empty map), T, RANDRi, IDRi, IDRkms, TP, V. The TP
   asks for the ticket: its type and flags, and in its TP Data the Responders allowed to resolve
   it (IDRr, none: anybody) and a KEMAC listing the keys wanted, one TGK per crypto session
-  (key data of length 0: "the KMS makes it"; docs/kms.md, "Keys and tickets").
+  (key data of length 0: "the KMS makes it"; docs/kms.md, "Keys and tickets"), and GTGKs
+  for a group or a message (:func:`message_request_init`: TR 33.829 §8.3.1.1, one GTGK, no
+  TGK, key forking).
 - RESOLVE_INIT_PSK = HDR (V set, #CS 0, Empty map), T, RANDRr, IDRr, IDRkms, TICKET, V.
 
 Each is MACed (HMAC-SHA-256-256) over RFC 6043 Table 5.2 (the message, then the sender's and
@@ -14,8 +16,10 @@ shares with the KMS, the CSB ID and RANDRi (request) or RANDRr (resolve)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import attrs
 
 from mikey import kemac as kemac_crypto
 from mikey.constants import (
@@ -47,6 +51,7 @@ from mikey.payloads import (
     Verification,
     ntp_from_unix,
 )
+from mikey.transfer import MESSAGE_FLAGS
 
 #: RAND length in bytes (RFC 3830 §6.11 asks for at least 128 bits).
 RAND_BYTES = 16
@@ -62,10 +67,23 @@ TICKET_TYPE = 2
 SESSION_FLAGS = TicketFlag.E | TicketFlag.F | TicketFlag.H | TicketFlag.N | TicketFlag.O
 #: SPI of crypto session n's TGK (4 bytes, n); the MPK's is 0.
 MPK_SPI = bytes(4)
+#: SPIs of MPKi and MPKr (MPKr' in a RESOLVE_RESP) of a ticket with key forking (flag I): at
+#: the top of the 32-bit space, where neither tgk_spi(n) nor gtgk_spi(n) reaches.
+MPKI_SPI = b"\xff\xff\xff\x01"
+MPKR_SPI = b"\xff\xff\xff\x02"
+#: The top bit of a GTGK's SPI: GTGK n is 0x80000000 | n, apart from the TGKs' 1..n.
+GTGK_SPI_BIT = 0x8000_0000
 
 
 def tgk_spi(cs_id: int) -> bytes:
     return cs_id.to_bytes(4, "big")
+
+
+def gtgk_spi(n: int) -> bytes:
+    """The SPI of the ``n``-th GTGK a request asks for (1-based): 0x80000000 | n."""
+    if not 0 < n < GTGK_SPI_BIT:
+        raise ValueError("GTGK n: 1 <= n < 2**31")
+    return (GTGK_SPI_BIT | n).to_bytes(4, "big")
 
 
 def _stamp(now: float) -> Timestamp:
@@ -108,13 +126,18 @@ def request_init(
     randri: bytes | None = None,
     ticket_type: int = TICKET_TYPE,
     flags: int = SESSION_FLAGS,
+    gtgks: int = 0,
 ) -> Message:
     """A ticket request from ``identity`` to the KMS ``kms`` for a ticket ``responders`` may
-    resolve (none: anybody), with one TGK for each of ``sessions`` crypto sessions."""
+    resolve (none: anybody), with one TGK for each of ``sessions`` crypto sessions and
+    ``gtgks`` GTGKs (SPIs :func:`gtgk_spi`)."""
     randri = randri if randri is not None else os.urandom(RAND_BYTES)
     csb = csb_id if csb_id is not None else int.from_bytes(os.urandom(4), "big")
     wanted = Kemac.plain(
-        tuple(KeyData(KeyType.TGK, b"", kv=KvSpi(tgk_spi(n))) for n in range(1, sessions + 1))
+        (
+            *(KeyData(KeyType.TGK, b"", kv=KvSpi(tgk_spi(n))) for n in range(1, sessions + 1)),
+            *(KeyData(KeyType.GTGK, b"", kv=KvSpi(gtgk_spi(n))) for n in range(1, gtgks + 1)),
+        )
     )
     policy = TicketPolicy.with_payloads(
         ticket_type,
@@ -135,6 +158,35 @@ def request_init(
     )
     keys = request_keys(key, csb, randri, response=False)
     return kemac_crypto.protect(draft, keys, mac_data=kemac_crypto.ticket_mac_input(draft))
+
+
+def message_request_init(
+    identity: str,
+    key: bytes,
+    responders: Sequence[str],
+    now: float,
+    *,
+    kms: str,
+    csb_id: int | None = None,
+    randri: bytes | None = None,
+    ticket_type: int = TICKET_TYPE,
+) -> Message:
+    """A ticket request for immediate messaging (TR 33.829 §8.3.1.1): flags
+    :data:`mikey.transfer.MESSAGE_FLAGS` (key forking, no TRANSFER_RESP), one GTGK (SPI
+    ``gtgk_spi(1)``) and no TGK."""
+    return request_init(
+        identity,
+        key,
+        responders,
+        now,
+        kms=kms,
+        sessions=0,
+        csb_id=csb_id,
+        randri=randri,
+        ticket_type=ticket_type,
+        flags=MESSAGE_FLAGS,
+        gtgks=1,
+    )
 
 
 def resolve_init(
@@ -231,6 +283,50 @@ def ticket_keys(keys: Sequence[KeyData]) -> tuple[bytes, dict[bytes, bytes]]:
     return mpk[0], tgks
 
 
+@attrs.frozen
+class ForkedKeys:
+    """The keys of a KMS reply for a ticket with key forking: MPKi (it MACs the TRANSFER_INIT),
+    MPKr (in the Initiator's REQUEST_RESP; MPKr' in a Responder's RESOLVE_RESP), the GTGKs and
+    the TGKs (TGK' for a Responder), each SPI -> key."""
+
+    mpki: bytes
+    mpkr: bytes
+    gtgks: Mapping[bytes, bytes]
+    tgks: Mapping[bytes, bytes]
+
+
+def forked_keys(keys: Sequence[KeyData]) -> ForkedKeys:
+    """MPKi, MPKr (or MPKr'), the GTGKs and the TGKs of the KEMAC of a REQUEST_RESP or
+    RESOLVE_RESP for a forking ticket. MikeyError(Unspecified) unless it has exactly one MPK
+    with each of MPKI_SPI and MPKR_SPI."""
+
+    def spi(k: KeyData) -> bytes | None:
+        return k.kv.spi if isinstance(k.kv, KvSpi) else None
+
+    def one_mpk(wanted: bytes, name: str) -> bytes:
+        found = [k.key for k in keys if k.key_type is KeyType.MPK and spi(k) == wanted]
+        if len(found) != 1:
+            raise MikeyError(
+                ErrorNo.UNSPECIFIED, f"{len(found)} {name} in the KMS's reply, not one"
+            )
+        return found[0]
+
+    def by_spi(kind: KeyType) -> dict[bytes, bytes]:
+        out: dict[bytes, bytes] = {}
+        for k in keys:
+            s = spi(k)
+            if k.key_type is kind and s is not None:
+                out[s] = k.key
+        return out
+
+    return ForkedKeys(
+        one_mpk(MPKI_SPI, "MPKi"),
+        one_mpk(MPKR_SPI, "MPKr"),
+        by_spi(KeyType.GTGK),
+        by_spi(KeyType.TGK),
+    )
+
+
 def mikey_warning(exc: MikeyError) -> str:
     """``<MIKEY error name>: <reason>``, the text of a 488's Warning."""
     try:
@@ -257,9 +353,17 @@ def read_shared_key(path: Path) -> bytes:
 
 
 __all__ = [
+    "GTGK_SPI_BIT",
+    "MESSAGE_FLAGS",
+    "MPKI_SPI",
+    "MPKR_SPI",
     "MPK_SPI",
     "RAND_BYTES",
     "SESSION_FLAGS",
+    "ForkedKeys",
+    "forked_keys",
+    "gtgk_spi",
+    "message_request_init",
     "mikey_warning",
     "open_reply",
     "rand_of",

@@ -12,6 +12,13 @@ KMS protects it; :mod:`kms.client` builds the requests):
   Responder the ticket names (an identity, a group it is a member of, or anybody when it names
   none); the KMS answers RESOLVE_RESP {HDR, T, IDRkms, KEMAC, V} with the same MPK and TGKs.
 
+Key forking (flag I, RFC 6043 §5.1.1; immediate messaging, TR 33.829 §8.3.1.1): the KMS makes
+an MPKi and an MPKr instead of the MPK (and GTGKs and/or TGKs), and returns both to the
+Initiator. A resolve must then carry the Initiator Data ``Vi, Vr`` of the TRANSFER_INIT, whose
+Vr the KMS verifies with MPKr (Auth failure otherwise); RESOLVE_RESP {HDR, T, IDRkms,
+RANDRkms, IDRr, KEMAC, V} carries MPKi, MPKr' (MPKr forked with the Responder's identity and
+a fresh RANDRkms), the GTGKs unchanged and TGK' for each TGK.
+
 Every request is checked in this order, and the first failure is the answer (a MIKEY Error
 message with its ERR number; docs/kms.md, "Failures"): it decodes, is a request the KMS serves
 (Invalid DT), has its composition (RFC 6043 §4.2), names a provisioned user (Invalid ID) that
@@ -33,15 +40,20 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import attrs
 
 from kms.client import (
     ENCR_ALG,
     MPK_SPI,
+    MPKI_SPI,
+    MPKR_SPI,
+    RAND_BYTES,
+    gtgk_spi,
     rand_of,
     reply_keys,
+    tgk_spi,
 )
 from kms.store import KmsStore, StoreFull, TicketRecord, User
 from mikey import kemac as kemac_crypto
@@ -57,7 +69,7 @@ from mikey.constants import (
     TsType,
 )
 from mikey.errors import MikeyError
-from mikey.keys import ticket_message_keys
+from mikey.keys import fork_mpkr, fork_tgk, ticket_message_keys
 from mikey.message import EmptyMap, Header, Message, check_composition, decode
 from mikey.payloads import (
     Err,
@@ -65,6 +77,8 @@ from mikey.payloads import (
     Kemac,
     KeyData,
     KvSpi,
+    Payload,
+    RandWithRole,
     Ticket,
     TicketFlag,
     TicketPolicy,
@@ -82,8 +96,16 @@ KEY_BYTES = 16
 #: Ticket types issued: 2 the 3GPP base ticket (RFC 6043 Table 6.15), 3 the other TS 33.328
 #: Annex D type. Type 1 (the MIKEY base ticket of RFC 6043 Appendix A) is not issued.
 TICKET_TYPES = frozenset({2, 3})
-#: Flags the KMS refuses to honour: key forking (I) is not offered.
-REFUSED_FLAGS = TicketFlag.I
+#: Flags the KMS refuses to honour: none since key forking (I) is offered. Kept for callers.
+REFUSED_FLAGS = TicketFlag(0)
+#: The flag dependencies of RFC 6043 §6.10 the KMS enforces on a desired policy: (flag, what it
+#: requires), each refused with Invalid TPpar when broken.
+REQUIRED_WITH: tuple[tuple[TicketFlag, TicketFlag], ...] = (
+    (TicketFlag.I, TicketFlag.E),  # key forking needs the resolve (where the keys are forked)
+    (TicketFlag.G, TicketFlag.F),  # RANDRr is sent in TRANSFER_RESP
+)
+#: Key types a desired KEMAC may list for the KMS to make.
+WANTED_TYPES = frozenset({KeyType.TGK, KeyType.GTGK})
 TICKET_ID_BYTES = 16
 TICKET_TAG_BYTES = 16
 #: Most crypto sessions (TGKs) one ticket carries.
@@ -181,8 +203,15 @@ class KmsCore:
         flags = asked.flags | TicketFlag.D
         if not asked.has(TicketFlag.D):
             flags |= TicketFlag.K  # the KMS changed the desired policy: it generates the keys
-        tgks = tuple(KeyData(KeyType.TGK, self.random(KEY_BYTES), kv=KvSpi(spi)) for spi in wanted)
-        mpk = KeyData(KeyType.MPK, self.random(KEY_BYTES), kv=KvSpi(MPK_SPI))
+        tgks = tuple(KeyData(kind, self.random(KEY_BYTES), kv=KvSpi(spi)) for kind, spi in wanted)
+        mpks: tuple[KeyData, ...]
+        if asked.has(TicketFlag.I):
+            mpks = (
+                KeyData(KeyType.MPK, self.random(KEY_BYTES), kv=KvSpi(MPKI_SPI)),
+                KeyData(KeyType.MPK, self.random(KEY_BYTES), kv=KvSpi(MPKR_SPI)),
+            )
+        else:
+            mpks = (KeyData(KeyType.MPK, self.random(KEY_BYTES), kv=KvSpi(MPK_SPI)),)
         valid_until = now + self.ticket_lifetime
         policy = TicketPolicy.with_payloads(
             asked.ticket_type,
@@ -206,18 +235,21 @@ class KmsCore:
                 initiator=auth.user.identity,
                 responders=responders,
                 flags=flags,
-                keys=encode_key_data((mpk, *tgks)),
+                keys=encode_key_data((*mpks, *tgks)),
                 issued_at=now,
                 valid_from=now,
                 valid_until=valid_until,
             ),
             now,
         )
-        reply = self._reply(DataType.REQUEST_RESP, auth, now, (ticket,), (mpk, *tgks))
+        reply = self._reply(DataType.REQUEST_RESP, auth, now, (ticket,), (*mpks, *tgks))
+        gtgks = sum(1 for k in tgks if k.key_type is KeyType.GTGK)
+        made = f"{len(tgks) - gtgks} TGK(s)" + (f", {gtgks} GTGK(s)" if gtgks else "")
+        forking = ", key forking" if asked.has(TicketFlag.I) else ""
         return KmsReply(
             200,
             reply,
-            f"ticket {ticket_id.hex()[:16]} issued to {auth.user.identity}: {len(tgks)} TGK(s),"
+            f"ticket {ticket_id.hex()[:16]} issued to {auth.user.identity}: {made}{forking},"
             f" resolvable by {', '.join(responders) or 'any user'}",
             auth.user.identity,
         )
@@ -234,14 +266,54 @@ class KmsCore:
                 auth.user,
             )
         keys = decode_key_data(record.keys)
-        reply = self._reply(DataType.RESOLVE_RESP, auth, now, (), keys)
+        before: tuple[Payload, ...] = ()
+        if record.flags & TicketFlag.I:
+            before, keys = self._fork(ticket, keys, auth.user)
+        reply = self._reply(DataType.RESOLVE_RESP, auth, now, before, keys)
         return KmsReply(
             200,
             reply,
             f"ticket {record.ticket_id.hex()[:16]} of {record.initiator} resolved"
-            f" for {auth.user.identity}",
+            f" for {auth.user.identity}" + (", keys forked" if before else ""),
             auth.user.identity,
         )
+
+    def _fork(
+        self, ticket: Ticket, keys: Sequence[KeyData], user: User
+    ) -> tuple[tuple[Payload, ...], tuple[KeyData, ...]]:
+        """Key forking (RFC 6043 §5.1.1) for ``user``: the Vr of the ticket's Initiator Data
+        verified with MPKr, then RANDRkms and IDRr to send before the KEMAC, and the keys:
+        MPKi, MPKr', the GTGKs as they are, TGK' for each TGK."""
+        by_spi = {
+            k.kv.spi: k.key for k in keys if k.key_type is KeyType.MPK and isinstance(k.kv, KvSpi)
+        }
+        mpkr = by_spi.get(MPKR_SPI)
+        if mpkr is None:
+            raise Refused(ErrorNo.UNSPECIFIED, "the forking ticket's record has no MPKr", 500, user)
+        if not ticket.initiator_data:
+            raise Refused(
+                ErrorNo.INVALID_TICKET,
+                "a ticket with key forking resolved without Initiator Data",
+                403,
+                user,
+            )
+        try:
+            kemac_crypto.verify_initiator_data(ticket, mpkr)
+        except MikeyError:
+            raise Refused(
+                ErrorNo.AUTH_FAILURE, "the Initiator Data does not verify", 403, user
+            ) from None
+        randrkms = self.random(RAND_BYTES)
+        idrr = IdWithRole(IdRole.IDRR, IdType.URI, user.identity.encode())
+        prf = ticket.policy.prf_func
+        forked: list[KeyData] = []
+        for k in keys:
+            if k.key_type is KeyType.MPK and k.kv == KvSpi(MPKR_SPI):
+                k = attrs.evolve(k, key=fork_mpkr(k.key, idrr.data, randrkms, prf))
+            elif k.key_type is KeyType.TGK:
+                k = attrs.evolve(k, key=fork_tgk(k.key, idrr.data, randrkms, prf))
+            forked.append(k)  # MPKi and the GTGKs are not forked
+        return (RandWithRole(RandRole.RANDRKMS, randrkms), idrr), tuple(forked)
 
     # -- checks
 
@@ -313,8 +385,9 @@ class KmsCore:
 
     def _policy_contents(
         self, asked: TicketPolicy, user: User
-    ) -> tuple[tuple[str, ...], tuple[bytes, ...]]:
-        """The Responders the desired policy names and the SPIs of the TGKs it asks for."""
+    ) -> tuple[tuple[str, ...], tuple[tuple[KeyType, bytes], ...]]:
+        """The Responders the desired policy names and the keys (type, SPI) it asks for: TGKs
+        and GTGKs; one TGK when it lists none."""
         if asked.ticket_type not in TICKET_TYPES:
             raise Refused(
                 ErrorNo.INVALID_TPPAR,
@@ -323,30 +396,57 @@ class KmsCore:
                 user,
             )
         if asked.flags & REFUSED_FLAGS:
-            raise Refused(ErrorNo.INVALID_TPPAR, "key forking (flag I) is not offered", 400, user)
+            raise Refused(ErrorNo.INVALID_TPPAR, "a ticket flag the KMS does not offer", 400, user)
+        for flag, needs in REQUIRED_WITH:
+            if asked.has(flag) and not asked.has(needs):
+                raise Refused(
+                    ErrorNo.INVALID_TPPAR,
+                    f"flag {flag.name} without flag {needs.name} (RFC 6043 §6.10)",
+                    400,
+                    user,
+                )
         contents = asked.payloads()
         responders = tuple(_idrs(contents, IdRole.IDRR))
-        spis: list[bytes] = []
+        wanted: list[tuple[KeyType, bytes]] = []
         for kemac in (p for p in contents if isinstance(p, Kemac)):
             for item in kemac.key_data():
-                if item.key_type is not KeyType.TGK or item.key:
+                if item.key_type not in WANTED_TYPES or item.key:
                     raise Refused(
                         ErrorNo.INVALID_TPPAR,
-                        "the desired KEMAC may only list TGKs for the KMS to make (key length 0)",
+                        "the desired KEMAC may only list TGKs and GTGKs for the KMS to make"
+                        " (key length 0)",
                         400,
                         user,
                     )
                 spi = item.kv.spi if isinstance(item.kv, KvSpi) else None
-                spis.append(spi if spi is not None else (len(spis) + 1).to_bytes(4, "big"))
-        if not spis:
-            spis.append((1).to_bytes(4, "big"))
-        if len(spis) > MAX_KEYS:
+                if spi is None:
+                    n = 1 + sum(1 for kind, _ in wanted if kind is item.key_type)
+                    spi = tgk_spi(n) if item.key_type is KeyType.TGK else gtgk_spi(n)
+                wanted.append((item.key_type, spi))
+        if not wanted:
+            wanted.append((KeyType.TGK, tgk_spi(1)))
+        if len(wanted) > MAX_KEYS:
             raise Refused(
-                ErrorNo.INVALID_TPPAR, f"{len(spis)} TGKs asked for: at most {MAX_KEYS}", 400, user
+                ErrorNo.INVALID_TPPAR,
+                f"{len(wanted)} TGKs and GTGKs asked for: at most {MAX_KEYS}",
+                400,
+                user,
             )
-        if len(set(spis)) != len(spis) or MPK_SPI in spis:
+        spis = [spi for _, spi in wanted]
+        if len(set(spis)) != len(spis) or {MPK_SPI, MPKI_SPI, MPKR_SPI} & set(spis):
             raise Refused(ErrorNo.INVALID_TPPAR, "the TGKs' SPIs must be distinct", 400, user)
-        return responders, tuple(spis)
+        if (
+            asked.has(TicketFlag.I)
+            and not asked.has(TicketFlag.F)
+            and any(kind is KeyType.TGK for kind, _ in wanted)
+        ):
+            raise Refused(
+                ErrorNo.INVALID_TPPAR,
+                "key forking of a TGK needs flag F (RFC 6043 §6.10): ask for a GTGK, or set F",
+                400,
+                user,
+            )
+        return responders, tuple(wanted)
 
     def _tag(self, ticket_id: bytes, policy: TicketPolicy) -> bytes:
         data = ticket_id + policy.encode_body()
@@ -379,7 +479,7 @@ class KmsCore:
         data_type: DataType,
         auth: _Authenticated,
         now: float,
-        before_kemac: tuple[Ticket, ...],
+        before_kemac: tuple[Payload, ...],
         keys: tuple[KeyData, ...],
     ) -> bytes:
         request = auth.message

@@ -11,14 +11,43 @@ from pathlib import Path
 import attrs
 import pytest
 
-from kms.client import open_reply, request_init, resolve_init
+from kms.client import (
+    MPKI_SPI,
+    MPKR_SPI,
+    PRF,
+    forked_keys,
+    gtgk_spi,
+    message_request_init,
+    open_reply,
+    request_init,
+    request_keys,
+    resolve_init,
+    tgk_spi,
+)
 from kms.core import KmsCore
 from kms.store import KmsStore, StoreLimits, User
-from mikey.constants import DataType, ErrorNo, KeyType, MacAlg, TsType
+from mikey import kemac as kemac_crypto
+from mikey.constants import DataType, ErrorNo, IdRole, KeyType, MacAlg, RandRole, TsType
 from mikey.errors import MikeyError
-from mikey.keys import ticket_tls_psk
-from mikey.message import Message, decode
-from mikey.payloads import Err, IdWithRole, Ticket, TicketFlag, Timestamp, unix_from_ntp
+from mikey.keys import fork_mpkr, fork_tgk, ticket_tls_psk
+from mikey.message import EmptyMap, Header, Message, decode
+from mikey.payloads import (
+    Err,
+    IdWithRole,
+    Kemac,
+    KeyData,
+    KvSpi,
+    RandWithRole,
+    Ticket,
+    TicketFlag,
+    TicketPolicy,
+    Timestamp,
+    Verification,
+    encode_payload_chain,
+    ntp_from_unix,
+    unix_from_ntp,
+)
+from mikey.transfer import MESSAGE_FLAGS, message_transfer_init
 
 KMS_ID = "kms.e2ae.lab"
 
@@ -75,6 +104,24 @@ def _resolve(kms: KmsCore, user: User, ticket: Ticket, at: float = NOW + 1, rand
         user.identity, user.key, ticket, at, kms=KMS_ID, csb_id=0x1234, randrr=rand * 16
     )
     return request, kms.handle(request.encode(), (user.identity,), at)
+
+
+def _request_wanting(*wanted: KeyData, flags: int = MESSAGE_FLAGS) -> bytes:
+    """A REQUEST_INIT_PSK from Alice whose desired KEMAC lists ``wanted``."""
+    policy = TicketPolicy.with_payloads(2, (Kemac.plain(wanted),), prf_func=PRF, flags=flags)
+    draft = Message(
+        Header(DataType.REQUEST_INIT_PSK, 7, EmptyMap(0), True, PRF),
+        (
+            Timestamp(TsType.NTP_UTC, ntp_from_unix(NOW)),
+            RandWithRole(RandRole.RANDRI, b"W" * 16),
+            IdWithRole.uri(IdRole.IDRI, ALICE.identity),
+            IdWithRole.uri(IdRole.IDRKMS, KMS_ID),
+            policy,
+            Verification.placeholder(MacAlg.HMAC_SHA_256_256),
+        ),
+    )
+    keys = request_keys(ALICE.key, 7, b"W" * 16, response=False)
+    return kemac_crypto.protect(draft, keys, mac_data=kemac_crypto.ticket_mac_input(draft)).encode()
 
 
 def _error(body: bytes) -> ErrorNo:
@@ -167,7 +214,10 @@ def _tamper_mac(message: Message) -> bytes:
         ("transfer init", 400, ErrorNo.INVALID_DT),
         ("ticket type 9", 400, ErrorNo.INVALID_TPPAR),
         ("too many sessions", 400, ErrorNo.INVALID_TPPAR),
-        ("key forking", 400, ErrorNo.INVALID_TPPAR),
+        ("I without E", 400, ErrorNo.INVALID_TPPAR),
+        ("G without F", 400, ErrorNo.INVALID_TPPAR),
+        ("forked TGK without F", 400, ErrorNo.INVALID_TPPAR),
+        ("an MPK wanted", 400, ErrorNo.INVALID_TPPAR),
         ("another kms", 403, ErrorNo.INVALID_ID),
     ],
 )
@@ -203,10 +253,21 @@ def test_bad_requests_are_refused_with_their_error(
         body = request_init(
             ALICE.identity, ALICE.key, (), NOW, kms=KMS_ID, csb_id=1, sessions=33
         ).encode()
-    elif change == "key forking":
+    elif change == "I without E":
         body = request_init(
             ALICE.identity, ALICE.key, (), NOW, kms=KMS_ID, csb_id=1, flags=TicketFlag.I
         ).encode()
+    elif change == "G without F":
+        flags = TicketFlag.E | TicketFlag.G | TicketFlag.H
+        body = request_init(
+            ALICE.identity, ALICE.key, (), NOW, kms=KMS_ID, csb_id=1, flags=flags
+        ).encode()
+    elif change == "forked TGK without F":
+        body = request_init(
+            ALICE.identity, ALICE.key, (), NOW, kms=KMS_ID, csb_id=1, flags=MESSAGE_FLAGS
+        ).encode()
+    elif change == "an MPK wanted":
+        body = _request_wanting(KeyData(KeyType.MPK, b"", kv=KvSpi(b"\x00\x00\x00\x09")))
     elif change == "another kms":
         body = request_init(
             ALICE.identity, ALICE.key, (), NOW, kms="kms.elsewhere", csb_id=1
@@ -303,3 +364,180 @@ def test_requests_use_a_macd_v_payload() -> None:
     request = request_init(ALICE.identity, ALICE.key, (), NOW, kms=KMS_ID, csb_id=1)
     assert request.payloads[-1].auth_alg is MacAlg.HMAC_SHA_256_256  # type: ignore[union-attr]
     assert request.header.v and request.header.cs_count == 0
+
+
+# --- key forking (flag I): immediate messaging, TR 33.829 §8.3.1.1 -------------------------
+
+
+def _message_ticket(
+    kms: KmsCore, responders: tuple[str, ...] = (BOB.identity, CAROL.identity)
+) -> tuple[Message, tuple[KeyData, ...], Ticket]:
+    request = message_request_init(
+        ALICE.identity, ALICE.key, responders, NOW, kms=KMS_ID, csb_id=0x4242, randri=b"M" * 16
+    )
+    reply = kms.handle(request.encode(), (ALICE.identity,), NOW)
+    assert reply.status == 200, reply.outcome
+    message, keys = open_reply(reply.body, ALICE.key, request)
+    _, ticket = _ticket_of(reply.body)
+    return message, keys, ticket
+
+
+def _sent(ticket: Ticket, keys: tuple[KeyData, ...], body: bytes = b"hello") -> Ticket:
+    """The TICKET of the TRANSFER_INIT Alice sends: with its Initiator Data ``Vi, Vr``."""
+    alice = forked_keys(keys)
+    init = message_transfer_init(
+        ALICE.identity,
+        BOB.identity,
+        ticket,
+        alice.mpki,
+        alice.mpkr,
+        gtgk_spi(1),
+        hashlib.sha256(body).digest(),
+        NOW,
+        csb_id=0x4242,
+    )
+    (sent,) = (p for p in init.payloads if isinstance(p, Ticket))
+    return sent
+
+
+def _resolve_forked(kms: KmsCore, user: User, ticket: Ticket, rand: bytes = b"r"):
+    request, answer = _resolve(kms, user, ticket, rand=rand)
+    assert answer.status == 200, answer.outcome
+    return open_reply(answer.body, user.key, request)
+
+
+def test_a_forking_ticket_request_gives_mpki_mpkr_and_the_gtgk_and_no_tgk() -> None:
+    kms = _kms()
+    _, keys, ticket = _message_ticket(kms)
+    assert [(k.key_type, k.kv) for k in keys] == [
+        (KeyType.MPK, KvSpi(MPKI_SPI)),
+        (KeyType.MPK, KvSpi(MPKR_SPI)),
+        (KeyType.GTGK, KvSpi(gtgk_spi(1))),
+    ]
+    assert len({k.key for k in keys}) == 3 and all(len(k.key) == 16 for k in keys)
+    alice = forked_keys(keys)
+    assert alice.gtgks == {gtgk_spi(1): keys[2].key} and alice.tgks == {}
+    assert ticket.policy.flags & MESSAGE_FLAGS == MESSAGE_FLAGS
+    assert not ticket.policy.has(TicketFlag.F) and not ticket.policy.has(TicketFlag.G)
+    assert not ticket.initiator_data
+
+
+def test_each_responder_gets_mpki_its_own_mpkr_prime_and_the_same_gtgk() -> None:
+    kms = _kms()
+    _, keys, ticket = _message_ticket(kms)
+    alice = forked_keys(keys)
+    sent = _sent(ticket, keys)
+    seen = {}
+    for user, rand in ((BOB, b"b"), (CAROL, b"c")):
+        resolved, got = _resolve_forked(kms, user, sent, rand)
+        assert resolved.data_type is DataType.RESOLVE_RESP
+        # RESOLVE_RESP = HDR, T, IDRkms, RANDRkms, IDRr, KEMAC, V
+        kinds = [type(p).__name__ for p in resolved.payloads]
+        assert kinds == [
+            "Timestamp",
+            "IdWithRole",
+            "RandWithRole",
+            "IdWithRole",
+            "Kemac",
+            "Verification",
+        ]
+        (randrkms,) = (p for p in resolved.payloads if isinstance(p, RandWithRole))
+        assert randrkms.role == RandRole.RANDRKMS and len(randrkms.rand) == 16
+        idrr = [p for p in resolved.payloads if isinstance(p, IdWithRole) and p.role == IdRole.IDRR]
+        assert [p.data for p in idrr] == [user.identity.encode()]
+        mine = forked_keys(got)
+        assert mine.mpki == alice.mpki
+        assert mine.gtgks == alice.gtgks  # GTGKs are not forked (RFC 6043 §5.1.1)
+        expected = fork_mpkr(alice.mpkr, user.identity.encode(), randrkms.rand, PRF)
+        assert mine.mpkr == expected and mine.mpkr != alice.mpkr
+        seen[user.identity] = mine.mpkr
+    assert seen[BOB.identity] != seen[CAROL.identity]
+
+
+def test_a_forking_resolve_whose_vr_does_not_verify_is_an_auth_failure() -> None:
+    kms = _kms()
+    _, keys, ticket = _message_ticket(kms)
+    sent = _sent(ticket, keys)
+    vi, vr = sent.initiator_payloads()
+    assert isinstance(vr, Verification)
+    bad_vr = attrs.evolve(vr, ver_data=bytes(b ^ 1 for b in vr.ver_data))
+    forged = attrs.evolve(sent, initiator_data=encode_payload_chain((vi, bad_vr)))
+    _, answer = _resolve(kms, BOB, forged)
+    assert answer.status == 403 and _error(answer.body) is ErrorNo.AUTH_FAILURE
+    assert "the Initiator Data does not verify" in answer.outcome
+    # Vr under another key (Bob's, say) fails just the same.
+    other = _sent(ticket, (*keys[:1], KeyData(KeyType.MPK, BOB.key, kv=KvSpi(MPKR_SPI))))
+    answer = _resolve(kms, BOB, other, rand=b"o")[1]
+    assert answer.status == 403 and _error(answer.body) is ErrorNo.AUTH_FAILURE
+
+
+def test_a_forking_ticket_without_initiator_data_is_not_resolved() -> None:
+    kms = _kms()
+    _, _, ticket = _message_ticket(kms)
+    _, answer = _resolve(kms, BOB, ticket)
+    assert answer.status == 403 and _error(answer.body) is ErrorNo.INVALID_TICKET
+    assert "Initiator Data" in answer.outcome
+
+
+def test_the_ticket_tag_leaves_the_initiator_data_out_so_a_ticket_serves_many_messages() -> None:
+    kms = _kms()
+    _, keys, ticket = _message_ticket(kms)
+    first, second = _sent(ticket, keys, b"one"), _sent(ticket, keys, b"two")
+    assert first.initiator_data != second.initiator_data
+    assert _resolve(kms, BOB, first, rand=b"1")[1].status == 200
+    assert _resolve(kms, BOB, second, rand=b"2")[1].status == 200
+
+
+def test_a_group_member_resolves_a_forking_ticket_naming_the_group() -> None:
+    kms = _kms()
+    _, keys, ticket = _message_ticket(kms, responders=("sip:conf@e2ae.lab",))
+    sent = _sent(ticket, keys)
+    resolved, got = _resolve_forked(kms, BOB, sent)
+    (randrkms,) = (p for p in resolved.payloads if isinstance(p, RandWithRole))
+    # MPKr is forked with the member's own identity, the IDRr of the RESOLVE_RESP.
+    expected = fork_mpkr(forked_keys(keys).mpkr, BOB.identity.encode(), randrkms.rand, PRF)
+    assert forked_keys(got).mpkr == expected
+    assert _resolve(kms, CAROL, sent, rand=b"c")[1].status == 403
+
+
+def test_forked_tgks_are_tgk_prime_when_f_is_set() -> None:
+    kms = _kms()
+    request = request_init(
+        ALICE.identity,
+        ALICE.key,
+        (BOB.identity,),
+        NOW,
+        kms=KMS_ID,
+        csb_id=0x4242,
+        flags=MESSAGE_FLAGS | TicketFlag.F,
+        sessions=1,
+        gtgks=1,
+    )
+    reply = kms.handle(request.encode(), (ALICE.identity,), NOW)
+    assert reply.status == 200, reply.outcome
+    _, keys = open_reply(reply.body, ALICE.key, request)
+    _, ticket = _ticket_of(reply.body)
+    alice = forked_keys(keys)
+    assert set(alice.tgks) == {tgk_spi(1)} and set(alice.gtgks) == {gtgk_spi(1)}
+    resolved, got = _resolve_forked(kms, BOB, _sent(ticket, keys))
+    (randrkms,) = (p for p in resolved.payloads if isinstance(p, RandWithRole))
+    bob = forked_keys(got)
+    tgk = alice.tgks[tgk_spi(1)]
+    assert bob.tgks == {tgk_spi(1): fork_tgk(tgk, BOB.identity.encode(), randrkms.rand, PRF)}
+    assert bob.gtgks == alice.gtgks
+
+
+def test_a_ticket_without_forking_resolves_as_before() -> None:
+    kms = _kms()
+    _, reply = _request(kms)
+    _, ticket = _ticket_of(reply.body)
+    resolve, answer = _resolve(kms, BOB, ticket)
+    resolved = decode(answer.body)
+    assert [type(p).__name__ for p in resolved.payloads] == [
+        "Timestamp",
+        "IdWithRole",
+        "Kemac",
+        "Verification",
+    ]
+    with pytest.raises(MikeyError):
+        forked_keys(open_reply(answer.body, BOB.key, resolve)[1])

@@ -197,3 +197,23 @@ def test_openssl_as_the_ue_after_a_sipp_call(tmp_path: Path) -> None:
         assert gw.held == 0
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize("transport", ["u1", "t1"], ids=["udp", "tcp"])
+def test_message_through_pcscf(tmp_path: Path, transport: str) -> None:
+    """REGISTER, then a MESSAGE (RFC 3428) with a multipart/mixed body (MIKEY and S/MIME parts,
+    base64): the core side checks that every byte of the body arrived, in order, with no
+    Record-Route, and answers 202, which the UE must get (and no 100 Trying before it)."""
+    core_port = free_port()
+    extra = ["--next-hop-transport", "tcp"] if transport == "t1" else []
+    with pcscf(tmp_path, core_port, *extra) as pc:
+        core = sipp(tmp_path, "core_message.xml", core_port, transport=transport)
+        ue = sipp(tmp_path, "ue_message.xml", free_port(), remote=pc.gm, transport=transport)
+        ue_errors = finish(tmp_path, ue, pc)
+        core_errors = finish(tmp_path, core, pc)
+        log = pc.log.read_text(errors="replace")
+    assert ue_errors == "", ue_errors
+    assert core_errors == "", core_errors
+    assert re.search(
+        r"MESSAGE \S+ \(orig\) from gm/\w+:127\.0\.0\.1:\d+ to core/\w+:\S+: 202", log
+    ), log[-3000:]

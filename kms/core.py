@@ -26,7 +26,8 @@ the TLS client may speak for (Auth failure) and this KMS if it names one (Invali
 fresh timestamp (Invalid TS), a MAC that verifies (Auth failure), and was not seen before
 (Invalid TS: a replay). A request then needs a Ticket Policy the KMS issues (Invalid TPpar); a
 resolve a ticket the KMS issued, unaltered and still valid (Invalid TICKET), naming the
-Responder (Auth failure).
+Responder (Auth failure) and, with key forking, Initiator Data (Invalid TICKET) whose Vr
+verifies with MPKr (Auth failure).
 
 Replies: the KEMAC is encrypted with AES-KW-128 and the reply MACed with HMAC-SHA-256-256, with
 the response keys of RFC 6043 §5.1.2 (from the user's key, the CSB ID and the request's RANDRi

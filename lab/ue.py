@@ -342,6 +342,20 @@ class UserAgent:
         ]
         return Request(tuple(headers), sdp, "INVITE", target), dialog
 
+    def message(self, target: str, body: bytes, content_type: str) -> Request:
+        """An out-of-dialog MESSAGE (RFC 3428) to ``target``, routed via the P-CSCF."""
+        headers = [
+            ("Via", self._via()),
+            ("Max-Forwards", "70"),
+            ("From", f"<{self.aor}>;tag={self.new_id()}"),
+            ("To", f"<{target}>"),
+            ("Call-ID", self.new_id() + "@" + self.contact_host),
+            ("CSeq", "1 MESSAGE"),
+            ("Route", self._proxy_route()),
+            ("Content-Type", content_type),
+        ]
+        return Request(tuple(headers), body, "MESSAGE", target)
+
     def invite_answered(self, response: Response) -> Dialog:
         """Read a final 2xx to our INVITE: the dialog is confirmed (send :meth:`ack`)."""
         dialog = self._dialog_of(response)

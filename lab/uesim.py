@@ -53,6 +53,7 @@ from kms import client as kms_client
 from kms.cli import post as kms_post
 from lab import media, ue
 from lab.sipnode import Address, SipNode, Transport
+from lab.uemessage import UeMessaging
 from mikey import message as mikey_message
 from mikey import transfer
 from mikey.constants import ErrorNo
@@ -230,6 +231,8 @@ class UeSim:
         self._unacked: dict[str, IDelayedCall] = {}  # 2xx retransmissions, by Call-ID
         self._incoming: list[Call] = []
         self._incoming_waiters: list[defer.Deferred[Call]] = []
+        #: Immediate messages (SIP MESSAGE protected with keys from the KMS).
+        self.im = UeMessaging(self)
 
     @property
     def aor(self) -> str:
@@ -867,6 +870,8 @@ class UeSim:
             self._respond(message, agent.respond(message), addr)
             if call is not None:
                 self._end(call, "remote hung up")
+        elif message.method == "MESSAGE" and message.to.tag is None:
+            self.im.incoming(message, addr)
         elif message.method in ("CANCEL", "OPTIONS", "UPDATE", "INVITE"):
             self._respond(message, agent.respond(message, 200), addr)
         else:

@@ -1,0 +1,252 @@
+"""KMS-protected immediate messages between UEs on real loopback sockets: an in-process KMS
+over HTTPS, the real P-CSCF, the core stub and UeSims. A text reaches Bob and only Bob; the
+ticket is reused for the next message; a receiver the ticket does not name gets no key and
+says so; tampered, replayed, oversized and malformed MESSAGEs get their 4xx with a Warning
+and the UE carries on."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor, task
+from twisted.internet.protocol import DatagramProtocol
+
+import certs
+import lab.ue as lab_ue
+from immsg import core as im
+from immsg import mime
+from kms.config import KmsConfig, ProvisionedUser
+from kms.service import KmsService, build
+from kms.store import User
+from lab.core import CoreStub
+from lab.uesim import UeSim
+from pcscf.service import SipService
+from pcscf.sip import Request, Response, parse_datagram
+from pcscf.sip.message import make_response
+from pcscf.sip.proxy import Peer, ProxyConfig
+
+NOW = datetime.datetime.now(datetime.UTC)
+DOMAIN = "lab.example"
+USERS = ("alice", "bob", "carol")
+KMS_ID = "kms.e2ae.lab"
+
+
+def aor(name: str) -> str:
+    return f"sip:{name}@{DOMAIN}"
+
+
+@pytest.fixture(scope="module")
+def ids() -> dict[str, certs.CertAndKey]:
+    return {name: certs.generate(name, now=NOW) for name in (*USERS, "kms")}
+
+
+@pytest.fixture(scope="module")
+def keys() -> dict[str, bytes]:
+    return {name: os.urandom(16) for name in USERS}
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[Any]]:
+    things: list[Any] = []
+    yield things
+    for thing in reversed(things):
+        pytest_twisted.blockon(defer.maybeDeferred(thing))
+
+
+@pytest.fixture
+def kms(
+    tmp_path: Path, ids: dict[str, certs.CertAndKey], keys: dict[str, bytes], cleanup: list[Any]
+) -> KmsService:
+    config = KmsConfig(
+        identity=KMS_ID,
+        listen=("127.0.0.1", 0),
+        cert=Path("unused"),
+        key=Path("unused"),
+        state=tmp_path / "kms.sqlite",
+        users=tuple(ProvisionedUser(User(aor(n), keys[n]), (ids[n].fingerprint(),)) for n in USERS),
+    )
+    service = build(config, identity=ids["kms"], reactor=reactor)
+    service.startService()
+    cleanup.append(service.stopService)
+    return service
+
+
+@pytest.fixture
+def gm(cleanup: list[Any]) -> tuple[str, int]:
+    core = CoreStub(reactor, domain=DOMAIN)
+    port = core.listen()
+    cleanup.append(core.stop)
+    service = SipService(
+        ProxyConfig(
+            gm=("127.0.0.1", 0),
+            core=("127.0.0.1", 0),
+            next_hop=Peer("core", "udp", "127.0.0.1", port),
+            network_mechanisms=frozenset({"msrp-tls", "bfcp-tls"}),
+        ),
+        reactor=reactor,
+    )
+    service.listen()
+    cleanup.append(service.stop)
+    return service.config.gm
+
+
+async def _ue(
+    name: str,
+    ids: dict[str, certs.CertAndKey],
+    keys: dict[str, bytes],
+    kms: KmsService,
+    gm: tuple[str, int],
+    cleanup: list[Any],
+    **kw: Any,
+) -> UeSim:
+    access = lab_ue.KmsAccess(kms.address, ids["kms"].fingerprint(), keys[name], **kw)
+    sim = UeSim(reactor, name, ids[name], gm, domain=DOMAIN, kms=access, media_timeout=5)
+    await sim.start()
+    cleanup.append(sim.stop)
+    assert (await sim.register()).status == 200
+    return sim
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_protected_message_reaches_bob_and_the_ticket_is_reused(
+    ids: Any, keys: Any, kms: KmsService, gm: Any, cleanup: list[Any]
+) -> None:
+    alice = await _ue("alice", ids, keys, kms, gm, cleanup)
+    bob = await _ue("bob", ids, keys, kms, gm, cleanup)
+    first = await alice.im.send(bob.aor, "hello Bob")
+    assert (first.status, first.ticket_reused) == (200, False)
+    got = await bob.im.next_message()
+    assert (got.sender, got.protected_by, got.text) == (alice.aor, alice.aor, "hello Bob")
+    assert not got.reprotected
+    second = await alice.im.send(bob.aor, "again")
+    assert (second.status, second.ticket_reused) == (200, True)
+    assert (await bob.im.next_message()).text == "again"
+    assert alice.kms_exchanges == ["REQUEST_INIT_PSK"]
+    assert bob.kms_exchanges == ["RESOLVE_INIT_PSK", "RESOLVE_INIT_PSK"]
+    assert bob.im.refused == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_receiver_the_ticket_does_not_name_gets_no_key_and_says_so(
+    ids: Any, keys: Any, kms: KmsService, gm: Any, cleanup: list[Any]
+) -> None:
+    alice = await _ue("alice", ids, keys, kms, gm, cleanup, responder=aor("bob"))
+    carol = await _ue("carol", ids, keys, kms, gm, cleanup)
+    sent = await alice.im.send(carol.aor, "not for Carol")
+    assert sent.status == 493
+    assert sent.warning is not None and "no key from the KMS: AUTH_FAILURE" in sent.warning
+    (refused,) = carol.im.refused
+    assert refused.status == 493 and refused.sender == alice.aor
+    assert carol.im.received == []
+
+
+class _Raw(DatagramProtocol):
+    """Sends MESSAGE datagrams straight to a UE and collects the responses."""
+
+    def __init__(self) -> None:
+        self.responses: list[Response] = []
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        message = parse_datagram(datagram)
+        if isinstance(message, Response):
+            self.responses.append(message)
+
+
+def _message(target: str, ct: str, body: bytes, port: int, n: int) -> bytes:
+    request = Request(
+        (
+            ("Via", f"SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKraw{n}"),
+            ("Max-Forwards", "70"),
+            ("From", f"<{aor('alice')}>;tag=raw{n}"),
+            ("To", f"<{target}>"),
+            ("Call-ID", f"raw-{n}@127.0.0.1"),
+            ("CSeq", "1 MESSAGE"),
+            ("Content-Type", ct),
+        ),
+        body,
+        "MESSAGE",
+        target,
+    )
+    return request.serialise()
+
+
+async def _last_body(bob: UeSim, alice: UeSim) -> tuple[str, bytes]:
+    """Alice sends one more MESSAGE, which Bob accepts; its Content-Type and body, to be sent
+    again as a replay."""
+    captured: list[Request] = []
+    real_request = alice._request
+
+    def capture(request: Request) -> Any:
+        captured.append(request)
+        return real_request(request)
+
+    alice._request = capture  # type: ignore[method-assign]
+    try:
+        assert (await alice.im.send(bob.aor, "to be replayed")).status == 200
+    finally:
+        alice._request = real_request  # type: ignore[method-assign]
+    assert (await bob.im.next_message()).text == "to be replayed"
+    return captured[0].get("Content-Type") or "", captured[0].body
+
+
+async def _answer(raw: _Raw, count: int) -> Response:
+    for _ in range(200):
+        if len(raw.responses) >= count:
+            return raw.responses[count - 1]
+        await task.deferLater(reactor, 0.02, lambda: None)
+    raise AssertionError("no response")
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_messages_get_a_4xx_with_a_warning_and_bob_carries_on(
+    ids: Any, keys: Any, kms: KmsService, gm: Any, cleanup: list[Any]
+) -> None:
+    alice = await _ue("alice", ids, keys, kms, gm, cleanup)
+    bob = await _ue("bob", ids, keys, kms, gm, cleanup)
+    # a genuine body, protected by Alice's UE, kept from Bob: the tampered copy is not a replay
+    held: list[Request] = []
+
+    def hold(request: Request) -> Any:
+        held.append(request)
+        return defer.succeed(make_response(request, 200))
+
+    assert (await alice.im.send(bob.aor, "original")).status == 200
+    await bob.im.next_message()
+    real_request = alice._request
+    alice._request = hold  # type: ignore[method-assign]
+    await alice.im.send(bob.aor, "held back")
+    alice._request = real_request  # type: ignore[method-assign]
+    replay_ct, replay = await _last_body(bob, alice)
+    genuine = held[0]
+    ct, body = genuine.get("Content-Type") or "", genuine.body
+    parts = mime.parse_multipart(ct, body)
+    der = parts[1].body
+    tampered_ct, tampered = mime.multipart(
+        [parts[0], mime.Part(parts[1].headers, der[:-3] + bytes([der[-3] ^ 0x40]) + der[-2:])]
+    )
+    raw = _Raw()
+    port = reactor.listenUDP(0, raw, interface="127.0.0.1")
+    cleanup.append(port.stopListening)
+    me = port.getHost().port
+    cases = [
+        ("replayed", replay_ct, replay, 403, "replayed"),
+        ("tampered", tampered_ct, tampered, 403, "not the one the TRANSFER_INIT names"),
+        ("oversized", ct, b"x" * (im.MAX_BODY_BYTES + 1), 413, "at most"),
+        ("malformed MIME", "multipart/mixed; boundary=zz", b"--zz\r\nno end", 400, "MIME"),
+        ("not multipart", "text/plain", b"hi", 415, "multipart/mixed"),
+    ]
+    for n, (name, ctype, data, status, words) in enumerate(cases, start=1):
+        port.write(_message(bob.aor, ctype, data, me, n), ("127.0.0.1", bob.node.port))
+        answer = await _answer(raw, n)
+        assert answer.status == status, name
+        warning = answer.get("Warning") or ""
+        assert warning.startswith("399 ") and words in warning, (name, warning)
+    assert [r.status for r in bob.im.refused] == [c[3] for c in cases]
+    assert (await alice.im.send(bob.aor, "still fine")).status == 200
+    assert (await bob.im.next_message()).text == "still fine"

@@ -12,16 +12,26 @@ floor control server.
   that acknowledges and records every message (``echo`` sends each one back), and a BFCP floor
   control server that grants every request (``TCP/MSRP`` / ``TCP/BFCP`` in the SDP answer, the
   TCP role from the offer's ``a=setup``). BYE closes them.
+- With a list server (``list_server``, the AS of group PSIs ``list_psis``): an out-of-dialog
+  request to a PSI goes to the list server like an ISC hop (Request-URI unchanged,
+  ``Route: <sip:list@HOST:PORT;lr>``); the list server's requests to members are routed like any
+  other, and a MESSAGE to a member with no binding who is known (registered once, or in
+  ``known_users``) gets ``480 Temporarily Unavailable`` instead of 404. Every REGISTER or
+  de-REGISTER that succeeds is told to the list server by a third-party REGISTER (TS 24.229
+  5.4.1.7), retransmitted by Timer E until a final response or Timer F.
 
 Everything it did is kept for checks: :attr:`CoreStub.bindings`, :attr:`CoreStub.routed`
-(the SDP protos of each INVITE it routed) and :attr:`CoreStub.peer_calls`.
+(the SDP protos of each INVITE it routed), :attr:`CoreStub.peer_calls` and
+:attr:`CoreStub.third_party` (the outcome of each third-party REGISTER).
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import itertools
 import secrets
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -35,6 +45,7 @@ from lab.sipnode import Address, SipNode, Transport
 from lab.ue import StreamInfo
 from pcscf.sip.errors import RemoteSipError
 from pcscf.sip.message import Message, Request, Response, make_response
+from pcscf.sip.transaction import ClientState, ClientTransaction, Timer, TimerValues
 from pcscf.sip.uri import NameAddr, SipUri
 
 log = Logger(namespace="lab.core")
@@ -53,6 +64,25 @@ class Binding:
     contact: str
     path: tuple[str, ...]
     expires: int
+
+
+@attrs.frozen
+class ThirdPartyOutcome:
+    """How a third-party REGISTER to the list server ended: its final status, or ``None`` when
+    none came before Timer F."""
+
+    aor: str
+    expires: int
+    status: int | None
+
+
+@attrs.define
+class _ThirdParty:
+    aor: str
+    expires: int
+    request: Request
+    machine: ClientTransaction
+    timer: Any = None
 
 
 @attrs.frozen
@@ -114,6 +144,10 @@ class CoreStub:
         echo: bool = False,
         app_server: tuple[str, int] | None = None,
         app_server_for: frozenset[str] = frozenset(),
+        list_server: tuple[str, int] | None = None,
+        list_psis: frozenset[str] = frozenset(),
+        known_users: frozenset[str] = frozenset(),
+        clock: Any = None,
     ) -> None:
         self.reactor = reactor
         self.host = host
@@ -125,6 +159,20 @@ class CoreStub:
         #: through that second entry, goes on to the AOR's registered contact.
         self.app_server = app_server
         self.app_server_for = app_server_for
+        #: The AS of the group PSIs: requests to a PSI go there, and it hears of every
+        #: registration (third-party REGISTER).
+        self.list_server = list_server
+        self.list_psis = _aors(list_psis)
+        #: Members a MESSAGE gets 480 for (not 404) while they have no binding; an AOR that
+        #: has registered once is known too.
+        self.known_users = _aors(known_users)
+        self.ever_registered: set[str] = set()
+        #: Timers of the third-party REGISTERs (the reactor unless a test gives a clock).
+        self.clock = clock if clock is not None else reactor
+        self.third_party: list[ThirdPartyOutcome] = []
+        self._third_party: dict[str, _ThirdParty] = {}
+        self._third_party_cseq = itertools.count(1)
+        self._told: dict[str, tuple[str, int]] = {}
         self.node = SipNode(reactor, "core", host)
         self.node.handler = self._received
         self.bindings: dict[str, Binding] = {}
@@ -149,6 +197,10 @@ class CoreStub:
         return bound
 
     def stop(self) -> defer.Deferred[Any]:
+        for pending in self._third_party.values():
+            if pending.timer is not None and pending.timer.active():
+                pending.timer.cancel()
+        self._third_party.clear()
         waits = [self.node.stop()]
         for call in self.peer_calls.values():
             waits.extend(self._stop_peer(call))
@@ -158,7 +210,8 @@ class CoreStub:
 
     def _received(self, message: Message, addr: Address, transport: Transport) -> None:
         if isinstance(message, Response):
-            self._forward_response(message)
+            if not self._third_party_response(message):
+                self._forward_response(message)
             return
         if message.method == "REGISTER":
             self._register(message, addr)
@@ -184,9 +237,11 @@ class CoreStub:
             raise RemoteSipError(400, f"Bad Expires {expires_text[:20]!r}", where="Expires")
         expires = int(expires_text)
         extra: list[tuple[str, str]] = []
-        if contacts and expires > 0:
+        bound = bool(contacts) and expires > 0
+        if bound:
             binding = Binding(aor, contacts[0].uri, tuple(request.values("Path")), expires)
             self.bindings[aor] = binding
+            self.ever_registered.add(aor)
             extra.append(("Contact", f"<{binding.contact}>;expires={expires}"))
             extra.extend(("Path", p) for p in binding.path)
         else:
@@ -199,6 +254,11 @@ class CoreStub:
             path=", ".join(request.values("Path")) or "none",
         )
         self.node.send(make_response(request, 200, to_tag=secrets.token_hex(4), extra=extra), addr)
+        # a retransmitted REGISTER (same Call-ID and CSeq) was told to the list server already
+        seen = (request.call_id, request.cseq[0])
+        if self.list_server is not None and self._told.get(aor) != seen:
+            self._told[aor] = seen
+            self._third_party_register(aor, expires if bound else 0)
 
     def _branch(self, request: Request) -> str:
         digest = hashlib.sha256(request.top_via.branch.encode()).hexdigest()[:16]
@@ -214,7 +274,24 @@ class CoreStub:
                 routes = routes[1:]
                 from_as = any(k.lower() == "term" for k, _ in first.params)
         uri = request.uri
+        from_list = self.list_server is not None and _same_address(addr, self.list_server)
         if (
+            self.list_server is not None
+            and request.to.tag is None
+            and not from_list
+            and target.aor() in self.list_psis
+        ):
+            # like an ISC hop to the AS that serves the PSI (TS 24.229 5.4.3.3)
+            host, port = self.list_server
+            routes = [f"<sip:list@{host}:{port};lr>", *routes]
+            log.info(
+                "core: {method} {call_id} to {aor} goes to the list server at {address}",
+                method=request.method,
+                call_id=request.call_id,
+                aor=target.aor(),
+                address=f"{host}:{port}",
+            )
+        elif (
             self.app_server is not None
             and binding is not None
             and request.method == "INVITE"
@@ -235,7 +312,7 @@ class CoreStub:
             routes = list(binding.path) + routes
         elif request.to.tag is None:
             if request.method != "ACK":
-                self.node.send(make_response(request, 404, to_tag="core404"), addr)
+                self._no_binding(request, addr, target.aor())
             return
         next_hop = (
             NameAddr.parse(routes[0], "Route").sip_uri("Route") if routes else SipUri.parse(uri)
@@ -271,6 +348,101 @@ class CoreStub:
                 route=", ".join(routes) or "-",
             )
         self.node.send(forwarded, next_hop.address())
+
+    def _no_binding(self, request: Request, addr: Address, aor: str) -> None:
+        """A request to an AOR with no binding: 404, or for a MESSAGE to a user we know (one
+        that registered once, or a configured member) 480, as an S-CSCF answers for a user
+        who is not reachable now (RFC 3261 21.4.18)."""
+        known = aor in self.ever_registered or aor in self.known_users
+        if request.method == "MESSAGE" and known:
+            self.node.send(make_response(request, 480, to_tag="core480"), addr)
+            log.info(
+                "core: MESSAGE {call_id} to {aor}: not registered (480)",
+                call_id=request.call_id,
+                aor=aor,
+                status=480,
+            )
+            return
+        self.node.send(make_response(request, 404, to_tag="core404"), addr)
+
+    # -- third-party registration (TS 24.229 5.4.1.7) ----------------------------------------
+
+    def _third_party_register(self, aor: str, expires: int) -> None:
+        """Tell the list server that ``aor`` registered for ``expires`` s (0: de-registered)."""
+        assert self.list_server is not None
+        host, port = self.list_server
+        branch = "z9hG4bK" + secrets.token_hex(8)
+        hostport = f"{self.host}:{self.port}"
+        headers = (
+            ("Via", f"SIP/2.0/UDP {hostport};branch={branch}"),
+            ("Max-Forwards", "70"),
+            ("From", f"<{aor}>;tag={secrets.token_hex(4)}"),
+            ("To", f"<{aor}>"),
+            ("Call-ID", f"{secrets.token_hex(8)}@{self.host}"),
+            ("CSeq", f"{next(self._third_party_cseq)} REGISTER"),
+            ("Contact", f"<sip:core@{hostport}>"),
+            ("Expires", str(expires)),
+        )
+        request = Request(headers, b"", "REGISTER", f"sip:{_hostport(host, port)}")
+        machine = ClientTransaction.for_method("REGISTER", "udp", TimerValues())
+        pending = _ThirdParty(aor, expires, request, machine)
+        self._third_party[branch] = pending
+        self.node.send(request, (host, port))
+        machine.start(self.clock.seconds())
+        self._third_party_arm(branch, pending)
+
+    def _third_party_arm(self, branch: str, pending: _ThirdParty) -> None:
+        machine = pending.machine
+        if pending.timer is not None and pending.timer.active():
+            pending.timer.cancel()
+        pending.timer = None
+        if machine.state is ClientState.TERMINATED:
+            self._third_party.pop(branch, None)
+            return
+        deadlines = (machine.retransmit_at, machine.timeout_at, machine.expire_at)
+        due = [t for t in deadlines if t is not None]
+        if due:
+            delay = max(0.0, min(due) - self.clock.seconds())
+            pending.timer = self.clock.callLater(delay, self._third_party_due, branch)
+
+    def _third_party_due(self, branch: str) -> None:
+        pending = self._third_party.get(branch)
+        if pending is None:
+            return
+        pending.timer = None
+        fired = pending.machine.fire(self.clock.seconds())
+        if fired.timer is Timer.E and self.list_server is not None:
+            self.node.send(pending.request, self.list_server)
+        elif fired.timer is Timer.F:
+            self.third_party.append(ThirdPartyOutcome(pending.aor, pending.expires, None))
+            log.warn(
+                "core: third-party REGISTER of {aor} to the list server: no answer",
+                aor=pending.aor,
+                status=408,
+                expires=pending.expires,
+            )
+        self._third_party_arm(branch, pending)
+
+    def _third_party_response(self, response: Response) -> bool:
+        """A response to one of our third-party REGISTERs (True), or one to pass on."""
+        vias = response.vias
+        if len(vias) != 1 or (vias[0].host, vias[0].port) != (self.host, self.port):
+            return False
+        pending = self._third_party.get(vias[0].branch)
+        if pending is None:
+            return True  # one Via, ours: an answer to a REGISTER that is over
+        reception = pending.machine.receive(response.status, self.clock.seconds())
+        if reception.pass_up and response.status >= 200:
+            self.third_party.append(
+                ThirdPartyOutcome(pending.aor, pending.expires, response.status)
+            )
+            fields = {"aor": pending.aor, "status": response.status, "expires": pending.expires}
+            if 200 <= response.status < 300:
+                log.info("core: third-party REGISTER of {aor}: {status}", **fields)
+            else:
+                log.warn("core: third-party REGISTER of {aor} refused: {status}", **fields)
+        self._third_party_arm(vias[0].branch, pending)
+        return True
 
     def _forward_response(self, response: Response) -> None:
         vias = response.vias
@@ -405,6 +577,18 @@ class CoreStub:
         if call.bfcp is not None:
             out.append(call.bfcp.stop())
         return out
+
+
+def _aors(uris: Iterable[str]) -> frozenset[str]:
+    return frozenset(SipUri.parse(u, "AOR").aor() for u in uris)
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _same_address(addr: Address, other: tuple[str, int]) -> bool:
+    return (addr[0], int(addr[1])) == (other[0], int(other[1]))
 
 
 def _is_ip(host: str) -> bool:

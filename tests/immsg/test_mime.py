@@ -484,7 +484,7 @@ def test_property_random_bytes_into_parse_multipart(data: bytes, boundary: str) 
 def test_property_damaged_multipart_gives_only_mime_error(
     parts: list[Part], data: st.DataObject
 ) -> None:
-    content_type, body = multipart(parts, boundary="b0")
+    content_type, body = multipart(parts)
     cut = data.draw(st.integers(0, len(body)))
     pos = data.draw(st.integers(0, len(body) - 1))
     bad = bytearray(body)

@@ -234,6 +234,8 @@ def _decode_body(data: bytes, encoding: str) -> bytes:
     while lines and not lines[-1]:
         lines.pop()
     for line in lines:
+        if b"\r" in line or b"\n" in line:
+            raise MimeError("base64 data with a CR or LF that is not CRLF")
         if len(line) > _BASE64_LINE:
             raise MimeError(f"a base64 line longer than {_BASE64_LINE} characters")
         if not line:

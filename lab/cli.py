@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "accessgw.cli",
     "kms.cli",
     "msrpas.cli",
+    "listserver.cli",
     "lab.commands",
 )
 

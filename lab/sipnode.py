@@ -86,6 +86,10 @@ class _Udp(DatagramProtocol):
         self.node.received(message, (addr[0], addr[1]), "udp")
 
 
+#: Seconds a stopping node waits for a TCP connection to write what is pending.
+STOP_GRACE = 2.0
+
+
 class _Stream(Protocol):
     """A TCP connection: the node's own one to the proxy (``ready`` given), or one a peer
     opened to the node's listener (RFC 3261 18.1.1: a request too large for UDP)."""
@@ -95,6 +99,9 @@ class _Stream(Protocol):
         self.parser = StreamParser()
         self.ready = ready
         self.peer: Address | None = None
+        #: Fires when the connection is gone (after loseConnection has written what was
+        #: pending: the last response of a UE that stops is not lost).
+        self.closed: defer.Deferred[None] = defer.Deferred()
 
     def connectionMade(self) -> None:
         if self.ready is None:
@@ -124,6 +131,8 @@ class _Stream(Protocol):
             self.node.stream = None
         if self.peer is not None and self.node.inbound.get(self.peer) is self:
             del self.node.inbound[self.peer]
+        if not self.closed.called:
+            self.closed.callback(None)
 
 
 class _Listener(ServerFactory):
@@ -269,11 +278,15 @@ class SipNode:
 
     def stop(self) -> defer.Deferred[Any]:
         waits: list[defer.Deferred[Any]] = []
-        if self.stream is not None and self.stream.transport is not None:
-            self.stream.transport.loseConnection()
-        for stream in list(self.inbound.values()):
-            if stream.transport is not None:
-                stream.transport.loseConnection()
+        streams = [self.stream] if self.stream is not None else []
+        for stream in [*streams, *self.inbound.values()]:
+            transport = stream.transport
+            if transport is not None:
+                waits.append(stream.closed)
+                transport.loseConnection()
+                # a peer that reads nothing does not hold us: abort after a while
+                abort = self.reactor.callLater(STOP_GRACE, transport.abortConnection)
+                stream.closed.addBoth(lambda r, t=abort: (t.active() and t.cancel(), r)[1])
         for name in ("_udp", "_tcp"):
             port = getattr(self, name)
             if port is not None:

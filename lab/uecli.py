@@ -120,6 +120,26 @@ def add_ue_parser(subparsers: Any) -> None:
         default="accept",
         help="when TLS-PSK is terminated in an AS: carry on (accept) or end the call (close)",
     )
+    p.add_argument(
+        "--message-kms",
+        metavar="URI",
+        help="send each --message as a SIP MESSAGE to URI, protected end to end with keys"
+        " from --kms (PSK/MIME; a list server PSI works too)",
+    )
+    p.add_argument(
+        "--recipient",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="with --message-kms: a URI list entry for the list server (repeatable; RFC 5365)",
+    )
+    p.add_argument(
+        "--receive-messages",
+        type=int,
+        default=0,
+        metavar="N",
+        help="wait for N protected SIP MESSAGEs (-1: for ever) and print each",
+    )
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--json", action="store_true", help="print a JSON object per call")
     add_log_options(p, level="warn")
@@ -246,6 +266,10 @@ def _ue(args: argparse.Namespace) -> int:
 
     try:
         kms = _kms_access(args)
+        if (args.message_kms or args.receive_messages) and kms is None:
+            raise _Usage("--message-kms and --receive-messages need --kms")
+        if args.recipient and not args.message_kms:
+            raise _Usage("--recipient goes with --message-kms")
     except _Usage as exc:
         print(f"e2ae ue: {exc}", file=sys.stderr)
         return 2
@@ -280,6 +304,8 @@ def _ue(args: argparse.Namespace) -> int:
             if not sim.registered:
                 status["code"] = 1
                 return
+            if args.message_kms or args.receive_messages:
+                status["code"] = await _immediate(reactor, args, sim)
             if args.call:
                 out: dict[str, Any] = {"to": args.call}
                 try:
@@ -322,6 +348,67 @@ def _ue(args: argparse.Namespace) -> int:
         if exc.code not in (0, None):
             status["code"] = 1
     return status["code"]
+
+
+async def _immediate(reactor: Any, args: argparse.Namespace, sim: Any) -> int:
+    """Send the protected MESSAGEs, then receive; one JSON object (or line) per message."""
+    from twisted.internet import defer
+
+    code = 0
+    for text in args.message if args.message_kms else ():
+        out: dict[str, Any] = {"message_to": args.message_kms}
+        try:
+            sent = await sim.im.send(args.message_kms, text, recipients=args.recipient)
+        except Exception as exc:
+            out["error"] = f"{type(exc).__name__}: {exc}"
+            code = 1
+        else:
+            out.update(
+                call_id=sent.call_id,
+                status=sent.status,
+                ticket_reused=sent.ticket_reused,
+            )
+            if sent.warning:
+                out["warning"] = sent.warning
+            if sent.status >= 300:
+                code = 1
+        _emit_message(args, out)
+    received = 0
+    while args.receive_messages < 0 or received < args.receive_messages:
+        wait = sim.im.next_message()
+        try:
+            got = await wait.addTimeout(args.timeout, reactor)
+        except defer.TimeoutError:
+            _emit_message(args, {"error": f"no MESSAGE within {args.timeout:g} s"})
+            return 1
+        received += 1
+        _emit_message(
+            args,
+            {
+                "message_from": got.sender,
+                "call_id": got.call_id,
+                "protected_by": got.protected_by,
+                "text": got.text,
+            },
+        )
+    for refused in sim.im.refused:
+        _emit_message(
+            args,
+            {
+                "message_refused": refused.call_id,
+                "from": refused.sender,
+                "status": refused.status,
+                "reason": refused.reason,
+            },
+        )
+    return code
+
+
+def _emit_message(args: argparse.Namespace, out: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(out), flush=True)
+    else:
+        print("message: " + ", ".join(f"{k}={v}" for k, v in out.items()), flush=True)
 
 
 def _core(args: argparse.Namespace) -> int:

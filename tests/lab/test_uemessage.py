@@ -7,14 +7,16 @@ and the UE carries on."""
 from __future__ import annotations
 
 import datetime
+import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor, task, threads
 from twisted.internet.protocol import DatagramProtocol
 
 import certs
@@ -30,6 +32,7 @@ from pcscf.service import SipService
 from pcscf.sip import Request, Response, parse_datagram
 from pcscf.sip.message import make_response
 from pcscf.sip.proxy import Peer, ProxyConfig
+from tests.conftest import REPO, e2ae_command, run_e2ae
 
 NOW = datetime.datetime.now(datetime.UTC)
 DOMAIN = "lab.example"
@@ -250,3 +253,96 @@ async def test_bad_messages_get_a_4xx_with_a_warning_and_bob_carries_on(
     assert [r.status for r in bob.im.refused] == [c[3] for c in cases]
     assert (await alice.im.send(bob.aor, "still fine")).status == 200
     assert (await bob.im.next_message()).text == "still fine"
+
+
+# -- e2ae ue as real processes ---------------------------------------------------------------
+
+
+def _cli_args(
+    tmp: Path, kms: KmsService, ids: dict[str, certs.CertAndKey], keys: dict[str, bytes], name: str
+) -> list[str]:
+    cert, _ = certs.write(ids[name], tmp)
+    (tmp / f"{name}.psk").write_text(keys[name].hex() + "\n")
+    host, port = kms.address
+    return [
+        "--user",
+        name,
+        "--cert",
+        str(cert.with_suffix("")),
+        "--kms",
+        f"{host}:{port}",
+        "--kms-pin",
+        str(ids["kms"].fingerprint()),
+        "--kms-psk-file",
+        str(tmp / f"{name}.psk"),
+        "--json",
+        "--timeout",
+        "15",
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_e2ae_ue_sends_and_receives_protected_messages(
+    ids: Any, keys: Any, kms: KmsService, gm: Any, cleanup: list[Any], tmp_path: Path
+) -> None:
+    pcscf = f"{gm[0]}:{gm[1]}"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    bob = subprocess.Popen(
+        [
+            *e2ae_command(),
+            "ue",
+            "--pcscf",
+            pcscf,
+            "--receive-messages",
+            "2",
+            *_cli_args(tmp_path, kms, ids, keys, "bob"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+        env=env,
+        text=True,
+    )
+    cleanup.append(lambda: bob.poll() is not None or (bob.kill(), bob.wait()))
+    assert bob.stdout is not None
+    first = await threads.deferToThread(bob.stdout.readline)
+    assert first == f"ue bob registered {aor('bob')} (200)\n"
+    alice = await threads.deferToThread(
+        run_e2ae,
+        [
+            "ue",
+            "--pcscf",
+            pcscf,
+            "--message-kms",
+            aor("bob"),
+            "--message",
+            "hello bob",
+            "--message",
+            "and again",
+            *_cli_args(tmp_path, kms, ids, keys, "alice"),
+        ],
+    )
+    out = alice.stdout.decode().splitlines()
+    assert alice.returncode == 0, out + alice.stderr.decode().splitlines()[-20:]
+    sent = [json.loads(line) for line in out[1:]]
+    assert [(s["message_to"], s["status"], s["ticket_reused"]) for s in sent] == [
+        (aor("bob"), 200, False),
+        (aor("bob"), 200, True),
+    ]
+    rest, _ = await threads.deferToThread(bob.communicate, timeout=30)
+    assert bob.returncode == 0
+    got = [json.loads(line) for line in rest.splitlines()]
+    assert [(g["message_from"], g["protected_by"], g["text"]) for g in got] == [
+        (aor("alice"), aor("alice"), "hello bob"),
+        (aor("alice"), aor("alice"), "and again"),
+    ]
+
+
+def test_e2ae_ue_message_kms_needs_the_kms() -> None:
+    got = run_e2ae(
+        ["ue", "--pcscf", "127.0.0.1:5060", "--user", "alice", "--message-kms", "sip:b@x"]
+    )
+    assert got.returncode == 2
+    assert got.stderr.decode().strip() == (
+        "e2ae ue: --message-kms and --receive-messages need --kms"
+    )

@@ -43,6 +43,7 @@ from mikey.payloads import KeyData, Ticket
 from pcscf.sip import Request, Response, make_response
 from pcscf.sip.errors import RemoteSipError
 from pcscf.sip.message import Message, make_request, parse_datagram, validate_request
+from pcscf.sip.uri import NameAddr
 
 log = Logger(namespace="listserver")
 
@@ -96,6 +97,14 @@ def _aor(uri: str) -> str:
     """A URI without its parameters and headers: the AOR it names."""
     uri = uri.strip().strip("<>")
     return uri.split(";", 1)[0].split("?", 1)[0]
+
+
+def _from_aor(value: str) -> str:
+    """The AOR of a From header value (for the logs)."""
+    try:
+        return _aor(NameAddr.parse(value, "From").uri)
+    except RemoteSipError:
+        return "?"
 
 
 def _peer(addr: Address) -> str:
@@ -354,6 +363,13 @@ class ListServerService(service.Service):
             incoming = im.read(content_type, request.body)
             until = im.check_fresh(incoming, now)
             self.replays.check(incoming.nonce, now)
+            sender = _aor(request.from_.uri)
+            if sender != incoming.transfer.initiator:
+                raise im.ImError(
+                    403,
+                    f"From {sender} is not the TRANSFER_INIT's Initiator"
+                    f" {incoming.transfer.initiator}",
+                )
             plan = core.plan(incoming, group.members, psi=psi, kms_group=group.kms_group)
         except im.ImError as exc:
             self._refuse(request, addr, exc.status, exc.reason, group=psi)
@@ -529,7 +545,7 @@ class ListServerService(service.Service):
         body: bytes,
         keep: float,
     ) -> None:
-        fields = {"call_id": call_id, "group": psi, "member": member, "sender": sender}
+        fields = {"call_id": call_id, "group": psi, "member": member, "sender": _from_aor(sender)}
         now = self._now()
         if not self._registered(member, now):
             self._store(psi, member, sender, content_type, body, keep, "not registered", fields)
@@ -624,8 +640,8 @@ class ListServerService(service.Service):
             request, 200, to_tag=secrets.token_hex(6), extra=[("Expires", str(expires))]
         )
         self._respond(request, response, addr)
-        if self.store is None:
-            return
+        if self.store is None or not any(member in g.members for g in self.config.groups):
+            return  # only the members' registrations matter (and are kept)
         self.store.register(member, now + expires if expires else 0.0)
         log.info(
             "list-server: {member} {state} (third-party REGISTER from {peer})",
@@ -656,7 +672,7 @@ class ListServerService(service.Service):
                             "list-server: a stored message of {group} delivered to {member}",
                             group=stored.group,
                             member=member,
-                            sender=stored.sender,
+                            sender=_from_aor(stored.sender),
                             status=status,
                         )
                         continue
@@ -664,7 +680,7 @@ class ListServerService(service.Service):
                         "list-server: a stored message of {group} for {member} kept: {status}",
                         group=stored.group,
                         member=member,
-                        sender=stored.sender,
+                        sender=_from_aor(stored.sender),
                         status=status,
                     )
                     return

@@ -10,10 +10,12 @@ from __future__ import annotations
 import datetime
 import os
 import secrets
+import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, threads
@@ -435,6 +437,15 @@ async def test_bad_messages_get_their_status_and_warning(
     assert tampered.status == 403 and "does not verify" in _warning(tampered)
     assert _warning(tampered).startswith("399 list-server ")
 
+    # alice's body under somebody else's From
+    spoofed = peer.request(
+        "MESSAGE", FRIENDS, from_=aor("eve"), body=out.body, content_type=out.content_type
+    )
+    refused_from = await peer.ask(spoofed, app.address)
+    assert refused_from.status == 403 and "not the TRANSFER_INIT's Initiator" in _warning(
+        refused_from
+    )
+
     # the real one, then a replay of it
     assert (await _message(peer, app, FRIENDS, out)).status == 202
     replay = await _message(peer, app, FRIENDS, out)
@@ -501,8 +512,6 @@ async def test_at_its_transaction_limit_the_list_server_answers_503(
     peer: Peer = lab["peer"]
     await lab["app"].stopService()
     config = lab["config"]
-    import attrs
-
     app = build(attrs.evolve(config, max_pending=1), reactor=reactor)
     app.startService()
     cleanup.append(app.stopService)
@@ -514,3 +523,25 @@ async def test_at_its_transaction_limit_the_list_server_answers_503(
     busy = await peer.ask(r2, app.address)
     assert busy.status == 503 and busy.get("Retry-After")
     assert (await d1).status == 202
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_kms_that_cannot_be_reached_is_503(
+    lab: dict[str, Any], ask: Any, keys: dict[str, bytes], cleanup: list[Any]
+) -> None:
+    peer: Peer = lab["peer"]
+    await lab["app"].stopService()
+    config = lab["config"]
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()
+    app = build(
+        attrs.evolve(config, kms=attrs.evolve(config.kms, address=closed, timeout=2.0)),
+        reactor=reactor,
+    )
+    app.startService()
+    cleanup.append(app.stopService)
+    out = await _protect(ask, keys, "hello", TEAM, (TEAM,))
+    response = await _message(peer, app, TEAM, out)
+    assert response.status == 503 and "the KMS cannot be reached" in _warning(response)
+    assert response.get("Retry-After")

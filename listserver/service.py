@@ -50,7 +50,7 @@ log = Logger(namespace="listserver")
 Address = tuple[str, int]
 T1 = 0.5
 T2 = 4.0
-AGENT = "list-server"
+NAME = "list-server"
 ALLOW = "MESSAGE, REGISTER"
 #: Seconds between two sweeps of expired stored messages.
 EXPIRE_EVERY = 60.0
@@ -273,7 +273,7 @@ class ListServerService(service.Service):
             reason=reason,
             **fields,
         )
-        extra = [im.warning(AGENT, reason)]
+        extra = [im.warning(NAME, reason)]
         if status == 503:
             extra.append(("Retry-After", "5"))
         if status == 405:
@@ -576,7 +576,7 @@ class ListServerService(service.Service):
             via=self._via(),
             from_=sender,
             to=f"<{member}>",
-            call_id=f"{secrets.token_hex(10)}@{AGENT}",
+            call_id=f"{secrets.token_hex(10)}@{NAME}",
             cseq=1,
             body=body,
             content_type=content_type,

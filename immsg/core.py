@@ -71,6 +71,8 @@ class Outgoing:
     body: bytes
     transfer_init: Message
     kek_id: bytes
+    #: The KEK, for a key log the user asked for; never in a repr.
+    kek: bytes = attrs.field(repr=False)
 
 
 @attrs.frozen
@@ -132,7 +134,7 @@ def protect(
     if recipients:
         parts.append(mime.recipient_list_part(recipients))
     content_type, body = mime.multipart(parts, boundary=random(12).hex())
-    return Outgoing(content_type, body, init, kek_id)
+    return Outgoing(content_type, body, init, kek_id, kek)
 
 
 def text_entity(text: str) -> bytes:

@@ -26,6 +26,7 @@ from immsg import core as im
 from kms import client as kms_client
 from lab import ue
 from lab.sipnode import Address
+from mikey import transfer
 from mikey.errors import MikeyError
 from mikey.payloads import Ticket
 from pcscf.sip.message import Request, make_response
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 
 log = Logger(namespace="lab.ue")
 
+#: The key log label of a message's KEK.
+KEK_LABEL = "E2AE_MIME_KEK"
 #: Seconds before its TRe a cached ticket is no longer used for a new message.
 TICKET_MARGIN = 60.0
 
@@ -149,6 +152,7 @@ class UeMessaging:
                 error=reason,
             )
             raise ue.LocalUeError(f"KMS: {reason}") from None
+        self._log_kek(out.kek_id, out.kek)
         request = owner._agent().message(target, out.body, out.content_type)
         response = await owner._request(request)
         sent = ImSent(request.call_id, target, response.status, response.get("Warning"), reused)
@@ -235,8 +239,17 @@ class UeMessaging:
         if gtgk is None:
             raise im.ImError(493, f"the KMS gave no GTGK with SPI {info.spi.hex()}")
         text = im.text_of(im.open_content(incoming, mpki=forked.mpki, gtgk=gtgk))
+        self._log_kek(incoming.kek_id, transfer.mime_kek(gtgk, info.cs_id, info.randri))
         self.replays.remember(incoming.nonce, until, float(owner.reactor.seconds()))
         return ImReceived(request.call_id, sender, info.initiator, text)
+
+    def _log_kek(self, kek_id: bytes, kek: bytes) -> None:
+        """With a key log (asked for: ``keylog=``), a line ``E2AE_MIME_KEK <key id> <KEK>``
+        in hex beside the TLS secrets, for ``openssl cms -decrypt -secretkeyid -secretkey``
+        (docs/messaging.md); Wireshark skips the label."""
+        keylog = self.owner.keylog
+        if keylog is not None:
+            keylog(None, f"{KEK_LABEL} {kek_id.hex()} {kek.hex()}".encode())  # type: ignore[arg-type]
 
     def _refuse(
         self, request: Request, addr: Address, sender: str, status: int, reason: str

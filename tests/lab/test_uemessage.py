@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from twisted.internet.protocol import DatagramProtocol
 
 import certs
 import lab.ue as lab_ue
+from certs.tls import KeyLogWriter
 from immsg import core as im
 from immsg import mime
 from kms.config import KmsConfig, ProvisionedUser
@@ -106,10 +108,13 @@ async def _ue(
     kms: KmsService,
     gm: tuple[str, int],
     cleanup: list[Any],
+    keylog: KeyLogWriter | None = None,
     **kw: Any,
 ) -> UeSim:
     access = lab_ue.KmsAccess(kms.address, ids["kms"].fingerprint(), keys[name], **kw)
-    sim = UeSim(reactor, name, ids[name], gm, domain=DOMAIN, kms=access, media_timeout=5)
+    sim = UeSim(
+        reactor, name, ids[name], gm, domain=DOMAIN, kms=access, media_timeout=5, keylog=keylog
+    )
     await sim.start()
     cleanup.append(sim.stop)
     assert (await sim.register()).status == 200
@@ -253,6 +258,57 @@ async def test_bad_messages_get_a_4xx_with_a_warning_and_bob_carries_on(
     assert [r.status for r in bob.im.refused] == [c[3] for c in cases]
     assert (await alice.im.send(bob.aor, "still fine")).status == 200
     assert (await bob.im.next_message()).text == "still fine"
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not found")
+@pytest_twisted.ensureDeferred
+async def test_the_key_log_opens_a_message_with_openssl_cms(
+    ids: Any, keys: Any, kms: KmsService, gm: Any, cleanup: list[Any], tmp_path: Path
+) -> None:
+    """docs/messaging.md's recipe: the KEK line of the key log and openssl cms -decrypt."""
+    alice = await _ue("alice", ids, keys, kms, gm, cleanup, KeyLogWriter(tmp_path / "a.log"))
+    bob = await _ue("bob", ids, keys, kms, gm, cleanup, KeyLogWriter(tmp_path / "b.log"))
+    captured: list[Request] = []
+    real_request = alice._request
+
+    def capture(request: Request) -> Any:
+        captured.append(request)
+        return real_request(request)
+
+    alice._request = capture  # type: ignore[method-assign]
+    assert (await alice.im.send(bob.aor, "read me with openssl")).status == 200
+    await bob.im.next_message()
+    (sent,) = [line.split() for line in (tmp_path / "a.log").read_text().splitlines()]
+    (got,) = [line.split() for line in (tmp_path / "b.log").read_text().splitlines()]
+    assert sent == got and sent[0] == "E2AE_MIME_KEK"
+    _, kek_id, kek = sent
+    request = captured[0]
+    (smime,) = [
+        p
+        for p in mime.parse_multipart(request.get("Content-Type") or "", request.body)
+        if p.content_type == "application/pkcs7-mime"
+    ]
+    (tmp_path / "m.der").write_bytes(smime.body)
+    out = subprocess.run(
+        [
+            "openssl",
+            "cms",
+            "-decrypt",
+            "-binary",
+            "-inform",
+            "DER",
+            "-in",
+            str(tmp_path / "m.der"),
+            "-secretkey",
+            kek,
+            "-secretkeyid",
+            kek_id,
+        ],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    assert out.stdout == im.text_entity("read me with openssl")
 
 
 # -- e2ae ue as real processes ---------------------------------------------------------------

@@ -135,7 +135,7 @@ def register_expires(expires: str | None, contact_expires: Sequence[str | None])
     if text is None:
         return 3600
     text = text.strip()
-    if not text.isdigit() or len(text) > 10:
+    if not (text.isascii() and text.isdigit()) or len(text) > 10:
         raise ImError(400, f"Expires {text!r} is not a number of seconds")
     return int(text)
 

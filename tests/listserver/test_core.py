@@ -201,6 +201,27 @@ def test_register_expires() -> None:
     assert core.register_expires("600", ["0"]) == 0
     assert core.register_expires(None, [None]) == 3600
     assert core.register_expires(" 0 ", []) == 0
-    with pytest.raises(im.ImError) as info:
-        core.register_expires("soon", [])
-    assert info.value.status == 400
+    for bad in ("soon", "\u00b2", "\u0663", "-1", "1" * 11):
+        with pytest.raises(im.ImError) as info:
+            core.register_expires(bad, [])
+        assert info.value.status == 400
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(st.none(), st.text(max_size=12)),
+    st.lists(st.one_of(st.none(), st.text(max_size=12)), max_size=3),
+)
+def test_register_expires_is_a_number_or_400(
+    expires: str | None, contacts: list[str | None]
+) -> None:
+    try:
+        seconds = core.register_expires(expires, contacts)
+    except im.ImError as exc:
+        assert exc.status == 400
+        return
+    given_values = [c for c in contacts if c is not None] or [expires]
+    if given_values[0] is None:
+        assert seconds == 3600
+    else:
+        assert seconds == int(given_values[0].strip())

@@ -20,6 +20,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, threads
 from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import formatEvent, globalLogPublisher
 
 import certs
 from immsg import core as im
@@ -545,3 +546,56 @@ async def test_a_kms_that_cannot_be_reached_is_503(
     response = await _message(peer, app, TEAM, out)
     assert response.status == 503 and "the KMS cannot be reached" in _warning(response)
     assert response.get("Retry-After")
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_log_names_call_group_member_sender_and_peer_and_never_a_key_or_the_text(
+    lab: dict[str, Any], ask: Any, keys: dict[str, bytes], cleanup: list[Any]
+) -> None:
+    events: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_namespace") == "listserver":
+            events.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    cleanup.append(lambda: globalLogPublisher.removeObserver(observe))
+    peer: Peer = lab["peer"]
+    app: ListServerService = lab["app"]
+    peer.status[aor("dave")] = 480
+    out = await _protect(ask, keys, "a secret text", FRIENDS, (FRIENDS, aor("bob")))
+    request = peer.request("MESSAGE", FRIENDS, body=out.body, content_type=out.content_type)
+    assert (await peer.ask(request, app.address)).status == 202
+    assert await _wait(lambda: len([e for e in events if "member" in e]) >= 3)
+    accepted = [e for e in events if "accepted" in e["log_format"]]
+    assert len(accepted) == 1
+    assert accepted[0]["call_id"] == request.call_id and accepted[0]["group"] == FRIENDS
+    assert accepted[0]["sender"] == aor("alice") and accepted[0]["peer"]
+    per_member = {e["member"]: e for e in events if "member" in e}
+    assert set(per_member) == {aor("bob"), aor("carol"), aor("dave")}
+    for e in per_member.values():
+        assert e["call_id"] == request.call_id and e["group"] == FRIENDS
+        assert e["sender"] == aor("alice")
+    assert "stored" in per_member[aor("dave")]["log_format"]
+    secrets_seen = [k.hex() for k in keys.values()]
+    for e in events:
+        text = formatEvent(e) + repr({k: v for k, v in e.items() if not k.startswith("log_")})
+        assert "a secret text" not in text
+        assert not any(s in text for s in secrets_seen)
+
+
+@pytest_twisted.ensureDeferred
+async def test_build_opens_nothing_until_started_and_stop_closes_the_port_and_the_store(
+    lab: dict[str, Any], cleanup: list[Any]
+) -> None:
+    config = lab["config"]
+    await lab["app"].stopService()
+    app = build(attrs.evolve(config, sip=("127.0.0.1", 0)), reactor=reactor)
+    assert app.store is None and not app.running
+    app.startService()
+    host, port = app.address
+    assert app.store is not None and app.running
+    await app.stopService()
+    assert app.store is None and not app.running
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, port))  # the port is free again

@@ -223,6 +223,7 @@ async def run_demo(
         await _kms_stranger(lab)
         await _kms_hangup(lab)
         await _kms_via_as(lab)
+        await _immediate_messages(lab)
     finally:
         await _stop(lab)
 
@@ -484,6 +485,13 @@ KMS_USERS = ("alice", "bob", "carol")
 #: The callee of the scenario through the MSRP AS (the core routes his calls through it).
 AS_USER = "dave"
 AS_IDENTITY = f"sip:msrp-as@{DOMAIN}"
+#: Immediate messaging: the list server's identity, the group PSI it serves, its members and
+#: the member who is not registered when the messages are sent.
+LIST_USER = "lists"
+LIST_IDENTITY = f"sip:{LIST_USER}@{DOMAIN}"
+LIST_PSI = f"sip:friends@{DOMAIN}"
+OFFLINE_USER = "erin"
+LIST_MEMBERS = ("bob", "carol", OFFLINE_USER)
 
 
 def _start_kms(lab: _Lab) -> None:
@@ -497,18 +505,20 @@ def _start_kms(lab: _Lab) -> None:
     from lab.ue import KMS_IDENTITY
 
     now = datetime.datetime.now(datetime.UTC)
-    for name in ("kms", "carol", AS_USER, "msrp-as"):
+    for name in ("kms", "carol", AS_USER, "msrp-as", LIST_USER, OFFLINE_USER):
         lab.ids[name] = certs.generate(name, now=now)
         lab.files[name] = certs.write(lab.ids[name], lab.workdir)
     provisioned = []
-    for name in (*KMS_USERS, AS_USER, "msrp-as"):
+    for name in (*KMS_USERS, AS_USER, "msrp-as", LIST_USER, OFFLINE_USER):
         key = os.urandom(16)
         path = lab.workdir / f"{name}.psk"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(key.hex() + "\n")
         lab.kms_keys[name] = key
-        user = User(f"sip:{name}@{DOMAIN}", key)
+        # the list server may resolve tickets that name the group it serves
+        groups = (LIST_PSI,) if name == LIST_USER else ()
+        user = User(f"sip:{name}@{DOMAIN}", key, groups)
         provisioned.append(ProvisionedUser(user, (lab.ids[name].fingerprint(),)))
     cert, key_file = lab.files["kms"]
     config = KmsConfig(
@@ -933,6 +943,158 @@ async def _kms_via_as(lab: _Lab) -> None:
     _kms_check(lab, scenario, "the AS holds no call", await _wait(reactor, lambda: not app.calls))
 
 
+def _start_list_server(lab: _Lab) -> Any:
+    """``e2ae list-server`` in process for the PSI ``LIST_PSI``; the core routes that PSI to
+    it and tells it of every registration (third-party REGISTER)."""
+    from listserver.config import Group, KmsLink, ListServerConfig
+    from listserver.service import build as build_list_server
+
+    assert lab.kms is not None and lab.core is not None
+    cert, key_file = lab.files[LIST_USER]
+    server = build_list_server(
+        ListServerConfig(
+            sip=("127.0.0.1", 0),
+            core=("127.0.0.1", lab.core.port),
+            identity=LIST_IDENTITY,
+            kms=KmsLink(
+                lab.kms.address,
+                lab.ids["kms"].fingerprint(),
+                lab.kms_keys[LIST_USER],
+                cert,
+                key_file,
+                timeout=5.0,
+            ),
+            store=lab.workdir / "lists.sqlite",
+            groups=(Group(LIST_PSI, tuple(f"sip:{m}@{DOMAIN}" for m in LIST_MEMBERS)),),
+        ),
+        reactor=lab.reactor,
+    )
+    server.startService()
+    lab.stops.append(server.stopService)
+    lab.core.list_server = server.address
+    lab.core.list_psis = frozenset({LIST_PSI})
+    lab.core.known_users = frozenset({f"sip:{OFFLINE_USER}@{DOMAIN}"})
+    return server
+
+
+async def _next_message(reactor: Any, ue: Any, timeout: float = 5.0) -> Any:
+    """The UE's next protected MESSAGE, or None when none comes in ``timeout`` seconds."""
+    try:
+        return await ue.im.next_message().addTimeout(timeout, reactor)
+    except defer.TimeoutError:
+        return None
+
+
+async def _read_messages(reactor: Any, ue: Any, count: int) -> list[dict[str, str]]:
+    got = []
+    for _ in range(count):
+        message = await _next_message(reactor, ue)
+        if message is None:
+            break
+        got.append({"text": message.text, "protected_by": message.protected_by})
+    return got
+
+
+async def _immediate_messages(lab: _Lab) -> None:
+    """Scenario 7: immediate messages protected with keys from the KMS (TR 33.829 §8.3.1.1):
+    alice to bob one to one; alice to the list ``LIST_PSI`` (bob, carol and erin, who is not
+    registered) with a ticket naming the list only, so the list server re-protects it for
+    each member; the same with a URI list naming the members, so they resolve alice's own
+    ticket and get her parts untouched; erin registers and gets both from the store."""
+    from lab.ue import KmsAccess
+    from lab.uesim import UeSim
+
+    if lab.result.kms is None or lab.kms is None or lab.core is None:
+        return
+    reactor, alice = lab.reactor, lab.kms_ues["alice"]
+    bob, carol = lab.kms_ues["bob"], lab.kms_ues["carol"]
+    server = _start_list_server(lab)
+    members = [f"sip:{m}@{DOMAIN}" for m in LIST_MEMBERS]
+    scenario = _kms_scenario(
+        lab,
+        "messages",
+        **{"from": alice.aor, "to": bob.aor, "list": LIST_PSI, "members": members},
+    )
+    scenario["offline"] = f"sip:{OFFLINE_USER}@{DOMAIN}"
+    log.info("kms: alice sends bob a SIP MESSAGE protected with keys from the KMS (PSK/MIME)")
+    text = "Hello Bob, this MESSAGE is for you only."
+    sent = await alice.im.send(bob.aor, text)
+    scenario["one_to_one"] = {"call_id": sent.call_id, "status": sent.status}
+    _kms_check(
+        lab, scenario, "alice to bob answered 200", sent.status == 200, sent.warning or "200"
+    )
+    got = await _next_message(reactor, bob) if sent.status == 200 else None
+    _kms_check(
+        lab,
+        scenario,
+        "bob resolved the ticket, verified alice's TRANSFER_INIT and read the text",
+        got is not None and got.text == text and got.protected_by == alice.aor,
+        f"protected by {got.protected_by}" if got is not None else "nothing read",
+    )
+    log.info("kms: alice sends a MESSAGE to the list {psi}; erin is not registered", psi=LIST_PSI)
+    to_list = "Hello friends (a ticket for the list)."
+    with_uris = "Hello friends (a ticket for each of you)."
+    first = await alice.im.send(LIST_PSI, to_list)
+    second = await alice.im.send(LIST_PSI, with_uris, recipients=members)
+    scenario["list_status"] = [first.status, second.status]
+    _kms_check(
+        lab,
+        scenario,
+        "the list server accepted both (202)",
+        first.status == second.status == 202,
+        f"{first.status}, {second.status}",
+    )
+    delivered: dict[str, list[dict[str, str]]] = {}
+    for name, ue in (("bob", bob), ("carol", carol)):
+        delivered[name] = await _read_messages(reactor, ue, 2)
+    access = KmsAccess(
+        lab.kms.address,
+        lab.ids["kms"].fingerprint(),
+        lab.kms_keys[OFFLINE_USER],
+        cert_files=lab.files[OFFLINE_USER],
+        timeout=5.0,
+    )
+    erin = UeSim(
+        reactor,
+        OFFLINE_USER,
+        lab.ids[OFFLINE_USER],
+        lab.pcscf.gm,
+        domain=DOMAIN,
+        keylog=lab.keylog,
+        media_timeout=5.0,
+        kms=access,
+    )
+    await erin.start()
+    lab.stops.append(erin.stop)
+
+    def kept() -> int:
+        return len(server.store.pending(scenario["offline"], float(reactor.seconds())))
+
+    await _wait(reactor, lambda: kept() == 2)
+    stored = kept()
+    scenario["stored_for_offline"] = stored
+    _kms_check(lab, scenario, "both kept for erin, who is not registered", stored == 2, str(stored))
+    reg = await erin.register()
+    _kms_check(lab, scenario, "erin registered", reg.status == 200, str(reg.status))
+    delivered[OFFLINE_USER] = await _read_messages(reactor, erin, 2)
+    scenario["delivered"] = delivered
+    expected = [
+        {"text": to_list, "protected_by": LIST_IDENTITY},
+        {"text": with_uris, "protected_by": alice.aor},
+    ]
+    for name in LIST_MEMBERS:
+        _kms_check(
+            lab,
+            scenario,
+            f"{name} read both: re-protected by the list server, then alice's own",
+            sorted(delivered[name], key=lambda m: m["text"])
+            == sorted(expected, key=lambda m: m["text"]),
+            ", ".join(f"{m['protected_by']}" for m in delivered[name]),
+        )
+    refused = [r.status for ue in (bob, carol, erin) for r in ue.im.refused]
+    _kms_check(lab, scenario, "no member refused a message", not refused, str(refused))
+
+
 async def _stop(lab: _Lab) -> None:
     """Stop everything started, last first; best effort."""
     for stop in reversed(lab.stops):
@@ -1096,6 +1258,14 @@ def _kms_table(kms: dict[str, Any], out: IO[str]) -> None:
             f"told: alice {ends.get('alice') or '-'}, dave {ends.get('dave') or '-'}",
             file=out,
         )
+    if "messages" in by_name:
+        im = by_name["messages"]
+        print(
+            f"messages: alice to bob {im.get('one_to_one', {}).get('status', '-')}; "
+            f"to {im['list']} {', '.join(map(str, im.get('list_status', ()))) or '-'}, "
+            f"{im.get('stored_for_offline', '-')} kept for {im['offline']} until it registered",
+            file=out,
+        )
     if "carol" in by_name:
         carol = by_name["carol"]
         print(
@@ -1178,7 +1348,7 @@ def main(
     if not as_json:
         print(
             "e2ae demo: P-CSCF + AGW (Iq) + core stub + UEs alice and bob, then a KMS and "
-            "UEs alice, bob and carol in KMS mode, on 127.0.0.1\n"
+            "UEs alice, bob and carol in KMS mode, an MSRP AS and a list server, on 127.0.0.1\n"
         )
     try:
         task.react(lambda r: defer.Deferred.fromCoroutine(body(r)))

@@ -115,8 +115,13 @@ def test_demo_json_reports_the_kms_scenarios() -> None:
     kms = summary["kms"]
     assert kms["kms"] == "kms.e2ae.lab" and kms["ok"] is True
     assert kms["users"] == [f"sip:{n}@lab.example" for n in ("alice", "bob", "carol")]
-    call, carol, via = kms["scenarios"]
-    assert [call["name"], carol["name"], via["name"]] == ["kms call", "carol", "via AS"]
+    call, carol, via, messages = kms["scenarios"]
+    assert [call["name"], carol["name"], via["name"], messages["name"]] == [
+        "kms call",
+        "carol",
+        "via AS",
+        "messages",
+    ]
     assert via["app_server"] == "sip:msrp-as@lab.example"
     assert via["as_kms_exchanges"] == ["RESOLVE_INIT_PSK", "REQUEST_INIT_PSK"]
     assert via["tls_terminated_by"] == {
@@ -124,7 +129,7 @@ def test_demo_json_reports_the_kms_scenarios() -> None:
         "dave": "sip:msrp-as@lab.example",
     }
     assert via["callee_call_id"] != via["call_id"]
-    for scenario in (call, carol, via):
+    for scenario in (call, carol, via, messages):
         assert scenario["ok"] is True and scenario["checks"]
         assert all(c["ok"] for c in scenario["checks"]), scenario["checks"]
         # every scenario check is one of the demo's checks, and counts for its pass/fail
@@ -159,6 +164,16 @@ def test_demo_json_reports_the_kms_scenarios() -> None:
     )
     assert carol["warning"] == "INVALID_ID: the TRANSFER_INIT is for sip:bob@lab.example"
     assert carol["kms_exchanges"] == [] and carol["tls_refused"] is True
+    # immediate messages: one to one, then two to the list with erin offline
+    assert messages["one_to_one"]["status"] == 200
+    assert messages["list_status"] == [202, 202] and messages["stored_for_offline"] == 2
+    members = ("bob", "carol", "erin")
+    assert messages["members"] == [f"sip:{m}@lab.example" for m in members]
+    for name in members:
+        assert sorted(m["protected_by"] for m in messages["delivered"][name]) == [
+            "sip:alice@lab.example",
+            "sip:lists@lab.example",
+        ]
     # the certificate scenarios are still there, as they were
     assert summary["impostor_refused"] is True and len(summary["calls"]) == 2
 
@@ -194,6 +209,7 @@ def test_demo_fails_when_bob_holds_another_key_than_the_kms() -> None:
     failed = [c["name"] for c in summary["checks"] if not c["ok"]]
     assert "kms call: bob answered 200 with his TRANSFER_RESP" in failed
     assert "the KMS refused" in call["checks"][0]["detail"]
-    # only the KMS scenarios failed; the demo ran to its end
-    assert all(n.startswith(("kms call: ", "carol: ")) for n in failed)
+    # only the KMS scenarios that need bob's key failed; the demo ran to its end
+    assert all(n.startswith(("kms call: ", "carol: ", "messages: ")) for n in failed)
+    assert "messages: alice to bob answered 200" in failed
     assert summary["error"] is None

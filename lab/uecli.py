@@ -140,6 +140,12 @@ def add_ue_parser(subparsers: Any) -> None:
         metavar="N",
         help="wait for N protected SIP MESSAGEs (-1: for ever) and print each",
     )
+    p.add_argument(
+        "--save-messages",
+        type=Path,
+        metavar="DIR",
+        help="write each SIP MESSAGE that comes in to DIR, as it came (NNN-CALLID.sip)",
+    )
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--json", action="store_true", help="print a JSON object per call")
     add_log_options(p, level="warn")
@@ -294,6 +300,9 @@ def _ue(args: argparse.Namespace) -> int:
             kms=kms,
         )
         await sim.start()
+        if args.save_messages is not None:
+            args.save_messages.mkdir(parents=True, exist_ok=True)
+            sim.im.save_dir = args.save_messages
         try:
             reg = await sim.register()
             print(

@@ -16,6 +16,7 @@ that comes while the KMS is being asked is dropped; one after the answer gets it
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
@@ -96,6 +97,10 @@ class UeMessaging:
         self._busy: set[str] = set()
         self._waiters: list[defer.Deferred[ImReceived]] = []
         self._queue: list[ImReceived] = []
+        #: When set, every MESSAGE that comes in is written there as it came, one file each
+        #: (``NNN-<Call-ID>.sip``), for ``e2ae mikey decode`` and ``openssl cms``.
+        self.save_dir: Path | None = None
+        self._saved = 0
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -180,6 +185,7 @@ class UeMessaging:
         if branch in self._busy:
             return  # a retransmission while the KMS is asked: the answer comes once
         self._busy.add(branch)
+        self._save(request)
         d = defer.Deferred.fromCoroutine(self._incoming(request, addr))
         d.addErrback(
             lambda failure: log.failure(
@@ -242,6 +248,14 @@ class UeMessaging:
         self._log_kek(incoming.kek_id, transfer.mime_kek(gtgk, info.cs_id, info.randri))
         self.replays.remember(incoming.nonce, until, float(owner.reactor.seconds()))
         return ImReceived(request.call_id, sender, info.initiator, text)
+
+    def _save(self, request: Request) -> None:
+        if self.save_dir is None:
+            return
+        self._saved += 1
+        safe = "".join(c if c.isalnum() or c in "-.@" else "_" for c in request.call_id)[:80]
+        path = self.save_dir / f"{self._saved:03d}-{safe}.sip"
+        path.write_bytes(request.serialise())
 
     def _log_kek(self, kek_id: bytes, kek: bytes) -> None:
         """With a key log (asked for: ``keylog=``), a line ``E2AE_MIME_KEK <key id> <KEK>``

@@ -351,6 +351,8 @@ async def test_e2ae_ue_sends_and_receives_protected_messages(
             pcscf,
             "--receive-messages",
             "2",
+            "--save-messages",
+            str(tmp_path / "saved"),
             *_cli_args(tmp_path, kms, ids, keys, "bob"),
         ],
         stdout=subprocess.PIPE,
@@ -392,6 +394,10 @@ async def test_e2ae_ue_sends_and_receives_protected_messages(
         (aor("alice"), aor("alice"), "hello bob"),
         (aor("alice"), aor("alice"), "and again"),
     ]
+    saved = sorted((tmp_path / "saved").iterdir())
+    assert [p.name[:4] for p in saved] == ["001-", "002-"]
+    first_saved = saved[0].read_bytes()
+    assert first_saved.startswith(b"MESSAGE sip:bob@") and b"application/pkcs7-mime" in first_saved
 
 
 def test_e2ae_ue_message_kms_needs_the_kms() -> None:

@@ -167,6 +167,27 @@ def add_core_parser(subparsers: Any) -> None:
     p.add_argument("--domain", default="lab.example")
     p.add_argument("--peer-user", default="peer", help="sip:USER@DOMAIN reaches the core peer")
     p.add_argument("--echo", action="store_true", help="the MSRP peer echoes every message")
+    p.add_argument(
+        "--list-server",
+        type=_hostport,
+        metavar="HOST:PORT",
+        help="the list server (e2ae list-server): requests to a --list-psi go there, and it"
+        " gets a third-party REGISTER for every registration",
+    )
+    p.add_argument(
+        "--list-psi",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="a group PSI the list server serves (repeatable)",
+    )
+    p.add_argument(
+        "--known-user",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="an AOR that exists while not registered: a MESSAGE to it gets 480, not 404",
+    )
     add_log_options(p)
     p.set_defaults(func=_core)
 
@@ -425,9 +446,19 @@ def _core(args: argparse.Namespace) -> int:
 
     from lab.core import CoreStub
 
+    if args.list_psi and args.list_server is None:
+        print("e2ae core: --list-psi needs --list-server", file=sys.stderr)
+        return 2
     start_logging(level=args.log_level, json_path=args.log_json)
     core = CoreStub(
-        reactor, host=args.sip[0], domain=args.domain, peer_user=args.peer_user, echo=args.echo
+        reactor,
+        host=args.sip[0],
+        domain=args.domain,
+        peer_user=args.peer_user,
+        echo=args.echo,
+        list_server=args.list_server,
+        list_psis=frozenset(args.list_psi),
+        known_users=frozenset(args.known_user),
     )
     try:
         port = core.listen(args.sip[1])

@@ -296,3 +296,59 @@ async def test_without_a_list_server_nothing_changes(cleanup: list[Any], events:
     answer = await ue.wait(_is(call="no-list"))
     assert answer.status == 404
     assert core.third_party == [] and events.third_party() == []
+
+
+# -- e2ae core as a real process -------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_e2ae_core_routes_a_psi_to_the_list_server_given_on_its_command_line(
+    cleanup: list[Any],
+) -> None:
+    import os
+    import subprocess
+    import types
+
+    from twisted.internet import threads
+
+    from tests.conftest import REPO, e2ae_command
+
+    ls = _udp(cleanup, Answering(auto=("REGISTER", "MESSAGE"), status=202))
+    ue = _udp(cleanup, Endpoint())
+    proc = subprocess.Popen(
+        [
+            *e2ae_command(),
+            "core",
+            "--list-server",
+            f"127.0.0.1:{ls.port}",
+            "--list-psi",
+            PSI,
+            "--known-user",
+            f"sip:erin@{DOMAIN}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        text=True,
+    )
+    cleanup.append(lambda: proc.poll() is not None or (proc.terminate(), proc.wait(10)))
+    assert proc.stdout is not None
+    first = await threads.deferToThread(proc.stdout.readline)
+    port = int(first.split("sip=127.0.0.1:", 1)[1].split()[0])
+
+    at = types.SimpleNamespace(port=port)  # what _message needs of a core
+    _message(ue, at, PSI, "cli-group")  # type: ignore[arg-type]
+    got = await ls.wait(_is(method="MESSAGE", call="cli-group"))
+    assert got.uri == PSI and got.body == BODY
+    await ue.wait(_is(status=202, call="cli-group"))
+    _message(ue, at, f"sip:erin@{DOMAIN}", "cli-erin")  # type: ignore[arg-type]
+    await ue.wait(_is(status=480, call="cli-erin"))
+
+
+def test_e2ae_core_list_psi_needs_the_list_server() -> None:
+    from tests.conftest import run_e2ae
+
+    got = run_e2ae(["core", "--list-psi", PSI])
+    assert got.returncode == 2
+    assert got.stderr.decode().strip() == "e2ae core: --list-psi needs --list-server"

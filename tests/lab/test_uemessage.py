@@ -9,8 +9,10 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -309,6 +311,37 @@ async def test_the_key_log_opens_a_message_with_openssl_cms(
         timeout=30,
     )
     assert out.stdout == im.text_entity("read me with openssl")
+    # and the recipe of docs/messaging.md, "Taking a message apart", as written there
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "001-x.sip").write_bytes(request.serialise())
+    (tmp_path / "keys.log").write_text((tmp_path / "a.log").read_text())
+    script = _doc_recipe().replace("<key id>", kek_id).replace("<KEK>", kek)
+    done = subprocess.run(
+        [
+            "bash",
+            "-euo",
+            "pipefail",
+            "-c",
+            f'e2ae() {{ "{sys.executable}" -m lab.cli "$@"; }}\n' + script,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    shown = done.stdout.decode()
+    assert '"data_type": "TRANSFER_INIT"' in shown and '"ext_type": 240' in shown
+    assert "id-smime-ct-authEnvelopedData" in shown and "id-aes128-wrap" in shown
+    assert shown.rstrip().endswith("read me with openssl")
+
+
+def _doc_recipe() -> str:
+    """The first three shell blocks of docs/messaging.md, "Taking a message apart"."""
+    text = (REPO / "docs" / "messaging.md").read_text()
+    section = text.split("## Taking a message apart", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```\n(.*?)```", section, re.S)
+    return "\n".join(blocks[:3])
 
 
 # -- e2ae ue as real processes ---------------------------------------------------------------

@@ -21,12 +21,13 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task, threads
 from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import globalLogPublisher
 
 import certs
 import lab.ue as lab_ue
 from certs.tls import KeyLogWriter
+from immsg import cms, mime
 from immsg import core as im
-from immsg import mime
 from kms.config import KmsConfig, ProvisionedUser
 from kms.service import KmsService, build
 from kms.store import User
@@ -240,6 +241,17 @@ async def test_bad_messages_get_a_4xx_with_a_warning_and_bob_carries_on(
     tampered_ct, tampered = mime.multipart(
         [parts[0], mime.Part(parts[1].headers, der[:-3] + bytes([der[-3] ^ 0x40]) + der[-2:])]
     )
+    other_ct, other = mime.multipart(
+        [parts[0], mime.smime_part(cms.seal(im.text_entity("x"), bytes(16), b"\x0a\x0b\x0c"))]
+    )
+    warnings: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_namespace") == "lab.ue" and "refused" in event.get("log_format", ""):
+            warnings.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    cleanup.append(lambda: globalLogPublisher.removeObserver(observe))
     raw = _Raw()
     port = reactor.listenUDP(0, raw, interface="127.0.0.1")
     cleanup.append(port.stopListening)
@@ -250,6 +262,7 @@ async def test_bad_messages_get_a_4xx_with_a_warning_and_bob_carries_on(
         ("oversized", ct, b"x" * (im.MAX_BODY_BYTES + 1), 413, "at most"),
         ("malformed MIME", "multipart/mixed; boundary=zz", b"--zz\r\nno end", 400, "MIME"),
         ("not multipart", "text/plain", b"hi", 415, "multipart/mixed"),
+        ("wrong key id", other_ct, other, 493, "the body is for key id 0a0b0c"),
     ]
     for n, (name, ctype, data, status, words) in enumerate(cases, start=1):
         port.write(_message(bob.aor, ctype, data, me, n), ("127.0.0.1", bob.node.port))
@@ -258,6 +271,11 @@ async def test_bad_messages_get_a_4xx_with_a_warning_and_bob_carries_on(
         warning = answer.get("Warning") or ""
         assert warning.startswith("399 ") and words in warning, (name, warning)
     assert [r.status for r in bob.im.refused] == [c[3] for c in cases]
+    # each refusal is a warning log event naming the call and the reason
+    assert [(e["call_id"], e["status"]) for e in warnings] == [
+        (f"raw-{n}@127.0.0.1", c[3]) for n, c in enumerate(cases, start=1)
+    ]
+    assert all(e["log_level"].name == "warn" and e["error"] for e in warnings)
     assert (await alice.im.send(bob.aor, "still fine")).status == 200
     assert (await bob.im.next_message()).text == "still fine"
 

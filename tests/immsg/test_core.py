@@ -6,7 +6,6 @@ ours opens openssl's."""
 from __future__ import annotations
 
 import hashlib
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from kms.core import KmsCore
 from kms.store import KmsStore, User
 from mikey import transfer
 from mikey.message import decode
+from tests.conftest import require_tool
 
 KMS_ID = "kms.e2ae.lab"
 NOW = 1_800_000_000.0
@@ -206,8 +206,6 @@ def test_any_body_is_read_or_refused_with_a_status(body: bytes) -> None:
 
 # -- openssl cms, the real peer --------------------------------------------------------------
 
-needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not found")
-
 
 def _keys_for_bob(kms: KmsCore, out_ct: str, body: bytes) -> tuple[bytes, bytes, im.Incoming]:
     incoming = im.read(out_ct, body)
@@ -221,14 +219,14 @@ def _keys_for_bob(kms: KmsCore, out_ct: str, body: bytes) -> tuple[bytes, bytes,
     return kek, incoming.kek_id, incoming
 
 
-@needs_openssl
 def test_openssl_cms_decrypts_the_body_our_sender_made(kms: KmsCore, tmp_path: Path) -> None:
+    openssl = require_tool("openssl")
     out = _send(kms, "for openssl")
     kek, kek_id, incoming = _keys_for_bob(kms, out.content_type, out.body)
     (tmp_path / "m.der").write_bytes(incoming.cms)
     result = subprocess.run(
         [
-            "openssl",
+            openssl,
             "cms",
             "-decrypt",
             "-binary",
@@ -248,9 +246,9 @@ def test_openssl_cms_decrypts_the_body_our_sender_made(kms: KmsCore, tmp_path: P
     assert im.text_of(result.stdout) == "for openssl"
 
 
-@needs_openssl
 def test_a_body_openssl_cms_encrypted_is_accepted(kms: KmsCore, tmp_path: Path) -> None:
     """The sender's TRANSFER_INIT and keys, the CMS object from openssl cms -encrypt."""
+    openssl = require_tool("openssl")
     request = message_request_init(ALICE.identity, ALICE.key, (BOB.identity,), NOW, kms=KMS_ID)
     reply, keys = _ask(kms, ALICE, request)
     forked = forked_keys(keys)  # type: ignore[arg-type]
@@ -261,7 +259,7 @@ def test_a_body_openssl_cms_encrypted_is_accepted(kms: KmsCore, tmp_path: Path) 
     (tmp_path / "m.txt").write_bytes(im.text_entity("made by openssl"))
     subprocess.run(
         [
-            "openssl",
+            openssl,
             "cms",
             "-encrypt",
             "-binary",

@@ -10,7 +10,6 @@ import datetime
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -37,7 +36,7 @@ from pcscf.service import SipService
 from pcscf.sip import Request, Response, parse_datagram
 from pcscf.sip.message import make_response
 from pcscf.sip.proxy import Peer, ProxyConfig
-from tests.conftest import REPO, e2ae_command, run_e2ae
+from tests.conftest import REPO, e2ae_command, require_tool, run_e2ae
 
 NOW = datetime.datetime.now(datetime.UTC)
 DOMAIN = "lab.example"
@@ -280,12 +279,12 @@ async def test_bad_messages_get_a_4xx_with_a_warning_and_bob_carries_on(
     assert (await bob.im.next_message()).text == "still fine"
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not found")
 @pytest_twisted.ensureDeferred
 async def test_the_key_log_opens_a_message_with_openssl_cms(
     ids: Any, keys: Any, kms: KmsService, gm: Any, cleanup: list[Any], tmp_path: Path
 ) -> None:
     """docs/messaging.md's recipe: the KEK line of the key log and openssl cms -decrypt."""
+    openssl = require_tool("openssl")
     alice = await _ue("alice", ids, keys, kms, gm, cleanup, KeyLogWriter(tmp_path / "a.log"))
     bob = await _ue("bob", ids, keys, kms, gm, cleanup, KeyLogWriter(tmp_path / "b.log"))
     captured: list[Request] = []
@@ -311,7 +310,7 @@ async def test_the_key_log_opens_a_message_with_openssl_cms(
     (tmp_path / "m.der").write_bytes(smime.body)
     out = subprocess.run(
         [
-            "openssl",
+            openssl,
             "cms",
             "-decrypt",
             "-binary",

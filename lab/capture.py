@@ -54,9 +54,11 @@ def tshark_command(
 
     ``msrp_ports`` and ``bfcp_ports`` are the plain-TCP (core leg) ports. Inside TLS (the
     access legs, Iq) tshark 4.0 has no MSRP, BFCP or MEGACO decode-as: the decrypted bytes are
-    shown as text (``data.text``; in Wireshark, Follow TLS Stream)."""
+    shown as text (``data.text``; in Wireshark, Follow TLS Stream). The base64 parts of a
+    protected SIP MESSAGE are decoded first, so that the MIKEY and CMS dissectors read the
+    bytes, not their base64 text (docs/messaging.md)."""
     args = ["tshark", "-r", str(pcap), "-o", f"tls.keylog_file:{keylog}"]
-    args += ["-o", "data.show_as_text:TRUE"]
+    args += ["-o", "data.show_as_text:TRUE", "-o", "mime_multipart.remove_base64_encoding:TRUE"]
     if iq_port is not None:
         args += ["-d", f"tcp.port=={iq_port},tls"]
     for port in sorted(set(msrp_ports)):

@@ -71,3 +71,9 @@ def test_demo_capture_decrypts_with_its_key_log(tmp_path: Path) -> None:
     assert b"MSRP " in plain and b" SEND\r\n" in plain
     # Iq: H.248 text in TPKT frames
     assert b"MEGACO/3 " in plain and b"ServiceChange" in plain
+    # immediate messages: SIP MESSAGE whose multipart Wireshark takes apart into the MIKEY
+    # TRANSFER_INIT and the CMS object, with nothing malformed
+    assert "MESSAGE" in sip
+    parts = fields("frame.protocols", display='sip.Method == "MESSAGE"')
+    assert parts and all("mime_multipart:mikey:cms" in row[0] for row in parts), parts
+    assert not fields("frame.number", display='sip.Method == "MESSAGE" && _ws.malformed')

@@ -19,6 +19,9 @@ floor control server.
   ``known_users``) gets ``480 Temporarily Unavailable`` instead of 404. Every REGISTER or
   de-REGISTER that succeeds is told to the list server by a third-party REGISTER (TS 24.229
   5.4.1.7), retransmitted by Timer E until a final response or Timer F.
+- With a conference focus (``conference_server``, the MRFC of the conference URIs
+  ``conference_uris``): an initial request to a conference URI goes to it the same way
+  (``Route: <sip:focus@HOST:PORT;lr>``), and the dialog follows our Record-Route.
 
 Everything it did is kept for checks: :attr:`CoreStub.bindings`, :attr:`CoreStub.routed`
 (the SDP protos of each INVITE it routed), :attr:`CoreStub.peer_calls` and
@@ -147,6 +150,8 @@ class CoreStub:
         list_server: tuple[str, int] | None = None,
         list_psis: frozenset[str] = frozenset(),
         known_users: frozenset[str] = frozenset(),
+        conference_server: tuple[str, int] | None = None,
+        conference_uris: frozenset[str] = frozenset(),
         clock: Any = None,
     ) -> None:
         self.reactor = reactor
@@ -167,6 +172,10 @@ class CoreStub:
         #: has registered once is known too.
         self.known_users = _aors(known_users)
         self.ever_registered: set[str] = set()
+        #: The conference focus (an MRFC) and the conference URIs it serves: an initial
+        #: request to one of them goes there (TS 24.147: the conference URI is a PSI).
+        self.conference_server = conference_server
+        self.conference_uris = _aors(conference_uris)
         #: Timers of the third-party REGISTERs (the reactor unless a test gives a clock).
         self.clock = clock if clock is not None else reactor
         self.third_party: list[ThirdPartyOutcome] = []
@@ -286,6 +295,20 @@ class CoreStub:
             routes = [f"<sip:list@{host}:{port};lr>", *routes]
             log.info(
                 "core: {method} {call_id} to {aor} goes to the list server at {address}",
+                method=request.method,
+                call_id=request.call_id,
+                aor=target.aor(),
+                address=f"{host}:{port}",
+            )
+        elif (
+            self.conference_server is not None
+            and request.to.tag is None
+            and target.aor() in self.conference_uris
+        ):
+            host, port = self.conference_server
+            routes = [f"<sip:focus@{host}:{port};lr>", *routes]
+            log.info(
+                "core: {method} {call_id} to {aor} goes to the conference focus at {address}",
                 method=request.method,
                 call_id=request.call_id,
                 aor=target.aor(),

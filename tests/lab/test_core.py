@@ -352,3 +352,25 @@ def test_e2ae_core_list_psi_needs_the_list_server() -> None:
     got = run_e2ae(["core", "--list-psi", PSI])
     assert got.returncode == 2
     assert got.stderr.decode().strip() == "e2ae core: --list-psi needs --list-server"
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_invite_to_a_conference_uri_goes_to_the_focus(cleanup: list[Any]) -> None:
+    focus = _udp(cleanup, Answering(auto=("INVITE",), status=200))
+    ue = _udp(cleanup, Endpoint())
+    conf = f"sip:conf1@{DOMAIN}"
+    core = _core(
+        cleanup,
+        None,
+        conference_server=("127.0.0.1", focus.port),
+        conference_uris=frozenset({conf}),
+    )
+    _message(ue, core, conf, "to-conf", method="INVITE")
+    got = await focus.wait(_is(method="INVITE", call="to-conf"))
+    assert got.uri == conf
+    assert got.get_all("Route") == [f"<sip:focus@127.0.0.1:{focus.port};lr>"]
+    assert got.get_all("Record-Route") == [f"<sip:127.0.0.1:{core.port};lr>"]
+    await ue.wait(_is(status=200, call="to-conf"))
+    # another URI is not the focus's
+    _message(ue, core, f"sip:conf2@{DOMAIN}", "not-conf", method="INVITE")
+    await ue.wait(_is(status=404, call="not-conf"))

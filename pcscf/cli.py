@@ -82,6 +82,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="serve Prometheus metrics on http://HOST:PORT/metrics (off by default;"
         " docs/metrics.md)",
     )
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="run N worker processes sharing the Gm address (SO_REUSEPORT, Linux); worker I"
+        " uses the --core, --iq and --metrics ports + I (1; docs/pcscf.md, Workers)",
+    )
+    parser.add_argument("--worker-index", type=int, metavar="I", help=argparse.SUPPRESS)
     parser.add_argument("--policy", metavar="FILE", type=Path, help="e2ae policy (TOML)")
     parser.add_argument("--config", metavar="FILE", type=Path, help="config file (TOML)")
     parser.add_argument(
@@ -89,6 +98,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_log_options(parser)
     parser.set_defaults(func=_run)
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"at least 1 worker, not {value}")
+    return value
 
 
 def _config(args: argparse.Namespace) -> PcscfConfig:
@@ -130,10 +149,29 @@ def _run(args: argparse.Namespace) -> int:
             f"{'' if metrics is None else ' metrics=' + _hp(metrics)}"
         )
         return 0
+    from pcscf import workers
+
+    index: int | None = args.worker_index
+    try:
+        if index is not None:
+            config = workers.worker_config(config, index)
+            metrics = None if metrics is None else workers.offset(metrics, index, "--metrics")
+        elif args.workers > 1:
+            workers.check(config, metrics, args.workers)
+            argv = workers.pcscf_argv(sys.argv[1:])
+    except workers.WorkersError as exc:
+        print(f"e2ae pcscf: {exc}", file=sys.stderr)
+        return 2
+    start_logging(level=args.log_level, json_path=args.log_json)
+    if index is None and args.workers > 1:
+        try:
+            return workers.supervise(config, metrics, args.workers, argv)
+        except workers.WorkersError as exc:
+            print(f"e2ae pcscf: {exc}", file=sys.stderr)
+            return 2
     from pcscf.service import serve
 
-    start_logging(level=args.log_level, json_path=args.log_json)
-    return serve(config, metrics=metrics)
+    return serve(config, metrics=metrics, worker=index)
 
 
 def _hp(addr: tuple[str, int]) -> str:

@@ -203,13 +203,19 @@ class SipService:
         self.ports: list[IListeningPort] = []
         self._timer: IDelayedCall | None = None
         self._timer_at: float | None = None
+        #: Open the Gm port with ``SO_REUSEPORT``, shared with the other workers of
+        #: ``e2ae pcscf --workers N`` (pcscf/workers.py); its port must not be 0.
+        self.shared_gm = False
         self.handler.attach(_Control(self))
 
     # ------------------------------------------------------------------ lifecycle
     def listen(self) -> None:
         """Open UDP and TCP on the Gm and core addresses of the configuration. A port 0 is
         replaced by the one the system chose (call before any message flows)."""
-        gm = self.listen_side("gm", *self.config.gm)
+        if self.shared_gm:
+            gm = self.listen_shared("gm", *self.config.gm)
+        else:
+            gm = self.listen_side("gm", *self.config.gm)
         core = self.listen_side("core", *self.config.core)
         if (gm, core) != (self.config.gm[1], self.config.core[1]):
             self.config = attrs.evolve(
@@ -240,6 +246,40 @@ class SipService:
             self.ports += [uport, tport]
             return actual
         raise CannotListenError(host, port, OSError("no port free for both UDP and TCP"))
+
+    def listen_shared(self, side: Side, host: str, port: int) -> int:
+        """UDP and TCP on ``port`` with ``SO_REUSEPORT`` (Linux): every process listening so
+        on it gets a share of the peers, the kernel choosing by their address and port (a
+        flow always reaches the same socket while the set of sockets is unchanged)."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        udp_sock = socket.socket(family, socket.SOCK_DGRAM)
+        tcp_sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER)
+            udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UDP_BUFFER)
+            udp_sock.bind((host, port))
+            udp_sock.setblocking(False)
+            tcp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            tcp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            tcp_sock.bind((host, port))
+            tcp_sock.listen(50)
+            tcp_sock.setblocking(False)
+            udp = _Udp(self, side)
+            uport = self.reactor.adoptDatagramPort(
+                udp_sock.fileno(), family, udp, maxPacketSize=MAX_DATAGRAM
+            )
+            tport = self.reactor.adoptStreamPort(
+                tcp_sock.fileno(), family, _StreamFactory(self, side)
+            )
+        except OSError as exc:
+            raise CannotListenError(host, port, exc) from exc
+        finally:
+            udp_sock.close()  # the reactor holds copies of both descriptors
+            tcp_sock.close()
+        self.udp[side] = udp
+        self.ports += [uport, tport]
+        return int(uport.getHost().port)
 
     def stop(self) -> defer.Deferred[Any]:
         if self._timer is not None and self._timer.active():
@@ -471,12 +511,14 @@ def build(
     *,
     reactor: Any = None,
     metrics: tuple[str, int] | None = None,
+    shared_gm: bool = False,
 ) -> PcscfService:
     """The P-CSCF of ``config``, not yet started: SIP on both sides, Iq for the AGWs, e2ae per
     the policy. ``handler`` replaces the e2ae media handler (e.g.
     :class:`~pcscf.mediahook.PassThrough`); Iq is served either way. ``metrics``: serve
     Prometheus metrics on this address (port 0: the system picks), in a registry of this
-    P-CSCF's own (docs/metrics.md); ``None``: none are kept. Raises
+    P-CSCF's own (docs/metrics.md); ``None``: none are kept. ``shared_gm``: open the Gm port
+    with ``SO_REUSEPORT``, shared with the other workers of ``e2ae pcscf --workers``. Raises
     :class:`~iq.errors.LocalIqError` for an Iq configuration that cannot be used."""
     from pcscf.e2ae import E2aeMediaHandler, iq_controller
 
@@ -500,6 +542,7 @@ def build(
         counters = PcscfMetrics(server.registry)
         controller.observer = counters.iq_transaction
     sip = SipService(_proxy_config(config), handler, reactor=reactor, metrics=counters)
+    sip.shared_gm = shared_gm
     if counters is not None:
         table = e2ae.table
         counters.watch(
@@ -514,15 +557,20 @@ def serve(
     handler: MediaHandler | None = None,
     *,
     metrics: tuple[str, int] | None = None,
+    worker: int | None = None,
 ) -> int:
     """Run the P-CSCF of :func:`build` until stopped (the ``e2ae pcscf`` command). Prints the
-    bound addresses. ``metrics``: serve Prometheus metrics there (:func:`build`)."""
+    bound addresses. ``metrics``: serve Prometheus metrics there (:func:`build`). ``worker``:
+    run as worker ``worker`` of ``e2ae pcscf --workers`` (pcscf/workers.py): the Gm port is
+    shared (``SO_REUSEPORT``) and the line printed names the worker and its metrics port."""
     from twisted.internet import reactor
 
     from iq.errors import LocalIqError
 
     try:
-        pcscf = build(config, handler, reactor=reactor, metrics=metrics)
+        pcscf = build(
+            config, handler, reactor=reactor, metrics=metrics, shared_gm=worker is not None
+        )
     except LocalIqError as exc:
         print(f"e2ae pcscf: {exc}", file=sys.stderr)
         return 2
@@ -545,10 +593,13 @@ def serve(
     # Said once the reactor runs, so its signal handlers are in place: a SIGTERM sent as
     # soon as this line is read stops the service cleanly.
     def _ready() -> None:
-        print(
-            f"pcscf gm={gm_host}:{gm_port} core={core_host}:{core_port} iq={iq_host}:{iq_actual}",
-            flush=True,
-        )
+        addresses = f"gm={gm_host}:{gm_port} core={core_host}:{core_port} iq={iq_host}:{iq_actual}"
+        if worker is None:
+            print(f"pcscf {addresses}", flush=True)
+            return
+        bound = pcscf.metrics_address
+        shown = "" if bound is None else f" metrics={bound[0]}:{bound[1]}"
+        print(f"pcscf worker={worker} {addresses}{shown}", flush=True)
 
     reactor.callWhenRunning(_ready)  # type: ignore[attr-defined]
     reactor.addSystemEventTrigger("before", "shutdown", pcscf.stopService)

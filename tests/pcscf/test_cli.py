@@ -179,3 +179,51 @@ def test_udp_tcp_threshold_key(tmp_path: Path) -> None:
     result = run_e2ae(["pcscf", "--config", str(config), "--check"])
     assert result.returncode == 2
     assert "udp_tcp_threshold must be a number" in result.stderr.decode()
+
+
+def test_one_worker_checks_the_same_configuration() -> None:
+    plain = ["--iq-insecure", "--iq-allow", "<agw1>@127.0.0.1", "--iq", "127.0.0.1:2944"]
+    default = run_e2ae([*BASE, *plain, "--check"])
+    one = run_e2ae([*BASE, *plain, "--workers", "1", "--check"])
+    assert one.returncode == default.returncode == 0, one.stderr
+    assert one.stdout == default.stdout
+
+
+@pytest.mark.parametrize("value", ["0", "x"])
+def test_workers_must_be_a_positive_number(value: str) -> None:
+    result = run_e2ae([*BASE, "--workers", value, "--check"])
+    assert result.returncode == 2
+    assert "argument --workers" in result.stderr.decode()
+
+
+def test_worker_ports_must_exist() -> None:
+    plain = ["--iq-insecure", "--iq-allow", "<agw1>@127.0.0.1", "--iq", "127.0.0.1:0"]
+    result = run_e2ae([*BASE, "--core", "127.0.0.1:65534", *plain, "--workers", "3"], timeout=20)
+    assert result.returncode == 2
+    assert "--core port 65534 + worker index 2 is beyond 65535" in result.stderr.decode()
+
+
+def test_workers_need_so_reuseport() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    plain = ["--iq-insecure", "--iq-allow", "<agw1>@127.0.0.1", "--iq", "127.0.0.1:0"]
+    code = (
+        "import socket, sys\n"
+        "del socket.SO_REUSEPORT\n"
+        "from lab.cli import main\n"
+        f"sys.exit(main({[*BASE, *plain, '--workers', '2']!r}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        timeout=20,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "needs SO_REUSEPORT" in result.stderr.decode()

@@ -95,6 +95,10 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 MAX_EARLY_BYTES = 65536
 
 
+def _as_is(text: str) -> str:
+    return text
+
+
 def _creator(tls: IqTlsConfig, role: TlsRole) -> _ContextFactory:
     return _ContextFactory(tls.context(role))
 
@@ -170,6 +174,9 @@ class IqLinkProtocol(TwistedProtocol):
         #: Seconds a TLS peer has to complete the handshake and pass the fingerprint check.
         self.handshake_timeout = DEFAULT_HANDSHAKE_TIMEOUT
         self._cut = False
+        #: Applied to every text from the wire or about a message before it is logged (a
+        #: profile that carries secrets, such as Mp's PSKs, sets one that hides them).
+        self.redact: Callable[[str], str] = _as_is
 
     @property
     def registered_mid(self) -> str | None:
@@ -369,14 +376,16 @@ class IqLinkProtocol(TwistedProtocol):
                 )
         elif isinstance(event, MessageRefused):
             log.warn(
-                "Iq message from {peer} refused: {error}", peer=self.peer, error=str(event.error)
+                "Iq message from {peer} refused: {error}",
+                peer=self.peer,
+                error=self.redact(str(event.error)),
             )
         elif isinstance(event, PeerErrorReceived):
             log.warn(
                 "Iq peer {peer} reports error {code} {text}",
                 peer=self.peer,
                 code=event.error.code,
-                text=event.error.text,
+                text=self.redact(event.error.text),
             )
         elif isinstance(event, WrongMid):
             log.warn(
@@ -390,13 +399,13 @@ class IqLinkProtocol(TwistedProtocol):
             log.error(
                 "Iq reply {tid} cannot be encoded: {error}",
                 tid=event.transaction_id,
-                error=str(event.error),
+                error=self.redact(str(event.error)),
             )
         elif isinstance(event, StreamBroken):
             log.warn(
                 "Iq framing from {peer} broken, closing: {error}",
                 peer=self.peer,
-                error=str(event.error),
+                error=self.redact(str(event.error)),
             )
             self.transport.loseConnection()  # type: ignore[union-attr]
         # PendingReceived: the connection restarted the request's deadline; nothing to do.
@@ -499,7 +508,7 @@ class IqLinkProtocol(TwistedProtocol):
                 "Iq {what} to {peer} cannot be encoded: {error}",
                 what=what,
                 peer=self.peer,
-                error=str(exc),
+                error=self.redact(str(exc)),
             )
             return defer.fail(exc)
         d: defer.Deferred[TransactionReply] = defer.Deferred()

@@ -375,3 +375,28 @@ def test_reply_errors_and_wrong_replies() -> None:
     no_path = profile.encode_reply(_msrp(), JoinReply(7, "msrp/1", Endpoint("192.0.2.1", 1), None))
     with pytest.raises(ProfileError):
         profile.decode_reply(join, no_path)
+
+
+def test_every_example_in_the_documentation_is_an_mp_message() -> None:
+    import re
+
+    from tests.conftest import REPO
+
+    text = (REPO / "docs" / "mp-profile.md").read_text()
+    blocks = re.findall(r"```\n(MEGACO/3 .*?)\n```", text, re.S)
+    assert len(blocks) >= 16
+    kinds = set()
+    for block in blocks:
+        (t,) = codec.decode(block.encode()).transactions
+        if isinstance(t, TransactionRequest):
+            kinds.add(type(profile.decode_request(t.actions)).__name__)
+        else:
+            assert isinstance(t, TransactionReply)
+    assert kinds == {
+        "ServiceChangeRequest",
+        "JoinRequest",
+        "ConnectRequest",
+        "StartTlsRequest",
+        "LeaveRequest",
+        "NotifyRequest",
+    }

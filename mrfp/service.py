@@ -506,7 +506,7 @@ class MrfpHandler:
                 )
         conference = context.conference
         conference.floors = conference.floors | frozenset(request.floors)
-        tid = f"{request.media}{next(self._termination_ids)}"
+        tid = f"{request.media}/{next(self._termination_ids)}"
         term = _Termination(self, context, tid, request)
         ip = self.config.media_ip
         local_path: str | None = None

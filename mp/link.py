@@ -430,7 +430,12 @@ class MpController:
             try:
                 self.on_event(ev)
             except Exception:
-                log.failure("Mp event callback failed on {kind}", kind=ev.kind, **fields)
+                log.error(
+                    "Mp event callback failed on {kind}:\n{traceback}",
+                    kind=ev.kind,
+                    traceback=redact(Failure().getTraceback()),
+                    **fields,
+                )
         actions = profile.encode_reply(op, profile.NotifyReply())
         return defer.succeed(TransactionReply(request.transaction_id, actions))
 
@@ -746,13 +751,24 @@ class MpAgent:
             return TransactionReply(request.transaction_id, profile.encode_reply(op, reply))
 
         def failed(failure: Failure) -> Failure:
-            log.warn(
-                "Mp {what} refused: {error}",
+            if failure.check(RemoteIqError):
+                log.warn(
+                    "Mp {what} refused: {error}",
+                    what=what,
+                    error=_failure_text(failure),
+                    code=getattr(failure.value, "code", 500),
+                    **fields,
+                )
+                return failure
+            # A bug in the handler: logged here, redacted (the link would log it whole), and
+            # answered with 500.
+            log.error(
+                "Mp {what} failed in the MRFP: {error}\n{traceback}",
                 what=what,
                 error=_failure_text(failure),
-                code=getattr(failure.value, "code", 500),
+                traceback=redact(failure.getTraceback()),
                 **fields,
             )
-            return failure
+            return Failure(RemoteIqError("internal failure in the MRFP", code=500))
 
         return d.addCallback(encode).addErrback(failed)

@@ -278,6 +278,10 @@ async def test_the_psk_never_appears_in_any_log_event(lab: Lab) -> None:
     mrfp.refuse = RemoteIqError(f"refused {KEY.hex()}", code=510)
     with pytest.raises(RequestFailed):
         await ctrl.join(None, _join())
+    mrfp.refuse = RuntimeError(f"bug with {KEY.hex()}")
+    with pytest.raises(RequestFailed) as info:
+        await ctrl.join(None, _join())
+    assert info.value.code == 500
     await agent.notify(MpEvent(reply.context, reply.termination, "tls-failed", KEY.hex()))
     await ctrl.leave(None, LeaveRequest(reply.context, reply.termination))
     text = _texts(lab.log)
@@ -315,3 +319,24 @@ async def test_plain_tcp_mp_works_when_opted_in_and_says_so(lab: Lab) -> None:
     assert (await ctrl.join(None, _join())).termination == "msrp/1"
     warnings = _texts([e for e in lab.log if "PLAIN TCP" in str(e.get("log_format"))])
     assert "insecure opt-in" in warnings
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_that_does_not_parse_is_logged_without_the_key(lab: Lab) -> None:
+    from iq import tpkt
+
+    _, port = lab.controller()
+    agent = lab.agent(FakeMrfp(), port)
+    await agent.when_registered()
+    link = agent._link
+    assert link is not None
+    broken = (
+        "MEGACO/3 <mrfp>\nTransaction = 5 { Context = $ { Add = msrp/$ { Media { Stream = 1 {"
+        f' LocalControl {{ e2aepsk/key = "{KEY.hex()}\x01" }} }} }} }} }} }}'
+    )
+    link.transport.write(tpkt.frame(broken.encode()))  # type: ignore[union-attr]
+    await wait_for(lambda: any("refused" in str(e.get("log_format")) for e in lab.log))
+    await task.deferLater(reactor, 0.1, lambda: None)
+    text = _texts(lab.log).lower()
+    assert "refused" in text
+    assert KEY.hex()[:16] not in text

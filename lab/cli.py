@@ -22,6 +22,8 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "kms.cli",
     "msrpas.cli",
     "listserver.cli",
+    "mrfc.cli",
+    "mrfp.cli",
     "lab.commands",
 )
 

@@ -1,0 +1,561 @@
+"""The MRFC on real sockets (127.0.0.1): a KMS over HTTPS, the core stub and P-CSCF, UEs in
+KMS mode, and a stand-in MRFP: an MpAgent over TLS whose handler records each Join and
+terminates the stream's TLS-PSK (or plain TCP) itself, so a UE's handshake succeeds only with
+the key the MRFC derived."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
+
+import certs
+from certs.psk import psk_context
+from e2ae.tlsconn import ContextCreator
+from iq.config import IqTlsConfig
+from kms.config import KmsConfig, ProvisionedUser
+from kms.service import KmsService
+from kms.service import build as build_kms
+from kms.store import User
+from lab import ue as lab_ue
+from lab.core import CoreStub
+from lab.uesim import CallFailed, UeSim
+from mp.link import MpAgent
+from mp.profile import (
+    AckReply,
+    ConnectRequest,
+    Endpoint,
+    JoinReply,
+    JoinRequest,
+    LeaveReply,
+    LeaveRequest,
+    MpEvent,
+    StartTlsRequest,
+    StreamStatistics,
+)
+from mrfc import core
+from mrfc.config import KmsLink, MpLink, MrfcConfig
+from mrfc.service import DialOutFailed, MrfcService, build
+from pcscf.sdp import SessionDescription
+from pcscf.service import SipService
+from pcscf.sip import Request
+from pcscf.sip.message import parse_datagram
+from pcscf.sip.proxy import Peer, ProxyConfig
+
+NOW = datetime.datetime.now(datetime.UTC)
+DOMAIN = "lab.example"
+USERS = ("alice", "bob", "carol")
+CONF = f"sip:conf1@{DOMAIN}"
+MRFC_ID = f"sip:mrfc@{DOMAIN}"
+KMS_ID = "kms.e2ae.lab"
+
+
+def aor(name: str) -> str:
+    return f"sip:{name}@{DOMAIN}"
+
+
+@pytest.fixture(scope="module")
+def ids() -> dict[str, certs.CertAndKey]:
+    names = (*USERS, "mrfc", "kms", "mrfp", "self-kms")
+    return {name: certs.generate(name, now=NOW) for name in names}
+
+
+@pytest.fixture(scope="module")
+def keys() -> dict[str, bytes]:
+    return {name: os.urandom(16) for name in (*USERS, "mrfc")}
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[Any]]:
+    things: list[Any] = []
+    yield things
+    for thing in reversed(things):
+        pytest_twisted.blockon(defer.maybeDeferred(thing))
+
+
+@pytest.fixture
+def logs() -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        seen.append(str(formatEvent(event)) + " " + repr(event.get("log_format")))
+
+    globalLogPublisher.addObserver(observe)
+    yield seen
+    globalLogPublisher.removeObserver(observe)
+
+
+def _kms(
+    name: str,
+    tmp_path: Path,
+    ids: dict[str, certs.CertAndKey],
+    keys: dict[str, bytes],
+    cleanup: list[Any],
+) -> KmsService:
+    users = [ProvisionedUser(User(aor(n), keys[n]), (ids[n].fingerprint(),)) for n in USERS]
+    users.append(
+        ProvisionedUser(User(MRFC_ID, keys["mrfc"], groups=(CONF,)), (ids["mrfc"].fingerprint(),))
+    )
+    config = KmsConfig(
+        identity=KMS_ID,
+        listen=("127.0.0.1", 0),
+        cert=Path("unused"),
+        key=Path("unused"),
+        state=tmp_path / f"{name}.sqlite",
+        users=tuple(users),
+    )
+    service = build_kms(config, identity=ids[name], reactor=reactor)
+    service.startService()
+    cleanup.append(service.stopService)
+    return service
+
+
+@implementer(IHandshakeListener)
+class _Stream(Protocol):
+    def __init__(self, owner: FakeMrfp, term: tuple[int, str]) -> None:
+        self.owner, self.term = owner, term
+
+    def connectionMade(self) -> None:
+        if self.owner.joins[self.term].security == "plain":
+            self._event("tcp-established")
+
+    def handshakeCompleted(self) -> None:
+        self._event("tls-established")
+
+    def _event(self, kind: Any) -> None:
+        self.owner.events.append((self.term, kind))
+        if self.owner.agent is not None:
+            self.owner.agent.notify(MpEvent(*self.term, kind)).addErrback(lambda _: None)
+
+
+class FakeMrfp:
+    """Records the Mp requests; listens for each passive stream (TLS-PSK server with the
+    Join's key, or plain TCP)."""
+
+    def __init__(self) -> None:
+        self.agent: MpAgent | None = None
+        self.requests: list[Any] = []
+        self.joins: dict[tuple[int, str], JoinRequest] = {}
+        self.ports: dict[tuple[int, str], Any] = {}
+        self.events: list[tuple[tuple[int, str], str]] = []
+        self.next = 0
+
+    def join(self, request: JoinRequest) -> JoinReply:
+        self.requests.append(request)
+        self.next += 1
+        context = request.context or 100
+        term = (context, f"{request.media}/{self.next}")
+        self.joins[term] = request
+        owner = self
+
+        class _F(Factory):
+            def buildProtocol(self, addr: Any) -> Protocol:
+                return _Stream(owner, term)
+
+        factory: Any = _F()
+        if request.security == "tls-psk":
+            assert request.psk is not None and request.tls_role == "server"
+            ctx = psk_context(
+                "server",
+                request.psk.key,
+                identity=request.psk.identity,
+                ciphers=request.psk.ciphersuites,
+            )
+            factory = TLSMemoryBIOFactory(ContextCreator(ctx), False, factory)
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.ports[term] = port
+        number = port.getHost().port
+        path = f"msrp://127.0.0.1:{number}/{self.next}x;tcp" if request.media == "msrp" else None
+        return JoinReply(context, term[1], Endpoint("127.0.0.1", number), path)
+
+    def connect(self, request: ConnectRequest) -> AckReply:
+        self.requests.append(request)
+        return AckReply()
+
+    def start_tls(self, request: StartTlsRequest) -> AckReply:
+        self.requests.append(request)
+        return AckReply()
+
+    def leave(self, request: LeaveRequest) -> LeaveReply:
+        self.requests.append(request)
+        port = self.ports.pop((request.context, request.termination), None)
+        if port is not None:
+            port.stopListening()
+        return LeaveReply(StreamStatistics(1, 2, 3, 4))
+
+    def stop(self) -> None:
+        for port in self.ports.values():
+            port.stopListening()
+        self.ports.clear()
+
+    def of(self, kind: type) -> list[Any]:
+        return [r for r in self.requests if isinstance(r, kind)]
+
+
+@pytest.fixture
+def lab(
+    tmp_path: Path,
+    ids: dict[str, certs.CertAndKey],
+    keys: dict[str, bytes],
+    cleanup: list[Any],
+) -> dict[str, Any]:
+    kms = _kms("kms", tmp_path, ids, keys, cleanup)
+    self_kms = _kms("self-kms", tmp_path, ids, keys, cleanup)
+    core_stub = CoreStub(reactor, domain=DOMAIN)
+    core_port = core_stub.listen()
+    cleanup.append(core_stub.stop)
+    cert, key = certs.write(ids["mrfc"], tmp_path)
+    config = MrfcConfig(
+        sip=("127.0.0.1", 0),
+        identity=MRFC_ID,
+        kms=KmsLink(kms.address, ids["kms"].fingerprint(), keys["mrfc"], cert, key, KMS_ID),
+        mp=MpLink(("127.0.0.1", 0), cert, key, ids["mrfp"].fingerprint()),
+        conferences=(core.Conference(CONF, (aor("alice"), aor("bob")), floors=(1,)),),
+        next_hop=("127.0.0.1", core_port),
+    )
+    return {
+        "kms": kms,
+        "self_kms": self_kms,
+        "core": core_stub,
+        "config": config,
+        "tmp": tmp_path,
+    }
+
+
+async def _start(
+    lab: dict[str, Any], cleanup: list[Any], ids: dict[str, certs.CertAndKey], **changes: Any
+) -> tuple[MrfcService, FakeMrfp]:
+    import attrs
+
+    config = attrs.evolve(lab["config"], **changes)
+    app = build(config, reactor=reactor, self_kms=lab["self_kms"])
+    app.startService()
+    cleanup.append(app.stopService)
+    lab["core"].conference_server = app.address
+    lab["core"].conference_uris = frozenset({CONF})
+    mrfp = FakeMrfp()
+    cleanup.append(mrfp.stop)
+    assert app.mp_port
+    agent = MpAgent(
+        mrfp,
+        "127.0.0.1",
+        app.mp_port,
+        tls=IqTlsConfig(ids["mrfp"], (ids["mrfc"].fingerprint(),)),
+        reactor=reactor,
+    )
+    mrfp.agent = agent
+    agent.start()
+    cleanup.append(agent.stop)
+    await agent.when_registered()
+    pcscf = SipService(
+        ProxyConfig(
+            gm=("127.0.0.1", 0),
+            core=("127.0.0.1", 0),
+            next_hop=Peer("core", "udp", "127.0.0.1", lab["core"].port),
+            network_mechanisms=frozenset({"msrp-tls", "bfcp-tls"}),
+        ),
+        reactor=reactor,
+    )
+    pcscf.listen()
+    cleanup.append(pcscf.stop)
+    lab["gm"] = pcscf.config.gm
+    return app, mrfp
+
+
+async def _ue(
+    lab: dict[str, Any],
+    cleanup: list[Any],
+    ids: dict[str, certs.CertAndKey],
+    keys: dict[str, bytes],
+    name: str,
+    *,
+    kms: KmsService | None = None,
+    bfcp: bool = True,
+) -> UeSim:
+    kms = kms or lab["kms"]
+    access = lab_ue.KmsAccess(kms.address, kms.identity.fingerprint(), keys[name])
+    sim = UeSim(
+        reactor, name, ids[name], lab["gm"], domain=DOMAIN, kms=access, media_timeout=5, bfcp=bfcp
+    )
+    await sim.start()
+    cleanup.append(sim.stop)
+    assert (await sim.register()).status == 200
+    return sim
+
+
+async def _wait(predicate: Any, timeout: float = 5.0) -> bool:
+    for _ in range(int(timeout / 0.05)):
+        if predicate():
+            return True
+        d: defer.Deferred[None] = defer.Deferred()
+        reactor.callLater(0.05, d.callback, None)
+        await d
+    return bool(predicate())
+
+
+def _no_keys(logs: list[str], mrfp: FakeMrfp) -> None:
+    text = "\n".join(logs).lower()
+    for join in mrfp.of(JoinRequest):
+        if join.psk is not None:
+            assert join.psk.key.hex() not in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_kms_participant_dials_in_tls_psk_ends_at_the_mrfp_and_bye_leaves(
+    lab: dict[str, Any],
+    cleanup: list[Any],
+    ids: dict[str, certs.CertAndKey],
+    keys: dict[str, bytes],
+    logs: list[str],
+) -> None:
+    app, mrfp = await _start(lab, cleanup, ids)
+    alice = await _ue(lab, cleanup, ids, keys, "alice")
+    call = await alice.call(CONF)  # TLS-PSK handshakes with the MRFP's keys succeeded
+
+    assert app.kms_exchanges == ["RESOLVE_INIT_PSK"]
+    joins = mrfp.of(JoinRequest)
+    assert [j.media for j in joins] == ["msrp", "bfcp"]
+    for j in joins:
+        assert (j.security, j.tcp_role, j.tls_role) == ("tls-psk", "passive", "server")
+        assert j.participant == aor("alice") and j.conference == CONF
+        assert j.psk is not None and j.psk.ciphersuites == app.config.psk_suites
+    assert joins[0].psk.key != joins[1].psk.key  # one crypto session per stream
+    assert joins[0].context is None and joins[1].context == 100  # one context per conference
+    assert joins[1].bfcp_user == 1 and joins[1].floors == (1,)
+    assert call.streams["msrp"].tls_psk and call.streams["bfcp"].tls_psk
+    answer = SessionDescription.parse(call.answer)
+    assert answer.media[1].attribute_values("floorctrl") == ["s-only"]
+    assert answer.media[0].attribute_values("path")[0].startswith("msrp://127.0.0.1:")
+    assert await _wait(lambda: len(mrfp.events) == 2)
+
+    # bob joins the same context; the core routed both to the MRFC
+    bob = await _ue(lab, cleanup, ids, keys, "bob")
+    await bob.call(CONF)
+    assert {j.context for j in mrfp.of(JoinRequest)[2:]} == {100}
+    assert mrfp.of(JoinRequest)[3].bfcp_user == 2
+
+    response = await alice.hangup(call)
+    assert response.status == 200
+    assert await _wait(lambda: len(app.left) == 2)
+    assert len(mrfp.of(LeaveRequest)) == 2 and len(app.participants) == 1
+    assert [m for _, m, _ in app.left] == ["msrp", "bfcp"]
+    assert app.left[0][2] == StreamStatistics(1, 2, 3, 4)
+    _no_keys(logs, mrfp)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unauthorized_participant_is_refused_403_and_nothing_joins(
+    lab: dict[str, Any],
+    cleanup: list[Any],
+    ids: dict[str, certs.CertAndKey],
+    keys: dict[str, bytes],
+    logs: list[str],
+) -> None:
+    _app, mrfp = await _start(lab, cleanup, ids)
+    carol = await _ue(lab, cleanup, ids, keys, "carol")
+    with pytest.raises(CallFailed) as info:
+        await carol.call(CONF)
+    assert info.value.status == 403
+    assert "not authorized" in str(info.value)
+    assert mrfp.of(JoinRequest) == []
+    assert any("refused 403" in line and aor("carol") in line for line in logs)
+
+
+class _SipPeer(DatagramProtocol):
+    def __init__(self) -> None:
+        self.received: list[Any] = []
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        message = parse_datagram(data)
+        self.received.append(message)
+
+    async def final(self, method: str = "INVITE") -> Any:
+        def found() -> Any:
+            return next(
+                (
+                    m
+                    for m in self.received
+                    if getattr(m, "status", 0) >= 200 and m.cseq[1] == method
+                ),
+                None,
+            )
+
+        assert await _wait(lambda: found() is not None), f"no final to {method}: {self.received}"
+        return found()
+
+
+def _plain_invite(port: int, mrfc: tuple[str, int], listen_port: int, who: str) -> Request:
+    sdp = (
+        "v=0\r\no=agw 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        "m=message 9 TCP/MSRP *\r\na=accept-types:text/plain\r\n"
+        f"a=path:msrp://127.0.0.1:9/agw;tcp\r\na=setup:active\r\n"
+        f"m=application {listen_port} TCP/BFCP *\r\na=floorctrl:c-only\r\na=setup:passive\r\n"
+    ).encode()
+    headers = (
+        ("Via", f"SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKplain{who}"),
+        ("Max-Forwards", "70"),
+        ("From", f"<{aor(who)}>;tag=pl1"),
+        ("To", f"<{CONF}>"),
+        ("Call-ID", f"plain-{who}@test"),
+        ("CSeq", "1 INVITE"),
+        ("Contact", f"<sip:{who}@127.0.0.1:{port}>"),
+        ("P-Asserted-Identity", f"<{aor(who)}>"),
+        ("Content-Type", "application/sdp"),
+    )
+    return Request(headers, sdp, "INVITE", CONF)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_plain_e2ae_offer_joins_plain_and_its_active_stream_is_connected_after_ack(
+    lab: dict[str, Any],
+    cleanup: list[Any],
+    ids: dict[str, certs.CertAndKey],
+    keys: dict[str, bytes],
+) -> None:
+    app, mrfp = await _start(lab, cleanup, ids)
+    peer = _SipPeer()
+    udp = reactor.listenUDP(0, peer, interface="127.0.0.1")
+    cleanup.append(udp.stopListening)
+    port = udp.getHost().port
+    invite = _plain_invite(port, app.address, 7001, "alice")
+    udp.write(invite.serialise(), app.address)
+    ok = await peer.final()
+    assert ok.status == 200
+    joins = mrfp.of(JoinRequest)
+    assert [(j.media, j.security, j.tcp_role, j.tls_role, j.psk) for j in joins] == [
+        ("msrp", "plain", "passive", None, None),
+        ("bfcp", "plain", "active", None, None),
+    ]
+    assert joins[1].remote == Endpoint("127.0.0.1", 7001)
+    sdp = SessionDescription.parse(ok.body)
+    assert [m.proto for m in sdp.media] == ["TCP/MSRP", "TCP/BFCP"]
+    assert [m.attribute_values("setup") for m in sdp.media] == [["passive"], ["active"]]
+    assert sdp.key_mgmt() == []
+    ack = Request(
+        (
+            ("Via", f"SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKack1"),
+            ("From", f"<{aor('alice')}>;tag=pl1"),
+            ("To", ok.get("To")),
+            ("Call-ID", "plain-alice@test"),
+            ("CSeq", "1 ACK"),
+        ),
+        b"",
+        "ACK",
+        CONF,
+    )
+    udp.write(ack.serialise(), app.address)
+    assert await _wait(lambda: len(mrfp.of(ConnectRequest)) == 1)
+    assert mrfp.of(ConnectRequest)[0].remote == Endpoint("127.0.0.1", 7001)
+    assert mrfp.of(StartTlsRequest) == []  # plain: no TLS to start
+    bye = Request(
+        (
+            ("Via", f"SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKbye1"),
+            ("From", f"<{aor('alice')}>;tag=pl1"),
+            ("To", ok.get("To")),
+            ("Call-ID", "plain-alice@test"),
+            ("CSeq", "2 BYE"),
+        ),
+        b"",
+        "BYE",
+        CONF,
+    )
+    udp.write(bye.serialise(), app.address)
+    assert (await peer.final("BYE")).status == 200
+    assert await _wait(lambda: len(mrfp.of(LeaveRequest)) == 2)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_plain_offer_is_488_where_the_conference_takes_tls_psk_only(
+    lab: dict[str, Any],
+    cleanup: list[Any],
+    ids: dict[str, certs.CertAndKey],
+) -> None:
+    conference = core.Conference(CONF, (aor("alice"),), allow_plain=False)
+    app, mrfp = await _start(lab, cleanup, ids, conferences=(conference,))
+    peer = _SipPeer()
+    udp = reactor.listenUDP(0, peer, interface="127.0.0.1")
+    cleanup.append(udp.stopListening)
+    udp.write(
+        _plain_invite(udp.getHost().port, app.address, 7002, "alice").serialise(), app.address
+    )
+    refused = await peer.final()
+    assert refused.status == 488 and "TLS-PSK" in (refused.get("Warning") or "")
+    assert mrfp.of(JoinRequest) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tls_failure_at_the_mrfp_ends_that_participant_only(
+    lab: dict[str, Any],
+    cleanup: list[Any],
+    ids: dict[str, certs.CertAndKey],
+    keys: dict[str, bytes],
+) -> None:
+    app, mrfp = await _start(lab, cleanup, ids)
+    alice = await _ue(lab, cleanup, ids, keys, "alice")
+    bob = await _ue(lab, cleanup, ids, keys, "bob")
+    a_call = await alice.call(CONF)
+    await bob.call(CONF)
+    term = next(t for t, j in mrfp.joins.items() if j.participant == aor("alice"))
+    assert mrfp.agent is not None
+    await mrfp.agent.notify(MpEvent(term[0], term[1], "tls-failed", "bad record mac"))
+    assert await _wait(lambda: a_call.call_id not in app.participants)
+    ended = a_call.when_ended()
+    await ended  # alice got the MRFC's BYE
+    assert [p.identity for p in app.participants.values()] == [aor("bob")]
+
+
+@pytest.mark.parametrize("source", ["kms", "self"])
+@pytest_twisted.ensureDeferred
+async def test_dial_out_with_a_ticket_from_the_kms_or_the_mrfcs_own(
+    source: str,
+    lab: dict[str, Any],
+    cleanup: list[Any],
+    ids: dict[str, certs.CertAndKey],
+    keys: dict[str, bytes],
+    logs: list[str],
+) -> None:
+    app, mrfp = await _start(lab, cleanup, ids, ticket_source=source)
+    kms = lab["kms"] if source == "kms" else lab["self_kms"]
+    bob = await _ue(lab, cleanup, ids, keys, "bob", kms=kms, bfcp=False)
+    incoming = bob.next_call()
+    p = await app.dial_out(CONF, aor("bob"))
+    answered = await incoming  # bob resolved at the KMS that made the ticket, TLS-PSK is up
+    assert answered.streams["msrp"].tls_psk
+    assert p.identity == aor("bob") and p.dialog.call_id in app.participants
+    (join,) = mrfp.of(JoinRequest)
+    assert (join.tcp_role, join.tls_role, join.security) == ("passive", "server", "tls-psk")
+    assert app.kms_exchanges == ["REQUEST_INIT_PSK"]
+    assert bob.kms_exchanges == ["RESOLVE_INIT_PSK"]
+    offer = SessionDescription.parse(answered.offer)
+    assert [m.proto for m in offer.media] == ["TCP/TLS/MSRP"]
+    _no_keys(logs, mrfp)
+
+
+@pytest_twisted.ensureDeferred
+async def test_dial_out_to_someone_not_on_the_list_or_who_refuses_fails(
+    lab: dict[str, Any],
+    cleanup: list[Any],
+    ids: dict[str, certs.CertAndKey],
+    keys: dict[str, bytes],
+) -> None:
+    app, mrfp = await _start(lab, cleanup, ids)
+    with pytest.raises(core.Refused):
+        await app.dial_out(CONF, aor("carol"))
+    # bob's UE knows another KMS: it cannot resolve the ticket and refuses 488
+    bob = await _ue(lab, cleanup, ids, keys, "bob", kms=lab["self_kms"], bfcp=False)
+    assert bob
+    with pytest.raises(DialOutFailed, match="488"):
+        await app.dial_out(CONF, aor("bob"))
+    assert await _wait(lambda: len(mrfp.of(LeaveRequest)) == 1)
+    assert app.participants == {}

@@ -4,14 +4,18 @@ The handler is called directly, as the Mp agent calls it."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import pytest_twisted
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from OpenSSL import SSL
-from twisted.internet import defer, protocol, reactor, task
+from twisted.internet import defer, protocol, reactor, task, threads
 from twisted.logger import globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
@@ -516,3 +520,75 @@ async def test_a_notify_that_fails_is_logged_not_raised(log_text: list[str]) -> 
         await wait_for(lambda: any("link down" in line for line in log_text))
     finally:
         handler.stop()
+
+
+def _prf(secret: bytes, label: bytes, seed: bytes, size: int) -> bytes:
+    """The TLS 1.2 PRF with SHA-256 (RFC 5246 section 5)."""
+    out, a = b"", label + seed
+    while len(out) < size:
+        a = hmac.new(secret, a, hashlib.sha256).digest()
+        out += hmac.new(secret, a + label + seed, hashlib.sha256).digest()
+    return out[:size]
+
+
+def _legacy_renegotiation(port: int, key: bytes, identity: bytes) -> bytes:
+    """A TLS-PSK session with the MRFP, then a renegotiating ClientHello with neither
+    renegotiation_info nor TLS_EMPTY_RENEGOTIATION_INFO_SCSV (what a client without RFC 5746
+    sends), protected as the session's record layer protects it (AES-128-GCM, sequence 1).
+    Returns the MRFP's answer, decrypted."""
+    sock = socket.create_connection((LOOPBACK, port), timeout=5)
+    sock.settimeout(None)  # pyOpenSSL wants a blocking socket
+    try:
+        conn = SSL.Connection(psk_context("client", key, identity=identity, ciphers=SUITES), sock)
+        conn.set_connect_state()
+        conn.do_handshake()
+        assert conn.get_cipher_name() == "PSK-AES128-GCM-SHA256"
+        block = _prf(
+            conn.master_key(),
+            b"key expansion",
+            conn.server_random() + conn.client_random(),
+            40,
+        )
+        client_key, server_key, client_iv, server_iv = (
+            block[:16],
+            block[16:32],
+            block[32:36],
+            block[36:40],
+        )
+        hello = (
+            b"\x03\x03"
+            + os.urandom(32)
+            + b"\x00"  # no session id
+            + b"\x00\x02\x00\xa8"  # TLS_PSK_WITH_AES_128_GCM_SHA256 only: no SCSV
+            + b"\x01\x00"  # null compression; no extensions: no renegotiation_info
+        )
+        plain = b"\x01" + len(hello).to_bytes(3, "big") + hello
+        seq = (1).to_bytes(8, "big")  # the client's Finished was 0
+        aad = seq + b"\x16\x03\x03" + len(plain).to_bytes(2, "big")
+        sealed = AESGCM(client_key).encrypt(client_iv + seq, plain, aad)
+        sock.settimeout(5)
+        sock.sendall(b"\x16\x03\x03" + (8 + len(sealed)).to_bytes(2, "big") + seq + sealed)
+        data = b""
+        while len(data) < 5 or len(data) < 5 + int.from_bytes(data[3:5], "big"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        assert data[:3] == b"\x15\x03\x03", data[:3]  # an alert record
+        explicit, body = data[5:13], data[13 : 5 + int.from_bytes(data[3:5], "big")]
+        aad = (1).to_bytes(8, "big") + b"\x15\x03\x03" + (len(body) - 16).to_bytes(2, "big")
+        return AESGCM(server_key).decrypt(server_iv + explicit, body, aad)
+    finally:
+        sock.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_legacy_renegotiation_without_rfc5746_is_refused(
+    mrfp: MrfpHandler, events: list[MpEvent]
+) -> None:
+    ra = join(mrfp, "alice")
+    alert = await threads.deferToThread(
+        _legacy_renegotiation, ra.local.port, key_of("alice"), b"e2ae-alice"
+    )
+    assert alert == b"\x01\x64"  # warning, no_renegotiation (RFC 5246 7.2.2)
+    await wait_for(lambda: "renegotiation-refused" in kinds(events, ra.termination))

@@ -5,9 +5,10 @@
 One termination is one participant stream (MSRP or BFCP):
 
 - ``join``: a passive termination listens on a port of its own (``media_ip``, port 0), an
-  active one remembers the participant's address; the reply gives the local address and, for
-  MSRP, the MRFP's MSRP URI for that participant.
-- ``connect``: an active termination opens TCP to the participant.
+  active one remembers the participant's address (if given) and waits for ``connect``; the
+  reply gives the local address and, for MSRP, the MRFP's MSRP URI for that participant.
+- ``connect``: an active termination opens TCP to the participant (a repeated ``connect`` to
+  the same address while that connection is on its way or up is acknowledged, no more).
 - TLS (``security="tls-psk"``): the PSK and identity come with the join, the suites must be a
   subset of :data:`certs.psk.ALLOWED_PSK_CIPHERS` (else H.248 error 512). As TLS server the
   MRFP starts the handshake as soon as TCP is up; as TLS client when ``start_tls`` came (the
@@ -194,6 +195,7 @@ class _Termination:
         self.pending: list[_StreamProtocol] = []
         self.conn: _StreamProtocol | None = None
         self.tls_requested = False
+        self.connecting = False
         self.closed = False
         self.octets_in = 0
         self.octets_out = 0
@@ -243,6 +245,7 @@ class _Termination:
 
     def connect(self, remote: Endpoint) -> None:
         self.remote = remote
+        self.connecting = True
         self._log("info", "connecting to {peer}", peer=f"{remote.ip}:{remote.port}")
         self.owner.reactor.connectTCP(
             remote.ip,
@@ -253,6 +256,7 @@ class _Termination:
         )
 
     def connect_failed(self, reason: Failure) -> None:
+        self.connecting = False
         self._log("warn", "TCP connection failed: {error}", error=reason.getErrorMessage())
         self.event("closed", f"TCP connection failed: {reason.getErrorMessage()}"[:200])
 
@@ -352,6 +356,7 @@ class _Termination:
 
     def lost(self, proto: _StreamProtocol, reason: Failure) -> None:
         why = reason.getErrorMessage()[:200]
+        self.connecting = False
         if proto is not self.conn:
             was_pending = proto in self.pending
             self._drop(proto)
@@ -544,15 +549,15 @@ class MrfpHandler:
             tls=f" as TLS {request.tls_role}" if request.tls_role else "",
             local=f"{ip}:{term.local_port}",
         )
-        if request.tcp_role == "active" and request.remote is not None:
-            term.connect(request.remote)
         return JoinReply(context.id, tid, Endpoint(ip, term.local_port), local_path)
 
     def connect(self, request: ConnectRequest) -> AckReply:
         term = self._termination(request.context, request.termination)
         if term.request.tcp_role != "active":
             raise UnsupportedValue(f"{term.id} is passive: it does not connect", where=term.id)
-        if term.conn is not None or term.pending:
+        if term.connecting or term.conn is not None or term.pending:
+            if term.remote == request.remote:
+                return AckReply()  # a repeated Connect: the connection is on its way or up
             raise UnsupportedValue(f"{term.id} is connected already", where=term.id)
         term.connect(request.remote)
         return AckReply()

@@ -333,7 +333,15 @@ async def test_active_role_with_the_remote_in_the_join(
     side = Listening(None)
     try:
         ra = join(mrfp, "alice", tcp_role="active", tls=False, remote=side.endpoint)
+        await task.deferLater(reactor, 0.2, lambda: None)
+        assert side.factory.peers == []  # the join does not connect: Connect does
+        mrfp.connect(ConnectRequest(ra.context, ra.termination, side.endpoint))
+        mrfp.connect(ConnectRequest(ra.context, ra.termination, side.endpoint))  # repeated
         await wait_for(lambda: kinds(events, ra.termination) == ["tcp-established"])
+        mrfp.connect(ConnectRequest(ra.context, ra.termination, side.endpoint))
+        with pytest.raises(RemoteIqError) as info:
+            mrfp.connect(ConnectRequest(ra.context, ra.termination, Endpoint(LOOPBACK, 1)))
+        assert info.value.code == 449
         await wait_for(lambda: bool(side.factory.peers) and b"SEND" in side.factory.peers[0].data)
     finally:
         await side.port.stopListening()

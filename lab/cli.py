@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "certs.cli",
     "pcscf.sdp_cli",
     "iq.cli",
+    "mp.cli",
     "mikey.cli",
     "pcscf.cli",
     "accessgw.cli",

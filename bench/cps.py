@@ -23,20 +23,45 @@ under cProfile and writes ``DIR/pcscf.prof`` and ``DIR/agw.prof`` when they stop
 with ``python -m pstats``; the profiler slows both, so the rates of such a run are not the
 service's).
 
+``--workers 1,2,4`` then runs, in the same run, the same ramp through ``e2ae pcscf --workers N``
+for each N (docs/pcscf.md, "Workers"), with one AGW per worker (each registered with its own
+worker's Iq port; ``--agw-cmd`` or ``--accessgw`` as above), and prints a table: workers,
+calls/s without a failed call, ratio to the SIPp direct figure of this run, with the machine
+(nproc, CPU model). ``--profile`` applies to the single-process run only.
+
+How the load reaches every worker: the workers share the Gm port with ``SO_REUSEPORT``, and
+the kernel picks the worker of a datagram by its source address and port. One SIPp UAC sends
+everything from one port, so all its calls would land on one worker. SIPp ``-t un`` (a socket,
+so a source port, per call) does spread them, but the P-CSCF keeps registrations per flow: a
+call from a port that did not register is refused (403), and registering each call's port
+would add a REGISTER to every call. So the bench runs several SIPp UACs (as many for every N:
+the least common multiple of the counts, e.g. 4 for 1,2,4), each from its own UDP port that
+registered first, and each offering its share of the rate (``-r RATE -rp UACS*1000``). The
+ports are chosen so that each worker holds the same number of them: the bench registers from
+fresh ports (with a registrar of its own on the core side while it does) and reads which
+worker served each from the Path of the 200 (a worker writes its own core port there); a port
+whose worker already has its share is de-registered. The calls of a UAC then come from that
+port, so they reach the worker that holds its registration. UDP only (``--transport udp``).
+The single SIPp UAS on the core side answers every worker.
+
 Usage: ``python bench/cps.py [--quick] [--start 100] [--step 100] [--max 1500] [--seconds 5]
-[--transport udp|tcp] [--agw-cmd CMD | --accessgw] [--pcscf-arg ARG ...] [--profile DIR]``
+[--transport udp|tcp] [--agw-cmd CMD | --accessgw] [--pcscf-arg ARG ...] [--profile DIR]
+[--workers 1,2,4]``
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 import shlex
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -76,6 +101,8 @@ class Sipp:
         remote: int | None = None,
         calls: int = 1,
         rate: int | None = None,
+        period_ms: int | None = None,
+        limit: int | None = None,
     ) -> subprocess.Popen[bytes]:
         args = [
             self.binary,
@@ -101,7 +128,9 @@ class Sipp:
         if self.trace:
             args.append("-trace_err")
         if rate is not None:
-            args += ["-r", str(rate), "-l", str(max(rate * 4, 100))]
+            args += ["-r", str(rate), "-l", str(limit or max(rate * 4, 100))]
+        if period_ms is not None:
+            args += ["-rp", str(period_ms)]
         if remote is not None:
             args.append(f"127.0.0.1:{remote}")
         return subprocess.Popen(
@@ -218,6 +247,249 @@ def stop_agw(proc: subprocess.Popen[bytes]) -> str:
     return held[-1][5:] if held else "?"
 
 
+def start_workers(
+    count: int,
+    next_hop: int,
+    extra: list[str],
+    log_dir: Path | None = None,
+) -> tuple[subprocess.Popen[bytes], list[dict[str, int]]]:
+    """``e2ae pcscf --workers COUNT`` (ports 0: the parent picks the shared Gm port, each
+    worker its own core and Iq ports); returns the parent and, per worker, its ports."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    args = [
+        sys.executable, "-m", "lab.cli", "pcscf", "--workers", str(count),
+        "--gm", "127.0.0.1:0", "--core", "127.0.0.1:0",
+        "--next-hop", f"127.0.0.1:{next_hop}", "--next-hop-transport", "udp",
+        "--iq", "127.0.0.1:0", "--log-level", "warn", *PLAIN_IQ, *extra,
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=_log(log_dir, f"pcscf-w{count}")
+    )
+    assert proc.stdout is not None
+    workers = []
+    for _ in range(count):
+        line = proc.stdout.readline().decode()
+        if not line.startswith("pcscf "):  # one worker: the single process, its line
+            proc.kill()
+            proc.wait()
+            raise SystemExit(f"pcscf --workers {count} did not start: {line!r}")
+        fields = dict(item.split("=", 1) for item in line.split()[1:])
+        workers.append(
+            {k: int(fields[k].rsplit(":", 1)[1]) for k in ("gm", "core", "iq")}
+            | {"pid": int(fields.get("pid", proc.pid))}
+        )
+    return proc, workers
+
+
+class Registrar:
+    """The registrar on the core side while the UEs register (a thread): answers every
+    REGISTER 200 OK with its Path, so that the REGISTER's sender learns which worker served
+    it (the Path names that worker's own core port)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.settimeout(0.1)
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while self.running:
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            head = data.decode(errors="replace").split("\r\n\r\n", 1)[0].split("\r\n")
+            if not head[0].startswith("REGISTER "):
+                continue
+            lines = ["SIP/2.0 200 OK"]
+            for header in head[1:]:
+                name = header.split(":", 1)[0].strip().lower()
+                if name in ("via", "from", "call-id", "cseq", "path"):
+                    lines.append(header)
+                elif name == "to":
+                    lines.append(header + ";tag=reg")
+                elif name == "contact":
+                    lines.append(header + ";expires=" + _expires(head))
+            lines += ["Content-Length: 0", "", ""]
+            self.sock.sendto("\r\n".join(lines).encode(), addr)
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join()
+        self.sock.close()
+
+
+def _expires(head: list[str]) -> str:
+    for header in head:
+        name, _, value = header.partition(":")
+        if name.strip().lower() == "expires":
+            return value.strip()
+    return "3600"
+
+
+def register_ue(gm: int, port: int, expires: int = 3600) -> int | None:
+    """REGISTER from UDP ``port`` as bench/sipp/uac_register.xml does (``expires`` 0:
+    de-register); the core port in the Path of the 200, i.e. the worker that holds it now
+    (``None``: no 200)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ue:
+        ue.bind(("127.0.0.1", port))
+        ue.settimeout(5)
+        ue.sendto(
+            (
+                "REGISTER sip:ims.test SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-{port}-{expires};rport\r\n"
+                "Max-Forwards: 70\r\n"
+                f"From: <sip:ue@ims.test>;tag=reg{port}\r\n"
+                "To: <sip:ue@ims.test>\r\n"
+                f"Call-ID: bench-reg-{port}-{expires}@127.0.0.1\r\n"
+                "CSeq: 1 REGISTER\r\n"
+                f"Contact: <sip:ue@127.0.0.1:{port};transport=udp>\r\n"
+                f"Expires: {expires}\r\n"
+                "Security-Client: msrp-tls;mediasec, bfcp-tls;mediasec\r\n"
+                "Supported: path\r\n"
+                "Content-Length: 0\r\n\r\n"
+            ).encode(),
+            ("127.0.0.1", gm),
+        )
+        try:
+            while True:
+                data = ue.recv(65535).decode(errors="replace")
+                if data.startswith("SIP/2.0 ") and not data.startswith("SIP/2.0 1"):
+                    break
+        except TimeoutError:
+            return None
+    match = re.search(r"^Path:\s*<sip:[^>]*?127\.0\.0\.1:(\d+)", data, re.M | re.I)
+    return int(match.group(1)) if data.startswith("SIP/2.0 200") and match else None
+
+
+def balanced_ues(gm: int, registrar_port: int, cores: list[int], per_worker: int) -> list[int]:
+    """Register UEs from fresh UDP source ports until every worker (named by its core port)
+    holds ``per_worker`` of them; a UE that landed on a worker with enough is de-registered.
+    Returns the source ports, each registered with one worker: SIPp sends each one's calls
+    from the same port, so they reach the same worker (SO_REUSEPORT hashes the flow)."""
+    held: dict[int, list[int]] = {core: [] for core in cores}
+    registrar = Registrar(registrar_port)
+    try:
+        for _ in range(200 * len(cores)):
+            if all(len(ports) >= per_worker for ports in held.values()):
+                break
+            port = free_port()
+            core = register_ue(gm, port)
+            if core not in held:
+                raise SystemExit(f"a UE could not register through the workers (Path {core})")
+            if len(held[core]) < per_worker:
+                held[core].append(port)
+            else:
+                register_ue(gm, port, expires=0)
+        else:
+            raise SystemExit(f"could not place {per_worker} UE(s) on each worker: {held}")
+    finally:
+        registrar.close()
+    return [port for ports in held.values() for port in ports]
+
+
+def run_spread(
+    sipp: Sipp, uas_port: int, ue_ports: list[int], target: int, rate: int, calls: int
+) -> tuple[bool, float]:
+    """One step with the load spread over SIPp UACs, one per UE port: ``calls`` calls in all
+    at ``rate`` in all (each UAC ``rate`` calls every ``len(ue_ports)`` seconds); (all
+    succeeded, completed calls/s)."""
+    share = len(ue_ports)
+    each = max(calls // share, 1)
+    uas = sipp.start("uas_call.xml", uas_port, calls=each * share)
+    time.sleep(0.3)
+    began = time.perf_counter()
+    uacs = [
+        sipp.start(
+            "uac_call.xml",
+            port,
+            remote=target,
+            calls=each,
+            rate=rate,
+            period_ms=1000 * share,
+            limit=max(rate * 4 // share, 100),
+        )
+        for port in ue_ports
+    ]
+    codes = [uac.wait() for uac in uacs]
+    elapsed = time.perf_counter() - began
+    try:
+        uas_code = uas.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        uas.kill()
+        uas_code = uas.wait()
+    return all(code == 0 for code in codes) and uas_code == 0, each * share / elapsed
+
+
+def machine() -> str:
+    """nproc and the CPU model of this machine."""
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"nproc {os.cpu_count()}, {model}"
+
+
+def run_workers(
+    sipp: Sipp, args: argparse.Namespace, agw_command: str, counts: list[int]
+) -> dict[int, tuple[int, float, str]]:
+    """For each worker count: ``e2ae pcscf --workers N`` and one AGW per worker, the UEs
+    spread evenly over the workers, the rate raised step by step until the first failed
+    call; per count (highest rate without a failed call, the calls/s completed at that rate,
+    the AGWs' held terminations)."""
+    ues = math.lcm(*counts)  # the same UACs for every count, an equal share per worker
+    results: dict[int, tuple[int, float, str]] = {}
+    print(f"\nworkers ({ues} SIPp UACs, each from its own UDP port; see the docstring)")
+    for count in counts:
+        core_port = free_port()
+        pcscf, workers = start_workers(count, core_port, args.pcscf_arg, args.log_dir)
+        agws: list[subprocess.Popen[bytes]] = []
+        best, completed = 0, 0.0
+        try:
+            for worker in workers:
+                agws.append(start_agw(agw_command, worker["iq"], args.log_dir))
+            gm = workers[0]["gm"]
+            ports = balanced_ues(gm, core_port, [w["core"] for w in workers], ues // count)
+            rate = args.start
+            while rate <= args.max:
+                calls = max(int(rate * args.seconds), ues)
+                ok, cps = run_spread(sipp, core_port, ports, gm, rate, calls)
+                print(
+                    f"{count:>3} worker(s) {rate:>6} {'ok' if ok else 'FAIL':>4} {cps:8.1f} c/s",
+                    flush=True,
+                )
+                if not ok:
+                    break
+                best, completed = rate, cps
+                rate += args.step
+        finally:
+            if agws:
+                time.sleep(0.5)  # the last BYEs' Releases
+            held = ",".join(stop_agw(agw) for agw in agws) or "?"
+            pcscf.terminate()
+            pcscf.wait(timeout=20)
+        results[count] = (best, completed, held)
+    return results
+
+
+def worker_counts(text: str) -> list[int]:
+    """``--workers 1,2,4``: the worker counts, each at least 1."""
+    try:
+        counts = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"worker counts of at least 1: {text!r}")
+    return counts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--start", type=int, default=100, help="first offered rate (calls/s)")
@@ -233,6 +505,13 @@ def main() -> int:
         "--accessgw",
         action="store_true",
         help="use the `e2ae accessgw` process as the AGW (no leak count: it prints none)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=worker_counts,
+        metavar="N,N,...",
+        help="also run `e2ae pcscf --workers N` for each N (one AGW per worker; UDP only)"
+        " and print the calls/s per worker count",
     )
     parser.add_argument("--quick", action="store_true", help="two short low-rate steps")
     parser.add_argument(
@@ -250,6 +529,8 @@ def main() -> int:
     python = shlex.join([sys.executable, *profiled(args.profile, "agw")])
     if args.quick:
         args.start, args.step, args.max, args.seconds = 10, 10, 20, 1.0
+    if args.workers and args.transport != "udp":
+        parser.error("--workers needs --transport udp (the UEs' flows are UDP source ports)")
     binary = shutil.which("sipp")
     if binary is None:
         raise SystemExit("sipp is not installed (Debian package sip-tester)")
@@ -313,6 +594,7 @@ def main() -> int:
                 held = stop_agw(agw)
             pcscf.terminate()
             pcscf.wait(timeout=10)
+        spread = run_workers(sipp, args, command, args.workers) if args.workers else {}
     ratio = best["e2ae"] / best["direct"] if best["direct"] else 0.0
     print(
         f"highest rate without a failed call ({args.transport}, {args.seconds:g} s steps): "
@@ -321,6 +603,21 @@ def main() -> int:
     print(f"AGW terminations still held at the end: {held}")
     if best["direct"] >= args.max:
         print(f"(direct reached --max {args.max}: the ratio is a lower bound)")
+    if spread:
+        print(f"\nmachine: {machine()}")
+        print(
+            "workers | calls/s without failure | ratio to SIPp direct"
+            " | completed calls/s at that rate"
+        )
+        for count, (rate, completed, _) in spread.items():
+            share = rate / best["direct"] if best["direct"] else 0.0
+            print(f"{count:>7} | {rate:>23} | {share:>20.2f} | {completed:.1f}")
+        print(
+            "AGW terminations still held at the end (after the last step), per worker count: "
+            + "; ".join(f"{count}: {held}" for count, (_, _, held) in spread.items())
+        )
+        if any(rate >= args.max for rate, _, _ in spread.values()):
+            print(f"(a worker count reached --max {args.max}: its figure is a lower bound)")
     return 0
 
 

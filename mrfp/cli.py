@@ -118,11 +118,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"e2ae mrfp: {exc}", file=sys.stderr)
         return 2
 
-    from twisted.internet import reactor
+    from twisted.internet import reactor as default_reactor
 
     from mp.link import MpAgent
     from mrfp.service import MrfpHandler
 
+    reactor: Any = default_reactor
     start_logging(level=args.log_level, json_path=args.log_json)
     handler = MrfpHandler(config, reactor=reactor)
     agent = MpAgent(
@@ -152,7 +153,7 @@ def _run(args: argparse.Namespace) -> int:
         handler.stop()
         return agent.stop()
 
-    reactor.callWhenRunning(_ready)  # type: ignore[attr-defined]
-    reactor.addSystemEventTrigger("before", "shutdown", _stop)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.callWhenRunning(_ready)
+    reactor.addSystemEventTrigger("before", "shutdown", _stop)
+    reactor.run()
     return 0

@@ -199,6 +199,7 @@ class _Termination:
         self.closed = False
         self.octets_in = 0
         self.octets_out = 0
+        self.final_messages = (0, 0)
         self._ctx: SSL.Context | None = None
 
     # -- logging
@@ -370,7 +371,14 @@ class _Termination:
         self._log("info", "connection closed: {reason}", reason=why)
         self.event("closed", why)
         if not self.closed:
+            self.final_messages = self.messages()
             self.owner.deliver(self.context, self.context.conference.remove(self.id))
+
+    def messages(self) -> tuple[int, int]:
+        """(messages received, messages sent), kept once the stream left the conference."""
+        if self.id in self.context.conference.members:
+            return self.context.conference.statistics(self.id)
+        return self.final_messages
 
     def close(self) -> None:
         """Leave: stop listening, close the connection (TLS close_notify, then TCP)."""
@@ -572,7 +580,7 @@ class MrfpHandler:
     def leave(self, request: LeaveRequest) -> LeaveReply:
         context = self._context(request.context)
         term = self._termination(request.context, request.termination)
-        messages_in, messages_out = context.conference.statistics(term.id)
+        messages_in, messages_out = term.messages()
         term.close()
         del context.terminations[term.id]
         self.deliver(context, context.conference.remove(term.id))

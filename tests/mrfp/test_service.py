@@ -600,3 +600,27 @@ async def test_a_legacy_renegotiation_without_rfc5746_is_refused(
     )
     assert alert == b"\x01\x64"  # warning, no_renegotiation (RFC 5246 7.2.2)
     await wait_for(lambda: "renegotiation-refused" in kinds(events, ra.termination))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_participant_that_hangs_up_then_leaves(
+    mrfp: MrfpHandler, events: list[MpEvent]
+) -> None:
+    ra = join(mrfp, "alice", tls=False)
+    rb = join(mrfp, "bob", tls=False, context=ra.context)
+    alice = Ue("alice", ra, dial(ra.local.port, None))
+    bob = Ue("bob", rb, dial(rb.local.port, None))
+    await wait_for(lambda: kinds(events, rb.termination) == ["tcp-established"])
+    await wait_for(lambda: kinds(events, ra.termination) == ["tcp-established"])
+    alice.say(b"bye soon")
+    await wait_for(lambda: bob.poll() == [b"bye soon"])
+    transport: Any = alice.peer.transport
+    transport.loseConnection()
+    await wait_for(lambda: kinds(events, ra.termination)[-1:] == ["closed"])
+    stats = mrfp.leave(LeaveRequest(ra.context, ra.termination)).statistics
+    assert (stats.messages_in, stats.messages_out) == (1, 0)
+    assert stats.octets_in > 0
+    bob.say(b"alone")  # the conference goes on without alice
+    await task.deferLater(reactor, 0.1, lambda: None)
+    assert mrfp.leave(LeaveRequest(rb.context, rb.termination)).statistics.messages_in == 1
+    assert mrfp.contexts == {}

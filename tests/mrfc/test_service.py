@@ -164,6 +164,9 @@ class FakeMrfp:
                 return _Stream(owner, term)
 
         factory: Any = _F()
+        if request.tcp_role == "active":  # it connects when told (Connect), nothing to listen on
+            path = f"msrp://127.0.0.1:9/{self.next}x;tcp" if request.media == "msrp" else None
+            return JoinReply(context, term[1], Endpoint("127.0.0.1", 9), path)
         if request.security == "tls-psk":
             assert request.psk is not None and request.tls_role == "server"
             ctx = psk_context(
@@ -559,3 +562,86 @@ async def test_dial_out_to_someone_not_on_the_list_or_who_refuses_fails(
         await app.dial_out(CONF, aor("bob"))
     assert await _wait(lambda: len(mrfp.of(LeaveRequest)) == 1)
     assert app.participants == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_passive_keyed_offer_has_the_mrfp_connect_then_start_tls_with_alices_key(
+    lab: dict[str, Any],
+    cleanup: list[Any],
+    ids: dict[str, certs.CertAndKey],
+    keys: dict[str, bytes],
+    tmp_path: Path,
+) -> None:
+    """Alice made by hand: her ticket for the conference, a TRANSFER_INIT in an offer with
+    a=setup:passive. The MRFP is then TCP active and TLS client; the PSK it gets is the one
+    alice derives herself, and the TRANSFER_RESP verifies with her MPK."""
+    from twisted.internet import threads
+
+    from kms import client as kms_client
+    from kms.cli import post
+    from mikey import decode, transfer
+
+    app, mrfp = await _start(lab, cleanup, ids)
+    kms: KmsService = lab["kms"]
+    me = aor("alice")
+    (tmp_path / "alice").mkdir()
+    cert, key_file = certs.write(ids["alice"], tmp_path / "alice")
+    now = float(reactor.seconds())
+    request = kms_client.request_init(me, keys["alice"], (CONF,), now, kms=KMS_ID)
+    _, body = await threads.deferToThread(
+        post, kms.address, kms.identity.fingerprint(), cert, key_file, request.encode(), 10.0
+    )
+    reply, got = kms_client.open_reply(body, keys["alice"], request)
+    mpk, tgks = kms_client.ticket_keys(got)
+    ticket = kms_client.ticket_of(reply)
+    init = transfer.transfer_init(
+        me, CONF, ticket, mpk, [kms_client.tgk_spi(1)], now, csb_id=reply.header.csb_id
+    )
+    psk = transfer.session_psks(init, tgks, ticket_flags=ticket.policy.flags)[1]
+    from mrfc.service import key_mgmt_value
+
+    sdp = (
+        "v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"a=key-mgmt:{key_mgmt_value(init)}\r\n"
+        "m=message 7100 TCP/TLS/MSRP *\r\na=accept-types:text/plain\r\n"
+        "a=path:msrps://127.0.0.1:7100/al;tcp\r\na=setup:passive\r\n"
+    ).encode()
+    peer = _SipPeer()
+    udp = reactor.listenUDP(0, peer, interface="127.0.0.1")
+    cleanup.append(udp.stopListening)
+    port = udp.getHost().port
+    invite = _plain_invite(port, app.address, 1, "alice")
+    invite = Request(
+        tuple((n, v) for n, v in invite.headers if n != "P-Asserted-Identity"), sdp, "INVITE", CONF
+    )
+    udp.write(invite.serialise(), app.address)
+    ok = await peer.final()
+    assert ok.status == 200, ok
+    (join,) = mrfp.of(JoinRequest)
+    assert (join.tcp_role, join.tls_role, join.security) == ("active", "client", "tls-psk")
+    assert join.psk is not None and join.psk.key == psk
+    assert join.remote == Endpoint("127.0.0.1", 7100)
+    assert join.remote_path == ("msrps://127.0.0.1:7100/al;tcp",)
+    resp = decode(SessionDescription.parse(ok.body).tls_key_mgmt("mikey"))
+    transfer.verify_transfer_resp(resp, init, mpk)
+    assert SessionDescription.parse(ok.body).media[0].attribute_values("setup") == ["active"]
+    ack = Request(
+        (
+            ("Via", f"SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKack2"),
+            ("From", f"<{me}>;tag=pl1"),
+            ("To", ok.get("To")),
+            ("Call-ID", "plain-alice@test"),
+            ("CSeq", "1 ACK"),
+        ),
+        b"",
+        "ACK",
+        CONF,
+    )
+    udp.write(ack.serialise(), app.address)
+    assert await _wait(lambda: len(mrfp.of(ConnectRequest)) == 1)
+    assert mrfp.of(StartTlsRequest) == []  # not before TCP is up
+    (term,) = mrfp.joins
+    assert mrfp.agent is not None
+    await mrfp.agent.notify(MpEvent(term[0], term[1], "tcp-established"))
+    assert await _wait(lambda: len(mrfp.of(StartTlsRequest)) == 1)
+    assert mrfp.of(StartTlsRequest)[0] == StartTlsRequest(term[0], term[1])

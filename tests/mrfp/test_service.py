@@ -624,3 +624,24 @@ async def test_a_participant_that_hangs_up_then_leaves(
     await task.deferLater(reactor, 0.1, lambda: None)
     assert mrfp.leave(LeaveRequest(rb.context, rb.termination)).statistics.messages_in == 1
     assert mrfp.contexts == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_mrfp_connects_and_is_tls_server(
+    mrfp: MrfpHandler, events: list[MpEvent]
+) -> None:
+    """Active TCP, TLS server: the listening participant is the TLS client."""
+    factory = PeerFactory()
+    ctx = psk_context("client", key_of("alice"), identity=b"e2ae-alice", ciphers=SUITES)
+    port = reactor.listenTCP(
+        0, TLSMemoryBIOFactory(ContextCreator(ctx), True, factory), interface=LOOPBACK
+    )
+    try:
+        ra = join(mrfp, "alice", tcp_role="active", tls_role="server")
+        mrfp.connect(
+            ConnectRequest(ra.context, ra.termination, Endpoint(LOOPBACK, port.getHost().port))
+        )
+        await wait_for(lambda: kinds(events, ra.termination)[-1:] == ["tls-established"])
+        await wait_for(lambda: b"SEND" in factory.peers[0].data)  # the binding SEND, over TLS
+    finally:
+        await port.stopListening()

@@ -498,10 +498,17 @@ class MpController:
                 identity=str(link.identity),
             )
             waiting, self._waiting = self._waiting, []
-            for w in waiting:
-                w.callback(mid)
+            # after this reply is on the wire: a request the waiter sends at once must reach
+            # the MRFP after the reply that registers it (505 otherwise)
+            self.reactor.callLater(0, _fire, waiting, mid)
         actions = profile.encode_reply(op, profile.ServiceChangeReply())
         return TransactionReply(request.transaction_id, actions)
+
+
+def _fire(waiting: list[defer.Deferred[str]], mid: str) -> None:
+    for w in waiting:
+        if not w.called:
+            w.callback(mid)
 
 
 # --------------------------------------------------------------------------- MRFP end

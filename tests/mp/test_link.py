@@ -340,3 +340,17 @@ async def test_a_message_that_does_not_parse_is_logged_without_the_key(lab: Lab)
     text = _texts(lab.log).lower()
     assert "refused" in text
     assert KEY.hex()[:16] not in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_join_sent_as_soon_as_the_mrfp_is_in_service_is_served(lab: Lab) -> None:
+    """when_gateway fires once the ServiceChange reply is on the wire, so a request sent from
+    its callback reaches an MRFP that knows it is registered (not 505)."""
+    ctrl, port = lab.controller()
+    mrfp = FakeMrfp()
+    waiting = ctrl.when_gateway()  # before the MRFP connects
+    replies: list[Any] = []
+    waiting.addCallback(lambda gw: ctrl.join(gw, _join())).addBoth(replies.append)
+    lab.agent(mrfp, port)
+    await wait_for(lambda: bool(replies))
+    assert isinstance(replies[0], JoinReply), replies

@@ -128,33 +128,40 @@ class Registrar:
         self.sock.close()
 
 
-def register(gm: int, port: int) -> int:
-    """REGISTER (e2ae mechanisms offered) from UDP source ``port``; the core port named by
-    the Path of the 200, i.e. the worker that served it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ue:
+def _register_request(port: int, transport: str) -> bytes:
+    return (
+        "REGISTER sip:ims.test SIP/2.0\r\n"
+        f"Via: SIP/2.0/{transport.upper()} 127.0.0.1:{port};branch=z9hG4bK-w{port};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:alice@ims.test>;tag=r{port}\r\n"
+        "To: <sip:alice@ims.test>\r\n"
+        f"Call-ID: reg-{transport}-{port}@127.0.0.1\r\n"
+        "CSeq: 1 REGISTER\r\n"
+        f"Contact: <sip:alice@127.0.0.1:{port};transport={transport}>\r\n"
+        "Expires: 600\r\n"
+        "Security-Client: msrp-tls;mediasec, bfcp-tls;mediasec\r\n"
+        "Require: mediasec\r\nProxy-Require: mediasec\r\nSupported: path\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def register(gm: int, port: int, transport: str = "udp") -> int:
+    """REGISTER (e2ae mechanisms offered) from source ``port`` over UDP or TCP; the core port
+    named by the Path of the 200, i.e. the worker that served it."""
+    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as ue:
         ue.bind(("127.0.0.1", port))
         ue.settimeout(5)
-        ue.sendto(
-            (
-                "REGISTER sip:ims.test SIP/2.0\r\n"
-                f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-w{port};rport\r\n"
-                "Max-Forwards: 70\r\n"
-                f"From: <sip:alice@ims.test>;tag=r{port}\r\n"
-                "To: <sip:alice@ims.test>\r\n"
-                f"Call-ID: reg-{port}@127.0.0.1\r\n"
-                "CSeq: 1 REGISTER\r\n"
-                f"Contact: <sip:alice@127.0.0.1:{port};transport=udp>\r\n"
-                "Expires: 600\r\n"
-                "Security-Client: msrp-tls;mediasec, bfcp-tls;mediasec\r\n"
-                "Require: mediasec\r\nProxy-Require: mediasec\r\nSupported: path\r\n"
-                "Content-Length: 0\r\n\r\n"
-            ).encode(),
-            ("127.0.0.1", gm),
-        )
-        while True:
-            data = ue.recv(65535).decode(errors="replace")
-            if data.startswith("SIP/2.0 200"):
-                break
+        if transport == "udp":
+            ue.sendto(_register_request(port, transport), ("127.0.0.1", gm))
+        else:
+            ue.connect(("127.0.0.1", gm))
+            ue.sendall(_register_request(port, transport))
+        data = ""
+        while not re.search(r"SIP/2\.0 200 [^\r]*\r\n(.*\r\n)*\r\n", data):
+            chunk = ue.recv(65535).decode(errors="replace")
+            assert chunk, data
+            data = data + chunk if transport == "tcp" else chunk
     match = re.search(r"^Path:\s*<sip:[^@>]*@?127\.0\.0\.1:(\d+)", data, re.M | re.I)
     assert match, data
     return int(match.group(1))
@@ -180,7 +187,7 @@ def _gone(pids: list[int], timeout: float = 10) -> bool:
 @pytest.mark.peer
 def test_two_workers_share_gm_each_carries_calls_and_sigterm_stops_all(tmp_path: Path) -> None:
     core_port = free_port()
-    with workers(tmp_path, core_port, 2) as pc:
+    with workers(tmp_path, core_port, 2, "--max-registrations-per-source", "100") as pc:
         one, two = pc.workers
         assert [one.index, two.index] == [0, 1]
         assert one.gm == two.gm
@@ -197,6 +204,9 @@ def test_two_workers_share_gm_each_carries_calls_and_sigterm_stops_all(tmp_path:
             assert set(served.values()) == {one.core, two.core}, served
             for port in list(served)[:8]:
                 assert register(one.gm, port) == served[port]
+            # TCP too: each connection is a flow of its own, and lands on one worker
+            over_tcp = {register(one.gm, free_port(), "tcp") for _ in range(24)}
+            assert over_tcp == {one.core, two.core}, over_tcp
         finally:
             registrar.close()
         # One AGW per worker; calls through each worker, placed (orig) and received (term:
@@ -281,3 +291,34 @@ def test_bad_workers_is_a_usage_error(value: str) -> None:
     result = run_e2ae(["pcscf", "--workers", value, "--check"])
     assert result.returncode == 2
     assert b"usage:" in result.stderr and b"--workers" in result.stderr
+
+
+def test_worker_ports_and_command_line() -> None:
+    from pcscf.config import build_config
+    from pcscf.workers import WorkersError, offset, strip_workers, worker_config
+
+    config = build_config(
+        {
+            "gm": "127.0.0.1:5060",
+            "core": "127.0.0.1:5070",
+            "next_hop": "127.0.0.1:5080",
+            "iq": "127.0.0.1:2944",
+            "iq_insecure": True,
+            "iq_allow": ["<agw1>@127.0.0.1"],
+        }
+    )
+    third = worker_config(config, 2)
+    assert (third.gm, third.core, third.iq) == (
+        ("127.0.0.1", 5060),
+        ("127.0.0.1", 5072),
+        ("127.0.0.1", 2946),
+    )
+    assert offset(("127.0.0.1", 0), 3, "--core") == ("127.0.0.1", 0)
+    with pytest.raises(WorkersError, match="beyond 65535"):
+        offset(("127.0.0.1", 65535), 1, "--iq")
+    assert strip_workers(["--gm", "h:1", "--workers", "4", "--workers=2", "--core", "h:2"]) == [
+        "--gm",
+        "h:1",
+        "--core",
+        "h:2",
+    ]

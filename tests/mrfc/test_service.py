@@ -237,7 +237,12 @@ def lab(
 
 
 async def _start(
-    lab: dict[str, Any], cleanup: list[Any], ids: dict[str, certs.CertAndKey], **changes: Any
+    lab: dict[str, Any],
+    cleanup: list[Any],
+    ids: dict[str, certs.CertAndKey],
+    *,
+    handler: Any = None,
+    **changes: Any,
 ) -> tuple[MrfcService, FakeMrfp]:
     import attrs
 
@@ -251,13 +256,15 @@ async def _start(
     cleanup.append(mrfp.stop)
     assert app.mp_port
     agent = MpAgent(
-        mrfp,
+        handler or mrfp,
         "127.0.0.1",
         app.mp_port,
         tls=IqTlsConfig(ids["mrfp"], (ids["mrfc"].fingerprint(),)),
         reactor=reactor,
     )
     mrfp.agent = agent
+    if handler is not None:
+        handler.notify = agent.notify
     agent.start()
     cleanup.append(agent.stop)
     await agent.when_registered()
@@ -645,3 +652,40 @@ async def test_a_passive_keyed_offer_has_the_mrfp_connect_then_start_tls_with_al
     await mrfp.agent.notify(MpEvent(term[0], term[1], "tcp-established"))
     assert await _wait(lambda: len(mrfp.of(StartTlsRequest)) == 1)
     assert mrfp.of(StartTlsRequest)[0] == StartTlsRequest(term[0], term[1])
+
+
+@pytest_twisted.ensureDeferred
+async def test_with_the_real_mrfp_alice_and_bob_chat_and_take_the_floor(
+    lab: dict[str, Any],
+    cleanup: list[Any],
+    ids: dict[str, certs.CertAndKey],
+    keys: dict[str, bytes],
+    logs: list[str],
+) -> None:
+    from mrfp.config import MrfpConfig
+    from mrfp.service import MrfpHandler
+
+    handler = MrfpHandler(MrfpConfig("127.0.0.1"), reactor=reactor)
+    cleanup.append(handler.stop)
+    app, _ = await _start(lab, cleanup, ids, handler=handler)
+    alice = await _ue(lab, cleanup, ids, keys, "alice")
+    bob = await _ue(lab, cleanup, ids, keys, "bob")
+    a_call = await alice.call(CONF)
+    b_call = await bob.call(CONF)
+    assert a_call.streams["msrp"].tls_psk and b_call.streams["bfcp"].tls_psk
+    assert len(handler.contexts) == 1  # one context for the conference
+    psks = [
+        t.request.psk.key.hex()
+        for c in handler.contexts.values()
+        for t in c.terminations.values()
+        if t.request.psk is not None
+    ]
+    assert len(psks) == 4
+    await a_call.msrp.send_message(b"hello conference")
+    assert [m.body for m in await b_call.msrp.wait_messages(1)] == [b"hello conference"]
+    assert (await b_call.bfcp.request_floor(1)).floor_ids == (1,)
+    assert (await alice.hangup(a_call)).status == 200
+    assert await _wait(lambda: len(app.left) == 2)
+    assert app.left[0][2].messages_in >= 1
+    text = "\n".join(logs).lower()
+    assert not any(k in text for k in psks)

@@ -69,6 +69,9 @@ log = Logger(namespace="mrfc")
 Address = tuple[str, int]
 T1 = 0.5
 T2 = 4.0
+#: Seconds a participant outlives a closed media connection, waiting for the BYE that usually
+#: follows (a UE closes its media as it hangs up).
+BYE_GRACE = 2.0
 
 
 def key_mgmt_value(message: MikeyMessage) -> str:
@@ -372,7 +375,7 @@ class MrfcService(service.Service):
         elif method == "BYE":
             self._bye(request, addr)
         elif method == "CANCEL":
-            self._respond(request, make_response(request, 200), addr)
+            self._cancel(request, addr)
         elif request.to.tag is None:
             response = make_response(
                 request, 405, to_tag=core.new_tag(), extra=[("Allow", "INVITE, ACK, BYE")]
@@ -400,6 +403,18 @@ class MrfcService(service.Service):
         self.send(make_response(invite, 100), invite.top_via.response_address())
         d = defer.Deferred.fromCoroutine(self._dial_in(p))
         d.addErrback(self._setup_failed, p)
+
+    def _cancel(self, cancel: Request, addr: Address) -> None:
+        p = self.participants.get(cancel.call_id)
+        if p is None or p.invite is None or p.invite.top_via.branch != cancel.top_via.branch:
+            self._respond(cancel, make_response(cancel, 481), addr)
+            return
+        self._respond(cancel, make_response(cancel, 200), addr)
+        if p.final is not None:
+            return
+        p.final = make_response(p.invite, 487, to_tag=p.dialog.local_tag)
+        self.send(p.final, p.invite.top_via.response_address())
+        self.end(p, "CANCEL from the participant", bye=False)
 
     def _setup_failed(self, failure: Failure, p: Participant) -> None:
         log.failure("mrfc: {call_id}: setting up failed", failure, call_id=p.dialog.call_id)
@@ -532,6 +547,8 @@ class MrfcService(service.Service):
     ) -> dict[core.Offered, tuple[JoinRequest, JoinReply]]:
         out: dict[core.Offered, tuple[JoinRequest, JoinReply]] = {}
         for s in offer.media_streams:
+            if p.ended:
+                break
             request = core.join_request(
                 p.conference,
                 p.identity,
@@ -554,7 +571,7 @@ class MrfcService(service.Service):
         await lock.acquire()
         try:
             request = attrs.evolve(request, context=self._contexts.get(uri))
-            reply: JoinReply = await self.mp.join(None, request)
+            reply: JoinReply = await self.mp.join(None, request, timeout=self.config.setup_timeout)
             self._contexts.setdefault(uri, reply.context)
         finally:
             lock.release()
@@ -605,6 +622,10 @@ class MrfcService(service.Service):
                 d = self.mp.start_tls(None, StartTlsRequest(stream.context, stream.termination))
                 d.addErrback(self._mp_failed, p, "StartTls")
         elif event.kind in ("tls-failed", "closed", "renegotiation-refused"):
+            reason = f"{event.kind} on {event.termination}"
+            if event.kind == "closed":
+                self.later(BYE_GRACE, self._closed, p, reason)
+                return
             log.warn(
                 "mrfc: {participant} leaves {conference}: {kind} {reason}",
                 participant=p.identity,
@@ -612,7 +633,17 @@ class MrfcService(service.Service):
                 kind=event.kind,
                 reason=event.reason,
             )
-            self.end(p, f"{event.kind} on {event.termination}")
+            self.end(p, reason)
+
+    def _closed(self, p: Participant, reason: str) -> None:
+        if not p.ended:
+            log.warn(
+                "mrfc: {participant} leaves {conference}: {reason} and no BYE came",
+                participant=p.identity,
+                conference=p.conference.uri,
+                reason=reason,
+            )
+            self.end(p, reason)
 
     def _bye(self, bye: Request, addr: Address) -> None:
         p = self.participants.get(bye.call_id) or self._ended.get(bye.call_id)
@@ -627,7 +658,8 @@ class MrfcService(service.Service):
         self.send(ack, self._next_hop(p))
 
     def _leave_all(self, p: Participant) -> None:
-        for s in p.streams:
+        streams, p.streams = p.streams, []
+        for s in streams:
             self._by_termination.pop((s.context, s.termination), None)
             d = self.mp.leave(None, LeaveRequest(s.context, s.termination))
 

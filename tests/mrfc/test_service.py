@@ -150,8 +150,13 @@ class FakeMrfp:
         self.ports: dict[tuple[int, str], Any] = {}
         self.events: list[tuple[tuple[int, str], str]] = []
         self.next = 0
+        #: Set: the next Join waits for it (a slow MRFP).
+        self.hold: defer.Deferred[None] | None = None
 
-    def join(self, request: JoinRequest) -> JoinReply:
+    def join(self, request: JoinRequest) -> JoinReply | defer.Deferred[JoinReply]:
+        if self.hold is not None:
+            held, self.hold = self.hold, None
+            return held.addCallback(lambda _: self.join(request))
         self.requests.append(request)
         self.next += 1
         context = request.context or 100
@@ -689,3 +694,38 @@ async def test_with_the_real_mrfp_alice_and_bob_chat_and_take_the_floor(
     assert app.left[0][2].messages_in >= 1
     text = "\n".join(logs).lower()
     assert not any(k in text for k in psks)
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancel_while_the_mrfp_joins_is_487_and_what_joined_leaves(
+    lab: dict[str, Any],
+    cleanup: list[Any],
+    ids: dict[str, certs.CertAndKey],
+) -> None:
+    app, mrfp = await _start(lab, cleanup, ids)
+    gate: defer.Deferred[None] = defer.Deferred()
+    mrfp.hold = gate
+    peer = _SipPeer()
+    udp = reactor.listenUDP(0, peer, interface="127.0.0.1")
+    cleanup.append(udp.stopListening)
+    port = udp.getHost().port
+    invite = _plain_invite(port, app.address, 7003, "bob")
+    udp.write(invite.serialise(), app.address)
+    assert await _wait(lambda: any(getattr(m, "status", 0) == 100 for m in peer.received))
+    assert await _wait(lambda: mrfp.hold is None)  # the first Join is at the MRFP, waiting
+    keep = ("via", "from", "to", "call-id")
+    cancel = Request(
+        (*((n, v) for n, v in invite.headers if n.lower() in keep), ("CSeq", "1 CANCEL")),
+        b"",
+        "CANCEL",
+        CONF,
+    )
+    udp.write(cancel.serialise(), app.address)
+    assert (await peer.final("CANCEL")).status == 200
+    assert (await peer.final()).status == 487
+    assert app.participants == {}
+    # the Join completes late: the MRFC leaves it and joins nothing more for bob
+    gate.callback(None)
+    assert await _wait(lambda: len(mrfp.of(LeaveRequest)) == 1)
+    assert [j.media for j in mrfp.of(JoinRequest)] == ["msrp"]
+    assert [r.status for r in peer.received if getattr(r, "status", 0) >= 200] == [200, 487]

@@ -431,6 +431,63 @@ def rewrite_offer(
         raise LocalRewriteError(
             f"plan has {len(plan.streams)} streams, SDP has {len(sdp.media)} m-lines"
         )
+    streams = plan.streams
+    if any(stream.index != position for position, stream in enumerate(streams)):
+        return _rewrite_offer_by_index(sdp, plan, reservations)
+    media: list[MediaSection] = []
+    out = SessionDescription(sdp.session._copy(), media)
+    states: list[StreamState] = []
+    rewritten: set[int] = set()
+    orig = plan.step == "orig-offer"
+    for stream, section in zip(streams, sdp.media, strict=True):
+        if stream.treatment != "e2ae":
+            states.append(StreamState(stream))
+            media.append(section._copy())
+            continue
+        index = stream.index
+        reservation = reservations.get(index)
+        if reservation is None:
+            raise LocalRewriteError(f"no AGW reservation for e2ae stream {index}")
+        if orig:
+            media.append(
+                section._rewritten(
+                    stream.proto_out, reservation.core_port, reservation.core_address, _REMOVED
+                )
+            )
+            assert stream.core_setup is not None
+            if stream.core_setup != stream.offer_setup:  # offer_setup: what the line says now
+                _write_setup(out, index, stream.core_setup, "active")
+        else:
+            new = section._rewritten(
+                stream.proto_out, reservation.access_port, reservation.access_address, _REMOVED
+            )
+            media.append(new)
+            assert stream.access_setup is not None
+            _write_setup(out, index, stream.access_setup, "active")
+            new.add_attribute("fingerprint", _fingerprint_value(reservation.fingerprint))
+            new.add_attribute("3ge2ae", "applied")
+        rewritten.add(index)
+        states.append(StreamState(stream, reservation))
+    if rewritten:
+        _move_session_fingerprints(out, rewritten)
+    state = RewriteState(plan.step, tuple(states), plan.accepted_hash_funcs)
+    return RewriteResult(out, state, tuple(streams))
+
+
+#: What an e2ae stream loses on its way out of an offer step.
+_REMOVED = ("fingerprint", "3ge2ae")
+
+
+def _rewrite_offer_by_index(
+    sdp: SessionDescription,
+    plan: OfferPlan,
+    reservations: Mapping[int, AgwAddresses],
+) -> RewriteResult:
+    """:func:`rewrite_offer` for a plan whose stream indexes are not the positions 0, 1, ..."""
+    if len(plan.streams) != len(sdp.media):
+        raise LocalRewriteError(
+            f"plan has {len(plan.streams)} streams, SDP has {len(sdp.media)} m-lines"
+        )
     out = sdp.copy()
     states: list[StreamState] = []
     rewritten: set[int] = set()

@@ -107,6 +107,41 @@ def _removal_pattern(names: tuple[str, ...]) -> Callable[[str], object]:
     return re.compile("a=(?:" + alternation + ")(?::|$)", re.IGNORECASE).match
 
 
+_VALUE_FINDERS: dict[str, Callable[[str], list[str]]] = {}
+
+
+def _values_finder(name: str) -> Callable[[str], list[str]]:
+    """``findall`` of the values of ``a=name`` lines in a section's text (``name`` lower-case).
+
+    The text holds token names only (ASCII), so ASCII case folding is what ``str.lower``
+    does to them; a non-ASCII ``name`` finds nothing, as in the line index.
+    """
+    finder = _VALUE_FINDERS.get(name)
+    if finder is None:
+        if len(_VALUE_FINDERS) >= 256:
+            _VALUE_FINDERS.clear()
+        pattern = "\na=(?i:" + re.escape(name) + ")(?::([^\r\n]*)|(?=\r|\\Z))"
+        finder = _VALUE_FINDERS[name] = re.compile(pattern, re.ASCII).findall
+    return finder
+
+
+_LINE_REMOVERS: dict[tuple[str, ...], Callable[[str], str]] = {}
+_C_LINES = re.compile(r"\r\nc=[^\r\n]*")
+
+
+def _line_remover(names: tuple[str, ...]) -> Callable[[str], str]:
+    """A section text without the lines :func:`_removal_pattern` of ``names`` matches (never
+    the first line: it is the ``m=`` line)."""
+    remover = _LINE_REMOVERS.get(names)
+    if remover is None:
+        if len(_LINE_REMOVERS) >= 256:
+            _LINE_REMOVERS.clear()
+        alternation = "|".join(re.escape(name) for name in names)
+        pattern = re.compile("\r\na=(?:" + alternation + ")(?::[^\r\n]*)?(?=\r|\\Z)", re.IGNORECASE)
+        remover = _LINE_REMOVERS[names] = functools.partial(pattern.sub, "")
+    return remover
+
+
 def _attribute_name_matches(line: str, name: str) -> bool:
     """Is ``line`` an ``a=`` line of attribute ``name`` (case-insensitive)?"""
     return _attribute_pattern(name)(line) is not None
@@ -126,11 +161,15 @@ class Section:
     _values: dict[str, list[str]] | None = attrs.field(
         default=None, init=False, eq=False, repr=False
     )
+    #: ``"\r\n".join(lines)`` as the parser read it (every attribute name a token), kept
+    #: until the first edit: lookups search it with one regex instead of walking the lines.
+    _text: str | None = attrs.field(default=None, init=False, eq=False, repr=False)
 
     def lines_changed(self) -> None:
         """Forget the attribute indexes after ``lines`` was changed directly."""
         self.names = None
         self._values = None
+        self._text = None
 
     def _value_index(self) -> dict[str, list[str]]:
         """Lower-case attribute name -> values, built in one pass and kept until an edit."""
@@ -150,7 +189,22 @@ class Section:
         self._values = index
         return index
 
+    def _copy(self) -> Section:
+        copy = Section(list(self.lines), names=_copy_names(self.names))
+        copy._text = self._text
+        return copy
+
+    def _detach(self) -> None:
+        """Before an edit: the text goes, ``names`` (the parser's set) comes from the lines."""
+        if self._text is not None:
+            self._text = None
+            if self.names is None:
+                self.names = _attribute_names(self.lines)
+
     def _may_have(self, name: str) -> bool:
+        text = self._text
+        if text is not None:
+            return bool(_values_finder(name)(text))
         return self.names is None or name in self.names
 
     def _note(self, name: str) -> None:
@@ -161,6 +215,9 @@ class Section:
     def attribute_values(self, name: str) -> list[str]:
         """Values of every ``a=name[:value]`` line at this level, in order (flag: ``""``)."""
         name = name.lower()
+        text = self._text
+        if text is not None:
+            return _values_finder(name)(text)
         names = self.names
         if names is not None and name not in names:
             return []
@@ -183,6 +240,7 @@ class Section:
         wanted = tuple(n.lower() for n in names if self._may_have(n.lower()))
         if not wanted:
             return 0
+        self._detach()
         match = _removal_pattern(wanted)
         kept = [line for line in self.lines if not match(line)]
         removed = len(self.lines) - len(kept)
@@ -195,11 +253,13 @@ class Section:
 
     def add_attribute(self, name: str, value: str | None = None) -> None:
         """Append ``a=name`` or ``a=name:value`` at the end of the section."""
+        self._detach()
         self.lines.append(f"a={name}" if value is None else f"a={name}:{value}")
         self._note(name)
 
     def add_lines(self, lines: list[str]) -> None:
         """Append whole lines (e.g. attribute lines copied from another level)."""
+        self._detach()
         self.lines.extend(lines)
         for line in lines:
             if line[:2] == "a=":
@@ -207,6 +267,7 @@ class Section:
 
     def set_attribute(self, name: str, value: str | None = None) -> None:
         """Make ``a=name[:value]`` the only such line: the first replaced in place, else added."""
+        self._detach()
         new = f"a={name}" if value is None else f"a={name}:{value}"
         lname = name.lower()
         out: list[str] = []
@@ -234,6 +295,13 @@ class Section:
     @property
     def connection(self) -> Connection | None:
         """The first ``c=`` line of this level, if any."""
+        text = self._text
+        if text is not None:
+            at = text.find("\nc=")
+            if at < 0:
+                return None
+            end = text.find("\r", at)
+            return Connection.parse_value(text[at + 3 : end] if end > 0 else text[at + 3 :], 0)
         for line in self.lines:
             if line[:2] == "c=":
                 return Connection.parse_value(line[2:], 0)
@@ -251,8 +319,66 @@ class MediaSection(Section):
     fmts: tuple[str, ...]
 
     def _rebuild_m_line(self) -> None:
+        self._detach()
         port = str(self.port) if self.port_count is None else f"{self.port}/{self.port_count}"
         self.lines[0] = f"m={self.media} {port} {self.proto} {' '.join(self.fmts)}"
+
+    def _copy(self) -> MediaSection:
+        copy = MediaSection(
+            list(self.lines),
+            self.media,
+            self.port,
+            self.port_count,
+            self.proto,
+            self.fmts,
+            names=_copy_names(self.names),
+        )
+        copy._text = self._text
+        return copy
+
+    def _rewritten(self, proto: str, port: int, ip: str, remove: tuple[str, ...]) -> MediaSection:
+        """A copy after ``set_proto(proto)``, ``set_port(port)``,
+        ``set_connection(Connection.for_ip(ip))`` and ``remove_attributes(*remove)``, built
+        from the text in a few string operations when the section is as parsed."""
+        text = self._text
+        if text is None:
+            copy = self._copy()
+            copy.set_proto(proto)
+            copy.set_port(port)
+            copy.set_connection(Connection.for_ip(ip))
+            copy.remove_attributes(*remove)
+            return copy
+        if not 0 <= port <= 65535:
+            raise LocalPcscfError(f"port out of range: {port}")
+        new_c = Connection.for_ip(ip).line
+        first = text.find("\r\n")
+        if proto != self.proto or port != self.port or self.port_count is not None:
+            m_line = f"m={self.media} {port} {proto} {' '.join(self.fmts)}"
+            text = m_line if first < 0 else m_line + text[first:]
+            first = len(m_line) if first >= 0 else -1
+        if first >= 0:
+            at = text.find("\r\nc=")
+            if at >= 0:
+                end = text.find("\r\n", at + 2)
+                rest = "" if end < 0 else text[end:]
+                if "\nc=" in rest:
+                    rest = _C_LINES.sub("", rest)
+                text = text[:at] + "\r\n" + new_c + rest
+            else:
+                at = first
+                while text.startswith("\r\ni=", at):
+                    at = text.find("\r\n", at + 2)
+                    if at < 0:
+                        at = len(text)
+                        break
+                text = text[:at] + "\r\n" + new_c + text[at:]
+            if remove:
+                text = _line_remover(tuple(name.lower() for name in remove))(text)
+        else:
+            text = text + "\r\n" + new_c
+        copy = MediaSection(text.split("\r\n"), self.media, port, None, proto, self.fmts)
+        copy._text = text
+        return copy
 
     def set_port(self, port: int) -> None:
         """Set the port of the ``m=`` line (the ``/count`` is dropped for a unicast AGW port)."""
@@ -271,6 +397,7 @@ class MediaSection(Section):
 
     def set_connection(self, connection: Connection) -> None:
         """Give this stream exactly one media-level ``c=``, at the RFC 8866 place."""
+        self._detach()
         new = connection.line
         out: list[str] = []
         placed = False
@@ -332,6 +459,16 @@ def _parse_fingerprint(value: str) -> Fingerprint:
     return Fingerprint.parse(value)
 
 
+def _attribute_names(lines: list[str]) -> set[str]:
+    """The lower-case names of the ``a=`` lines, as the line parser collects them."""
+    names: set[str] = set()
+    for line in lines:
+        if line[:2] == "a=":
+            colon = line.find(":")
+            names.add((line[2:colon] if colon > 0 else line[2:]).lower())
+    return names
+
+
 def _copy_names(names: set[str] | None) -> set[str] | None:
     return None if names is None else set(names)
 
@@ -379,6 +516,39 @@ def _parse_lines(raw: list[str], controls: bool) -> tuple[Section, list[MediaSec
         elif kind not in type_chars:
             raise SdpError(lineno, f"expected '<type>=<value>', got {line[:40]!r}")
         append(line)
+    return session, media
+
+
+_NAME_RE = r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+"
+#: In a CRLF body without NUL whose first line is ``v=0``: a line break followed by a line that
+#: is not in the simplest spelling the line parser accepts (``a=<token>`` then ``:`` or the end
+#: of the line; ``c=`` with three fields and single spaces; ``m=``, checked by _parse_m_line;
+#: any other type letter). A body without one goes the fast way; every other body (and every
+#: malformed one) goes to the line parser, which names the line.
+_NOT_SIMPLE_LINE = re.compile(
+    r"\n(?!a=" + _NAME_RE + r"(?::|\r|\Z)|c=\S+ \S+ \S+(?:\r|\Z)|m=|[bd-ln-z]=)"
+).search
+
+
+def _parse_fast(body: str) -> tuple[Section, list[MediaSection]] | None:
+    """Parse a CRLF body (no NUL, no trailing line break) section by section; None unless its
+    lines are all simple (:data:`_NOT_SIMPLE_LINE`) and its m= lines good: the line parser
+    then parses it or names the bad line."""
+    if (body[:5] != "v=0\r\n" and body != "v=0") or _NOT_SIMPLE_LINE(body) is not None:
+        return None
+    chunks = body.split("\r\nm=")
+    session = Section(chunks[0].split("\r\n"))
+    session._text = chunks[0]
+    media: list[MediaSection] = []
+    try:
+        for chunk in chunks[1:]:
+            text = "m=" + chunk
+            lines = text.split("\r\n")
+            section = MediaSection(lines, *_parse_m_line(lines[0][2:], 0))
+            section._text = text
+            media.append(section)
+    except SdpError:
+        return None
     return session, media
 
 
@@ -436,8 +606,16 @@ class SessionDescription:
             text = data
         controls = "\x00" in text
         if "\r" not in text:
+            if not controls:
+                fast = _parse_fast(text.rstrip("\n").replace("\n", "\r\n"))
+                if fast is not None:
+                    return cls(*fast)
             raw = text.split("\n")
         elif text.count("\r\n") == text.count("\r") == text.count("\n"):
+            if not controls:
+                fast = _parse_fast(text.rstrip("\r\n"))
+                if fast is not None:
+                    return cls(*fast)
             raw = text.split("\r\n")
         else:  # mixed line endings, or a stray CR: line by line
             raw = [line[:-1] if line[-1:] == "\r" else line for line in text.split("\n")]
@@ -465,21 +643,7 @@ class SessionDescription:
 
     def copy(self) -> SessionDescription:
         """An independent copy that can be edited without touching this one."""
-        return SessionDescription(
-            Section(list(self.session.lines), names=_copy_names(self.session.names)),
-            [
-                MediaSection(
-                    list(m.lines),
-                    m.media,
-                    m.port,
-                    m.port_count,
-                    m.proto,
-                    m.fmts,
-                    names=_copy_names(m.names),
-                )
-                for m in self.media
-            ],
-        )
+        return SessionDescription(self.session._copy(), [m._copy() for m in self.media])
 
     def effective_connection(self, index: int) -> Connection | None:
         """The stream's connection: media-level ``c=`` over session-level ``c=``."""

@@ -729,3 +729,55 @@ async def test_cancel_while_the_mrfp_joins_is_487_and_what_joined_leaves(
     assert await _wait(lambda: len(mrfp.of(LeaveRequest)) == 1)
     assert [j.media for j in mrfp.of(JoinRequest)] == ["msrp"]
     assert [r.status for r in peer.received if getattr(r, "status", 0) >= 200] == [200, 487]
+
+
+class _Answerer(_SipPeer):
+    """A participant that answers every INVITE 200 with ``body`` and every BYE 200."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__()
+        self.body = body
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        super().datagramReceived(data, addr)
+        message = self.received[-1]
+        if isinstance(message, Request) and message.method in ("INVITE", "BYE"):
+            from pcscf.sip import make_response
+
+            host, port = self.transport.getHost().host, self.transport.getHost().port
+            extra = [("Contact", f"<sip:bob@{host}:{port}>")]
+            if message.method == "INVITE":
+                extra.append(("Content-Type", "application/sdp"))
+            body = self.body if message.method == "INVITE" else b""
+            response = make_response(message, 200, to_tag="bobtag", extra=extra, body=body)
+            self.transport.write(response.serialise(), message.top_via.response_address())
+
+
+@pytest.mark.parametrize(
+    "key_mgmt", ["", "a=key-mgmt:mikey AQID\r\n"], ids=["no-transfer-resp", "bad-transfer-resp"]
+)
+@pytest_twisted.ensureDeferred
+async def test_dial_out_answered_without_a_good_transfer_resp_is_acked_then_byed(
+    key_mgmt: str,
+    lab: dict[str, Any],
+    cleanup: list[Any],
+    ids: dict[str, certs.CertAndKey],
+) -> None:
+    body = (
+        "v=0\r\no=bob 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"{key_mgmt}m=message 9 TCP/TLS/MSRP *\r\na=path:msrps://127.0.0.1:9/b;tcp\r\n"
+        "a=setup:active\r\n"
+    ).encode()
+    bob = _Answerer(body)
+    udp = reactor.listenUDP(0, bob, interface="127.0.0.1")
+    cleanup.append(udp.stopListening)
+    app, mrfp = await _start(lab, cleanup, ids, next_hop=("127.0.0.1", udp.getHost().port))
+    with pytest.raises(DialOutFailed, match=r"TRANSFER_RESP refused|a=key-mgmt"):
+        await app.dial_out(CONF, aor("bob"))
+    assert await _wait(
+        lambda: [m.method for m in bob.received if isinstance(m, Request)][-1:] == ["BYE"]
+    )
+    methods = [m.method for m in bob.received if isinstance(m, Request)]
+    assert methods[:2] == ["INVITE", "ACK"] and methods[-1] == "BYE"
+    assert await _wait(lambda: len(mrfp.of(LeaveRequest)) == 1)
+    assert app.participants == {}

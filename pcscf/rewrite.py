@@ -73,7 +73,7 @@ MECHANISM: dict[str, str] = {
 STATE_VERSION = 1
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)  # a dict-based instance is built faster: made per stream and call
 class StreamPlan:
     """What the ALG does with one stream (one m-line), as decided from an offer.
 
@@ -119,7 +119,7 @@ class OfferPlan:
         return tuple(s for s in self.streams if s.treatment == "e2ae")
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)  # a dict-based instance is built faster: made per stream and call
 class AgwAddresses:
     """The AGW's side of one e2ae stream as the SDP shows it: its access and core addresses and
     its fingerprint, taken from the Iq reply (:class:`iq.profile.ReservedStream`)."""
@@ -131,7 +131,7 @@ class AgwAddresses:
     fingerprint: Fingerprint
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)  # a dict-based instance is built faster: made per stream and call
 class StreamState:
     """A stream's plan and, for an e2ae stream, its AGW reservation."""
 
@@ -322,10 +322,18 @@ def plan_offer(
     mechanisms = frozenset(m.strip().lower() for m in ue_mechanisms if m.strip())
     accepted = policy.accepted_hash_funcs
     plans: list[StreamPlan] = []
+    session_fps: tuple[Fingerprint, ...] | None = None  # the same for every stream without its own
     for index, section in enumerate(sdp.media):
         proto = _canonical_proto(section.proto)
         if step == "orig-offer":
-            fps = _ue_fingerprints(sdp, index, accepted)
+            own = section.attribute_values("fingerprint")
+            if own:
+                fps = tuple(sdp._usable_fingerprints(own, index, accepted))
+            else:
+                if session_fps is None:
+                    values = sdp.session.attribute_values("fingerprint")
+                    session_fps = tuple(sdp._usable_fingerprints(values, index, accepted))
+                fps = session_fps
             if section.port == 0:
                 treatment: Treatment = "rejected"
             elif proto in PLAIN_PROTO:

@@ -455,8 +455,21 @@ def _parse_fingerprint(value: str) -> Fingerprint:
             except ValueError:
                 digest = b""
             if len(digest) == size:
-                return Fingerprint(name, digest)
+                return _checked_fingerprint(name, digest)
     return Fingerprint.parse(value)
+
+
+_new_object = object.__new__
+_set_slot = object.__setattr__
+
+
+def _checked_fingerprint(hash_func: str, digest: bytes) -> Fingerprint:
+    """``Fingerprint(hash_func, digest)`` for a canonical name and a digest of its size, both
+    already checked: the fields are set without running the checks a second time."""
+    fp: Fingerprint = _new_object(Fingerprint)
+    _set_slot(fp, "hash_func", hash_func)
+    _set_slot(fp, "digest", digest)
+    return fp
 
 
 def _attribute_names(lines: list[str]) -> set[str]:
@@ -717,8 +730,16 @@ class SessionDescription:
         Values with an unknown or refused hash function (``md5``), or a hash function outside
         ``accepted``, are skipped; a value that is not RFC 8122 syntax raises SdpError.
         """
+        return self._usable_fingerprints(
+            self.effective_attribute_values(index, "fingerprint"), index, accepted
+        )
+
+    def _usable_fingerprints(
+        self, values: list[str], index: int, accepted: tuple[str, ...] | None
+    ) -> list[Fingerprint]:
+        """:meth:`effective_fingerprints` of the stream's effective values ``values``."""
         out: list[Fingerprint] = []
-        for value in self.effective_attribute_values(index, "fingerprint"):
+        for value in values:
             try:
                 fp = _parse_fingerprint(value)
             except UnsupportedHash:

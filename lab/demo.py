@@ -224,6 +224,7 @@ async def run_demo(
         await _kms_hangup(lab)
         await _kms_via_as(lab)
         await _immediate_messages(lab)
+        await _conference(lab)
     finally:
         await _stop(lab)
 
@@ -492,6 +493,10 @@ LIST_IDENTITY = f"sip:{LIST_USER}@{DOMAIN}"
 LIST_PSI = f"sip:friends@{DOMAIN}"
 OFFLINE_USER = "erin"
 LIST_MEMBERS = ("bob", "carol", OFFLINE_USER)
+#: Conferencing: the MRFC's identity at the KMS and the conference URI it hosts.
+MRFC_USER = "mrfc"
+MRFC_IDENTITY = f"sip:{MRFC_USER}@{DOMAIN}"
+CONFERENCE_URI = f"sip:conf1@{DOMAIN}"
 
 
 def _start_kms(lab: _Lab) -> None:
@@ -505,11 +510,11 @@ def _start_kms(lab: _Lab) -> None:
     from lab.ue import KMS_IDENTITY
 
     now = datetime.datetime.now(datetime.UTC)
-    for name in ("kms", "carol", AS_USER, "msrp-as", LIST_USER, OFFLINE_USER):
+    for name in ("kms", "carol", AS_USER, "msrp-as", LIST_USER, OFFLINE_USER, MRFC_USER, "mrfp"):
         lab.ids[name] = certs.generate(name, now=now)
         lab.files[name] = certs.write(lab.ids[name], lab.workdir)
     provisioned = []
-    for name in (*KMS_USERS, AS_USER, "msrp-as", LIST_USER, OFFLINE_USER):
+    for name in (*KMS_USERS, AS_USER, "msrp-as", LIST_USER, OFFLINE_USER, MRFC_USER):
         key = os.urandom(16)
         path = lab.workdir / f"{name}.psk"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -517,7 +522,7 @@ def _start_kms(lab: _Lab) -> None:
             fh.write(key.hex() + "\n")
         lab.kms_keys[name] = key
         # the list server may resolve tickets that name the group it serves
-        groups = (LIST_PSI,) if name == LIST_USER else ()
+        groups = {LIST_USER: (LIST_PSI,), MRFC_USER: (CONFERENCE_URI,)}.get(name, ())
         user = User(f"sip:{name}@{DOMAIN}", key, groups)
         provisioned.append(ProvisionedUser(user, (lab.ids[name].fingerprint(),)))
     cert, key_file = lab.files["kms"]
@@ -1095,6 +1100,199 @@ async def _immediate_messages(lab: _Lab) -> None:
     _kms_check(lab, scenario, "no member refused a message", not refused, str(refused))
 
 
+async def _start_conference(lab: _Lab) -> tuple[Any, Any]:
+    """``e2ae mrfc`` and ``e2ae mrfp`` in process: the MRFC hosts ``CONFERENCE_URI`` (alice,
+    carol and bob may join, floor 1), the MRFP registers with it over Mp (mutual TLS, each
+    pinning the other's certificate), and the core routes the conference URI to the MRFC."""
+    from iq.config import IqTlsConfig
+    from mp.link import MpAgent
+    from mrfc import core as mrfc_core
+    from mrfc.config import KmsLink, MpLink, MrfcConfig
+    from mrfc.service import build as build_mrfc
+    from mrfp.config import MrfpConfig
+    from mrfp.service import MrfpHandler
+
+    assert lab.kms is not None and lab.core is not None
+    cert, key_file = lab.files[MRFC_USER]
+    mrfc = build_mrfc(
+        MrfcConfig(
+            sip=("127.0.0.1", 0),
+            identity=MRFC_IDENTITY,
+            kms=KmsLink(
+                lab.kms.address,
+                lab.ids["kms"].fingerprint(),
+                lab.kms_keys[MRFC_USER],
+                cert,
+                key_file,
+                timeout=5.0,
+            ),
+            mp=MpLink(("127.0.0.1", 0), cert, key_file, lab.ids["mrfp"].fingerprint()),
+            conferences=(
+                mrfc_core.Conference(
+                    CONFERENCE_URI,
+                    tuple(f"sip:{n}@{DOMAIN}" for n in ("alice", "carol", "bob")),
+                    floors=(1,),
+                ),
+            ),
+            next_hop=("127.0.0.1", lab.core.port),
+            setup_timeout=5.0,
+        ),
+        reactor=lab.reactor,
+    )
+    mrfc.startService()
+    lab.stops.append(mrfc.stopService)
+    handler = MrfpHandler(MrfpConfig("127.0.0.1"), reactor=lab.reactor)
+    lab.stops.append(handler.stop)
+    agent = MpAgent(
+        handler,
+        "127.0.0.1",
+        mrfc.mp_port,
+        tls=IqTlsConfig(lab.ids["mrfp"], (lab.ids[MRFC_USER].fingerprint(),)),
+        reactor=lab.reactor,
+    )
+    handler.notify = agent.notify
+    agent.start()
+    lab.stops.append(agent.stop)
+    await agent.when_registered().addTimeout(5, lab.reactor)
+    lab.core.conference_server = mrfc.address
+    lab.core.conference_uris = frozenset({CONFERENCE_URI})
+    return mrfc, handler
+
+
+async def _conference(lab: _Lab) -> None:
+    """Scenario 8: a conference (TS 33.328 Annex G): alice and carol join with keys from the
+    KMS (TLS-PSK end to end to the MRFP, G.3), bob joins as an e2ae UE through the P-CSCF and
+    the AGW (TLS to the AGW, plain TCP to the MRFP, G.2); the chat reaches everyone both ways
+    and floor 1 passes from alice to carol."""
+    from lab.uesim import CallFailed
+
+    if lab.result.kms is None or lab.kms is None or lab.core is None or lab.bob is None:
+        return
+    reactor = lab.reactor
+    _, mrfp = await _start_conference(lab)
+    alice, carol = lab.kms_ues["alice"], lab.kms_ues["carol"]
+    scenario = _kms_scenario(
+        lab,
+        "conference",
+        **{"conference": CONFERENCE_URI, "focus": MRFC_IDENTITY},
+    )
+    log.info(
+        "conf: alice and carol (KMS) and bob (e2ae, via the AGW) join {uri}", uri=CONFERENCE_URI
+    )
+    calls: dict[str, Any] = {}
+    for name, ue in (("alice", alice), ("carol", carol), ("bob", lab.bob)):
+        try:
+            call = await defer.Deferred.fromCoroutine(ue.call(CONFERENCE_URI)).addTimeout(
+                15, reactor
+            )
+        except (CallFailed, defer.TimeoutError) as exc:
+            _kms_check(lab, scenario, f"{name} joined", False, str(exc))
+            return
+        calls[name] = call
+    joined = {
+        name: {
+            media: {"proto": leg.proto, "tls_psk": leg.tls_psk}
+            for media, leg in call.streams.items()
+        }
+        for name, call in calls.items()
+    }
+    scenario["participants"] = joined
+    keyed = all(leg["tls_psk"] for name in ("alice", "carol") for leg in joined[name].values())
+    _kms_check(lab, scenario, "alice and carol joined with TLS-PSK from the KMS", keyed)
+    bob_legs = calls["bob"].streams
+    via_agw = all(leg.verified_fingerprint is not None for leg in bob_legs.values())
+    _kms_check(
+        lab,
+        scenario,
+        "bob joined through the AGW (TLS verified at the AGW, plain TCP to the MRFP)",
+        via_agw and all(not leg.tls_psk for leg in bob_legs.values()),
+    )
+    contexts = len(mrfp.contexts)
+    terminations = mrfp.termination_count
+    scenario["mrfp"] = {"contexts": contexts, "terminations": terminations}
+    _kms_check(
+        lab,
+        scenario,
+        "the MRFP holds one context with six terminations",
+        (contexts, terminations) == (1, 6),
+        f"{contexts} context(s), {terminations} termination(s)",
+    )
+
+    def live() -> int:
+        """Terminations whose stream is up at the MRFP: TLS-PSK ones once the handshake is
+        done, plain ones (bob's, from the AGW) once TCP is."""
+        done = {e.termination for e in mrfp.events if e.kind == "tls-established"}
+        for context in mrfp.contexts.values():
+            for tid, term in context.terminations.items():
+                plain = term.request.security == "plain"
+                if plain and any(
+                    e.termination == tid and e.kind == "tcp-established" for e in mrfp.events
+                ):
+                    done.add(tid)
+        return len(done)
+
+    up = await _wait(reactor, lambda: live() == 6)
+    _kms_check(lab, scenario, "every stream is up at the MRFP", up, f"{live()} of 6")
+    chat_ok = True
+    seen = dict.fromkeys(calls, 0)
+    for sender in ("alice", "bob"):
+        text = f"Hello conference, from {sender}.".encode()
+        await calls[sender].msrp.send_message(text)
+        for other in (n for n in calls if n != sender):
+            seen[other] += 1
+            try:
+                got = await calls[other].msrp.wait_messages(seen[other]).addTimeout(5, reactor)
+            except defer.TimeoutError:
+                got = []
+            ok = [m.body for m in got[-1:]] == [text]
+            chat_ok = chat_ok and ok
+            scenario.setdefault("chat", []).append({"from": sender, "to": other, "ok": ok})
+    _kms_check(lab, scenario, "the chat reached every other participant, both ways", chat_ok)
+    floor = await _pass_floor(reactor, calls["alice"], calls["carol"])
+    scenario["floor"] = floor
+    _kms_check(
+        lab,
+        scenario,
+        "floor 1: alice granted, carol queued, granted when alice released",
+        floor == ["alice granted", "carol pending", "alice released", "carol granted"],
+        ", ".join(floor),
+    )
+    for name, ue in (("alice", alice), ("carol", carol), ("bob", lab.bob)):
+        bye = await ue.hangup(calls[name])
+        _kms_check(lab, scenario, f"{name} left (BYE 200)", bye.status == 200, str(bye.status))
+    _kms_check(
+        lab,
+        scenario,
+        "the MRFP holds nothing afterwards",
+        await _wait(reactor, lambda: mrfp.termination_count == 0),
+        str(mrfp.termination_count),
+    )
+
+
+async def _pass_floor(reactor: Any, first: Any, second: Any) -> list[str]:
+    """``first`` takes floor 1, ``second`` asks for it (queued), ``first`` releases it."""
+    steps: list[str] = []
+    try:
+        grant = await first.bfcp.request_floor(1).addTimeout(5, reactor)
+        steps.append("alice granted")
+        waiting = second.bfcp.request_floor(1)
+        await defer.Deferred.fromCoroutine(_sleep(reactor, 0.2))
+        steps.append("carol granted" if waiting.called else "carol pending")
+        await first.bfcp.release_floor(grant.floor_request_id).addTimeout(5, reactor)
+        steps.append("alice released")
+        await waiting.addTimeout(5, reactor)
+        steps.append("carol granted")
+    except Exception as exc:  # a step that fails ends the list with why
+        steps.append(f"failed: {type(exc).__name__}: {exc}")
+    return steps
+
+
+async def _sleep(reactor: Any, seconds: float) -> None:
+    from twisted.internet import task
+
+    await task.deferLater(reactor, seconds, lambda: None)
+
+
 async def _stop(lab: _Lab) -> None:
     """Stop everything started, last first; best effort."""
     for stop in reversed(lab.stops):
@@ -1264,6 +1462,17 @@ def _kms_table(kms: dict[str, Any], out: IO[str]) -> None:
             f"messages: alice to bob {im.get('one_to_one', {}).get('status', '-')}; "
             f"to {im['list']} {', '.join(map(str, im.get('list_status', ()))) or '-'}, "
             f"{im.get('stored_for_offline', '-')} kept for {im['offline']} until it registered",
+            file=out,
+        )
+    if "conference" in by_name:
+        conf = by_name["conference"]
+        print(
+            f"conference {conf['conference']}: "
+            + ", ".join(
+                f"{n} {'TLS-PSK' if all(v['tls_psk'] for v in legs.values()) else 'via AGW'}"
+                for n, legs in conf.get("participants", {}).items()
+            )
+            + f"; floor: {', '.join(conf.get('floor', ())) or '-'}",
             file=out,
         )
     if "carol" in by_name:

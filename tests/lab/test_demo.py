@@ -115,12 +115,13 @@ def test_demo_json_reports_the_kms_scenarios() -> None:
     kms = summary["kms"]
     assert kms["kms"] == "kms.e2ae.lab" and kms["ok"] is True
     assert kms["users"] == [f"sip:{n}@lab.example" for n in ("alice", "bob", "carol")]
-    call, carol, via, messages = kms["scenarios"]
-    assert [call["name"], carol["name"], via["name"], messages["name"]] == [
+    call, carol, via, messages, conference = kms["scenarios"]
+    assert [s["name"] for s in kms["scenarios"]] == [
         "kms call",
         "carol",
         "via AS",
         "messages",
+        "conference",
     ]
     assert via["app_server"] == "sip:msrp-as@lab.example"
     assert via["as_kms_exchanges"] == ["RESOLVE_INIT_PSK", "REQUEST_INIT_PSK"]
@@ -129,7 +130,7 @@ def test_demo_json_reports_the_kms_scenarios() -> None:
         "dave": "sip:msrp-as@lab.example",
     }
     assert via["callee_call_id"] != via["call_id"]
-    for scenario in (call, carol, via, messages):
+    for scenario in (call, carol, via, messages, conference):
         assert scenario["ok"] is True and scenario["checks"]
         assert all(c["ok"] for c in scenario["checks"]), scenario["checks"]
         # every scenario check is one of the demo's checks, and counts for its pass/fail
@@ -174,6 +175,15 @@ def test_demo_json_reports_the_kms_scenarios() -> None:
             "sip:alice@lab.example",
             "sip:lists@lab.example",
         ]
+    # the conference: two participants with TLS-PSK, one through the AGW, one MRFP context
+    assert conference["conference"] == "sip:conf1@lab.example"
+    legs = conference["participants"]
+    assert all(leg["tls_psk"] for n in ("alice", "carol") for leg in legs[n].values())
+    assert [leg["proto"] for leg in legs["bob"].values()] == ["TCP/TLS/MSRP", "TCP/TLS/BFCP"]
+    assert not any(leg["tls_psk"] for leg in legs["bob"].values())
+    assert conference["mrfp"] == {"contexts": 1, "terminations": 6}
+    assert all(c["ok"] for c in conference["chat"]) and len(conference["chat"]) == 4
+    assert conference["floor"][-1] == "carol granted"
     # the certificate scenarios are still there, as they were
     assert summary["impostor_refused"] is True and len(summary["calls"]) == 2
 
@@ -211,5 +221,6 @@ def test_demo_fails_when_bob_holds_another_key_than_the_kms() -> None:
     assert "the KMS refused" in call["checks"][0]["detail"]
     # only the KMS scenarios that need bob's key failed; the demo ran to its end
     assert all(n.startswith(("kms call: ", "carol: ", "messages: ")) for n in failed)
+    assert not [n for n in failed if n.startswith("conference: ")]
     assert "messages: alice to bob answered 200" in failed
     assert summary["error"] is None

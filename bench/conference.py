@@ -69,12 +69,14 @@ def identity_of(n: int) -> bytes:
 
 def serve_mrfp(participants: int, security: str, seed: int) -> None:
     from mp.profile import JoinRequest, PskConfig
+    from mrfp.conference import Limits
     from mrfp.config import MrfpConfig
     from mrfp.service import MrfpHandler
 
-    handler = MrfpHandler(
-        MrfpConfig("127.0.0.1", max_terminations=participants + 4), reactor=reactor
-    )
+    # the bench's conference is bigger than the default bound (mrfp.conference.Limits)
+    limits = Limits(max_participants=max(participants, Limits().max_participants))
+    config = MrfpConfig("127.0.0.1", max_terminations=participants + 4, limits=limits)
+    handler = MrfpHandler(config, reactor=reactor)
     out = []
     context = None
     for n in range(1, participants + 1):

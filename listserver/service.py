@@ -28,7 +28,6 @@ from typing import Any
 import attrs
 from twisted.application import service
 from twisted.internet import defer, task, threads
-from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -42,20 +41,17 @@ from mikey.message import Message as MikeyMessage
 from mikey.payloads import KeyData, Ticket
 from pcscf.sip import Request, Response, make_response
 from pcscf.sip.errors import RemoteSipError
-from pcscf.sip.message import Message, make_request, parse_datagram, validate_request
+from pcscf.sip.message import Message, make_request
 from pcscf.sip.uri import NameAddr
+from pcscf.udpua import UdpUserAgent
 
 log = Logger(namespace="listserver")
 
 Address = tuple[str, int]
-T1 = 0.5
-T2 = 4.0
 NAME = "list-server"
 ALLOW = "MESSAGE, REGISTER"
 #: Seconds between two sweeps of expired stored messages.
 EXPIRE_EVERY = 60.0
-#: The largest datagram read (a UDP datagram; Twisted reads 8 KiB unless told).
-MAX_DATAGRAM = 65_535
 
 
 class _KmsUnreachable(Exception):
@@ -72,25 +68,6 @@ class _OwnTicket:
     gtgk: bytes = attrs.field(repr=False)
     gtgk_spi: bytes
     expires_at: float | None
-
-
-@attrs.define(eq=False)
-class _ClientTx:
-    request: Request
-    dest: Address
-    done: defer.Deferred[Response]
-    interval: float
-    deadline: float
-    timer: Any = None
-    provisional: bool = False
-
-
-class _Sip(DatagramProtocol):
-    def __init__(self, owner: ListServerService) -> None:
-        self.owner = owner
-
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        self.owner.datagram(datagram, (addr[0], addr[1]))
 
 
 def _aor(uri: str) -> str:
@@ -134,13 +111,15 @@ class ListServerService(service.Service):
         self._post = post
         self.store: MessageStore | None = None
         self.replays = im.ReplayCache()
-        self._client: dict[str, _ClientTx] = {}
         #: branch -> the final response (None while the MESSAGE is being resolved).
-        self._server: dict[str, Response | None] = {}
+        #: Branches of MESSAGEs being resolved: their retransmissions wait for the answer.
+        self._working: set[str] = set()
         self._resolving = 0
         self._tickets: dict[str, _OwnTicket] = {}
         self._delivering: set[str] = set()
-        self._sip: Any = None
+        self.sip = UdpUserAgent(
+            reactor, "list-server", self._request, answered=4 * config.max_pending + 64
+        )
         self._sweep: task.LoopingCall | None = None
         self._work: set[defer.Deferred[None]] = set()
         self.kms_exchanges: list[str] = []
@@ -149,8 +128,7 @@ class ListServerService(service.Service):
 
     @property
     def address(self) -> Address:
-        host = self._sip.getHost()
-        return (host.host, host.port)
+        return self.sip.address
 
     def startService(self) -> None:
         self.store = MessageStore(
@@ -160,9 +138,7 @@ class ListServerService(service.Service):
         )
         host, port = self.config.sip
         try:
-            self._sip = self.reactor.listenUDP(
-                port, _Sip(self), interface=host, maxPacketSize=MAX_DATAGRAM
-            )
+            self.sip.listen(host, port)
         except Exception:
             self.store.close()
             self.store = None
@@ -185,19 +161,14 @@ class ListServerService(service.Service):
         if self._sweep is not None and self._sweep.running:
             self._sweep.stop()
         self._sweep = None
-        for tx in list(self._client.values()):
-            if tx.timer is not None and tx.timer.active():
-                tx.timer.cancel()
-        self._client.clear()
         for d in list(self._work):
             d.cancel()
         self._work.clear()
         if self.store is not None:
             self.store.close()
             self.store = None
-        if self._sip is not None:
-            d = defer.maybeDeferred(self._sip.stopListening)
-            self._sip = None
+        if self.sip.listening:
+            d: defer.Deferred[None] = self.sip.stop()
             return d
         return None
 
@@ -221,45 +192,18 @@ class ListServerService(service.Service):
 
         d.addBoth(done)
 
-    # -- SIP transport
+    # -- SIP transport (pcscf.udpua)
 
     def _via(self) -> str:
         host, port = self.address
         return f"SIP/2.0/UDP {host}:{port};branch=z9hG4bK{secrets.token_hex(8)};rport"
 
     def send(self, message: Message, dest: Address) -> None:
-        if self._sip is not None:
-            self._sip.write(message.serialise(), dest)
-
-    def datagram(self, data: bytes, addr: Address) -> None:
-        try:
-            message = parse_datagram(data)
-            if isinstance(message, Request):
-                validate_request(message)
-        except RemoteSipError as exc:
-            log.warn(
-                "list-server: dropped a message from {peer} that is not SIP: {error}",
-                peer=_peer(addr),
-                error=str(exc),
-            )
-            return
-        try:
-            if isinstance(message, Response):
-                self._response(message)
-            else:
-                self._request(message, addr)
-        except Exception as exc:  # a bad message never ends the list server
-            log.failure(
-                "list-server: handling a message from {peer} failed", Failure(exc), peer=_peer(addr)
-            )
+        self.sip.send(message, dest)
 
     def _respond(self, request: Request, response: Response, addr: Address) -> None:
-        branch = request.top_via.branch
-        if branch:
-            self._server[branch] = response
-            while len(self._server) > 4 * self.config.max_pending + 64:
-                self._server.pop(next(iter(self._server)))
-        self.send(response, request.top_via.response_address())
+        self._working.discard(request.top_via.branch)
+        self.sip.respond(request, response, addr)
 
     def _refuse(
         self, request: Request, addr: Address, status: int, reason: str, **fields: Any
@@ -286,52 +230,18 @@ class ListServerService(service.Service):
     def request(self, request: Request, dest: Address) -> defer.Deferred[Response]:
         """Send ``request`` over UDP with RFC 3261 retransmissions (Timer E), until its final
         response or 64*T1 s (a TimeoutError)."""
-        done: defer.Deferred[Response] = defer.Deferred()
-        tx = _ClientTx(request, dest, done, T1, self._now() + 64 * T1)
-        self._client[request.top_via.branch] = tx
-        self.send(request, dest)
-        tx.timer = self.reactor.callLater(T1, self._resend, tx)
-        return done
-
-    def _resend(self, tx: _ClientTx) -> None:
-        if tx.request.top_via.branch not in self._client:
-            return
-        if self._now() >= tx.deadline:
-            del self._client[tx.request.top_via.branch]
-            tx.done.errback(TimeoutError(f"no final response to {tx.request.method}"))
-            return
-        tx.interval = T2 if tx.provisional else min(tx.interval * 2, T2)
-        self.send(tx.request, tx.dest)
-        tx.timer = self.reactor.callLater(tx.interval, self._resend, tx)
-
-    def _response(self, response: Response) -> None:
-        if not response.vias:
-            return
-        tx = self._client.get(response.top_via.branch)
-        if tx is None:
-            return
-        if response.status < 200:
-            tx.provisional = True
-            return
-        del self._client[response.top_via.branch]
-        if tx.timer is not None and tx.timer.active():
-            tx.timer.cancel()
-        tx.done.callback(response)
+        return self.sip.request(request, dest)
 
     def _busy(self) -> bool:
-        return len(self._client) + self._resolving >= self.config.max_pending
+        return self.sip.pending + self._resolving >= self.config.max_pending
 
     # -- requests
 
     def _request(self, request: Request, addr: Address) -> None:
         if request.method == "ACK":
             return
-        branch = request.top_via.branch
-        if branch in self._server:  # a retransmission
-            done = self._server[branch]
-            if done is not None:
-                self.send(done, request.top_via.response_address())
-            return
+        if request.top_via.branch in self._working:
+            return  # a retransmission while it is being resolved: the answer comes once
         if request.method == "MESSAGE":
             self._message(request, addr)
         elif request.method == "REGISTER":
@@ -374,7 +284,7 @@ class ListServerService(service.Service):
         except im.ImError as exc:
             self._refuse(request, addr, exc.status, exc.reason, group=psi)
             return
-        self._server[request.top_via.branch] = None
+        self._working.add(request.top_via.branch)
         self._resolving += 1
         self._spawn(
             self._accept(request, addr, group, incoming, until, plan),

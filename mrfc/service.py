@@ -33,7 +33,6 @@ from typing import Any
 import attrs
 from twisted.application import service
 from twisted.internet import defer, threads
-from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -61,14 +60,12 @@ from mrfc import core
 from mrfc.config import KmsLink, MrfcConfig
 from pcscf.sdp import KeyMgmt
 from pcscf.sip import Request, Response, SipUri, make_response
-from pcscf.sip.errors import RemoteSipError
-from pcscf.sip.message import Message, parse_datagram, validate_request
+from pcscf.sip.message import Message
+from pcscf.udpua import T1, T2, UdpUserAgent
 
 log = Logger(namespace="mrfc")
 
 Address = tuple[str, int]
-T1 = 0.5
-T2 = 4.0
 #: Seconds a participant outlives a closed media connection, waiting for the BYE that usually
 #: follows (a UE closes its media as it hangs up).
 BYE_GRACE = 2.0
@@ -108,25 +105,6 @@ class Participant:
     acked: bool = False
     ended: bool = False
     bfcp_user: int | None = None
-
-
-@attrs.define(eq=False)
-class _ClientTx:
-    request: Request
-    dest: Address
-    done: defer.Deferred[Response]
-    interval: float
-    deadline: float
-    timer: Any = None
-    provisional: bool = False
-
-
-class _Sip(DatagramProtocol):
-    def __init__(self, owner: MrfcService) -> None:
-        self.owner = owner
-
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        self.owner.datagram(datagram, (addr[0], addr[1]))
 
 
 def mp_controller(config: MrfcConfig, *, reactor: Any, on_event: Callable[[MpEvent], None]) -> Any:
@@ -196,9 +174,7 @@ class MrfcService(service.Service):
         self._locks: dict[str, defer.DeferredLock] = {}
         self._bfcp_users: dict[str, int] = {}
         self._ended: dict[str, Participant] = {}
-        self._client: dict[str, _ClientTx] = {}
-        self._server: dict[str, Response] = {}
-        self._sip: Any = None
+        self.sip = UdpUserAgent(reactor, "mrfc", self._request, on_stray=self._stray)
         self._timers: list[Any] = []
         self.kms_exchanges: list[str] = []
         #: Leave statistics of the streams that ended: (call_id, media, StreamStatistics).
@@ -209,8 +185,7 @@ class MrfcService(service.Service):
 
     @property
     def address(self) -> Address:
-        host = self._sip.getHost()
-        return (host.host, host.port)
+        return self.sip.address
 
     @property
     def contact(self) -> str:
@@ -220,7 +195,7 @@ class MrfcService(service.Service):
     def startService(self) -> None:
         super().startService()
         host, port = self.config.sip
-        self._sip = self.reactor.listenUDP(port, _Sip(self), interface=host)
+        self.sip.listen(host, port)
         if self._own_mp:
             self.mp_port = self.mp.listen()
         if self._own_kms:
@@ -237,18 +212,12 @@ class MrfcService(service.Service):
         super().stopService()
         for p in list(self.participants.values()):
             self.end(p, "the MRFC stops", bye=False)
-        for tx in self._client.values():
-            if tx.timer is not None and tx.timer.active():
-                tx.timer.cancel()
-        self._client.clear()
         for timer in self._timers:
             if timer.active():
                 timer.cancel()
         self._timers.clear()
         waits: list[defer.Deferred[Any]] = []
-        if self._sip is not None:
-            waits.append(defer.maybeDeferred(self._sip.stopListening))
-            self._sip = None
+        waits.append(self.sip.stop())
         if self._own_mp:
             waits.append(defer.maybeDeferred(self.mp.stop))
         if self._own_kms:
@@ -263,96 +232,29 @@ class MrfcService(service.Service):
         self._timers = [c for c in self._timers if c.active()]
         self._timers.append(self.reactor.callLater(delay, f, *args))
 
-    # -- SIP transport
+    # -- SIP transport (pcscf.udpua)
 
     def _via(self) -> str:
         host, port = self.address
         return f"SIP/2.0/UDP {host}:{port};branch={core.new_branch()};rport"
 
     def send(self, message: Message, dest: Address) -> None:
-        if self._sip is not None:
-            self._sip.write(message.serialise(), dest)
-
-    def datagram(self, data: bytes, addr: Address) -> None:
-        try:
-            message = parse_datagram(data)
-            if isinstance(message, Request):
-                validate_request(message)
-        except RemoteSipError as exc:
-            log.warn(
-                "mrfc: dropped a bad message from {peer}: {error}",
-                peer=f"{addr[0]}:{addr[1]}",
-                error=str(exc),
-            )
-            return
-        try:
-            if isinstance(message, Response):
-                self._response(message)
-            else:
-                self._request(message, addr)
-        except Exception as exc:  # a bad message never ends the MRFC
-            log.failure(
-                "mrfc: handling a message from {peer} failed",
-                Failure(exc),
-                peer=f"{addr[0]}:{addr[1]}",
-            )
+        self.sip.send(message, dest)
 
     def _respond(self, request: Request, response: Response, addr: Address) -> None:
-        if response.status >= 200 and request.method != "INVITE":
-            self._server[request.top_via.branch] = response
-            if len(self._server) > 1024:
-                self._server.pop(next(iter(self._server)))
-        self.send(response, request.top_via.response_address() if request.top_via else addr)
+        self.sip.respond(request, response, addr)
 
     def request(self, request: Request, dest: Address) -> defer.Deferred[Response]:
         """Send ``request`` (not ACK) with RFC 3261 retransmissions until its final response
         or 32 s (TimeoutError)."""
-        done: defer.Deferred[Response] = defer.Deferred()
-        now = float(self.reactor.seconds())
-        tx = _ClientTx(request, dest, done, T1, now + 64 * T1)
-        self._client[request.top_via.branch] = tx
-        self.send(request, dest)
-        tx.timer = self.reactor.callLater(T1, self._resend, tx)
-        return done
+        return self.sip.request(request, dest)
 
-    def _resend(self, tx: _ClientTx) -> None:
-        if tx.request.top_via.branch not in self._client:
-            return
-        if float(self.reactor.seconds()) >= tx.deadline:
-            del self._client[tx.request.top_via.branch]
-            tx.done.errback(TimeoutError(f"no final response to {tx.request.method}"))
-            return
-        if not tx.provisional:
-            self.send(tx.request, tx.dest)
-        tx.interval = min(tx.interval * 2, T2)
-        tx.timer = self.reactor.callLater(tx.interval, self._resend, tx)
-
-    def _response(self, response: Response) -> None:
-        if not response.vias:
-            return
-        tx = self._client.get(response.top_via.branch)
-        if tx is None:
-            p = self.participants.get(response.call_id) or self._ended.get(response.call_id)
-            if p is not None and p.outgoing and 200 <= response.status < 300:
-                if response.cseq[1] == "INVITE":
-                    self._ack(p)
-            return
-        if response.status < 200:
-            tx.provisional = True
-            return
-        del self._client[response.top_via.branch]
-        if tx.timer is not None and tx.timer.active():
-            tx.timer.cancel()
-        if tx.request.method == "INVITE" and response.status >= 300:
-            self.send(self._ack_of_failure(tx.request, response), tx.dest)
-        tx.done.callback(response)
-
-    @staticmethod
-    def _ack_of_failure(invite: Request, response: Response) -> Request:
-        keep = ("via", "route", "from", "call-id", "max-forwards")
-        headers = [(n, v) for n, v in invite.headers if n.lower() in keep]
-        headers += [("To", response.get("To") or ""), ("CSeq", f"{invite.cseq[0]} ACK")]
-        return Request(tuple(headers), b"", "ACK", invite.uri)
+    def _stray(self, response: Response) -> None:
+        """A 2xx a dialled-out participant sends again: ACK it again."""
+        p = self.participants.get(response.call_id) or self._ended.get(response.call_id)
+        if p is not None and p.outgoing and 200 <= response.status < 300:
+            if response.cseq[1] == "INVITE":
+                self._ack(p)
 
     def _next_hop(self, p: Participant, fallback: Address | None = None) -> Address:
         return core.next_hop(p.dialog, fallback or self.config.next_hop)
@@ -360,10 +262,6 @@ class MrfcService(service.Service):
     # -- requests
 
     def _request(self, request: Request, addr: Address) -> None:
-        done = self._server.get(request.top_via.branch)
-        if done is not None and request.method != "ACK":
-            self.send(done, request.top_via.response_address())
-            return
         method = request.method
         if method == "INVITE" and request.to.tag is None:
             self._invite(request, addr)

@@ -34,7 +34,7 @@ from twisted.internet import defer, threads
 from twisted.internet.interfaces import (
     IHandshakeListener,
 )
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -55,14 +55,12 @@ from mikey.payloads import KeyData
 from msrpas import core
 from pcscf.sdp import KeyMgmt, SessionDescription
 from pcscf.sip import Request, Response, make_response
-from pcscf.sip.errors import RemoteSipError
-from pcscf.sip.message import Message, parse_datagram, validate_request
+from pcscf.sip.message import Message
+from pcscf.udpua import T1, T2, UdpUserAgent
 
 log = Logger(namespace="msrpas")
 
 Address = tuple[str, int]
-T1 = 0.5
-T2 = 4.0
 #: Seconds a call outlives a closed media connection, waiting for the BYE.
 BYE_GRACE = 2.0
 
@@ -327,25 +325,6 @@ class _Call:
         return self.caller.call_id
 
 
-@attrs.define(eq=False)
-class _ClientTx:
-    request: Request
-    dest: Address
-    done: defer.Deferred[Response]
-    interval: float
-    deadline: float
-    timer: Any = None
-    provisional: bool = False
-
-
-class _Sip(DatagramProtocol):
-    def __init__(self, owner: MsrpAsService) -> None:
-        self.owner = owner
-
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        self.owner.datagram(datagram, (addr[0], addr[1]))
-
-
 class MsrpAsService(service.Service):
     """The MSRP AS (see the module's docstring)."""
 
@@ -372,9 +351,13 @@ class MsrpAsService(service.Service):
         self._by_callee: dict[str, _Call] = {}
         #: Calls that ended in the last 32 s, by both Call-IDs: a BYE that crossed ours gets 200.
         self._ended: dict[str, _Call] = {}
-        self._client: dict[str, _ClientTx] = {}
-        self._server: dict[str, Response] = {}
-        self._sip: Any = None
+        self.sip = UdpUserAgent(
+            reactor,
+            "msrp-as",
+            self._request,
+            on_stray=self._stray,
+            answered=4 * config.max_calls + 64,
+        )
         self.kms_exchanges: list[str] = []
         self._timers: list[Any] = []
         self.relayed: list[dict[str, Any]] = []
@@ -383,8 +366,7 @@ class MsrpAsService(service.Service):
 
     @property
     def address(self) -> Address:
-        host = self._sip.getHost()
-        return (host.host, host.port)
+        return self.sip.address
 
     @property
     def contact(self) -> str:
@@ -394,7 +376,7 @@ class MsrpAsService(service.Service):
     def startService(self) -> None:
         super().startService()
         host, port = self.config.sip
-        self._sip = self.reactor.listenUDP(port, _Sip(self), interface=host)
+        self.sip.listen(host, port)
         log.info(
             "msrp-as: {identity} on {address}, next hop {next_hop}, KMS {kms}",
             identity=self.config.identity,
@@ -407,125 +389,47 @@ class MsrpAsService(service.Service):
         super().stopService()
         for call in list(self.calls.values()):
             self.end_call(call, "the AS stops")
-        for tx in self._client.values():
-            if tx.timer is not None and tx.timer.active():
-                tx.timer.cancel()
-        self._client.clear()
         for timer in self._timers:
             if timer.active():
                 timer.cancel()
         self._timers.clear()
-        if self._sip is not None:
-            d = defer.maybeDeferred(self._sip.stopListening)
-            self._sip = None
-            return d
-        return None
+        if not self.sip.listening:
+            return None
+        d: defer.Deferred[None] = self.sip.stop()
+        return d
 
     def later(self, delay: float, f: Callable[..., object], *args: Any) -> None:
         """``reactor.callLater``, cancelled when the service stops."""
         self._timers = [c for c in self._timers if c.active()]
         self._timers.append(self.reactor.callLater(delay, f, *args))
 
-    # -- SIP transport
+    # -- SIP transport (pcscf.udpua)
 
     def _via(self) -> str:
         host, port = self.address
         return f"SIP/2.0/UDP {host}:{port};branch={core.new_branch()};rport"
 
     def send(self, message: Message, dest: Address) -> None:
-        if self._sip is not None:
-            self._sip.write(message.serialise(), dest)
-
-    def datagram(self, data: bytes, addr: Address) -> None:
-        try:
-            message = parse_datagram(data)
-            if isinstance(message, Request):
-                validate_request(message)
-        except RemoteSipError as exc:
-            log.warn(
-                "msrp-as: dropped a bad message from {peer}: {error}",
-                peer=f"{addr[0]}:{addr[1]}",
-                error=str(exc),
-            )
-            return
-        try:
-            if isinstance(message, Response):
-                self._response(message)
-            else:
-                self._request(message, addr)
-        except Exception as exc:  # a bad message never ends the AS
-            log.failure(
-                "msrp-as: handling a message from {peer} failed",
-                Failure(exc),
-                peer=f"{addr[0]}:{addr[1]}",
-            )
+        self.sip.send(message, dest)
 
     def _respond(self, request: Request, response: Response, addr: Address) -> None:
-        if response.status >= 200 and request.method != "INVITE":
-            self._server[request.top_via.branch] = response
-            if len(self._server) > 4 * self.config.max_calls + 64:
-                self._server.pop(next(iter(self._server)))
-        self.send(response, request.top_via.response_address() if request.top_via else addr)
+        self.sip.respond(request, response, addr)
 
     def request(self, request: Request, dest: Address) -> defer.Deferred[Response]:
-        """Send ``request`` (not ACK) over UDP with RFC 3261 retransmissions (Timer A/E), until
-        its final response or 32 s (a TimeoutError)."""
-        done: defer.Deferred[Response] = defer.Deferred()
-        now = float(self.reactor.seconds())
-        tx = _ClientTx(request, dest, done, T1, now + 64 * T1)
-        self._client[request.top_via.branch] = tx
-        self.send(request, dest)
-        tx.timer = self.reactor.callLater(T1, self._resend, tx)
-        return done
+        """Send ``request`` (not ACK) over UDP with RFC 3261 retransmissions, until its final
+        response or 32 s (a TimeoutError)."""
+        return self.sip.request(request, dest)
 
-    def _resend(self, tx: _ClientTx) -> None:
-        if tx.request.top_via.branch not in self._client:
-            return
-        if float(self.reactor.seconds()) >= tx.deadline:
-            del self._client[tx.request.top_via.branch]
-            tx.done.errback(TimeoutError(f"no final response to {tx.request.method}"))
-            return
-        if not tx.provisional:
-            self.send(tx.request, tx.dest)
-        tx.interval = min(tx.interval * 2, T2)
-        tx.timer = self.reactor.callLater(tx.interval, self._resend, tx)
-
-    def _response(self, response: Response) -> None:
-        if not response.vias:
-            return
-        tx = self._client.get(response.top_via.branch)
-        if tx is None:
-            # a 2xx retransmitted by the callee: ACK it again
-            call = self._by_callee.get(response.call_id) or self._ended.get(response.call_id)
-            if call is not None and call.callee is not None and 200 <= response.status < 300:
-                if response.cseq[1] == "INVITE":
-                    self._ack_callee(call)
-            return
-        if response.status < 200:
-            tx.provisional = True
-            return
-        del self._client[response.top_via.branch]
-        if tx.timer is not None and tx.timer.active():
-            tx.timer.cancel()
-        if tx.request.method == "INVITE" and response.status >= 300:
-            self.send(self._ack_of_failure(tx.request, response), tx.dest)
-        tx.done.callback(response)
-
-    @staticmethod
-    def _ack_of_failure(invite: Request, response: Response) -> Request:
-        """The hop-by-hop ACK of a non-2xx final response (RFC 3261 §17.1.1.3)."""
-        keep = ("via", "route", "from", "call-id", "max-forwards")
-        headers = [(n, v) for n, v in invite.headers if n.lower() in keep]
-        headers += [("To", response.get("To") or ""), ("CSeq", f"{invite.cseq[0]} ACK")]
-        return Request(tuple(headers), b"", "ACK", invite.uri)
+    def _stray(self, response: Response) -> None:
+        """A 2xx retransmitted by the callee: ACK it again."""
+        call = self._by_callee.get(response.call_id) or self._ended.get(response.call_id)
+        if call is not None and call.callee is not None and 200 <= response.status < 300:
+            if response.cseq[1] == "INVITE":
+                self._ack_callee(call)
 
     # -- requests
 
     def _request(self, request: Request, addr: Address) -> None:
-        done = self._server.get(request.top_via.branch)
-        if done is not None and request.method != "ACK":
-            self.send(done, request.top_via.response_address())
-            return
         method = request.method
         if method == "INVITE" and request.to.tag is None:
             self._invite(request, addr)

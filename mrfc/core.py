@@ -29,8 +29,15 @@ from e2ae.tcpmedia import SETUPS, Setup, TlsRole, answer_to
 from mp.profile import Endpoint, JoinReply, JoinRequest, Media, PskConfig, TcpRole
 from pcscf.errors import SdpError
 from pcscf.sdp import SessionDescription
-from pcscf.sip import NameAddr, Request, Response, SipUri, make_response
+from pcscf.sip import NameAddr, Request, Response, make_response
 from pcscf.sip.errors import RemoteSipError
+from pcscf.sip.uadialog import UaDialog, confirm, new_tag
+from pcscf.sip.uadialog import in_dialog as in_dialog
+from pcscf.sip.uadialog import new_branch as new_branch
+from pcscf.sip.uadialog import next_hop as next_hop
+
+#: One participant's dialog as the MRFC holds it.
+Dialog = UaDialog
 
 #: The PSK identity the TLS client sends (TS 33.328 Annex H.2: the empty string).
 PSK_IDENTITY = b""
@@ -345,29 +352,6 @@ def transfer_message(sdp: bytes) -> bytes:
 # SIP: the MRFC as a user agent, one dialog per participant
 
 
-def new_tag() -> str:
-    return secrets.token_hex(6)
-
-
-def new_branch() -> str:
-    return "z9hG4bK" + secrets.token_hex(8)
-
-
-@attrs.define
-class Dialog:
-    """One participant's dialog as the MRFC holds it."""
-
-    call_id: str
-    local_tag: str
-    local_uri: str
-    remote_uri: str
-    remote_target: str
-    remote_tag: str | None = None
-    route_set: tuple[str, ...] = ()
-    cseq: int = 1
-    invite_cseq: int = 1
-
-
 def participant_of(invite: Request) -> str:
     """Who the network says sent ``invite``: its P-Asserted-Identity, else its From (AOR)."""
     asserted = invite.get("P-Asserted-Identity")
@@ -446,39 +430,7 @@ def dial_out_invite(
 
 def answered(dialog: Dialog, response: Response) -> None:
     """A 2xx to the MRFC's INVITE confirms the dialog (RFC 3261 §12.1.2)."""
-    tag = response.to.tag
-    if tag is None:
-        raise Refused(488, "2xx without a To tag")
-    dialog.remote_tag = tag
-    dialog.route_set = tuple(reversed([str(r) for r in response.addresses("Record-Route")]))
-    contacts = response.addresses("Contact")
-    if contacts:
-        dialog.remote_target = str(contacts[0].uri)
-
-
-def in_dialog(dialog: Dialog, method: str, *, via: str, cseq: int | None = None) -> Request:
-    """ACK (``cseq``: the INVITE's) or BYE on ``dialog``."""
-    if cseq is None:
-        dialog.cseq += 1
-        cseq = dialog.cseq
-    to = f"<{dialog.remote_uri}>" + (f";tag={dialog.remote_tag}" if dialog.remote_tag else "")
-    headers: list[tuple[str, str]] = [
-        ("Via", via),
-        ("Max-Forwards", "70"),
-        ("From", f"<{dialog.local_uri}>;tag={dialog.local_tag}"),
-        ("To", to),
-        ("Call-ID", dialog.call_id),
-        ("CSeq", f"{cseq} {method}"),
-        *(("Route", r) for r in dialog.route_set),
-    ]
-    return Request(tuple(headers), b"", method, dialog.remote_target)
-
-
-def next_hop(dialog: Dialog, default: tuple[str, int] | None = None) -> tuple[str, int]:
-    """Where an in-dialog request goes: the first route, else the remote target."""
-    if dialog.route_set:
-        target = NameAddr.parse(dialog.route_set[0], "Route").uri
-        return SipUri.parse(target, "Route").address()
-    if default is not None:
-        return default
-    return SipUri.parse(dialog.remote_target, "Contact").address()
+    try:
+        confirm(dialog, response)
+    except RemoteSipError as exc:
+        raise Refused(488, exc.reason) from None

@@ -46,7 +46,15 @@ from mikey.transfer import (
 )
 from pcscf.errors import SdpError
 from pcscf.sdp import Connection, SessionDescription
-from pcscf.sip import NameAddr, Request, Response, SipUri, make_response
+from pcscf.sip import Request, Response, make_response
+from pcscf.sip.errors import RemoteSipError
+from pcscf.sip.uadialog import UaDialog, confirm, new_tag
+from pcscf.sip.uadialog import in_dialog as in_dialog
+from pcscf.sip.uadialog import new_branch as new_branch
+from pcscf.sip.uadialog import next_hop as next_hop
+
+#: One leg's dialog as the AS holds it.
+Leg = UaDialog
 
 Kind = Literal["msrp", "bfcp"]
 Side = Literal["caller", "callee"]
@@ -252,29 +260,6 @@ class MsrpRelay:
 # SIP: one dialog per leg
 
 
-def new_tag() -> str:
-    return secrets.token_hex(6)
-
-
-def new_branch() -> str:
-    return "z9hG4bK" + secrets.token_hex(8)
-
-
-@attrs.define
-class Leg:
-    """One leg's dialog as the AS holds it."""
-
-    call_id: str
-    local_tag: str
-    local_uri: str
-    remote_uri: str
-    remote_target: str
-    remote_tag: str | None = None
-    route_set: tuple[str, ...] = ()
-    cseq: int = 1
-    invite_cseq: int = 1
-
-
 def caller_leg(invite: Request) -> Leg:
     """The AS as the caller's UAS (RFC 3261 §12.1.1): the route set is the Record-Route."""
     contacts = invite.addresses("Contact")
@@ -341,32 +326,10 @@ def callee_invite(
 
 def callee_answered(leg: Leg, response: Response) -> None:
     """A 2xx to the AS's INVITE confirms the callee's dialog (RFC 3261 §12.1.2)."""
-    tag = response.to.tag
-    if tag is None:
-        raise RemoteAsError("2xx without a To tag", where="To")
-    leg.remote_tag = tag
-    leg.route_set = tuple(reversed([str(r) for r in response.addresses("Record-Route")]))
-    contacts = response.addresses("Contact")
-    if contacts:
-        leg.remote_target = str(contacts[0].uri)
-
-
-def in_dialog(leg: Leg, method: str, *, via: str, cseq: int | None = None) -> Request:
-    """ACK (``cseq`` = the INVITE's), BYE or CANCEL-free in-dialog request on ``leg``."""
-    if cseq is None:
-        leg.cseq += 1
-        cseq = leg.cseq
-    to = f"<{leg.remote_uri}>" + (f";tag={leg.remote_tag}" if leg.remote_tag else "")
-    headers: list[tuple[str, str]] = [
-        ("Via", via),
-        ("Max-Forwards", "70"),
-        ("From", f"<{leg.local_uri}>;tag={leg.local_tag}"),
-        ("To", to),
-        ("Call-ID", leg.call_id),
-        ("CSeq", f"{cseq} {method}"),
-        *(("Route", r) for r in leg.route_set),
-    ]
-    return Request(tuple(headers), b"", method, leg.remote_target)
+    try:
+        confirm(leg, response)
+    except RemoteSipError as exc:
+        raise RemoteAsError(exc.reason, where="To") from None
 
 
 def cancel_of(request: Request) -> Request:
@@ -376,9 +339,3 @@ def cancel_of(request: Request) -> Request:
     headers = [(n, v) for n, v in request.headers if n.lower() in keep]
     headers.append(("CSeq", f"{request.cseq[0]} CANCEL"))
     return Request(tuple(headers), b"", "CANCEL", request.uri)
-
-
-def next_hop(leg: Leg) -> tuple[str, int]:
-    """Where an in-dialog request on ``leg`` goes: the first route, else the remote target."""
-    target = NameAddr.parse(leg.route_set[0], "Route").uri if leg.route_set else leg.remote_target
-    return SipUri.parse(target, "Route").address()

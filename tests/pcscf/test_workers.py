@@ -35,6 +35,7 @@ class Worker:
     gm: int
     core: int
     iq: int
+    metrics: int | None = None
 
 
 @attrs.frozen
@@ -78,6 +79,7 @@ def workers(tmp: Path, next_hop: int, count: int, *extra: str) -> Iterator[Worke
                     _port(f["gm"]),
                     _port(f["core"]),
                     _port(f["iq"]),
+                    _port(f["metrics"]) if "metrics" in f else None,
                 )
             )
         yield Workers(proc, found, log)
@@ -234,8 +236,15 @@ def test_two_workers_share_gm_each_carries_calls_and_sigterm_stops_all(tmp_path:
 
 
 def test_a_dead_worker_is_logged_not_restarted(tmp_path: Path) -> None:
-    with workers(tmp_path, free_port(), 2) as pc:
+    import urllib.request
+
+    with workers(tmp_path, free_port(), 2, "--metrics", "127.0.0.1:0") as pc:
         one, two = pc.workers
+        assert one.metrics and two.metrics and one.metrics != two.metrics
+        for worker in pc.workers:  # each worker serves its own metrics
+            url = f"http://127.0.0.1:{worker.metrics}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as page:
+                assert page.status == 200
         os.kill(one.pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while "not restarted" not in pc.log.read_text() and time.monotonic() < deadline:

@@ -10,7 +10,6 @@ it is never part of a ``repr`` and :func:`redact` removes it from any text about
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import re
 from collections.abc import Sequence
 from typing import Literal, TypeAlias
@@ -19,6 +18,7 @@ import attrs
 
 from certs.psk import ALLOWED_PSK_CIPHERS
 from e2ae.tcpmedia import TlsRole
+from iq import profile as iq_profile
 from iq.codec import (
     CHOOSE,
     NULL_CONTEXT,
@@ -106,22 +106,9 @@ _SERVICE_CHANGES: dict[str, tuple[str, str]] = {
 
 # --------------------------------------------------------------------------- values
 
-
-def _ip_text(value: str) -> str | None:
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        return None
-
-
-def _check_ip(instance: object, attribute: object, value: str) -> None:
-    if _ip_text(value) is None:
-        raise LocalIqError(f"not an IP address: {value!r}")
-
-
-def _check_port(instance: object, attribute: object, value: int) -> None:
-    if not 0 <= value <= 65535:
-        raise LocalIqError(f"port out of range: {value}")
+# the address and port checks of Iq's endpoints (iq.profile.Endpoint)
+_check_ip = iq_profile._check_ip
+_check_port = iq_profile._check_port
 
 
 @attrs.frozen

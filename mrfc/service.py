@@ -61,7 +61,7 @@ from mrfc.config import KmsLink, MrfcConfig
 from pcscf.sdp import KeyMgmt
 from pcscf.sip import Request, Response, SipUri, make_response
 from pcscf.sip.message import Message
-from pcscf.udpua import T1, T2, UdpUserAgent
+from pcscf.udpua import UdpUserAgent
 
 log = Logger(namespace="mrfc")
 
@@ -175,7 +175,6 @@ class MrfcService(service.Service):
         self._bfcp_users: dict[str, int] = {}
         self._ended: dict[str, Participant] = {}
         self.sip = UdpUserAgent(reactor, "mrfc", self._request, on_stray=self._stray)
-        self._timers: list[Any] = []
         self.kms_exchanges: list[str] = []
         #: Leave statistics of the streams that ended: (call_id, media, StreamStatistics).
         self.left: list[tuple[str, str, Any]] = []
@@ -212,10 +211,6 @@ class MrfcService(service.Service):
         super().stopService()
         for p in list(self.participants.values()):
             self.end(p, "the MRFC stops", bye=False)
-        for timer in self._timers:
-            if timer.active():
-                timer.cancel()
-        self._timers.clear()
         waits: list[defer.Deferred[Any]] = []
         waits.append(self.sip.stop())
         if self._own_mp:
@@ -229,14 +224,12 @@ class MrfcService(service.Service):
 
     def later(self, delay: float, f: Callable[..., object], *args: Any) -> None:
         """``reactor.callLater``, cancelled when the service stops."""
-        self._timers = [c for c in self._timers if c.active()]
-        self._timers.append(self.reactor.callLater(delay, f, *args))
+        self.sip.later(delay, f, *args)
 
     # -- SIP transport (pcscf.udpua)
 
     def _via(self) -> str:
-        host, port = self.address
-        return f"SIP/2.0/UDP {host}:{port};branch={core.new_branch()};rport"
+        return self.sip.via(core.new_branch())
 
     def send(self, message: Message, dest: Address) -> None:
         self.sip.send(message, dest)
@@ -425,7 +418,7 @@ class MrfcService(service.Service):
         )
         p.final = core.answer(p.invite, p.dialog, 200, contact=self.contact, body=body)
         self.send(p.final, p.invite.top_via.response_address())
-        self._retransmit_2xx(p, T1)
+        self.sip.retransmit_2xx(p.invite, p.final, lambda: p.acked or p.ended)
         log.info(
             "mrfc: {participant} joined {conference} ({call_id}): {streams}, {security}",
             participant=p.identity,
@@ -477,13 +470,6 @@ class MrfcService(service.Service):
         p.streams.append(stream)
         self._by_termination[(reply.context, reply.termination)] = p
         return reply
-
-    def _retransmit_2xx(self, p: Participant, interval: float, spent: float = 0.0) -> None:
-        if p.acked or p.ended or p.final is None or p.invite is None or spent >= 64 * T1:
-            return
-        if spent:
-            self.send(p.final, p.invite.top_via.response_address())
-        self.later(interval, self._retransmit_2xx, p, min(interval * 2, T2), spent + interval)
 
     def _after_ack(self, p: Participant) -> None:
         for s in p.streams:

@@ -56,7 +56,7 @@ from msrpas import core
 from pcscf.sdp import KeyMgmt, SessionDescription
 from pcscf.sip import Request, Response, make_response
 from pcscf.sip.message import Message
-from pcscf.udpua import T1, T2, UdpUserAgent
+from pcscf.udpua import UdpUserAgent
 
 log = Logger(namespace="msrpas")
 
@@ -359,7 +359,6 @@ class MsrpAsService(service.Service):
             answered=4 * config.max_calls + 64,
         )
         self.kms_exchanges: list[str] = []
-        self._timers: list[Any] = []
         self.relayed: list[dict[str, Any]] = []
 
     # -- lifecycle
@@ -389,10 +388,6 @@ class MsrpAsService(service.Service):
         super().stopService()
         for call in list(self.calls.values()):
             self.end_call(call, "the AS stops")
-        for timer in self._timers:
-            if timer.active():
-                timer.cancel()
-        self._timers.clear()
         if not self.sip.listening:
             return None
         d: defer.Deferred[None] = self.sip.stop()
@@ -400,14 +395,12 @@ class MsrpAsService(service.Service):
 
     def later(self, delay: float, f: Callable[..., object], *args: Any) -> None:
         """``reactor.callLater``, cancelled when the service stops."""
-        self._timers = [c for c in self._timers if c.active()]
-        self._timers.append(self.reactor.callLater(delay, f, *args))
+        self.sip.later(delay, f, *args)
 
     # -- SIP transport (pcscf.udpua)
 
     def _via(self) -> str:
-        host, port = self.address
-        return f"SIP/2.0/UDP {host}:{port};branch={core.new_branch()};rport"
+        return self.sip.via(core.new_branch())
 
     def send(self, message: Message, dest: Address) -> None:
         self.sip.send(message, dest)
@@ -646,7 +639,7 @@ class MsrpAsService(service.Service):
         body_a = core.rewrite_sdp(answer_b, plan_a, session_id=session_id)
         call.final = core.answer(call.invite, call.caller, 200, contact=self.contact, body=body_a)
         self.send(call.final, call.invite.top_via.response_address())
-        self._retransmit_2xx(call, T1)
+        self.sip.retransmit_2xx(call.invite, call.final, lambda: call.acked or call.ended)
         for s_a, media in zip(streams, call.streams, strict=True):
             if setups_a[s_a.index] == "active":
                 host = s_a.host or call.caller_addr[0]
@@ -656,13 +649,6 @@ class MsrpAsService(service.Service):
             call_id=call.caller_id,
             streams=", ".join(m.kind for m in call.streams),
         )
-
-    def _retransmit_2xx(self, call: _Call, interval: float, spent: float = 0.0) -> None:
-        if call.acked or call.ended or call.final is None or spent >= 64 * T1:
-            return
-        if spent:
-            self.send(call.final, call.invite.top_via.response_address())
-        self.later(interval, self._retransmit_2xx, call, min(interval * 2, T2), spent + interval)
 
     def _ack_callee(self, call: _Call) -> None:
         leg = call.callee

@@ -95,6 +95,7 @@ class UdpUserAgent:
         self._port: Any = None
         self._client: dict[str, _ClientTx] = {}
         self._answered: OrderedDict[str, Response] = OrderedDict()
+        self._timers: list[Any] = []
 
     # -- the socket
 
@@ -113,11 +114,16 @@ class UdpUserAgent:
         return self._port is not None
 
     def stop(self) -> defer.Deferred[None]:
-        """Forget every transaction (their Deferreds never fire) and close the socket."""
+        """Forget every transaction (their Deferreds never fire), cancel what :meth:`later`
+        scheduled and close the socket."""
         for tx in self._client.values():
             if tx.timer is not None and tx.timer.active():
                 tx.timer.cancel()
         self._client.clear()
+        for timer in self._timers:
+            if timer.active():
+                timer.cancel()
+        self._timers.clear()
         port, self._port = self._port, None
         if port is None:
             return defer.succeed(None)
@@ -126,6 +132,36 @@ class UdpUserAgent:
     def send(self, message: Message, dest: Address) -> None:
         if self._port is not None:
             self._port.write(message.serialise(), dest)
+
+    def via(self, branch: str) -> str:
+        """Our ``Via`` with ``branch`` (``rport`` asked for)."""
+        host, port = self.address
+        return f"SIP/2.0/UDP {host}:{port};branch={branch};rport"
+
+    def later(self, delay: float, f: Callable[..., object], *args: Any) -> None:
+        """``reactor.callLater``, cancelled by :meth:`stop`."""
+        self._timers = [c for c in self._timers if c.active()]
+        self._timers.append(self.reactor.callLater(delay, f, *args))
+
+    def retransmit_2xx(self, invite: Request, response: Response, done: Callable[[], bool]) -> None:
+        """Send the 2xx to ``invite`` again at T1, doubling to T2, until ``done()`` (the ACK
+        came, or the call ended) or 64*T1 s (RFC 3261 §13.3.1.4); the first copy is the
+        caller's to send."""
+        self.later(T1, self._again_2xx, invite, response, done, T1, T1)
+
+    def _again_2xx(
+        self,
+        invite: Request,
+        response: Response,
+        done: Callable[[], bool],
+        interval: float,
+        spent: float,
+    ) -> None:
+        if done() or spent >= 64 * T1:
+            return
+        self.send(response, invite.top_via.response_address())
+        interval = min(interval * 2, T2)
+        self.later(interval, self._again_2xx, invite, response, done, interval, spent + interval)
 
     # -- input
 

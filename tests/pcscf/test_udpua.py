@@ -135,3 +135,27 @@ def test_the_kept_responses_are_bounded() -> None:
         request = _request("MESSAGE", f"z9hG4bK{n}")
         ua.respond(request, make_response(request, 200, to_tag="x"), PEER)
     assert len(ua._answered) == 3
+
+
+def test_a_2xx_to_an_invite_is_sent_again_until_done_and_timers_end_with_stop() -> None:
+    ua, reactor, _, _ = _ua()
+    invite = _request("INVITE", "z9hG4bKinv")
+    ok = make_response(invite, 200, to_tag="x")
+    acked = {"yes": False}
+    ua.retransmit_2xx(invite, ok, lambda: acked["yes"])
+    reactor.advance(T1)  # T1
+    reactor.advance(2 * T1)  # then 2*T1 later
+    assert _methods(reactor) == ["200", "200"]
+    acked["yes"] = True
+    reactor.pump([T2] * 4)
+    assert _methods(reactor) == ["200", "200"]
+    # without an ACK it stops after 64*T1
+    other = _request("INVITE", "z9hG4bKinv2")
+    ua.retransmit_2xx(other, make_response(other, 200, to_tag="y"), lambda: False)
+    reactor.pump([T1] * 200)
+    assert 8 <= _methods(reactor).count("200") - 2 <= 12
+    fired: list[int] = []
+    ua.later(1.0, fired.append, 1)
+    ua.stop()
+    reactor.advance(2.0)
+    assert fired == []

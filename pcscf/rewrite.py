@@ -44,17 +44,34 @@ docs/sdp-rewrite.md.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, cast, get_args
 
 import attrs
 
-from certs.errors import InvalidFingerprint
+from certs.errors import InvalidFingerprint, UnsupportedHash
 from certs.fingerprint import Fingerprint
 from e2ae.tcpmedia import SETUPS, VALID_ANSWERS, Setup, TlsRole, answer_to, tls_role
-from pcscf.errors import LocalRewriteError, PolicyRefusal, RemoteRewriteError, SdpError
+from pcscf.errors import (
+    LocalPcscfError,
+    LocalRewriteError,
+    PolicyRefusal,
+    RemoteRewriteError,
+    SdpError,
+)
 from pcscf.policy import Policy
-from pcscf.sdp import Connection, MediaSection, SessionDescription
+from pcscf.sdp import (
+    Connection,
+    MediaSection,
+    MLine,
+    Section,
+    SessionDescription,
+    _parse_fingerprint,
+    _removal_pattern,
+    _rewritten_piece,
+    _values_finder,
+)
 
 Step = Literal["orig-offer", "orig-answer", "term-offer", "term-answer"]
 STEPS: tuple[Step, ...] = get_args(Step)
@@ -320,6 +337,12 @@ def plan_offer(
     if step not in OFFER_STEPS:
         raise LocalRewriteError(f"plan_offer needs an offer step, not {step!r}")
     mechanisms = frozenset(m.strip().lower() for m in ue_mechanisms if m.strip())
+    pieces, mlines = sdp._pieces, sdp._mlines
+    if pieces is not None and mlines is not None:
+        try:
+            return _plan_fast(step, pieces, mlines, mechanisms, policy)
+        except _General:
+            pass
     accepted = policy.accepted_hash_funcs
     plans: list[StreamPlan] = []
     session_fps: tuple[Fingerprint, ...] | None = None  # the same for every stream without its own
@@ -357,6 +380,193 @@ def plan_offer(
             else:
                 treatment = "passthrough"
         plans.append(StreamPlan(index, section.media, section.proto, section.proto, treatment, fps))
+    return OfferPlan(step, tuple(plans), accepted)
+
+
+#: The lines the plan reads in one section's text: ``a=fingerprint``, ``a=3ge2ae``, ``a=setup``
+#: and ``a=key-mgmt`` (name as written, value or ``""`` for a flag) and ``c=`` (its value), as
+#: :meth:`Section.attribute_values` and :attr:`Section.connection` find them in the text.
+_PLAN_LINES = re.compile(
+    r"\n(?:a=(?i:(fingerprint|3ge2ae|setup|key-mgmt))(?::([^\r\n]*)|(?=\r|\Z))|c=([^\r\n]*))",
+    re.ASCII,
+).findall
+
+_SectionLines = tuple[list[str], list[str], list[str], bool, str | None]
+
+
+def _plan_lines(text: str) -> _SectionLines:
+    """The fingerprint, 3ge2ae and setup values, whether there is a key-mgmt, and the first
+    ``c=`` value of one section's text."""
+    fingerprint: list[str] = []
+    e2ae: list[str] = []
+    setup: list[str] = []
+    key_mgmt = False
+    connection: str | None = None
+    for name, value, conn in _PLAN_LINES(text):
+        if not name:
+            if connection is None:
+                connection = conn
+            continue
+        lname = name.lower()
+        if lname == "fingerprint":
+            fingerprint.append(value)
+        elif lname == "setup":
+            setup.append(value)
+        elif lname == "3ge2ae":
+            e2ae.append(value)
+        else:
+            key_mgmt = True
+    return fingerprint, e2ae, setup, key_mgmt, connection
+
+
+class _General(Exception):
+    """The fast plan met something only the general one says right (an error, mostly)."""
+
+
+def _fast_fingerprints(values: list[str], accepted: tuple[str, ...]) -> tuple[Fingerprint, ...]:
+    """:meth:`SessionDescription._usable_fingerprints`; _General where that raises."""
+    out: list[Fingerprint] = []
+    for value in values:
+        try:
+            fp = _parse_fingerprint(value)
+        except UnsupportedHash:
+            continue
+        except InvalidFingerprint:
+            raise _General from None
+        if fp.hash_func in accepted:
+            out.append(fp)
+    return tuple(out)
+
+
+def _fast_setup(own: list[str], session: list[str]) -> Setup:
+    """:func:`_setup_of` with the default ``active``; _General for an unknown value."""
+    values = own or session
+    if not values:
+        return "active"
+    value = values[0].strip().lower()
+    if value not in SETUPS:
+        raise _General
+    return value
+
+
+def _fast_host(own: str | None, session: str | None) -> str:
+    """The host of the effective ``c=`` value (three fields: the fast parser checked them)."""
+    value = own if own is not None else session
+    if value is None:
+        raise _General
+    return value.split()[2].split("/", 1)[0]
+
+
+def _plan_fast(
+    step: Step,
+    pieces: list[str],
+    mlines: list[MLine],
+    mechanisms: frozenset[str],
+    policy: Policy,
+) -> OfferPlan:
+    """:func:`plan_offer` of a description still in pieces (parsed the fast way, not looked at):
+    each section's text is read once (:func:`_plan_lines`) instead of once per lookup. Raises
+    _General wherever the general plan raises, which then says why."""
+    accepted = policy.accepted_hash_funcs
+    orig = step == "orig-offer"
+    session: _SectionLines | None = None
+    session_fps: tuple[Fingerprint, ...] | None = None
+    plans: list[StreamPlan] = []
+    index = -1
+    for piece, (media, port, _count, proto_in, _fmts) in zip(pieces[1:], mlines, strict=True):
+        index += 1
+        upper = proto_in.upper()
+        proto = upper if upper in MECHANISM else proto_in
+        fingerprint, e2ae, setup, key_mgmt, connection = _plan_lines(piece)
+        if orig:
+            if fingerprint:
+                fps = _fast_fingerprints(fingerprint, accepted)
+            else:
+                if session_fps is None:
+                    if session is None:
+                        session = _plan_lines(pieces[0])
+                    session_fps = _fast_fingerprints(session[0], accepted)
+                fps = session_fps
+            if port == 0:
+                treatment: Treatment = "rejected"
+            elif proto in PLAIN_PROTO:
+                requested = any(v.strip().lower() == "requested" for v in e2ae)
+                if requested and _mechanism_ok(proto, mechanisms, policy):
+                    if not fps:
+                        raise _General
+                    if session is None:
+                        session = _plan_lines(pieces[0])
+                    ue_setup = _fast_setup(setup, session[2])
+                    access_setup = answer_to(ue_setup)
+                    plans.append(
+                        StreamPlan(
+                            index,
+                            media,
+                            proto_in,
+                            PLAIN_PROTO[proto],
+                            "e2ae",
+                            fps,
+                            offer_setup=ue_setup,
+                            ue_setup=ue_setup,
+                            access_setup=access_setup,
+                            core_setup=ue_setup,
+                            access_role=tls_role(access_setup),
+                            remote_address=_fast_host(connection, session[4]),
+                            remote_port=port,
+                        )
+                    )
+                    continue
+                if not requested:
+                    if not key_mgmt:
+                        if session is None:
+                            session = _plan_lines(pieces[0])
+                        key_mgmt = session[3]
+                    if key_mgmt:
+                        plans.append(StreamPlan(index, media, proto_in, proto_in, "e2e", fps))
+                        continue
+                if policy.non_e2ae_tls == "reject":
+                    raise _General
+                treatment = "passthrough"
+            else:
+                treatment = "passthrough"
+        else:
+            fps = ()
+            if port == 0:
+                treatment = "rejected"
+            elif proto in TLS_PROTO and _mechanism_ok(proto, mechanisms, policy):
+                if session is None:
+                    session = _plan_lines(pieces[0])
+                core_offer = _fast_setup(setup, session[2])
+                if core_offer == "actpass":
+                    access: Setup = "actpass"
+                elif core_offer == "holdconn":
+                    access = "holdconn"
+                else:
+                    access = "passive"
+                plans.append(
+                    StreamPlan(
+                        index,
+                        media,
+                        proto_in,
+                        TLS_PROTO[proto],
+                        "e2ae",
+                        offer_setup=core_offer,
+                        access_setup=access,
+                        access_role=tls_role(access),
+                        remote_address=_fast_host(connection, session[4]),
+                        remote_port=port,
+                    )
+                )
+                continue
+            elif proto in PLAIN_PROTO:
+                if not key_mgmt:
+                    if session is None:
+                        session = _plan_lines(pieces[0])
+                    key_mgmt = session[3]
+                treatment = "e2e" if key_mgmt else "passthrough"
+            else:
+                treatment = "passthrough"
+        plans.append(StreamPlan(index, media, proto_in, proto_in, treatment, fps))
     return OfferPlan(step, tuple(plans), accepted)
 
 
@@ -435,6 +645,12 @@ def rewrite_offer(
 
     ``sdp`` is not modified; the result holds an edited copy.
     """
+    pieces, mlines = sdp._pieces, sdp._mlines
+    if pieces is not None and mlines is not None:
+        try:
+            return _rewrite_fast(pieces, mlines, plan, reservations)
+        except _General:
+            pass
     if len(plan.streams) != len(sdp.media):
         raise LocalRewriteError(
             f"plan has {len(plan.streams)} streams, SDP has {len(sdp.media)} m-lines"
@@ -484,6 +700,110 @@ def rewrite_offer(
 
 #: What an e2ae stream loses on its way out of an offer step.
 _REMOVED = ("fingerprint", "3ge2ae")
+
+
+def _setup_written(piece: str, value: Setup, session: list[str], default: Setup) -> str:
+    """:func:`_write_setup` on a section's text without its ``m=`` (``session``: the values of
+    the session-level a=setup)."""
+    own = _setup_values(piece)
+    if own:
+        if own[0].strip().lower() != value or len(own) > 1:
+            section = Section(("m=" + piece).split("\r\n"))
+            section.set_attribute("setup", value)
+            return "\r\n".join(section.lines)[2:]
+        return piece
+    current = session[0].strip().lower() if session else default
+    return piece if current == value else piece + "\r\na=setup:" + value
+
+
+_setup_values = _values_finder("setup")
+_fingerprint_values = _values_finder("fingerprint")
+
+
+def _rewrite_fast(
+    pieces: list[str],
+    mlines: list[MLine],
+    plan: OfferPlan,
+    reservations: Mapping[int, AgwAddresses],
+) -> RewriteResult:
+    """:func:`rewrite_offer` of a description still in pieces, for a plan whose indexes are the
+    positions: each e2ae stream's text is rewritten in a few string operations, the others are
+    kept as they are, and the result is a description in pieces too. Raises _General wherever
+    the general rewrite raises."""
+    streams = plan.streams
+    if len(streams) != len(mlines):
+        raise _General
+    orig = plan.step == "orig-offer"
+    out_pieces = [pieces[0]]
+    out_mlines: list[MLine] = []
+    states: list[StreamState] = []
+    rewritten = False
+    session_setup: list[str] | None = None
+    position = -1
+    for stream, piece, mline in zip(streams, pieces[1:], mlines, strict=True):
+        position += 1
+        if stream.index != position:
+            raise _General
+        if stream.treatment != "e2ae":
+            states.append(StreamState(stream))
+            out_pieces.append(piece)
+            out_mlines.append(mline)
+            continue
+        reservation = reservations.get(stream.index)
+        if reservation is None:
+            raise _General
+        proto = stream.proto_out
+        if orig:
+            port, ip = reservation.core_port, reservation.core_address
+            setup = stream.core_setup
+        else:
+            port, ip = reservation.access_port, reservation.access_address
+            setup = stream.access_setup
+        if setup is None:
+            raise _General
+        try:
+            new = _rewritten_piece(piece, mline, proto, port, ip, _REMOVED)
+        except LocalPcscfError:
+            raise _General from None
+        if not orig or setup != stream.offer_setup:  # offer_setup: what the line says now
+            if session_setup is None:
+                session_setup = _setup_values(pieces[0])
+            new = _setup_written(new, setup, session_setup, "active")
+        if not orig:
+            new = (
+                f"{new}\r\na=fingerprint:{_fingerprint_value(reservation.fingerprint)}"
+                "\r\na=3ge2ae:applied"
+            )
+        out_pieces.append(new)
+        out_mlines.append((mline[0], port, None, proto, mline[4]))
+        rewritten = True
+        states.append(StreamState(stream, reservation))
+    if rewritten and _fingerprint_values(pieces[0]):
+        _move_session_fingerprints_fast(out_pieces, out_mlines, streams)
+    state = RewriteState(plan.step, tuple(states), plan.accepted_hash_funcs)
+    return RewriteResult(
+        SessionDescription._from_pieces(out_pieces, out_mlines), state, tuple(streams)
+    )
+
+
+def _move_session_fingerprints_fast(
+    pieces: list[str], mlines: list[MLine], streams: tuple[StreamPlan, ...]
+) -> None:
+    """:func:`_move_session_fingerprints` on the pieces (changed in place)."""
+    match = _removal_pattern(("fingerprint",))
+    session = pieces[0].split("\r\n")
+    lines = [line for line in session if match(line)]
+    if not lines:
+        return
+    added = "\r\n" + "\r\n".join(lines)
+    for position, (stream, mline) in enumerate(zip(streams, mlines, strict=True), 1):
+        if stream.treatment == "e2ae":
+            continue
+        parts = mline[3].upper().split("/")
+        piece = pieces[position]
+        if ("TLS" in parts or "DTLS" in parts) and not _fingerprint_values(piece):
+            pieces[position] = piece + added
+    pieces[0] = "\r\n".join(line for line in session if not match(line))
 
 
 def _rewrite_offer_by_index(

@@ -348,34 +348,8 @@ class MediaSection(Section):
             copy.set_connection(Connection.for_ip(ip))
             copy.remove_attributes(*remove)
             return copy
-        if not 0 <= port <= 65535:
-            raise LocalPcscfError(f"port out of range: {port}")
-        new_c = Connection.for_ip(ip).line
-        first = text.find("\r\n")
-        if proto != self.proto or port != self.port or self.port_count is not None:
-            m_line = f"m={self.media} {port} {proto} {' '.join(self.fmts)}"
-            text = m_line if first < 0 else m_line + text[first:]
-            first = len(m_line) if first >= 0 else -1
-        if first >= 0:
-            at = text.find("\r\nc=")
-            if at >= 0:
-                end = text.find("\r\n", at + 2)
-                rest = "" if end < 0 else text[end:]
-                if "\nc=" in rest:
-                    rest = _C_LINES.sub("", rest)
-                text = text[:at] + "\r\n" + new_c + rest
-            else:
-                at = first
-                while text.startswith("\r\ni=", at):
-                    at = text.find("\r\n", at + 2)
-                    if at < 0:
-                        at = len(text)
-                        break
-                text = text[:at] + "\r\n" + new_c + text[at:]
-            if remove:
-                text = _line_remover(tuple(name.lower() for name in remove))(text)
-        else:
-            text = text + "\r\n" + new_c
+        mline = (self.media, self.port, self.port_count, self.proto, self.fmts)
+        text = "m=" + _rewritten_piece(text[2:], mline, proto, port, ip, remove)
         copy = MediaSection(text.split("\r\n"), self.media, port, None, proto, self.fmts)
         copy._text = text
         return copy
@@ -414,6 +388,44 @@ class MediaSection(Section):
                 at += 1
             out.insert(at, new)
         self.lines[:] = out
+
+
+def _rewritten_piece(
+    piece: str, mline: MLine, proto: str, port: int, ip: str, remove: tuple[str, ...]
+) -> str:
+    """:meth:`MediaSection._rewritten` on the text of a section as parsed, without its ``m=``
+    (``mline``: its parsed m-line): the new text, without ``m=``."""
+    if not 0 <= port <= 65535:
+        raise LocalPcscfError(f"port out of range: {port}")
+    new_c = Connection.for_ip(ip).line
+    text = piece
+    first = text.find("\r\n")
+    media, old_port, port_count, old_proto, fmts = mline
+    if proto != old_proto or port != old_port or port_count is not None:
+        m_line = f"{media} {port} {proto} {' '.join(fmts)}"
+        text = m_line if first < 0 else m_line + text[first:]
+        first = len(m_line) if first >= 0 else -1
+    if first >= 0:
+        at = text.find("\r\nc=")
+        if at >= 0:
+            end = text.find("\r\n", at + 2)
+            rest = "" if end < 0 else text[end:]
+            if "\nc=" in rest:
+                rest = _C_LINES.sub("", rest)
+            text = text[:at] + "\r\n" + new_c + rest
+        else:
+            at = first
+            while text.startswith("\r\ni=", at):
+                at = text.find("\r\n", at + 2)
+                if at < 0:
+                    at = len(text)
+                    break
+            text = text[:at] + "\r\n" + new_c + text[at:]
+        if remove:
+            text = _line_remover(tuple(name.lower() for name in remove))(text)
+    else:
+        text = text + "\r\n" + new_c
+    return text
 
 
 def _parse_m_line(value: str, lineno: int) -> tuple[str, int, int | None, str, tuple[str, ...]]:
@@ -543,25 +555,38 @@ _NOT_SIMPLE_LINE = re.compile(
 ).search
 
 
-def _parse_fast(body: str) -> tuple[Section, list[MediaSection]] | None:
-    """Parse a CRLF body (no NUL, no trailing line break) section by section; None unless its
-    lines are all simple (:data:`_NOT_SIMPLE_LINE`) and its m= lines good: the line parser
-    then parses it or names the bad line."""
+MLine = tuple[str, int, int | None, str, tuple[str, ...]]
+#: The ``m=`` line values of a CRLF body, in order (one per ``\r\nm=``).
+_M_VALUES = re.compile(r"\nm=([^\r\n]*)").findall
+
+
+def _parse_fast(body: str) -> tuple[list[str], list[MLine]] | None:
+    """Check a CRLF body (no NUL, no trailing line break) for the fast way: None unless its
+    lines are all simple (:data:`_NOT_SIMPLE_LINE`) and its m= lines good (the line parser then
+    parses it or names the bad line). Otherwise the pieces ``body.split("\\r\\nm=")`` (the
+    session's text, then each media section's text without its leading ``m=``) and the parsed
+    ``m=`` lines: what :meth:`SessionDescription._from_pieces` makes sections of."""
     if (body[:5] != "v=0\r\n" and body != "v=0") or _NOT_SIMPLE_LINE(body) is not None:
         return None
-    chunks = body.split("\r\nm=")
-    session = Section(chunks[0].split("\r\n"))
-    session._text = chunks[0]
-    media: list[MediaSection] = []
+    pieces = body.split("\r\nm=")
     try:
-        for chunk in chunks[1:]:
-            text = "m=" + chunk
-            lines = text.split("\r\n")
-            section = MediaSection(lines, *_parse_m_line(lines[0][2:], 0))
-            section._text = text
-            media.append(section)
+        mlines = [_parse_m_line(value, 0) for value in _M_VALUES(body)]
     except SdpError:
         return None
+    return pieces, mlines
+
+
+def _sections(pieces: list[str], mlines: list[MLine]) -> tuple[Section, list[MediaSection]]:
+    """The sections of :func:`_parse_fast`'s pieces, each keeping its text."""
+    text = pieces[0]
+    session = Section(text.split("\r\n"))
+    session._text = text
+    media: list[MediaSection] = []
+    for piece, mline in zip(pieces[1:], mlines, strict=True):
+        text = "m=" + piece
+        section = MediaSection(text.split("\r\n"), *mline)
+        section._text = text
+        media.append(section)
     return session, media
 
 
@@ -600,12 +625,95 @@ class KeyMgmt:
         return f"{self.protocol} {base64.b64encode(self.data).decode('ascii')}"
 
 
-@attrs.define
 class SessionDescription:
-    """A whole SDP body: session-level lines and the media sections in order."""
+    """A whole SDP body: session-level lines and the media sections in order.
 
-    session: Section
-    media: list[MediaSection]
+    Equality, ``repr`` and the fields are those of an attrs class with the fields ``session``
+    and ``media``. A description parsed the fast way (or made by the e2ae rewrite from one)
+    holds its text in pieces (the session's text, then each media section's text without its
+    ``m=``) and the parsed ``m=`` lines, and builds ``session`` and ``media`` from them the
+    first time either is looked at: until then :meth:`text` joins the pieces, and the rewrite
+    reads them (``_pieces`` / ``_mlines``, None once the sections are built).
+    """
+
+    __slots__ = ("_media", "_mlines", "_pieces", "_session")
+    __match_args__ = ("session", "media")
+
+    _session: Section | None
+    _media: list[MediaSection] | None
+    _pieces: list[str] | None
+    _mlines: list[MLine] | None
+
+    def __init__(self, session: Section, media: list[MediaSection]) -> None:
+        self._session = session
+        self._media = media
+        self._pieces = None
+        self._mlines = None
+
+    @classmethod
+    def _from_pieces(cls, pieces: list[str], mlines: list[MLine]) -> SessionDescription:
+        """A description whose sections are built from ``pieces`` when first looked at
+        (``"\\r\\nm=".join(pieces)`` is its text without the final CRLF; one m-line per
+        piece after the first). The lists are never changed in place."""
+        sdp: SessionDescription = _new_object(cls)
+        sdp._session = None
+        sdp._media = None
+        sdp._pieces = pieces
+        sdp._mlines = mlines
+        return sdp
+
+    def _build(self) -> None:
+        pieces, mlines = self._pieces, self._mlines
+        assert pieces is not None and mlines is not None
+        self._session, self._media = _sections(pieces, mlines)
+        self._pieces = self._mlines = None
+
+    @property
+    def session(self) -> Section:
+        session = self._session
+        if session is None:
+            self._build()
+            session = self._session
+            assert session is not None
+        return session
+
+    @session.setter
+    def session(self, value: Section) -> None:
+        if self._pieces is not None:
+            self._build()
+        self._session = value
+
+    @property
+    def media(self) -> list[MediaSection]:
+        media = self._media
+        if media is None:
+            self._build()
+            media = self._media
+            assert media is not None
+        return media
+
+    @media.setter
+    def media(self, value: list[MediaSection]) -> None:
+        if self._pieces is not None:
+            self._build()
+        self._media = value
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, SessionDescription)
+        return (self.session, self.media) == (other.session, other.media)
+
+    def __ne__(self, other: object) -> bool:
+        result = self.__eq__(other)
+        if result is NotImplemented:
+            return NotImplemented
+        return not result
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as an attrs class with eq
+
+    def __repr__(self) -> str:
+        return f"SessionDescription(session={self.session!r}, media={self.media!r})"
 
     @classmethod
     def parse(cls, data: bytes | str) -> SessionDescription:
@@ -622,13 +730,13 @@ class SessionDescription:
             if not controls:
                 fast = _parse_fast(text.rstrip("\n").replace("\n", "\r\n"))
                 if fast is not None:
-                    return cls(*fast)
+                    return cls._from_pieces(*fast)
             raw = text.split("\n")
         elif text.count("\r\n") == text.count("\r") == text.count("\n"):
             if not controls:
                 fast = _parse_fast(text.rstrip("\r\n"))
                 if fast is not None:
-                    return cls(*fast)
+                    return cls._from_pieces(*fast)
             raw = text.split("\r\n")
         else:  # mixed line endings, or a stray CR: line by line
             raw = [line[:-1] if line[-1:] == "\r" else line for line in text.split("\n")]
@@ -645,6 +753,9 @@ class SessionDescription:
 
     def text(self) -> str:
         """The SDP as text with CRLF line endings."""
+        pieces = self._pieces
+        if pieces is not None:
+            return "\r\nm=".join(pieces) + "\r\n"
         parts = [*self.session.lines]
         for section in self.media:
             parts.extend(section.lines)
@@ -656,6 +767,9 @@ class SessionDescription:
 
     def copy(self) -> SessionDescription:
         """An independent copy that can be edited without touching this one."""
+        pieces, mlines = self._pieces, self._mlines
+        if pieces is not None and mlines is not None:
+            return SessionDescription._from_pieces(pieces, mlines)
         return SessionDescription(self.session._copy(), [m._copy() for m in self.media])
 
     def effective_connection(self, index: int) -> Connection | None:

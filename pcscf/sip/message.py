@@ -93,11 +93,15 @@ class _Base:
     def _lookup(self) -> dict[str, tuple[str, ...]]:
         index = self._index
         if index is None:
-            found: dict[str, list[str]] = {}
+            built: dict[str, tuple[str, ...]] = {}
             for key, value in self.headers:
-                found.setdefault(canonical(key), []).append(value)
-            index = {name: tuple(values) for name, values in found.items()}
-            object.__setattr__(self, "_index", index)
+                name = canonical(key)
+                if name in built:
+                    built[name] += (value,)  # a repeated name: rare, a new tuple is cheap
+                else:
+                    built[name] = (value,)
+            object.__setattr__(self, "_index", built)
+            return built
         return index
 
     def get(self, name: str) -> str | None:
@@ -229,13 +233,15 @@ class _Base:
         return tuple(out)
 
     def _head_lines(self) -> list[str]:
-        lines = []
-        for key, value in self.headers:
-            if canonical(key) == "content-length":
-                continue
-            if "\r" in value or "\n" in value:
-                raise LocalSipError(f"header {key} holds a line break")
-            lines.append(f"{key}: {value}")
+        lines = [
+            f"{key}: {value}"
+            for key, value in self.headers
+            if key not in _LENGTH_NAMES and canonical(key) != "content-length"
+        ]
+        if any("\r" in line or "\n" in line for line in lines):
+            for key, value in self.headers:
+                if canonical(key) != "content-length" and ("\r" in value or "\n" in value):
+                    raise LocalSipError(f"header {key} holds a line break")
         lines.append(f"Content-Length: {len(self.body)}")
         return lines
 
@@ -254,12 +260,15 @@ class Request(_Base):
         # on its way through the proxy.
         if not changes.keys() <= _REQUEST_FIELDS:
             return attrs.evolve(self, **changes)
-        return Request(
+        new = Request(
             changes.get("headers", self.headers),
             changes.get("body", self.body),
             changes.get("method", self.method),
             changes.get("uri", self.uri),
         )
+        if new.headers is self.headers:
+            _share_lookups(self, new)
+        return new
 
 
 @attrs.frozen
@@ -274,15 +283,27 @@ class Response(_Base):
     def evolve(self, **changes: Any) -> Response:
         if not changes.keys() <= _RESPONSE_FIELDS:
             return attrs.evolve(self, **changes)
-        return Response(
+        new = Response(
             changes.get("headers", self.headers),
             changes.get("body", self.body),
             changes.get("status", self.status),
             changes.get("reason", self.reason),
         )
+        if new.headers is self.headers:
+            _share_lookups(self, new)
+        return new
 
 
 Message = Request | Response
+
+
+def _share_lookups(old: _Base, new: _Base) -> None:
+    """``new`` has ``old``'s header tuple: it answers lookups from the same index (built from
+    those headers only, never edited in place)."""
+    object.__setattr__(new, "_index", old._index)
+    object.__setattr__(new, "_items", old._items)
+
+
 _REQUEST_FIELDS = frozenset({"headers", "body", "method", "uri"})
 _RESPONSE_FIELDS = frozenset({"headers", "body", "status", "reason"})
 
@@ -295,7 +316,27 @@ class MessageError(RemoteSipError):
         self.partial = partial
 
 
+#: A header line in its plain form: a token name, optional blanks, a colon. A head whose every
+#: line after the start line is like this (no folding, no bare CR or LF, none too long, not
+#: too many) is split without the per-line checks of :func:`_parse_head_lines`, which would
+#: all pass; any other head goes through them, which name the line at fault.
+_NOT_PLAIN_LINE = re.compile(r"\r\n(?![A-Za-z0-9\-.!%*_+`'~]+[ \t]*:)")
+
+
 def _parse_head(head: str) -> tuple[str, list[Header]]:
+    if (
+        len(head) <= MAX_LINE
+        and head.count("\r") == head.count("\n") == head.count("\r\n")
+        and _NOT_PLAIN_LINE.search(head) is None
+    ):
+        lines = head.split("\r\n")
+        if len(lines) <= MAX_HEADERS + 1:
+            split = [raw.partition(":") for raw in lines[1:]]
+            return lines[0], [(name.rstrip(" \t"), value.strip()) for name, _, value in split]
+    return _parse_head_lines(head)
+
+
+def _parse_head_lines(head: str) -> tuple[str, list[Header]]:
     lines = head.split("\r\n")
     start = lines[0]
     if "\r" in start or "\n" in start:
@@ -345,13 +386,17 @@ def _start_line(start: str, headers: list[Header], body: bytes) -> Message:
 
 
 def _content_length(headers: list[Header]) -> int | None:
-    values = [v for k, v in headers if canonical(k) == "content-length"]
+    values = [v for k, v in headers if k in _LENGTH_NAMES or canonical(k) == "content-length"]
     if not values:
         return None
     digits = values[0].isdigit() and values[0].isascii()
     if len(set(values)) > 1 or not digits or len(values[0]) > 9:
         raise RemoteSipError(400, f"Bad Content-Length {values[0][:20]!r}", where="Content-Length")
     return int(values[0])
+
+
+#: The usual spellings of Content-Length, known without :func:`canonical` (others still match).
+_LENGTH_NAMES = frozenset({"Content-Length", "content-length", "l", "L"})
 
 
 def _salvage(start: str, head: str) -> Request | None:

@@ -97,6 +97,22 @@ def _split_unquoted(value: str) -> list[str]:
 def parse_params(text: str, where: str) -> tuple[tuple[str, str | None], ...]:
     """``;a=1;b;c="x;y"`` -> (("a", "1"), ("b", None), ("c", '"x;y"'))."""
     out: list[tuple[str, str | None]] = []
+    if '"' not in text:
+        parts = text.split(";")  # nothing quoted: every ";" separates
+    else:
+        parts = _split_params_quoted(text)
+    for part in parts:
+        if not part.strip():
+            continue
+        name, eq, value = part.partition("=")
+        if not name.strip():
+            raise RemoteSipError(400, f"Bad parameter {part!r} in {where}", where=where)
+        out.append((name.strip(), value.strip() if eq else None))
+    return tuple(out)
+
+
+def _split_params_quoted(text: str) -> list[str]:
+    """``text`` cut at every ``;`` outside double quotes."""
     parts: list[str] = []
     current: list[str] = []
     quoted = False
@@ -109,14 +125,7 @@ def parse_params(text: str, where: str) -> tuple[tuple[str, str | None], ...]:
             continue
         current.append(ch)
     parts.append("".join(current))
-    for part in parts:
-        if not part.strip():
-            continue
-        name, eq, value = part.partition("=")
-        if not name.strip():
-            raise RemoteSipError(400, f"Bad parameter {part!r} in {where}", where=where)
-        out.append((name.strip(), value.strip() if eq else None))
-    return tuple(out)
+    return parts
 
 
 def params_text(params: tuple[tuple[str, str | None], ...]) -> str:

@@ -80,3 +80,15 @@ def test_a_plain_message_parses_with_its_spelling_kept() -> None:
     )
     assert msg.headers == (("v", "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1"), ("l", "0"))
     assert msg.top_via.branch == "z9hG4bK1"
+
+
+@given(st.text(alphabet=";=ab \t,\"'x", max_size=30))
+def test_parameters_without_quotes_split_as_the_quote_aware_splitter_does(text: str) -> None:
+    from pcscf.sip.headers import _split_params_quoted, parse_params
+
+    unquoted = text.replace('"', "")
+    assert unquoted.split(";") == _split_params_quoted(unquoted)
+    try:
+        parse_params(text, "Via")
+    except RemoteSipError as exc:
+        assert exc.status == 400

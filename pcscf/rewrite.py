@@ -44,7 +44,6 @@ docs/sdp-rewrite.md.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, cast, get_args
 
@@ -383,44 +382,24 @@ def plan_offer(
     return OfferPlan(step, tuple(plans), accepted)
 
 
-#: The lines the plan reads in one section's text: ``a=fingerprint``, ``a=3ge2ae``, ``a=setup``
-#: and ``a=key-mgmt`` (name as written, value or ``""`` for a flag) and ``c=`` (its value), as
-#: :meth:`Section.attribute_values` and :attr:`Section.connection` find them in the text.
-_PLAN_LINES = re.compile(
-    r"\n(?:a=(?i:(fingerprint|3ge2ae|setup|key-mgmt))(?::([^\r\n]*)|(?=\r|\Z))|c=([^\r\n]*))",
-    re.ASCII,
-).findall
-
-_SectionLines = tuple[list[str], list[str], list[str], bool, str | None]
-
-
-def _plan_lines(text: str) -> _SectionLines:
-    """The fingerprint, 3ge2ae and setup values, whether there is a key-mgmt, and the first
-    ``c=`` value of one section's text."""
-    fingerprint: list[str] = []
-    e2ae: list[str] = []
-    setup: list[str] = []
-    key_mgmt = False
-    connection: str | None = None
-    for name, value, conn in _PLAN_LINES(text):
-        if not name:
-            if connection is None:
-                connection = conn
-            continue
-        lname = name.lower()
-        if lname == "fingerprint":
-            fingerprint.append(value)
-        elif lname == "setup":
-            setup.append(value)
-        elif lname == "3ge2ae":
-            e2ae.append(value)
-        else:
-            key_mgmt = True
-    return fingerprint, e2ae, setup, key_mgmt, connection
-
-
 class _General(Exception):
     """The fast plan met something only the general one says right (an error, mostly)."""
+
+
+_fingerprint_values = _values_finder("fingerprint")
+_setup_values = _values_finder("setup")
+_e2ae_values = _values_finder("3ge2ae")
+_key_mgmt_values = _values_finder("key-mgmt")
+
+
+def _first_connection(text: str) -> str | None:
+    """The value of the first ``c=`` line after the first line of a section's text
+    (:attr:`Section.connection`)."""
+    at = text.find("\nc=")
+    if at < 0:
+        return None
+    end = text.find("\r", at)
+    return text[at + 3 : end] if end > 0 else text[at + 3 :]
 
 
 def _fast_fingerprints(values: list[str], accepted: tuple[str, ...]) -> tuple[Fingerprint, ...]:
@@ -438,9 +417,9 @@ def _fast_fingerprints(values: list[str], accepted: tuple[str, ...]) -> tuple[Fi
     return tuple(out)
 
 
-def _fast_setup(own: list[str], session: list[str]) -> Setup:
+def _fast_setup(own: list[str], session: str) -> Setup:
     """:func:`_setup_of` with the default ``active``; _General for an unknown value."""
-    values = own or session
+    values = own or _setup_values(session)
     if not values:
         return "active"
     value = values[0].strip().lower()
@@ -449,11 +428,13 @@ def _fast_setup(own: list[str], session: list[str]) -> Setup:
     return value
 
 
-def _fast_host(own: str | None, session: str | None) -> str:
-    """The host of the effective ``c=`` value (three fields: the fast parser checked them)."""
-    value = own if own is not None else session
+def _fast_host(piece: str, session: str) -> str:
+    """The host of the stream's effective ``c=`` (three fields: the fast parser checked)."""
+    value = _first_connection(piece)
     if value is None:
-        raise _General
+        value = _first_connection(session)
+        if value is None:
+            raise _General
     return value.split()[2].split("/", 1)[0]
 
 
@@ -465,38 +446,39 @@ def _plan_fast(
     policy: Policy,
 ) -> OfferPlan:
     """:func:`plan_offer` of a description still in pieces (parsed the fast way, not looked at):
-    each section's text is read once (:func:`_plan_lines`) instead of once per lookup. Raises
+    the values are read from each section's text, only those the stream's plan needs. Raises
     _General wherever the general plan raises, which then says why."""
     accepted = policy.accepted_hash_funcs
     orig = step == "orig-offer"
-    session: _SectionLines | None = None
+    session = pieces[0]
     session_fps: tuple[Fingerprint, ...] | None = None
+    session_key_mgmt: bool | None = None
     plans: list[StreamPlan] = []
     index = -1
     for piece, (media, port, _count, proto_in, _fmts) in zip(pieces[1:], mlines, strict=True):
         index += 1
         upper = proto_in.upper()
         proto = upper if upper in MECHANISM else proto_in
-        fingerprint, e2ae, setup, key_mgmt, connection = _plan_lines(piece)
         if orig:
+            fingerprint = _fingerprint_values(piece)
             if fingerprint:
                 fps = _fast_fingerprints(fingerprint, accepted)
             else:
                 if session_fps is None:
-                    if session is None:
-                        session = _plan_lines(pieces[0])
-                    session_fps = _fast_fingerprints(session[0], accepted)
+                    session_fps = _fast_fingerprints(_fingerprint_values(session), accepted)
                 fps = session_fps
             if port == 0:
                 treatment: Treatment = "rejected"
             elif proto in PLAIN_PROTO:
-                requested = any(v.strip().lower() == "requested" for v in e2ae)
+                requested = False
+                for value in _e2ae_values(piece):
+                    if value.strip().lower() == "requested":
+                        requested = True
+                        break
                 if requested and _mechanism_ok(proto, mechanisms, policy):
                     if not fps:
                         raise _General
-                    if session is None:
-                        session = _plan_lines(pieces[0])
-                    ue_setup = _fast_setup(setup, session[2])
+                    ue_setup = _fast_setup(_setup_values(piece), session)
                     access_setup = answer_to(ue_setup)
                     plans.append(
                         StreamPlan(
@@ -506,21 +488,22 @@ def _plan_fast(
                             PLAIN_PROTO[proto],
                             "e2ae",
                             fps,
-                            offer_setup=ue_setup,
-                            ue_setup=ue_setup,
-                            access_setup=access_setup,
-                            core_setup=ue_setup,
-                            access_role=tls_role(access_setup),
-                            remote_address=_fast_host(connection, session[4]),
-                            remote_port=port,
+                            ue_setup,
+                            ue_setup,
+                            access_setup,
+                            ue_setup,
+                            tls_role(access_setup),
+                            _fast_host(piece, session),
+                            port,
                         )
                     )
                     continue
                 if not requested:
+                    key_mgmt = bool(_key_mgmt_values(piece))
                     if not key_mgmt:
-                        if session is None:
-                            session = _plan_lines(pieces[0])
-                        key_mgmt = session[3]
+                        if session_key_mgmt is None:
+                            session_key_mgmt = bool(_key_mgmt_values(session))
+                        key_mgmt = session_key_mgmt
                     if key_mgmt:
                         plans.append(StreamPlan(index, media, proto_in, proto_in, "e2e", fps))
                         continue
@@ -534,9 +517,7 @@ def _plan_fast(
             if port == 0:
                 treatment = "rejected"
             elif proto in TLS_PROTO and _mechanism_ok(proto, mechanisms, policy):
-                if session is None:
-                    session = _plan_lines(pieces[0])
-                core_offer = _fast_setup(setup, session[2])
+                core_offer = _fast_setup(_setup_values(piece), session)
                 if core_offer == "actpass":
                     access: Setup = "actpass"
                 elif core_offer == "holdconn":
@@ -550,19 +531,23 @@ def _plan_fast(
                         proto_in,
                         TLS_PROTO[proto],
                         "e2ae",
-                        offer_setup=core_offer,
-                        access_setup=access,
-                        access_role=tls_role(access),
-                        remote_address=_fast_host(connection, session[4]),
-                        remote_port=port,
+                        (),
+                        core_offer,
+                        None,
+                        access,
+                        None,
+                        tls_role(access),
+                        _fast_host(piece, session),
+                        port,
                     )
                 )
                 continue
             elif proto in PLAIN_PROTO:
+                key_mgmt = bool(_key_mgmt_values(piece))
                 if not key_mgmt:
-                    if session is None:
-                        session = _plan_lines(pieces[0])
-                    key_mgmt = session[3]
+                    if session_key_mgmt is None:
+                        session_key_mgmt = bool(_key_mgmt_values(session))
+                    key_mgmt = session_key_mgmt
                 treatment = "e2e" if key_mgmt else "passthrough"
             else:
                 treatment = "passthrough"
@@ -714,10 +699,6 @@ def _setup_written(piece: str, value: Setup, session: list[str], default: Setup)
         return piece
     current = session[0].strip().lower() if session else default
     return piece if current == value else piece + "\r\na=setup:" + value
-
-
-_setup_values = _values_finder("setup")
-_fingerprint_values = _values_finder("fingerprint")
 
 
 def _rewrite_fast(

@@ -349,7 +349,8 @@ class MediaSection(Section):
             copy.remove_attributes(*remove)
             return copy
         mline = (self.media, self.port, self.port_count, self.proto, self.fmts)
-        text = "m=" + _rewritten_piece(text[2:], mline, proto, port, ip, remove)
+        lower = tuple(name.lower() for name in remove)
+        text = "m=" + _rewritten_piece(text[2:], mline, proto, port, ip, lower)
         copy = MediaSection(text.split("\r\n"), self.media, port, None, proto, self.fmts)
         copy._text = text
         return copy
@@ -394,10 +395,11 @@ def _rewritten_piece(
     piece: str, mline: MLine, proto: str, port: int, ip: str, remove: tuple[str, ...]
 ) -> str:
     """:meth:`MediaSection._rewritten` on the text of a section as parsed, without its ``m=``
-    (``mline``: its parsed m-line): the new text, without ``m=``."""
+    (``mline``: its parsed m-line; ``remove``: lower-case names): the new text, without
+    ``m=``."""
     if not 0 <= port <= 65535:
         raise LocalPcscfError(f"port out of range: {port}")
-    new_c = Connection.for_ip(ip).line
+    new_c = _c_line(ip)
     text = piece
     first = text.find("\r\n")
     media, old_port, port_count, old_proto, fmts = mline
@@ -422,10 +424,16 @@ def _rewritten_piece(
                     break
             text = text[:at] + "\r\n" + new_c + text[at:]
         if remove:
-            text = _line_remover(tuple(name.lower() for name in remove))(text)
+            text = _line_remover(remove)(text)
     else:
         text = text + "\r\n" + new_c
     return text
+
+
+@functools.lru_cache(maxsize=64)
+def _c_line(ip: str) -> str:
+    """``Connection.for_ip(ip).line``, kept: the AGW's addresses are written into every offer."""
+    return Connection.for_ip(ip).line
 
 
 def _parse_m_line(value: str, lineno: int) -> tuple[str, int, int | None, str, tuple[str, ...]]:
@@ -462,8 +470,8 @@ def _parse_fingerprint(value: str) -> Fingerprint:
         name, hexpart = parts[0].lower(), parts[1]
         size = _DIGEST_SIZE.get(name)
         if size is not None and len(hexpart) == 3 * size - 1 and hexpart[2::3] == ":" * (size - 1):
-            try:
-                digest = bytes.fromhex(hexpart.replace(":", ""))
+            try:  # the colons are at every third place: as spaces, fromhex skips them
+                digest = bytes.fromhex(hexpart.replace(":", " "))
             except ValueError:
                 digest = b""
             if len(digest) == size:
@@ -550,30 +558,69 @@ _NAME_RE = r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+"
 #: of the line; ``c=`` with three fields and single spaces; ``m=``, checked by _parse_m_line;
 #: any other type letter). A body without one goes the fast way; every other body (and every
 #: malformed one) goes to the line parser, which names the line.
-_NOT_SIMPLE_LINE = re.compile(
-    r"\n(?!a=" + _NAME_RE + r"(?::|\r|\Z)|c=\S+ \S+ \S+(?:\r|\Z)|m=|[bd-ln-z]=)"
-).search
+_SIMPLE_LINE = r"a=" + _NAME_RE + r"(?::|\r|\Z)|c=\S+ \S+ \S+(?:\r|\Z)|m=|[bd-ln-z]="
+_NOT_SIMPLE_LINE = re.compile(r"\n(?!" + _SIMPLE_LINE + ")").search
+#: :data:`_NOT_SIMPLE_LINE`, or an LF not preceded by CR (in the same pass).
+_NOT_SIMPLE_CRLF = re.compile(r"\n(?:(?<!\r\n)|(?!" + _SIMPLE_LINE + "))").search
 
 
 MLine = tuple[str, int, int | None, str, tuple[str, ...]]
 #: The ``m=`` line values of a CRLF body, in order (one per ``\r\nm=``).
 _M_VALUES = re.compile(r"\nm=([^\r\n]*)").findall
+#: The fields of the ``m=`` lines of a CRLF body written in the simplest way (single spaces,
+#: printable ASCII, ``<port>[/<count>]`` of at most ten digits each): ``str.split`` gives the
+#: same fields, so that only the numbers are left to check. Lines written otherwise are not
+#: found (:func:`_parse_m_line` takes them).
+_M_FIELDS = re.compile(
+    r"\nm=([!-~]+) ([0-9]{1,10})(?:/([0-9]{1,10}))? ([!-~]+) ([!-~]+(?: [!-~]+)*)(?=\r|\Z)"
+).findall
 
 
-def _parse_fast(body: str) -> tuple[list[str], list[MLine]] | None:
+def _parse_fast(
+    body: str, not_simple: Callable[[str], object]
+) -> tuple[list[str], list[MLine]] | None:
     """Check a CRLF body (no NUL, no trailing line break) for the fast way: None unless its
-    lines are all simple (:data:`_NOT_SIMPLE_LINE`) and its m= lines good (the line parser then
-    parses it or names the bad line). Otherwise the pieces ``body.split("\\r\\nm=")`` (the
-    session's text, then each media section's text without its leading ``m=``) and the parsed
-    ``m=`` lines: what :meth:`SessionDescription._from_pieces` makes sections of."""
-    if (body[:5] != "v=0\r\n" and body != "v=0") or _NOT_SIMPLE_LINE(body) is not None:
+    lines are all simple (``not_simple``: :data:`_NOT_SIMPLE_LINE`, or
+    :data:`_NOT_SIMPLE_CRLF` for a body whose line breaks are not known to be CRLF) and its
+    m= lines good (the line parser then parses it or names the bad line). Otherwise the pieces
+    ``body.split("\\r\\nm=")`` (the session's text, then each media section's text without
+    its leading ``m=``) and the parsed ``m=`` lines: what :func:`_sections` makes sections of."""
+    if (body[:5] != "v=0\r\n" and body != "v=0") or not_simple(body) is not None:
         return None
     pieces = body.split("\r\nm=")
+    mlines: list[MLine] = []
+    fields = _M_FIELDS(body)
+    if len(fields) == len(pieces) - 1:
+        for media, port_text, count_text, proto, fmts in fields:
+            port = int(port_text)
+            if port > 65535:
+                return None
+            if count_text:
+                count: int | None = int(count_text)
+                if not count:
+                    return None
+            else:
+                count = None
+            mlines.append((media, port, count, proto, tuple(fmts.split(" "))))
+        return pieces, mlines
     try:
         mlines = [_parse_m_line(value, 0) for value in _M_VALUES(body)]
     except SdpError:
         return None
     return pieces, mlines
+
+
+def _parse_crlf(text: str) -> tuple[list[str], list[MLine]] | None:
+    """:func:`_parse_fast` of a text without NUL that holds a CR, if all its line breaks are
+    CRLF: as many CR as LF, every LF of the body after a CR (checked in the same pass as its
+    lines) and only CRLF after the body."""
+    if text.count("\r") != text.count("\n"):
+        return None
+    body = text.rstrip("\r\n")
+    tail = text[len(body) :]
+    if tail != "\r\n" * (len(tail) >> 1):
+        return None
+    return _parse_fast(body, _NOT_SIMPLE_CRLF)
 
 
 def _sections(pieces: list[str], mlines: list[MLine]) -> tuple[Section, list[MediaSection]]:
@@ -728,15 +775,13 @@ class SessionDescription:
         controls = "\x00" in text
         if "\r" not in text:
             if not controls:
-                fast = _parse_fast(text.rstrip("\n").replace("\n", "\r\n"))
+                fast = _parse_fast(text.rstrip("\n").replace("\n", "\r\n"), _NOT_SIMPLE_LINE)
                 if fast is not None:
                     return cls._from_pieces(*fast)
             raw = text.split("\n")
+        elif not controls and (fast := _parse_crlf(text)) is not None:
+            return cls._from_pieces(*fast)
         elif text.count("\r\n") == text.count("\r") == text.count("\n"):
-            if not controls:
-                fast = _parse_fast(text.rstrip("\r\n"))
-                if fast is not None:
-                    return cls._from_pieces(*fast)
             raw = text.split("\r\n")
         else:  # mixed line endings, or a stray CR: line by line
             raw = [line[:-1] if line[-1:] == "\r" else line for line in text.split("\n")]

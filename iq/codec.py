@@ -283,6 +283,12 @@ def canonical_token(text: str) -> str | None:
 
 # --------------------------------------------------------------------------- encoder
 
+# Each _e_* function returns the text of one item whose first line the caller places and whose
+# other lines are already indented for the item's depth (``indent``): the text is written once,
+# not re-indented at every level. SDP lines and the "}" closing Local/Remote start at column 0
+# so that no indentation becomes part of the SDP. The checks run in the order they always did,
+# so that the first bad value found is the one named in the error.
+
 
 def _check(pattern: re.Pattern[str], value: str, what: str) -> str:
     if not pattern.match(value):
@@ -315,27 +321,34 @@ def _uint(value: int, what: str, maximum: int = UINT32_MAX) -> str:
 
 
 def _params(params: tuple[Parameter, ...], names: re.Pattern[str] = _PKGD_NAME) -> list[str]:
-    return [f"{_check(names, p.name, 'name')} = {_value(p.value)}" for p in params]
+    out: list[str] = []
+    for p in params:
+        name = p.name
+        if not names.match(name):
+            raise LocalIqError(f"cannot encode name {name!r}")
+        out.append(f"{name} = {_value(p.value)}")
+    return out
 
 
 def _block(head: str, items: list[str], indent: str) -> str:
-    """``head { item, item }`` one item per line; ``head`` alone if there are no items."""
+    """``head { item, item }`` one item per line; ``head`` alone if there are no items. The
+    items are indented for ``indent + "  "`` already (but for their first line)."""
     if not items:
         return head
     inner = indent + "  "
-    body = ",\n".join(inner + item.replace("\n", "\n" + inner) for item in items)
-    return f"{head} {{\n{body}\n{indent}}}"
+    return f"{head} {{\n{inner}" + f",\n{inner}".join(items) + f"\n{indent}}}"
 
 
 def _sdp(head: str, lines: tuple[str, ...]) -> str:
     for line in lines:
-        if not line or line != line.strip() or any(ch in line for ch in "\r\n\x00"):
+        if not line or line != line.strip() or "\r" in line or "\n" in line or "\x00" in line:
             raise LocalIqError(f"cannot encode SDP line {line!r} (empty, padded or with NUL)")
-    # Every SDP line and the closing brace start at column 0 so that no indentation becomes
-    # part of the SDP: they are marked with NUL here and the marker and the indentation before
-    # it are removed by encode().
-    escaped = "".join("\n\x00" + line.replace("}", "\\}") for line in lines)
-    return f"{head} {{{escaped}\n\x00}}"
+    if not lines:
+        return f"{head} {{\n}}"
+    body = "\n".join(lines)
+    if "}" in body:
+        body = body.replace("}", "\\}")
+    return f"{head} {{\n{body}\n}}"
 
 
 def _event(ev: Event) -> str:
@@ -365,25 +378,28 @@ def _error(err: ErrorDescriptor) -> str:
     return f"Error = {code} {{ {_quoted(err.text)} }}"
 
 
-def _descriptor(d: Descriptor) -> str:
+def _descriptor(d: Descriptor, indent: str) -> str:
     if isinstance(d, Media):
         if not d.streams:
             raise LocalIqError("a Media descriptor needs at least one stream")
-        return _block("Media", [_stream(s) for s in d.streams], "")
+        inner = indent + "  "
+        return _block("Media", [_stream(s, inner) for s in d.streams], indent)
     if isinstance(d, Events):
         items = [_event(e) for e in d.events]
-        return _block(f"Events = {_uint(d.request_id, 'request id')}", items, "")
+        return _block(f"Events = {_uint(d.request_id, 'request id')}", items, indent)
     if isinstance(d, Signals):
-        return _block("Signals", [_event(e) for e in d.signals], "") + (
-            " { }" if not d.signals else ""
-        )
+        if not d.signals:
+            return "Signals { }"
+        return _block("Signals", [_event(e) for e in d.signals], indent)
     if isinstance(d, ObservedEvents):
         if not d.events:
             raise LocalIqError("an ObservedEvents descriptor needs at least one event")
         items = [_observed(e) for e in d.events]
-        return _block(f"ObservedEvents = {_uint(d.request_id, 'request id')}", items, "")
+        return _block(f"ObservedEvents = {_uint(d.request_id, 'request id')}", items, indent)
     if isinstance(d, Statistics):
-        return _block("Statistics", _params(d.values), "") + (" { }" if not d.values else "")
+        if not d.values:
+            return "Statistics { }"
+        return _block("Statistics", _params(d.values), indent)
     if isinstance(d, Audit):
         items = []
         for item in d.items:
@@ -396,7 +412,7 @@ def _descriptor(d: Descriptor) -> str:
         services = _services(d)
         if not services:
             raise LocalIqError("a Services descriptor needs at least one parameter")
-        return _block("Services", services, "")
+        return _block("Services", services, indent)
     return _error(d)
 
 
@@ -424,39 +440,49 @@ def _services(p: ServiceChangeParameters) -> list[str]:
     return items
 
 
-def _stream(s: Stream) -> str:
+def _local_control_text(lc: LocalControl) -> str:
+    parts: list[str] = []
+    if lc.mode is not None:
+        mode = canonical_token(lc.mode)
+        if mode not in MODES:
+            raise LocalIqError(f"cannot encode mode {lc.mode!r}")
+        parts.append(f"Mode = {mode}")
+    if lc.properties:
+        parts.extend(_params(lc.properties))
+    return "LocalControl { " + ", ".join(parts) + " }" if parts else "LocalControl { }"
+
+
+def _stream(s: Stream, indent: str) -> str:
     items: list[str] = []
     if s.local_control is not None:
-        lc: list[str] = []
-        if s.local_control.mode is not None:
-            mode = canonical_token(s.local_control.mode)
-            if mode not in MODES:
-                raise LocalIqError(f"cannot encode mode {s.local_control.mode!r}")
-            lc.append(f"Mode = {mode}")
-        lc.extend(_params(s.local_control.properties))
-        items.append("LocalControl { " + ", ".join(lc) + " }" if lc else "LocalControl { }")
+        items.append(_local_control_text(s.local_control))
     if s.local is not None:
         items.append(_sdp("Local", s.local))
     if s.remote is not None:
         items.append(_sdp("Remote", s.remote))
     if not items:
         raise LocalIqError(f"stream {s.stream_id} needs LocalControl, Local or Remote")
-    return _block(f"Stream = {_uint(s.stream_id, 'stream id', UINT16_MAX)}", items, "")
+    return _block(f"Stream = {_uint(s.stream_id, 'stream id', UINT16_MAX)}", items, indent)
 
 
-def _command(c: Command) -> str:
+def _command(c: Command, indent: str) -> str:
     if c.name not in COMMANDS:
         raise LocalIqError(f"cannot encode command {c.name!r}")
     tid = _check(_TERMINATION, c.termination_id, "termination id")
-    return _block(f"{c.name} = {tid}", [_descriptor(d) for d in c.descriptors], "")
+    head = f"{c.name} = {tid}"
+    if not c.descriptors:
+        return head
+    inner = indent + "  "
+    return _block(head, [_descriptor(d, inner) for d in c.descriptors], indent)
 
 
-def _action(a: Action) -> str:
-    items = [_command(c) for c in a.commands]
+def _action(a: Action, indent: str) -> str:
+    inner = indent + "  "
+    items = [_command(c, inner) for c in a.commands]
     if a.error is not None:
         items.append(_error(a.error))
     head = f"Context = {_context(a.context_id)}"
-    return _block(head, items, "") if items else head + " { }"
+    return _block(head, items, indent) if items else head + " { }"
 
 
 def _transaction(t: Transaction) -> str:
@@ -464,19 +490,16 @@ def _transaction(t: Transaction) -> str:
         if not t.actions:
             raise LocalIqError("a transaction request needs at least one action")
         tid = _uint(t.transaction_id, "transaction id")
-        return _block(f"Transaction = {tid}", [_action(a) for a in t.actions], "")
+        return _block(f"Transaction = {tid}", [_action(a, "  ") for a in t.actions], "")
     if isinstance(t, TransactionReply):
         head = f"Reply = {_uint(t.transaction_id, 'transaction id')}"
         items = ["ImmAckRequired"] if t.immediate_ack_required else []
         if t.error is not None:
             items.append(_error(t.error))
         else:
-            items.extend(_action(a) for a in t.actions)
+            items.extend(_action(a, "  ") for a in t.actions)
         return _block(head, items, "") if items else head + " { }"
     return f"Pending = {_uint(t.transaction_id, 'transaction id')} {{ }}"
-
-
-_SDP_MARK = re.compile(r"\n[ ]*\x00")
 
 
 def encode(message: Message) -> bytes:
@@ -489,14 +512,10 @@ def encode(message: Message) -> bytes:
             raise LocalIqError("a message carries either an error or transactions")
         body = _error(message.error)
     elif message.transactions:
-        body = "\n".join(_transaction(t) for t in message.transactions)
+        body = "\n".join([_transaction(t) for t in message.transactions])
     else:
         raise LocalIqError("a message needs a transaction or an error")
-    text = f"{head}\n{body}\n"
-    # SDP closing braces were marked with NUL so that indentation does not reach them.
-    if "\x00" in text:
-        text = _SDP_MARK.sub("\n", text)
-    return text.encode("utf-8")
+    return f"{head}\n{body}\n".encode()
 
 
 # --------------------------------------------------------------------------- decoder
@@ -1044,6 +1063,498 @@ class _Parser:
         return ServiceChangeParameters(**fields)  # type: ignore[arg-type]
 
 
+# --------------------------------------------------------------------------- fast decoder
+
+# The decoder above reads the text with some forty reader calls per message, each skipping
+# white space. The one below scans the whole message with one regex (``findall``: a list of
+# token strings, white space and comments dropped) and parses the list. It accepts only the
+# common shapes and gives up (:class:`_Slow`) on anything else - every malformed input, and
+# valid but unusual forms (``O-``/``W-`` prefixes, stream-less Media, comments between
+# ``Local`` and its ``{``...) - which the decoder above then reads and, for malformed input,
+# rejects with its error and offset. Whatever the fast one accepts, the general one accepts
+# with the same result (tests/iq/test_codec_fast.py compares the two).
+#
+# Tokens: "{", "}", "=", ","; a word (_WORD_CLASS and ":", as the readers above read it); a
+# quoted string with its quotes (no control characters in it); a whole ``Local { ... }`` or
+# ``Remote { ... }`` (long or short, any case, only spaces or line breaks before the "{") up to
+# the first unescaped "}", recognised anywhere but accepted only as a stream item; any other
+# single character, which no step of the parser accepts; and "" at the end of the text (once or
+# twice). The scan matches at every position it reaches, so no character is skipped (a comment
+# is never read as tokens), and every token is consumed in order by a step that checks it.
+
+_TOKEN_RE = re.compile(
+    r"[ \t\r\n]*+(?:;[^\n]*+(?:\n|$)[ \t\r\n]*+)*+"
+    r"([{}=,]"
+    r"|(?:[lL][oO][cC][aA][lL]|[rR][eE][mM][oO][tT][eE]|[lLrR])[ \t\r\n]*+\{(?:[^\\}]+|\\\}|\\)*+\}"
+    rf"|[{_WORD_CLASS}:]++"
+    r'|"[^"\x00-\x08\x0a-\x1f\x7f]*+"'
+    r"|[^ \t\r\n;]|\Z)"
+)
+_OCTET_KW: Final = {"local": True, "l": True, "remote": False, "r": False}
+
+
+class _Slow(Exception):
+    """The fast decoder does not take this input: the general one decides."""
+
+
+def _is_word(tok: str) -> bool:
+    # a word token: starts with a word character; an octets token (which starts with a
+    # letter too) always ends with "}", which no word holds
+    return tok[:1] in _WORD_CHARS and tok[-1] != "}"
+
+
+def _f_uint(tok: str, maximum: int = UINT32_MAX) -> int:
+    if tok.isdigit() and tok.isascii() and len(tok) <= 10:
+        value = int(tok)
+        if value <= maximum:
+            return value
+    raise _Slow
+
+
+def _f_value(tok: str) -> str:
+    if tok[:1] == '"':
+        if len(tok) < 2:
+            raise _Slow
+        return tok[1:-1]
+    if not _is_word(tok):
+        raise _Slow
+    return tok
+
+
+def _f_error(t: list[str], i: int) -> tuple[ErrorDescriptor, int]:
+    """``= code { ["text"] }`` from t[i]."""
+    if t[i] != "=" or t[i + 2] != "{":
+        raise _Slow
+    code = _f_uint(t[i + 1], 9999)
+    tok = t[i + 3]
+    if tok == "}":
+        return ErrorDescriptor(code, ""), i + 4
+    if tok[:1] != '"' or len(tok) < 2 or t[i + 4] != "}":
+        raise _Slow
+    return ErrorDescriptor(code, tok[1:-1]), i + 5
+
+
+def _f_params(t: list[str], i: int, names: re.Pattern[str]) -> tuple[list[Parameter], int]:
+    """``{ name = value, ... }`` from the "{" at t[i] (may be empty)."""
+    params: list[Parameter] = []
+    i += 1
+    if t[i] == "}":
+        return params, i + 1
+    while True:
+        name = t[i]
+        if ":" in name or not names.match(name) or t[i + 1] != "=":
+            raise _Slow
+        params.append(Parameter(name, _f_value(t[i + 2])))
+        sep = t[i + 3]
+        i += 4
+        if sep == "}":
+            return params, i
+        if sep != ",":
+            raise _Slow
+
+
+def _f_event(t: list[str], i: int) -> tuple[Event, int]:
+    name = t[i]
+    if ":" in name or not _PKGD_NAME.match(name):
+        raise _Slow
+    if t[i + 1] == "{":
+        params, i = _f_params(t, i + 1, _EVENT_PARAM)
+        return Event(name, tuple(params)), i
+    return Event(name), i + 1
+
+
+def _f_observed(t: list[str], i: int) -> tuple[ObservedEvent, int]:
+    tok = t[i]
+    timestamp: str | None = None
+    if ":" in tok:
+        timestamp, _, tok = tok.partition(":")
+        if not _TIMESTAMP.match(timestamp):
+            raise _Slow
+    if not _PKGD_NAME.match(tok):
+        raise _Slow
+    if t[i + 1] == "{":
+        params, i = _f_params(t, i + 1, _EVENT_PARAM)
+        return ObservedEvent(tok, timestamp, tuple(params)), i
+    return ObservedEvent(tok, timestamp), i + 1
+
+
+def _f_octets(tok: str) -> tuple[bool, tuple[str, ...]]:
+    """(local?, lines) of a ``Local { ... }`` / ``Remote { ... }`` token."""
+    brace = tok.index("{")
+    local = _OCTET_KW.get(tok[:brace].rstrip(" \t\r\n").lower())
+    if local is None:  # a comment between the keyword and "{"
+        raise _Slow
+    content = tok[brace + 1 : -1]
+    if "\\}" in content:
+        content = content.replace("\\}", "}")
+    if "\r" in content:
+        content = content.replace("\r\n", "\n").replace("\r", "\n")
+    return local, tuple(filter(None, [line.strip() for line in content.split("\n")]))
+
+
+def _f_local_control(t: list[str], i: int) -> tuple[LocalControl, int]:
+    """``{ Mode = m, name = value, ... }`` from the "{" at t[i]."""
+    if t[i] != "{":
+        raise _Slow
+    i += 1
+    mode: str | None = None
+    props: list[Parameter] = []
+    if t[i] == "}":
+        return LocalControl(), i + 1
+    while True:
+        tok = t[i]
+        if t[i + 1] != "=":
+            raise _Slow
+        if mode is None and _LOOKUP.get(tok.lower()) == "Mode":
+            mode = _LOOKUP.get(t[i + 2].lower())
+            if mode not in MODES:
+                raise _Slow
+        else:
+            if ":" in tok or not _PKGD_NAME.match(tok):
+                raise _Slow
+            props.append(Parameter(tok, _f_value(t[i + 2])))
+        sep = t[i + 3]
+        i += 4
+        if sep == "}":
+            return LocalControl(mode, tuple(props)), i
+        if sep != ",":
+            raise _Slow
+
+
+def _f_stream(t: list[str], i: int, sid: int) -> tuple[Stream, int]:
+    """The ``{ ... }`` of ``Stream = sid`` from t[i]: at least one item."""
+    if t[i] != "{":
+        raise _Slow
+    i += 1
+    control: LocalControl | None = None
+    local: tuple[str, ...] | None = None
+    remote: tuple[str, ...] | None = None
+    while True:
+        tok = t[i]
+        if tok[-1:] == "}" and len(tok) > 1:
+            is_local, lines = _f_octets(tok)
+            if is_local:
+                if local is not None:
+                    raise _Slow
+                local = lines
+            else:
+                if remote is not None:
+                    raise _Slow
+                remote = lines
+            i += 1
+        elif control is None and _LOOKUP.get(tok.lower()) == "LocalControl":
+            control, i = _f_local_control(t, i + 1)
+        else:
+            raise _Slow
+        sep = t[i]
+        i += 1
+        if sep == "}":
+            return Stream(sid, control, local, remote), i
+        if sep != ",":
+            raise _Slow
+
+
+def _f_services(t: list[str], i: int) -> tuple[ServiceChangeParameters, int]:
+    if t[i] != "{":
+        raise _Slow
+    i += 1
+    fields: dict[str, object] = {}
+    while True:
+        tok = t[i]
+        kw = _LOOKUP.get(tok.lower())
+        if kw is None or kw not in _SERVICE_KEYS:
+            if not _TIMESTAMP.match(tok) or "timestamp" in fields:
+                raise _Slow
+            fields["timestamp"] = tok
+            i += 1
+        else:
+            key = _SERVICE_KEYS[kw]
+            if key in fields or t[i + 1] != "=":
+                raise _Slow
+            raw = t[i + 2]
+            if key == "method":
+                method = _LOOKUP.get(raw.lower())
+                if method not in METHODS:
+                    raise _Slow
+                fields[key] = method
+            elif key == "reason":
+                fields[key] = _f_value(raw)
+            elif key == "delay":
+                fields[key] = _f_uint(raw)
+            elif key == "version":
+                fields[key] = _f_uint(raw, 99)
+            elif key == "profile":
+                if not _PROFILE.match(raw):
+                    raise _Slow
+                fields[key] = raw
+            else:  # address, mgc_id: an mId
+                if not _MID.match(raw):
+                    raise _Slow
+                fields[key] = raw
+            i += 3
+        sep = t[i]
+        i += 1
+        if sep == "}":
+            return ServiceChangeParameters(**fields), i  # type: ignore[arg-type]
+        if sep != ",":
+            raise _Slow
+
+
+_SERVICE_KEYS: Final = {
+    "Method": "method",
+    "Reason": "reason",
+    "Delay": "delay",
+    "ServiceChangeAddress": "address",
+    "Profile": "profile",
+    "Version": "version",
+    "MgcIdToTry": "mgc_id",
+}
+
+
+def _f_descriptor(t: list[str], i: int) -> tuple[Descriptor, int]:
+    kw = _LOOKUP.get(t[i].lower())
+    i += 1
+    if kw == "Media":
+        if t[i] != "{":
+            raise _Slow
+        i += 1
+        streams: list[Stream] = []
+        while True:
+            if _LOOKUP.get(t[i].lower()) != "Stream" or t[i + 1] != "=":
+                raise _Slow  # (also the stream-less shorthand)
+            stream, i = _f_stream(t, i + 3, _f_uint(t[i + 2], UINT16_MAX))
+            streams.append(stream)
+            sep = t[i]
+            i += 1
+            if sep == "}":
+                return Media(tuple(streams)), i
+            if sep != ",":
+                raise _Slow
+    if kw == "Events":
+        if t[i] != "=":
+            return Events(0), i
+        rid = _f_uint(t[i + 1])
+        i += 2
+        if t[i] != "{":
+            return Events(rid), i
+        return _f_events(t, i, rid)
+    if kw == "Signals":
+        if t[i] != "{":
+            raise _Slow
+        signals, i = _f_event_list(t, i)
+        return Signals(tuple(signals)), i
+    if kw == "ObservedEvents":
+        if t[i] != "=" or t[i + 2] != "{":
+            raise _Slow
+        rid = _f_uint(t[i + 1])
+        i += 3
+        observed: list[ObservedEvent] = []
+        while True:
+            ev, i = _f_observed(t, i)
+            observed.append(ev)
+            sep = t[i]
+            i += 1
+            if sep == "}":
+                return ObservedEvents(rid, tuple(observed)), i
+            if sep != ",":
+                raise _Slow
+    if kw == "Statistics":
+        if t[i] != "{":
+            raise _Slow
+        values, i = _f_params(t, i, _PKGD_NAME)
+        return Statistics(tuple(values)), i
+    if kw == "Audit":
+        if t[i] != "{":
+            raise _Slow
+        i += 1
+        audit: list[str] = []
+        if t[i] == "}":
+            return Audit(), i + 1
+        while True:
+            item = _LOOKUP.get(t[i].lower())
+            if not item:
+                raise _Slow
+            audit.append(item)
+            sep = t[i + 1]
+            i += 2
+            if sep == "}":
+                return Audit(tuple(audit)), i
+            if sep != ",":
+                raise _Slow
+    if kw == "Services":
+        return _f_services(t, i)
+    if kw == "Error":
+        return _f_error(t, i)
+    raise _Slow
+
+
+def _f_events(t: list[str], i: int, rid: int) -> tuple[Events, int]:
+    events, i = _f_event_list(t, i)
+    return Events(rid, tuple(events)), i
+
+
+def _f_event_list(t: list[str], i: int) -> tuple[list[Event], int]:
+    """``{ event, ... }`` from the "{" at t[i] (may be empty)."""
+    i += 1
+    events: list[Event] = []
+    if t[i] == "}":
+        return events, i + 1
+    while True:
+        ev, i = _f_event(t, i)
+        events.append(ev)
+        sep = t[i]
+        i += 1
+        if sep == "}":
+            return events, i
+        if sep != ",":
+            raise _Slow
+
+
+def _f_command(t: list[str], i: int, name: CommandName) -> tuple[Command, int]:
+    """``= tid [{ descriptors }]`` from t[i]."""
+    tid = t[i + 1]
+    if t[i] != "=" or not _TERMINATION.match(tid):
+        raise _Slow
+    i += 2
+    if t[i] != "{":
+        return Command(name, tid), i
+    i += 1
+    if t[i] == "}":
+        return Command(name, tid), i + 1
+    descriptors: list[Descriptor] = []
+    while True:
+        d, i = _f_descriptor(t, i)
+        descriptors.append(d)
+        sep = t[i]
+        i += 1
+        if sep == "}":
+            return Command(name, tid, tuple(descriptors)), i
+        if sep != ",":
+            raise _Slow
+
+
+def _f_context_id(tok: str) -> ContextId:
+    if tok in (CHOOSE, NULL_CONTEXT, ALL):
+        return tok  # type: ignore[return-value]
+    return _f_uint(tok)
+
+
+def _f_action(t: list[str], i: int, reply: bool) -> tuple[Action, int]:
+    """``= id { commands [, Error] }`` from t[i] (after ``Context``)."""
+    if t[i] != "=" or t[i + 2] != "{":
+        raise _Slow
+    cid = _f_context_id(t[i + 1])
+    i += 3
+    commands: list[Command] = []
+    error: ErrorDescriptor | None = None
+    if t[i] == "}":
+        if not reply:
+            raise _Slow
+        return Action(cid), i + 1
+    while True:
+        kw = _LOOKUP.get(t[i].lower())
+        if error is not None:
+            raise _Slow
+        if kw in COMMANDS:
+            cmd, i = _f_command(t, i + 1, kw)
+            commands.append(cmd)
+        elif kw == "Error" and reply:
+            error, i = _f_error(t, i + 1)
+        else:
+            raise _Slow  # (also the O-/W- prefixes)
+        sep = t[i]
+        i += 1
+        if sep == "}":
+            break
+        if sep != ",":
+            raise _Slow
+    if not reply and not commands:
+        raise _Slow
+    return Action(cid, tuple(commands), error), i
+
+
+def _f_transaction(t: list[str], i: int, kw: str) -> tuple[Transaction, int]:
+    """``= tid { ... }`` from t[i]."""
+    if t[i] != "=" or t[i + 2] != "{":
+        raise _Slow
+    tid = _f_uint(t[i + 1])
+    i += 3
+    if kw == "Pending":
+        if t[i] != "}":
+            raise _Slow
+        return TransactionPending(tid), i + 1
+    actions: list[Action] = []
+    if kw == "Transaction":
+        while True:
+            if _LOOKUP.get(t[i].lower()) != "Context":
+                raise _Slow
+            action, i = _f_action(t, i + 1, False)
+            actions.append(action)
+            sep = t[i]
+            i += 1
+            if sep == "}":
+                return TransactionRequest(tid, tuple(actions)), i
+            if sep != ",":
+                raise _Slow
+    error: ErrorDescriptor | None = None
+    ack = False
+    if t[i] == "}":
+        return TransactionReply(tid), i + 1
+    while True:
+        item = _LOOKUP.get(t[i].lower())
+        if item == "ImmAckRequired" and not actions and error is None:
+            ack = True
+            i += 1
+        elif item == "Error" and not actions and error is None:
+            error, i = _f_error(t, i + 1)
+        elif item == "Context" and error is None:
+            action, i = _f_action(t, i + 1, True)
+            actions.append(action)
+        else:
+            raise _Slow
+        sep = t[i]
+        i += 1
+        if sep == "}":
+            return TransactionReply(tid, tuple(actions), error, immediate_ack_required=ack), i
+        if sep != ",":
+            raise _Slow
+
+
+def _decode_fast(text: str) -> Message:
+    """The message in ``text`` (no NUL in it), or :class:`_Slow`."""
+    t = _TOKEN_RE.findall(text)
+    start = t[0]
+    prefix, slash, version_text = start.partition("/")
+    if (
+        not slash
+        or prefix.upper() != "MEGACO"
+        or ":" in start
+        or not version_text.isdigit()
+        or not version_text.isascii()
+        or len(version_text) > 2
+        or not 1 <= int(version_text) <= 3
+    ):
+        raise _Slow
+    mid = t[1]
+    if not _MID.match(mid):
+        raise _Slow
+    i = 2
+    transactions: list[Transaction] = []
+    error: ErrorDescriptor | None = None
+    while t[i]:  # up to the "" at the end
+        kw = _LOOKUP.get(t[i].lower())
+        if kw == "Error" and not transactions and error is None:
+            error, i = _f_error(t, i + 1)
+        elif kw in ("Transaction", "Reply", "Pending") and error is None:
+            transaction, i = _f_transaction(t, i + 1, kw)
+            transactions.append(transaction)
+        else:
+            raise _Slow
+    if not transactions and error is None:
+        raise _Slow
+    return Message(mid, tuple(transactions), error, int(version_text))
+
+
 def decode(data: bytes) -> Message:
     """Decode one H.248 text message. Raises :class:`CodecError` (with its H.248 code) only."""
     try:
@@ -1052,6 +1563,15 @@ def decode(data: bytes) -> Message:
         raise CodecError(f"not UTF-8: {exc.reason}", where=f"offset {exc.start}") from None
     if "\x00" in text:
         raise CodecError("NUL character in message", where=f"offset {text.index(chr(0))}")
+    try:
+        return _decode_fast(text)
+    except (_Slow, IndexError):
+        pass
+    return _decode_general(text)
+
+
+def _decode_general(text: str) -> Message:
+    """The message in ``text`` read by :class:`_Parser`: every form, and the errors."""
     parser = _Parser(text)
     try:
         return parser.message()

@@ -335,7 +335,7 @@ def plan_offer(
     """Classify every stream of an offer (``orig-offer`` or ``term-offer``)."""
     if step not in OFFER_STEPS:
         raise LocalRewriteError(f"plan_offer needs an offer step, not {step!r}")
-    mechanisms = frozenset(m.strip().lower() for m in ue_mechanisms if m.strip())
+    mechanisms = frozenset([m.strip().lower() for m in ue_mechanisms if m.strip()])
     pieces, mlines = sdp._pieces, sdp._mlines
     if pieces is not None and mlines is not None:
         try:
@@ -417,6 +417,12 @@ def _fast_fingerprints(values: list[str], accepted: tuple[str, ...]) -> tuple[Fi
     return tuple(out)
 
 
+#: a=setup value (stripped, lower case) -> the Setup; the answer to each; its TLS role.
+_SETUP_OF: dict[str, Setup] = {setup: setup for setup in SETUPS}
+_ANSWER_TO: dict[Setup, Setup] = {setup: answer_to(setup) for setup in SETUPS}
+_TLS_ROLE: dict[Setup, TlsRole | None] = {setup: tls_role(setup) for setup in SETUPS}
+
+
 def _fast_setup(own: list[str], session: str) -> Setup:
     """:func:`_setup_of` with the default ``active``; _General for an unknown value."""
     values = own or _setup_values(session)
@@ -453,6 +459,8 @@ def _plan_fast(
     session = pieces[0]
     session_fps: tuple[Fingerprint, ...] | None = None
     session_key_mgmt: bool | None = None
+    session_setup: Setup | None = None
+    session_host: str | None = None
     plans: list[StreamPlan] = []
     index = -1
     for piece, (media, port, _count, proto_in, _fmts) in zip(pieces[1:], mlines, strict=True):
@@ -461,7 +469,16 @@ def _plan_fast(
         proto = upper if upper in MECHANISM else proto_in
         if orig:
             fingerprint = _fingerprint_values(piece)
-            if fingerprint:
+            if len(fingerprint) == 1:  # the common case of _fast_fingerprints, inline
+                try:
+                    fp = _parse_fingerprint(fingerprint[0])
+                except UnsupportedHash:
+                    fps: tuple[Fingerprint, ...] = ()
+                except InvalidFingerprint:
+                    raise _General from None
+                else:
+                    fps = (fp,) if fp.hash_func in accepted else ()
+            elif fingerprint:
                 fps = _fast_fingerprints(fingerprint, accepted)
             else:
                 if session_fps is None:
@@ -478,8 +495,24 @@ def _plan_fast(
                 if requested and _mechanism_ok(proto, mechanisms, policy):
                     if not fps:
                         raise _General
-                    ue_setup = _fast_setup(_setup_values(piece), session)
-                    access_setup = answer_to(ue_setup)
+                    setups = _setup_values(piece)
+                    if setups:
+                        ue_setup = _SETUP_OF.get(setups[0].strip().lower())
+                    else:
+                        if session_setup is None:
+                            session_setup = _fast_setup([], session)
+                        ue_setup = session_setup
+                    if ue_setup is None:
+                        raise _General
+                    at = piece.find("\nc=")
+                    if at >= 0:
+                        end = piece.find("\r", at)
+                        conn = piece[at + 3 : end] if end > 0 else piece[at + 3 :]
+                    else:
+                        if session_host is None:
+                            session_host = _fast_host("", session)
+                        conn = session_host
+                    access_setup = _ANSWER_TO[ue_setup]
                     plans.append(
                         StreamPlan(
                             index,
@@ -492,8 +525,8 @@ def _plan_fast(
                             ue_setup,
                             access_setup,
                             ue_setup,
-                            tls_role(access_setup),
-                            _fast_host(piece, session),
+                            _TLS_ROLE[access_setup],
+                            conn if at < 0 else conn.split()[2].split("/", 1)[0],
                             port,
                         )
                     )
@@ -1013,7 +1046,9 @@ def deterministic_reservations(
     if not 0 <= port_base <= 65533:
         raise LocalRewriteError(f"port base must be 0-65533, not {port_base}")
     out: dict[int, AgwAddresses] = {}
-    for stream in plan.e2ae_streams:
+    for stream in plan.streams:  # plan.e2ae_streams, without the tuple
+        if stream.treatment != "e2ae":
+            continue
         access = port_base + 2 * stream.index + 1
         core = access + 1
         if core > 65535:

@@ -47,6 +47,7 @@ import functools
 import hashlib
 import ipaddress
 import re
+import types
 from collections.abc import Callable
 
 import attrs
@@ -113,20 +114,21 @@ _VALUE_FINDERS: dict[str, Callable[[str], list[str]]] = {}
 def _values_finder(name: str) -> Callable[[str], list[str]]:
     """``findall`` of the values of ``a=name`` lines in a section's text (``name`` lower-case).
 
-    The text holds token names only (ASCII), so ASCII case folding is what ``str.lower``
+    The text holds token names only (ASCII) and CRLF line breaks only (no LF without its CR:
+    ``[^\\r]*`` is the rest of a line), so ASCII case folding is what ``str.lower``
     does to them; a non-ASCII ``name`` finds nothing, as in the line index.
     """
     finder = _VALUE_FINDERS.get(name)
     if finder is None:
         if len(_VALUE_FINDERS) >= 256:
             _VALUE_FINDERS.clear()
-        pattern = "\na=(?i:" + re.escape(name) + ")(?::([^\r\n]*)|(?=\r|\\Z))"
+        pattern = "\na=(?i:" + re.escape(name) + ")(?::([^\r]*)|(?=\r|\\Z))"
         finder = _VALUE_FINDERS[name] = re.compile(pattern, re.ASCII).findall
     return finder
 
 
 _LINE_REMOVERS: dict[tuple[str, ...], Callable[[str], str]] = {}
-_C_LINES = re.compile(r"\r\nc=[^\r\n]*")
+_C_LINES = re.compile(r"\r\nc=[^\r]*")
 
 
 def _line_remover(names: tuple[str, ...]) -> Callable[[str], str]:
@@ -137,7 +139,7 @@ def _line_remover(names: tuple[str, ...]) -> Callable[[str], str]:
         if len(_LINE_REMOVERS) >= 256:
             _LINE_REMOVERS.clear()
         alternation = "|".join(re.escape(name) for name in names)
-        pattern = re.compile("\r\na=(?:" + alternation + ")(?::[^\r\n]*)?(?=\r|\\Z)", re.IGNORECASE)
+        pattern = re.compile("\r\na=(?:" + alternation + ")(?::[^\r]*)?(?=\r|\\Z)", re.IGNORECASE)
         remover = _LINE_REMOVERS[names] = functools.partial(pattern.sub, "")
     return remover
 
@@ -480,15 +482,30 @@ def _parse_fingerprint(value: str) -> Fingerprint:
 
 
 _new_object = object.__new__
-_set_slot = object.__setattr__
+
+
+def _slot_setter(cls: type, name: str) -> Callable[[object, object], None]:
+    """Set field ``name`` of a frozen attrs instance: through its slot if it has one."""
+    slot = cls.__dict__.get(name)
+    if isinstance(slot, types.MemberDescriptorType):
+        return slot.__set__
+
+    def set_field(obj: object, value: object) -> None:  # pragma: no cover - a dict-based class
+        object.__setattr__(obj, name, value)
+
+    return set_field
+
+
+_set_hash_func = _slot_setter(Fingerprint, "hash_func")
+_set_digest = _slot_setter(Fingerprint, "digest")
 
 
 def _checked_fingerprint(hash_func: str, digest: bytes) -> Fingerprint:
     """``Fingerprint(hash_func, digest)`` for a canonical name and a digest of its size, both
     already checked: the fields are set without running the checks a second time."""
     fp: Fingerprint = _new_object(Fingerprint)
-    _set_slot(fp, "hash_func", hash_func)
-    _set_slot(fp, "digest", digest)
+    _set_hash_func(fp, hash_func)
+    _set_digest(fp, digest)
     return fp
 
 
@@ -566,7 +583,7 @@ _NOT_SIMPLE_CRLF = re.compile(r"\n(?:(?<!\r\n)|(?!" + _SIMPLE_LINE + "))").searc
 
 MLine = tuple[str, int, int | None, str, tuple[str, ...]]
 #: The ``m=`` line values of a CRLF body, in order (one per ``\r\nm=``).
-_M_VALUES = re.compile(r"\nm=([^\r\n]*)").findall
+_M_VALUES = re.compile(r"\nm=([^\r]*)").findall
 #: The fields of the ``m=`` lines of a CRLF body written in the simplest way (single spaces,
 #: printable ASCII, ``<port>[/<count>]`` of at most ten digits each): ``str.split`` gives the
 #: same fields, so that only the numbers are left to check. Lines written otherwise are not

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import functools
 import ipaddress
+import re
 from collections.abc import Sequence
 from typing import Literal, TypeAlias
 
@@ -430,26 +431,44 @@ def sdp_for(
     choose: bool = False,
     fingerprint_request: str | None = None,
 ) -> tuple[str, ...]:
-    """SDP lines for an endpoint (or ``$`` for what the AGW chooses when ``choose``)."""
+    """SDP lines for an endpoint (or ``$`` for what the AGW chooses when ``choose``): the
+    lines of the :class:`SdpFragment` these values make, written without making it."""
+    out = ["v=0"]
     if endpoint is not None:
-        version = "IP6" if ":" in endpoint.host else "IP4"
-        fragment = SdpFragment(
-            endpoint.host, version, media, endpoint.port, proto, setup, tuple(fingerprints), None
-        )
-        fragment = attrs.evolve(fragment, has_connection=True)
-    else:
-        fragment = SdpFragment(
-            None,
-            "IP4",
-            media if choose else None,
-            None,
-            proto,
-            setup,
-            tuple(fingerprints),
-            fingerprint_request,
-            has_connection=choose,
-        )
-    return fragment.lines()
+        host = endpoint.host
+        out.append(f"c=IN IP6 {host}" if ":" in host else f"c=IN IP4 {host}")
+        if media is not None:
+            out.append(f"m={media} {endpoint.port} {proto} *")
+    elif choose:
+        out.append("c=IN IP4 $")
+        if media is not None:
+            out.append(f"m={media} $ {proto} *")
+    if setup is not None:
+        out.append(f"a=setup:{setup}")
+    out.extend(fp.attribute() for fp in fingerprints)
+    if endpoint is None and fingerprint_request is not None:
+        if fingerprint_request == "sha-256":
+            out.append("a=fingerprint:$")
+        else:
+            out.append(f"a=fingerprint:{fingerprint_request} $")
+    return tuple(out)
+
+
+# ``<hash> <HEX:HEX:...>`` as the profile writes it, with as many pairs as the hash has bytes
+# (3 * bytes - 1 characters): read with bytes.fromhex; any other spelling, and every error,
+# is Fingerprint.parse's.
+_FINGERPRINT = re.compile(r"(sha-(?:1|224|256|384|512)) ((?:[0-9A-Fa-f]{2}:)*[0-9A-Fa-f]{2})")
+_FINGERPRINT_HEX_LEN = {"sha-1": 59, "sha-224": 83, "sha-256": 95, "sha-384": 143, "sha-512": 191}
+
+
+def _fingerprint(value: str) -> Fingerprint:
+    """``Fingerprint.parse(value)``, quicker for the usual spelling."""
+    match = _FINGERPRINT.fullmatch(value)
+    if match is not None:
+        name, hexpart = match.groups()
+        if len(hexpart) == _FINGERPRINT_HEX_LEN[name]:
+            return Fingerprint(name, bytes.fromhex(hexpart.replace(":", "")))
+    return Fingerprint.parse(value)
 
 
 def parse_sdp(lines: Sequence[str], where: str) -> SdpFragment:
@@ -461,9 +480,11 @@ def parse_sdp(lines: Sequence[str], where: str) -> SdpFragment:
     fingerprints: list[Fingerprint] = []
     request: str | None = None
     for line in lines:
-        key, _, value = line.partition("=")
-        if key == "c":
-            parts = value.split()
+        # (the type is what comes before the first "=": "c", "m" or "a" means a line that
+        # starts with "c=", "m=" or "a=", or is that letter alone, with an empty value)
+        kind = line[:2] if len(line) != 1 else line + "="
+        if kind == "c=":
+            parts = line[2:].split()
             if len(parts) != 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
                 raise ProfileError(f"bad connection line {line!r}", code=449, where=where)
             has_connection = True
@@ -472,8 +493,8 @@ def parse_sdp(lines: Sequence[str], where: str) -> SdpFragment:
                 host = _ip_text(parts[2])
                 if host is None:
                     raise ProfileError(f"bad address {parts[2]!r}", code=449, where=where)
-        elif key == "m":
-            parts = value.split()
+        elif kind == "m=":
+            parts = line[2:].split()
             if len(parts) < 3:
                 raise ProfileError(f"bad media line {line!r}", code=449, where=where)
             media, port_text, proto = parts[0], parts[1], parts[2]
@@ -482,22 +503,23 @@ def parse_sdp(lines: Sequence[str], where: str) -> SdpFragment:
                 if not digits or int(port_text) > 65535:
                     raise ProfileError(f"bad port in {line!r}", code=449, where=where)
                 port = int(port_text)
-        elif key == "a" and value.startswith("setup:"):
-            setup = value[len("setup:") :].strip()
-            if setup not in SETUPS:
-                raise ProfileError(f"bad setup in {line!r}", code=449, where=where)
-        elif key == "a" and value.startswith("fingerprint:"):
-            fp_value = value[len("fingerprint:") :].strip()
-            parts = fp_value.split()
-            if parts == [CHOOSE]:
-                request = "sha-256"
-            elif len(parts) == 2 and parts[1] == CHOOSE:
-                request = parts[0].lower()
-            else:
-                try:
-                    fingerprints.append(Fingerprint.parse(fp_value))
-                except CertsError as exc:
-                    raise ProfileError(str(exc), code=449, where=where) from None
+        elif kind == "a=":
+            if line.startswith("setup:", 2):
+                setup = line[8:].strip()
+                if setup not in SETUPS:
+                    raise ProfileError(f"bad setup in {line!r}", code=449, where=where)
+            elif line.startswith("fingerprint:", 2):
+                fp_value = line[14:].strip()
+                parts = fp_value.split()
+                if parts == [CHOOSE]:
+                    request = "sha-256"
+                elif len(parts) == 2 and parts[1] == CHOOSE:
+                    request = parts[0].lower()
+                else:
+                    try:
+                        fingerprints.append(_fingerprint(fp_value))
+                    except CertsError as exc:
+                        raise ProfileError(str(exc), code=449, where=where) from None
     return SdpFragment(
         host,
         version,
@@ -540,6 +562,11 @@ def _local_control(call_id: str | None) -> LocalControl:
     return LocalControl("SendReceive", props)
 
 
+# (value objects: one tuple serves every request)
+_ACCESS_EVENT_ITEMS = tuple(Event(e) for e in ACCESS_EVENTS)
+_CORE_EVENT_ITEMS = tuple(Event(e) for e in CORE_EVENTS)
+
+
 def _encode_reserve(req: ReserveRequest) -> tuple[Action, ...]:
     commands: list[Command] = []
     control = _local_control(req.call_id)
@@ -567,7 +594,7 @@ def _encode_reserve(req: ReserveRequest) -> tuple[Action, ...]:
                 ACCESS_PREFIX + CHOOSE,
                 (
                     Media((Stream(s.stream, control, local_access, remote_ue),)),
-                    Events(s.stream, tuple(Event(e) for e in ACCESS_EVENTS)),
+                    Events(s.stream, _ACCESS_EVENT_ITEMS),
                 ),
             )
         )
@@ -588,7 +615,7 @@ def _encode_reserve(req: ReserveRequest) -> tuple[Action, ...]:
                 CORE_PREFIX + CHOOSE,
                 (
                     Media((Stream(s.stream, control, local_core, remote_core),)),
-                    Events(s.stream, tuple(Event(e) for e in CORE_EVENTS)),
+                    Events(s.stream, _CORE_EVENT_ITEMS),
                 ),
             )
         )

@@ -121,6 +121,10 @@ class _Base:
 
     def values(self, name: str) -> list[str]:
         """Every list item of a comma-list header over all its lines."""
+        return list(self._values(name))
+
+    def _values(self, name: str) -> tuple[str, ...]:
+        """:meth:`values` as the remembered tuple (not to be edited, not copied)."""
         items = self._items
         if items is None:
             items = {}
@@ -131,7 +135,7 @@ class _Base:
             for value in self.get_all(name):
                 out.extend(split_list(value, name))
             found = items[name] = tuple(out)
-        return list(found)
+        return found
 
     # -- typed accessors --------------------------------------------------------------------
     @property
@@ -164,18 +168,18 @@ class _Base:
 
     @property
     def vias(self) -> list[Via]:
-        return [Via.parse(item) for item in self.values("via")]
+        return [Via.parse(item) for item in self._values("via")]
 
     @property
     def top_via(self) -> Via:
-        values = self.values("via")
+        values = self._values("via")
         if not values:
             raise RemoteSipError(400, "Missing Via header", where="Via")
         return Via.parse(values[0])
 
     def addresses(self, name: str) -> list[NameAddr]:
         """Route / Record-Route / Path / Contact values as name-addrs."""
-        return [NameAddr.parse(item, name) for item in self.values(name)]
+        return [NameAddr.parse(item, name) for item in self._values(name)]
 
     @property
     def content_type(self) -> str:
@@ -232,18 +236,22 @@ class _Base:
             out.append((key, value))
         return tuple(out)
 
-    def _head_lines(self) -> list[str]:
+    def _head(self, start: str) -> bytes:
+        """The start line and the header lines (a Content-Length of the body's size last), with
+        the blank line after them, encoded."""
         lines = [
             f"{key}: {value}"
             for key, value in self.headers
             if key not in _LENGTH_NAMES and canonical(key) != "content-length"
         ]
-        if any("\r" in line or "\n" in line for line in lines):
+        head = "\r\n".join([start, *lines, f"Content-Length: {len(self.body)}", "", ""])
+        breaks = len(lines) + 3
+        if head.count("\r") != breaks or head.count("\n") != breaks:
+            # a CR or LF besides the separators: in a header value it cannot be sent
             for key, value in self.headers:
                 if canonical(key) != "content-length" and ("\r" in value or "\n" in value):
                     raise LocalSipError(f"header {key} holds a line break")
-        lines.append(f"Content-Length: {len(self.body)}")
-        return lines
+        return head.encode("utf-8")
 
 
 @attrs.frozen
@@ -252,8 +260,7 @@ class Request(_Base):
     uri: str
 
     def serialise(self) -> bytes:
-        head = "\r\n".join([f"{self.method} {self.uri} {SIP_VERSION}", *self._head_lines()])
-        return head.encode("utf-8") + b"\r\n\r\n" + self.body
+        return self._head(f"{self.method} {self.uri} {SIP_VERSION}") + self.body
 
     def evolve(self, **changes: Any) -> Request:
         # attrs.evolve looks the fields up on every call; a message is edited a dozen times
@@ -277,8 +284,7 @@ class Response(_Base):
     reason: str
 
     def serialise(self) -> bytes:
-        head = "\r\n".join([f"{SIP_VERSION} {self.status} {self.reason}", *self._head_lines()])
-        return head.encode("utf-8") + b"\r\n\r\n" + self.body
+        return self._head(f"{SIP_VERSION} {self.status} {self.reason}") + self.body
 
     def evolve(self, **changes: Any) -> Response:
         if not changes.keys() <= _RESPONSE_FIELDS:

@@ -325,7 +325,7 @@ def _loop_hash(request: Request) -> str:
     # RFC 3261 16.6 step 8 includes the topmost Route: an in-dialog request of a spiral (both
     # UEs behind this proxy, the S-CSCF record-routing in between) comes back with the same
     # Request-URI, tags and CSeq, but another Route.
-    routes = request.values("route")
+    routes = request._values("route")
     parts = [
         request.uri,
         routes[0] if routes else "",

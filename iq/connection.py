@@ -310,6 +310,11 @@ class IqConnection:
                 return None
         return self._events.popleft()
 
+    @property
+    def has_packets(self) -> bool:
+        """Whether :meth:`packets_to_send` has something (asking costs no list)."""
+        return bool(self._outbox)
+
     def packets_to_send(self) -> list[bytes]:
         """What the connection answered on its own since last asked: TPKT packets, in order."""
         out, self._outbox = self._outbox, []

@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeAlias, cast
 
 import attrs
 from OpenSSL import SSL
-from twisted.internet import defer
+from twisted.internet import defer, tcp
 from twisted.internet.interfaces import (
     IDelayedCall,
     IHandshakeListener,
@@ -40,6 +40,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from accessgw.writethrough import write as write_through
 from certs.fingerprint import Fingerprint, matching_fingerprint
 from certs.tls import peer_certificate_der
 from e2ae.logsetup import enabled
@@ -127,6 +128,15 @@ class _LinkOwner(Protocol):
     ) -> defer.Deferred[TransactionReply]: ...
 
 
+#: What an owner may also have: ``serve_request``, like ``handle_request`` but returning the
+#: reply itself when it has it at once (a Deferred only for one that comes later), so that a
+#: request served synchronously costs no Deferred chain.
+ServeRequest: TypeAlias = Callable[
+    ["IqLinkProtocol", Message, TransactionRequest],
+    "TransactionReply | defer.Deferred[TransactionReply]",
+]
+
+
 @attrs.define
 class _Waiter:
     deferred: defer.Deferred[TransactionReply]
@@ -170,6 +180,12 @@ class IqLinkProtocol(TwistedProtocol):
         self._timer: IDelayedCall | None = None
         self._armed_for: float | None = None
         self._pumping = False
+        #: Packets written while the pump runs: one write for them all when it ends.
+        self._batch: list[bytes] = []
+        #: Plain TCP (no TLS, no fault injection): packets go straight to the socket when
+        #: nothing is queued in the transport (accessgw.writethrough), in the same reactor turn.
+        self._direct = False
+        self._serve: ServeRequest | None = getattr(owner, "serve_request", None)
         self._handshake_timer: IDelayedCall | None = None
         #: Seconds a TLS peer has to complete the handshake and pass the fingerprint check.
         self.handshake_timeout = DEFAULT_HANDSHAKE_TIMEOUT
@@ -226,6 +242,11 @@ class IqLinkProtocol(TwistedProtocol):
         no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if no_delay is not None:
             no_delay(True)
+        # Only Twisted's own TCP transport: a TLS transport (a protocol wrapper) hands unknown
+        # attributes on to the TCP transport under it, whose socket must never see plaintext.
+        self._direct = (
+            self.tls is None and self.faults is None and isinstance(self.transport, tcp.Connection)
+        )
         if self.tls is None:
             self._become_ready()
         else:
@@ -291,6 +312,7 @@ class IqLinkProtocol(TwistedProtocol):
 
     def close(self) -> None:
         if not self.closed and self.transport is not None:
+            self._flush()
             self.transport.loseConnection()
 
     # -- receiving
@@ -311,15 +333,18 @@ class IqLinkProtocol(TwistedProtocol):
         if self._pumping:
             return  # a reply sent while an event is handled: the running loop goes on
         self._pumping = True
+        conn = self.conn
         try:
             while not self.closed:
-                event = self.conn.next_event()
-                self._write_packets(self.conn.packets_to_send())
+                event = conn.next_event()
+                if conn.has_packets:
+                    self._write_packets(conn.packets_to_send())
                 if event is None:
                     break
                 self._handle(event)
         finally:
             self._pumping = False
+            self._flush()
         self._arm()
 
     def _arm(self) -> None:
@@ -407,27 +432,48 @@ class IqLinkProtocol(TwistedProtocol):
                 peer=self.peer,
                 error=self.redact(str(event.error)),
             )
+            self._flush()
             self.transport.loseConnection()  # type: ignore[union-attr]
         # PendingReceived: the connection restarted the request's deadline; nothing to do.
 
     def _request_received(self, message: Message, request: TransactionRequest) -> None:
         tid = request.transaction_id
-        d = defer.maybeDeferred(self.owner.handle_request, self, message, request)
+        serve = self._serve
+        if serve is None:
+            d = defer.maybeDeferred(self.owner.handle_request, self, message, request)
+        else:
+            # The owner's reply at once, when it has it: sent as the Deferred chain below would
+            # (same packet, same log lines), without building the chain.
+            try:
+                result = serve(self, message, request)
+            except BaseException:
+                d = defer.fail(Failure())
+            else:
+                if isinstance(result, defer.Deferred):
+                    d = result
+                elif isinstance(result, Failure):
+                    d = defer.fail(result)
+                else:
+                    try:
+                        self._send_reply(result)
+                    except BaseException:
+                        log.failure("Iq reply {tid} not sent", tid=tid)
+                    return
 
         def failed(failure: Failure) -> TransactionReply:
             if not failure.check(RemoteIqError):
                 log.failure("Iq transaction {tid} failed", failure, tid=tid)
             return TransactionReply(tid, error=error_descriptor(failure.value))
 
-        def send(reply: TransactionReply) -> None:
-            packet = self.conn.send_reply(reply, self.reactor.seconds())
-            if not self.closed:
-                self._write_packet(packet)
-                self._pump()
-
-        d.addErrback(failed).addCallback(send).addErrback(
+        d.addErrback(failed).addCallback(self._send_reply).addErrback(
             lambda f: log.failure("Iq reply {tid} not sent", f, tid=tid)
         )
+
+    def _send_reply(self, reply: TransactionReply) -> None:
+        packet = self.conn.send_reply(reply, self.reactor.seconds())
+        if not self.closed:
+            self._write_packet(packet)
+            self._pump()
 
     def _timed_out(self, event: TransactionTimedOut) -> None:
         tid = event.transaction_id
@@ -525,7 +571,10 @@ class IqLinkProtocol(TwistedProtocol):
         if self.closed or self._cut:
             return
         if self.faults is None:
-            self.transport.write(packet)  # type: ignore[union-attr]
+            if self._pumping:
+                self._batch.append(packet)
+            else:
+                self.transport.write(packet)  # type: ignore[union-attr]
             return
         decision = self.faults.next()
         if decision.copies == 0:
@@ -546,6 +595,19 @@ class IqLinkProtocol(TwistedProtocol):
             self.reactor.callLater(decision.delay, deliver)
         else:
             deliver()
+
+    def _flush(self) -> None:
+        """Write the packets batched while the pump ran, in order, as one write."""
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        if self.closed or self._cut:
+            return
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        if self._direct:
+            write_through(self.transport, data)
+        else:
+            self.transport.write(data)  # type: ignore[union-attr]
 
     @property
     def pending_count(self) -> int:
@@ -1274,6 +1336,29 @@ class IqAgent:
     def handle_request(
         self, link: IqLinkProtocol, message: Message, request: TransactionRequest
     ) -> defer.Deferred[TransactionReply]:
+        op, method = self._method(request)
+        return self._reply_later(request, op, defer.maybeDeferred(method, op))
+
+    def serve_request(
+        self, link: IqLinkProtocol, message: Message, request: TransactionRequest
+    ) -> TransactionReply | defer.Deferred[TransactionReply]:
+        """:meth:`handle_request` for the link: the reply itself when the handler answers at
+        once (no Deferred), the Deferred of it otherwise; raises as :meth:`handle_request`."""
+        op, method = self._method(request)
+        try:
+            result = method(op)
+        except BaseException:
+            return self._reply_later(request, op, defer.fail(Failure()))
+        if isinstance(result, (defer.Deferred, Failure)):
+            return self._reply_later(request, op, defer.maybeDeferred(lambda: result))
+        observer = self.observer
+        if observer is not None:
+            observer(command_name(op), "ok")
+        return TransactionReply(request.transaction_id, profile.encode_reply(op, result))
+
+    def _method(
+        self, request: TransactionRequest
+    ) -> tuple[profile.IqRequest, Callable[[Any], Any]]:
         if not self._registered:
             raise RemoteIqError("not registered yet", code=505)
         op = profile.decode_request(request.actions)
@@ -1286,7 +1371,11 @@ class IqAgent:
             method = self.handler.release
         else:
             raise RemoteIqError(f"{type(op).__name__} not served by the AGW", code=501)
-        d = defer.maybeDeferred(method, op)
+        return op, method
+
+    def _reply_later(
+        self, request: TransactionRequest, op: profile.IqRequest, d: defer.Deferred[Any]
+    ) -> defer.Deferred[TransactionReply]:
         observer = self.observer
         if observer is not None:
             command = command_name(op)

@@ -402,34 +402,39 @@ def _rewritten_piece(
     if not 0 <= port <= 65535:
         raise LocalPcscfError(f"port out of range: {port}")
     new_c = _c_line(ip)
-    text = piece
-    first = text.find("\r\n")
+    first = piece.find("\r\n")
     media, old_port, port_count, old_proto, fmts = mline
     if proto != old_proto or port != old_port or port_count is not None:
-        m_line = f"{media} {port} {proto} {' '.join(fmts)}"
-        text = m_line if first < 0 else m_line + text[first:]
-        first = len(m_line) if first >= 0 else -1
-    if first >= 0:
-        at = text.find("\r\nc=")
-        if at >= 0:
-            end = text.find("\r\n", at + 2)
-            rest = "" if end < 0 else text[end:]
-            if "\nc=" in rest:
-                rest = _C_LINES.sub("", rest)
-            text = text[:at] + "\r\n" + new_c + rest
-        else:
-            at = first
-            while text.startswith("\r\ni=", at):
-                at = text.find("\r\n", at + 2)
-                if at < 0:
-                    at = len(text)
-                    break
-            text = text[:at] + "\r\n" + new_c + text[at:]
-        if remove:
-            text = _line_remover(remove)(text)
+        head = f"{media} {port} {proto} {' '.join(fmts)}"
     else:
-        text = text + "\r\n" + new_c
-    return text
+        head = piece if first < 0 else piece[:first]
+    if first < 0:
+        return head + "\r\n" + new_c
+    # the lines after the m= line, each with the CRLF before it: built with as few copies
+    # of the text as the edits allow (the c= line of the AGW goes first when it can)
+    rest = piece[first:]
+    lead = ""
+    at = rest.find("\r\nc=")
+    if at >= 0:
+        end = rest.find("\r\n", at + 2)
+        tail = "" if end < 0 else rest[end:]
+        if "\nc=" in tail:
+            tail = _C_LINES.sub("", tail)
+        rest = rest[:at] + "\r\n" + new_c + tail
+    else:
+        at = 0
+        while rest.startswith("\r\ni=", at):
+            at = rest.find("\r\n", at + 2)
+            if at < 0:
+                at = len(rest)
+                break
+        if at:
+            rest = rest[:at] + "\r\n" + new_c + rest[at:]
+        else:
+            lead = "\r\n" + new_c
+    if remove:
+        rest = _line_remover(remove)(rest)
+    return head + lead + rest
 
 
 @functools.lru_cache(maxsize=64)

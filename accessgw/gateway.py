@@ -20,11 +20,11 @@ import contextlib
 import socket
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from OpenSSL import SSL
-from twisted.internet import interfaces, tcp
+from twisted.internet import defer, interfaces, main, tcp
 from twisted.internet.error import CannotListenError, ConnectionDone
 from twisted.internet.protocol import ClientFactory, Factory, connectionDone
 from twisted.internet.protocol import Protocol as TwistedProtocol
@@ -73,6 +73,9 @@ Address = tuple[str, int]
 #: free for that destination at once, instead of searching the whole ephemeral range for a
 #: port free for any destination (the core leg binds to the core address before connecting).
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+_CONNECTION_DONE = Failure(main.CONNECTION_DONE)
+#: Linux: a socket made non-blocking by socket() itself (0 elsewhere: setblocking after).
+_SOCK_NONBLOCK: int = getattr(socket, "SOCK_NONBLOCK", 0)
 
 
 # Private Twisted API below (no public API does these jobs; each is checked against the installed
@@ -85,6 +88,10 @@ IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 #   name resolution; the public resolveAddress always goes through a Deferred.
 # - tcp.Port._logConnectionLostMsg: the only hook for Twisted's "(TCP Port N Closed)" line,
 #   short of filtering the global log.
+# - tcp.Port.loseConnection's steps (disconnecting, stopReading, connectionLost), run at once.
+# - tcp.Port.startListening's steps (tcp._reservedFD, _preexistingSocket, _reuseAddress,
+#   _reusePort, _realPortNumber): Twisted logs "starting on" in the middle of the method, with
+#   no hook to leave it out.
 
 
 class _CoreClient(tcp.Client):
@@ -111,10 +118,79 @@ class _CoreClient(tcp.Client):
 class _TerminationPort(tcp.Port):
     """A termination's listening port. It closes once its connection is there; the AGW's own
     log says so with the termination's fields, so Twisted's "(TCP Port N Closed)" is not
-    repeated for every stream."""
+    repeated for every stream.
+
+    Its start is Twisted's ``startListening`` without the "<factory> starting on <port>" line
+    when no observer would keep an info line (``--log-level`` above info): that line, built
+    and published for every Reserve, was a few per cent of the AGW's CPU. With info lines kept
+    (and for anything but a new IPv4 socket) Twisted's own method runs, line included.
+
+    It stops listening at once when asked outside its own accept loop (a Release): Twisted
+    defers every close to a timer of 0 s (a Deferred, a delayed call and one more reactor
+    pass per port), which only the accept loop needs, a connection's protocol stopping the
+    port that is accepting it (the core leg does)."""
+
+    #: The port number listened on (known once listening, without asking the socket again).
+    number: int | None = None
+    _accepting = False
 
     def _logConnectionLostMsg(self) -> None:  # private hook, see above
         pass
+
+    def doRead(self) -> None:
+        self._accepting = True
+        try:
+            super().doRead()
+        finally:
+            self._accepting = False
+
+    def loseConnection(self, connDone: Failure = _CONNECTION_DONE) -> defer.Deferred[None] | None:
+        if self._accepting or not self.connected or self.disconnecting:
+            return cast("defer.Deferred[None] | None", super().loseConnection(connDone))
+        # tcp.Port.loseConnection without the deferral (private state: see above).
+        self.disconnecting = True
+        self.stopReading()
+        self.connectionLost(connDone)
+        return defer.succeed(None)
+
+    stopListening = loseConnection
+
+    def startListening(self) -> None:
+        if (
+            enabled(LogLevel.info)
+            or self._preexistingSocket is not None
+            or self.addressFamily != socket.AF_INET
+        ):
+            super().startListening()
+            self.number = int(self.getHost().port)
+            return
+        # tcp.Port.startListening (Twisted 26.10) step by step, private state included (see
+        # above; tests/accessgw/test_gateway_fastpath.py compares the two ports it makes).
+        tcp._reservedFD.reserve()
+        skt: socket.socket | None = None
+        try:
+            # Non-blocking from socket() on: no separate call to make it so.
+            skt = socket.socket(socket.AF_INET, socket.SOCK_STREAM | _SOCK_NONBLOCK)
+            if self._reuseAddress:  # type: ignore[attr-defined]
+                skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self._reusePort:  # type: ignore[attr-defined]
+                skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if not _SOCK_NONBLOCK:
+                skt.setblocking(False)
+            skt.bind((self.interface, self.port))
+        except OSError as le:
+            if skt is not None:
+                skt.close()
+            raise CannotListenError(self.interface, self.port, le) from le
+        skt.listen(self.backlog)
+        self._realPortNumber = self.number = skt.getsockname()[1]
+        assert self.factory is not None
+        self.factory.doStart()
+        self.connected = True
+        self.socket = skt
+        self.fileno = skt.fileno  # type: ignore[method-assign]
+        self.numberAccepts = 100
+        self.startReading()
 
 
 class _CoreConnector(tcp.Connector):
@@ -744,7 +820,8 @@ class AccessGateway:
     def _listen(self, address: str, factory: Factory) -> tuple[Any, int]:
         if self.ports is None:
             port = self._listen_on(0, factory, address)
-            return port, int(port.getHost().port)
+            assert port.number is not None
+            return port, port.number
         allocator = self._allocators.setdefault(address, PortAllocator(address, self.ports))
         busy: set[int] = set()
         while True:
@@ -759,7 +836,7 @@ class AccessGateway:
                 continue
             return port, number
 
-    def _listen_on(self, number: int, factory: Factory, address: str) -> Any:
+    def _listen_on(self, number: int, factory: Factory, address: str) -> _TerminationPort:
         port = _TerminationPort(number, factory, interface=address, reactor=self.reactor)
         port.startListening()
         # A termination's port expects one connection (a few, with impostors): accept one per

@@ -75,6 +75,9 @@ def split_list(value: str, where: str = "header") -> list[str]:
 def _split_unquoted(value: str) -> list[str]:
     """:func:`split_list` for values without quotes: split on commas outside ``<...>``."""
     if "<" not in value:
+        if "," not in value:
+            item = value.strip()
+            return [item] if item else []
         return [item for item in (p.strip() for p in value.split(",")) if item]
     items: list[str] = []
     pending: list[str] = []

@@ -60,6 +60,18 @@ REASONS: dict[int, str] = {
 Header = tuple[str, str]
 
 
+def _index_of(headers: Iterable[Header]) -> dict[str, tuple[str, ...]]:
+    """Canonical name -> its values in order, for header fields in this order."""
+    index: dict[str, tuple[str, ...]] = {}
+    for key, value in headers:
+        name = canonical(key)
+        if name in index:
+            index[name] += (value,)  # a repeated name: rare, a new tuple is cheap
+        else:
+            index[name] = (value,)
+    return index
+
+
 def _is_token(text: str) -> bool:
     return _TOKEN.fullmatch(text) is not None
 
@@ -93,15 +105,8 @@ class _Base:
     def _lookup(self) -> dict[str, tuple[str, ...]]:
         index = self._index
         if index is None:
-            built: dict[str, tuple[str, ...]] = {}
-            for key, value in self.headers:
-                name = canonical(key)
-                if name in built:
-                    built[name] += (value,)  # a repeated name: rare, a new tuple is cheap
-                else:
-                    built[name] = (value,)
-            object.__setattr__(self, "_index", built)
-            return built
+            index = _index_of(self.headers)
+            object.__setattr__(self, "_index", index)
         return index
 
     def get(self, name: str) -> str | None:
@@ -393,6 +398,11 @@ def _start_line(start: str, headers: list[Header], body: bytes) -> Message:
 
 def _content_length(headers: list[Header]) -> int | None:
     values = [v for k, v in headers if k in _LENGTH_NAMES or canonical(k) == "content-length"]
+    return _length_of(values)
+
+
+def _length_of(values: list[str] | tuple[str, ...]) -> int | None:
+    """The Content-Length these field values give (None without any), or 400."""
     if not values:
         return None
     digits = values[0].isdigit() and values[0].isascii()
@@ -427,32 +437,33 @@ def _salvage(start: str, head: str) -> Request | None:
     return request
 
 
-def _decode_head(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RemoteSipError(400, "Header is not UTF-8", where="headers") from exc
-
-
 def _build(head_bytes: bytes, body: bytes, *, stream: bool) -> Message:
-    # What is not UTF-8 is still read (with U+FFFD) far enough to answer the request with 400.
-    readable = head_bytes.decode("utf-8", errors="replace")
-    start = readable.split("\r\n", 1)[0]
-    head = readable
     try:
-        head = _decode_head(head_bytes)
+        head = head_bytes.decode("utf-8")
+    except UnicodeDecodeError:
+        # What is not UTF-8 is still read (with U+FFFD) far enough to answer the request
+        # with 400.
+        head = head_bytes.decode("utf-8", errors="replace")
+        start = head.split("\r\n", 1)[0]
+        error = RemoteSipError(400, "Header is not UTF-8", where="headers")
+        raise MessageError(error.status, error.reason, _salvage(start, head)) from error
+    try:
         start_line, headers = _parse_head(head)
-        length = _content_length(headers)
+        index = _index_of(headers)
+        length = _length_of(index.get("content-length", ()))
         if length is None and stream:
             raise RemoteSipError(400, "Missing Content-Length over a stream", where="framing")
         if length is not None:
             if length > len(body):
                 raise RemoteSipError(400, "Body shorter than Content-Length", where="framing")
             body = body[:length]
-        return _start_line(start_line, headers, body)
+        message = _start_line(start_line, headers, body)
+        object.__setattr__(message, "_index", index)
+        return message
     except MessageError:
         raise
     except RemoteSipError as exc:
+        start = head.split("\r\n", 1)[0]
         raise MessageError(exc.status, exc.reason, _salvage(start, head)) from exc
 
 

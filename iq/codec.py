@@ -18,6 +18,7 @@ dropped, ``}`` escaped as ``\\}`` on the wire); building and reading the SDP is 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Final, Literal, TypeAlias, TypeVar
 
 import attrs
@@ -32,6 +33,7 @@ ContextId: TypeAlias = int | Literal["$", "-", "*"]
 UINT32_MAX = 2**32 - 1
 UINT16_MAX = 2**16 - 1
 _D = TypeVar("_D")
+_T = TypeVar("_T")
 
 
 # --------------------------------------------------------------------------- model
@@ -1091,10 +1093,82 @@ _TOKEN_RE = re.compile(
     r"|[^ \t\r\n;]|\Z)"
 )
 _OCTET_KW: Final = {"local": True, "l": True, "remote": False, "r": False}
+# keywords spelled as encode() writes them (and in lower or upper case): found without lower()
+_KW: Final = {
+    **{long.upper(): long for long in _TOKENS},
+    **{form: long for long, forms in _TOKENS.items() for form in forms},
+    **{long: long for long in _TOKENS},
+}
 
 
 class _Slow(Exception):
     """The fast decoder does not take this input: the general one decides."""
+
+
+def _maker(cls: type[_T]) -> Callable[..., _T]:
+    """``cls(*every_field)`` without attrs' ``__init__`` (which sets each field through a
+    bound ``object.__setattr__`` and a name lookup): the slots are set directly. Only for the
+    model classes above, which have no validators, converters or post-init hooks; the
+    decoder passes every field, in order."""
+    new = object.__new__
+    fields = attrs.fields(cls)  # type: ignore[arg-type]
+    setters = [cls.__dict__[field.name].__set__ for field in fields]
+    if len(setters) == 1:
+        (s0,) = setters
+
+        def make1(a: object) -> _T:
+            self = new(cls)
+            s0(self, a)
+            return self
+
+        return make1
+    if len(setters) == 2:
+        s0, s1 = setters
+
+        def make2(a: object, b: object) -> _T:
+            self = new(cls)
+            s0(self, a)
+            s1(self, b)
+            return self
+
+        return make2
+    if len(setters) == 3:
+        s0, s1, s2 = setters
+
+        def make3(a: object, b: object, c: object) -> _T:
+            self = new(cls)
+            s0(self, a)
+            s1(self, b)
+            s2(self, c)
+            return self
+
+        return make3
+    s0, s1, s2, s3 = setters
+
+    def make4(a: object, b: object, c: object, d: object) -> _T:
+        self = new(cls)
+        s0(self, a)
+        s1(self, b)
+        s2(self, c)
+        s3(self, d)
+        return self
+
+    return make4
+
+
+_new_parameter = _maker(Parameter)
+_new_local_control = _maker(LocalControl)
+_new_stream = _maker(Stream)
+_new_media = _maker(Media)
+_new_event = _maker(Event)
+_new_events = _maker(Events)
+_new_observed_event = _maker(ObservedEvent)
+_new_command = _maker(Command)
+_new_action = _maker(Action)
+_new_request = _maker(TransactionRequest)
+_new_reply = _maker(TransactionReply)
+_new_error = _maker(ErrorDescriptor)
+_new_message = _maker(Message)
 
 
 def _is_word(tok: str) -> bool:
@@ -1128,10 +1202,10 @@ def _f_error(t: list[str], i: int) -> tuple[ErrorDescriptor, int]:
     code = _f_uint(t[i + 1], 9999)
     tok = t[i + 3]
     if tok == "}":
-        return ErrorDescriptor(code, ""), i + 4
+        return _new_error(code, ""), i + 4
     if tok[:1] != '"' or len(tok) < 2 or t[i + 4] != "}":
         raise _Slow
-    return ErrorDescriptor(code, tok[1:-1]), i + 5
+    return _new_error(code, tok[1:-1]), i + 5
 
 
 def _f_params(t: list[str], i: int, names: re.Pattern[str]) -> tuple[list[Parameter], int]:
@@ -1144,7 +1218,7 @@ def _f_params(t: list[str], i: int, names: re.Pattern[str]) -> tuple[list[Parame
         name = t[i]
         if ":" in name or not names.match(name) or t[i + 1] != "=":
             raise _Slow
-        params.append(Parameter(name, _f_value(t[i + 2])))
+        params.append(_new_parameter(name, _f_value(t[i + 2])))
         sep = t[i + 3]
         i += 4
         if sep == "}":
@@ -1159,8 +1233,8 @@ def _f_event(t: list[str], i: int) -> tuple[Event, int]:
         raise _Slow
     if t[i + 1] == "{":
         params, i = _f_params(t, i + 1, _EVENT_PARAM)
-        return Event(name, tuple(params)), i
-    return Event(name), i + 1
+        return _new_event(name, tuple(params)), i
+    return _new_event(name, ()), i + 1
 
 
 def _f_observed(t: list[str], i: int) -> tuple[ObservedEvent, int]:
@@ -1174,8 +1248,8 @@ def _f_observed(t: list[str], i: int) -> tuple[ObservedEvent, int]:
         raise _Slow
     if t[i + 1] == "{":
         params, i = _f_params(t, i + 1, _EVENT_PARAM)
-        return ObservedEvent(tok, timestamp, tuple(params)), i
-    return ObservedEvent(tok, timestamp), i + 1
+        return _new_observed_event(tok, timestamp, tuple(params)), i
+    return _new_observed_event(tok, timestamp, ()), i + 1
 
 
 def _f_octets(tok: str) -> tuple[bool, tuple[str, ...]]:
@@ -1200,23 +1274,23 @@ def _f_local_control(t: list[str], i: int) -> tuple[LocalControl, int]:
     mode: str | None = None
     props: list[Parameter] = []
     if t[i] == "}":
-        return LocalControl(), i + 1
+        return _new_local_control(None, ()), i + 1
     while True:
         tok = t[i]
         if t[i + 1] != "=":
             raise _Slow
-        if mode is None and _LOOKUP.get(tok.lower()) == "Mode":
-            mode = _LOOKUP.get(t[i + 2].lower())
+        if mode is None and (_KW.get(tok) or _LOOKUP.get(tok.lower())) == "Mode":
+            mode = _KW.get(t[i + 2]) or _LOOKUP.get(t[i + 2].lower())
             if mode not in MODES:
                 raise _Slow
         else:
             if ":" in tok or not _PKGD_NAME.match(tok):
                 raise _Slow
-            props.append(Parameter(tok, _f_value(t[i + 2])))
+            props.append(_new_parameter(tok, _f_value(t[i + 2])))
         sep = t[i + 3]
         i += 4
         if sep == "}":
-            return LocalControl(mode, tuple(props)), i
+            return _new_local_control(mode, tuple(props)), i
         if sep != ",":
             raise _Slow
 
@@ -1242,14 +1316,14 @@ def _f_stream(t: list[str], i: int, sid: int) -> tuple[Stream, int]:
                     raise _Slow
                 remote = lines
             i += 1
-        elif control is None and _LOOKUP.get(tok.lower()) == "LocalControl":
+        elif control is None and (_KW.get(tok) or _LOOKUP.get(tok.lower())) == "LocalControl":
             control, i = _f_local_control(t, i + 1)
         else:
             raise _Slow
         sep = t[i]
         i += 1
         if sep == "}":
-            return Stream(sid, control, local, remote), i
+            return _new_stream(sid, control, local, remote), i
         if sep != ",":
             raise _Slow
 
@@ -1261,7 +1335,7 @@ def _f_services(t: list[str], i: int) -> tuple[ServiceChangeParameters, int]:
     fields: dict[str, object] = {}
     while True:
         tok = t[i]
-        kw = _LOOKUP.get(tok.lower())
+        kw = _KW.get(tok) or _LOOKUP.get(tok.lower())
         if kw is None or kw not in _SERVICE_KEYS:
             if not _TIMESTAMP.match(tok) or "timestamp" in fields:
                 raise _Slow
@@ -1273,7 +1347,7 @@ def _f_services(t: list[str], i: int) -> tuple[ServiceChangeParameters, int]:
                 raise _Slow
             raw = t[i + 2]
             if key == "method":
-                method = _LOOKUP.get(raw.lower())
+                method = _KW.get(raw) or _LOOKUP.get(raw.lower())
                 if method not in METHODS:
                     raise _Slow
                 fields[key] = method
@@ -1312,7 +1386,7 @@ _SERVICE_KEYS: Final = {
 
 
 def _f_descriptor(t: list[str], i: int) -> tuple[Descriptor, int]:
-    kw = _LOOKUP.get(t[i].lower())
+    kw = _KW.get(t[i]) or _LOOKUP.get(t[i].lower())
     i += 1
     if kw == "Media":
         if t[i] != "{":
@@ -1320,23 +1394,23 @@ def _f_descriptor(t: list[str], i: int) -> tuple[Descriptor, int]:
         i += 1
         streams: list[Stream] = []
         while True:
-            if _LOOKUP.get(t[i].lower()) != "Stream" or t[i + 1] != "=":
+            if (_KW.get(t[i]) or _LOOKUP.get(t[i].lower())) != "Stream" or t[i + 1] != "=":
                 raise _Slow  # (also the stream-less shorthand)
             stream, i = _f_stream(t, i + 3, _f_uint(t[i + 2], UINT16_MAX))
             streams.append(stream)
             sep = t[i]
             i += 1
             if sep == "}":
-                return Media(tuple(streams)), i
+                return _new_media(tuple(streams)), i
             if sep != ",":
                 raise _Slow
     if kw == "Events":
         if t[i] != "=":
-            return Events(0), i
+            return _new_events(0, ()), i
         rid = _f_uint(t[i + 1])
         i += 2
         if t[i] != "{":
-            return Events(rid), i
+            return _new_events(rid, ()), i
         return _f_events(t, i, rid)
     if kw == "Signals":
         if t[i] != "{":
@@ -1371,7 +1445,7 @@ def _f_descriptor(t: list[str], i: int) -> tuple[Descriptor, int]:
         if t[i] == "}":
             return Audit(), i + 1
         while True:
-            item = _LOOKUP.get(t[i].lower())
+            item = _KW.get(t[i]) or _LOOKUP.get(t[i].lower())
             if not item:
                 raise _Slow
             audit.append(item)
@@ -1390,7 +1464,7 @@ def _f_descriptor(t: list[str], i: int) -> tuple[Descriptor, int]:
 
 def _f_events(t: list[str], i: int, rid: int) -> tuple[Events, int]:
     events, i = _f_event_list(t, i)
-    return Events(rid, tuple(events)), i
+    return _new_events(rid, tuple(events)), i
 
 
 def _f_event_list(t: list[str], i: int) -> tuple[list[Event], int]:
@@ -1417,10 +1491,10 @@ def _f_command(t: list[str], i: int, name: CommandName) -> tuple[Command, int]:
         raise _Slow
     i += 2
     if t[i] != "{":
-        return Command(name, tid), i
+        return _new_command(name, tid, ()), i
     i += 1
     if t[i] == "}":
-        return Command(name, tid), i + 1
+        return _new_command(name, tid, ()), i + 1
     descriptors: list[Descriptor] = []
     while True:
         d, i = _f_descriptor(t, i)
@@ -1428,7 +1502,7 @@ def _f_command(t: list[str], i: int, name: CommandName) -> tuple[Command, int]:
         sep = t[i]
         i += 1
         if sep == "}":
-            return Command(name, tid, tuple(descriptors)), i
+            return _new_command(name, tid, tuple(descriptors)), i
         if sep != ",":
             raise _Slow
 
@@ -1450,9 +1524,9 @@ def _f_action(t: list[str], i: int, reply: bool) -> tuple[Action, int]:
     if t[i] == "}":
         if not reply:
             raise _Slow
-        return Action(cid), i + 1
+        return _new_action(cid, (), None), i + 1
     while True:
-        kw = _LOOKUP.get(t[i].lower())
+        kw = _KW.get(t[i]) or _LOOKUP.get(t[i].lower())
         if error is not None:
             raise _Slow
         if kw in COMMANDS:
@@ -1470,7 +1544,7 @@ def _f_action(t: list[str], i: int, reply: bool) -> tuple[Action, int]:
             raise _Slow
     if not reply and not commands:
         raise _Slow
-    return Action(cid, tuple(commands), error), i
+    return _new_action(cid, tuple(commands), error), i
 
 
 def _f_transaction(t: list[str], i: int, kw: str) -> tuple[Transaction, int]:
@@ -1486,22 +1560,22 @@ def _f_transaction(t: list[str], i: int, kw: str) -> tuple[Transaction, int]:
     actions: list[Action] = []
     if kw == "Transaction":
         while True:
-            if _LOOKUP.get(t[i].lower()) != "Context":
+            if (_KW.get(t[i]) or _LOOKUP.get(t[i].lower())) != "Context":
                 raise _Slow
             action, i = _f_action(t, i + 1, False)
             actions.append(action)
             sep = t[i]
             i += 1
             if sep == "}":
-                return TransactionRequest(tid, tuple(actions)), i
+                return _new_request(tid, tuple(actions)), i
             if sep != ",":
                 raise _Slow
     error: ErrorDescriptor | None = None
     ack = False
     if t[i] == "}":
-        return TransactionReply(tid), i + 1
+        return _new_reply(tid, (), None, False), i + 1
     while True:
-        item = _LOOKUP.get(t[i].lower())
+        item = _KW.get(t[i]) or _LOOKUP.get(t[i].lower())
         if item == "ImmAckRequired" and not actions and error is None:
             ack = True
             i += 1
@@ -1515,7 +1589,7 @@ def _f_transaction(t: list[str], i: int, kw: str) -> tuple[Transaction, int]:
         sep = t[i]
         i += 1
         if sep == "}":
-            return TransactionReply(tid, tuple(actions), error, immediate_ack_required=ack), i
+            return _new_reply(tid, tuple(actions), error, ack), i
         if sep != ",":
             raise _Slow
 
@@ -1542,7 +1616,7 @@ def _decode_fast(text: str) -> Message:
     transactions: list[Transaction] = []
     error: ErrorDescriptor | None = None
     while t[i]:  # up to the "" at the end
-        kw = _LOOKUP.get(t[i].lower())
+        kw = _KW.get(t[i]) or _LOOKUP.get(t[i].lower())
         if kw == "Error" and not transactions and error is None:
             error, i = _f_error(t, i + 1)
         elif kw in ("Transaction", "Reply", "Pending") and error is None:
@@ -1552,7 +1626,7 @@ def _decode_fast(text: str) -> Message:
             raise _Slow
     if not transactions and error is None:
         raise _Slow
-    return Message(mid, tuple(transactions), error, int(version_text))
+    return _new_message(mid, tuple(transactions), error, int(version_text))
 
 
 def decode(data: bytes) -> Message:

@@ -21,8 +21,7 @@ from __future__ import annotations
 import datetime
 import functools
 import ipaddress
-import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, TypeAlias
 
 import attrs
@@ -454,25 +453,62 @@ def sdp_for(
     return tuple(out)
 
 
-# ``<hash> <HEX:HEX:...>`` as the profile writes it, with as many pairs as the hash has bytes
-# (3 * bytes - 1 characters): read with bytes.fromhex; any other spelling, and every error,
-# is Fingerprint.parse's.
-_FINGERPRINT = re.compile(r"(sha-(?:1|224|256|384|512)) ((?:[0-9A-Fa-f]{2}:)*[0-9A-Fa-f]{2})")
-_FINGERPRINT_HEX_LEN = {"sha-1": 59, "sha-224": 83, "sha-256": 95, "sha-384": 143, "sha-512": 191}
+# ``<hash> <HEX:HEX:...>`` as the profile writes it: a canonical hash name and as many
+# colon-separated pairs as the hash has bytes, read with bytes.fromhex; any other spelling,
+# and every error, is Fingerprint.parse's.
+_FINGERPRINT_SIZES = {"sha-1": 20, "sha-224": 28, "sha-256": 32, "sha-384": 48, "sha-512": 64}
+_FINGERPRINT_COLONS = {name: ":" * (size - 1) for name, size in _FINGERPRINT_SIZES.items()}
 
 
 def _fingerprint(value: str) -> Fingerprint:
     """``Fingerprint.parse(value)``, quicker for the usual spelling."""
-    match = _FINGERPRINT.fullmatch(value)
-    if match is not None:
-        name, hexpart = match.groups()
-        if len(hexpart) == _FINGERPRINT_HEX_LEN[name]:
-            return Fingerprint(name, bytes.fromhex(hexpart.replace(":", "")))
+    parts = value.split()
+    if len(parts) == 2:
+        name, hexpart = parts
+        colons = _FINGERPRINT_COLONS.get(name)
+        # (no white space in hexpart, so that fromhex takes exactly the hex digits)
+        if colons is not None and len(hexpart) == 3 * len(colons) + 2:
+            if hexpart[2::3] == colons:
+                try:
+                    digest = bytes.fromhex(hexpart.replace(":", ""))
+                except ValueError:
+                    pass
+                else:
+                    return Fingerprint(name, digest)
     return Fingerprint.parse(value)
+
+
+def _maker9(cls: type[SdpFragment]) -> Callable[..., SdpFragment]:
+    """``SdpFragment(*every_field)`` without attrs' ``__init__``: the slots set directly (the
+    class has no validators, converters or post-init hook)."""
+    new = object.__new__
+    setters = [cls.__dict__[field.name].__set__ for field in attrs.fields(cls)]
+    s0, s1, s2, s3, s4, s5, s6, s7, s8 = setters
+
+    def make(*v: object) -> SdpFragment:
+        self = new(cls)
+        s0(self, v[0])
+        s1(self, v[1])
+        s2(self, v[2])
+        s3(self, v[3])
+        s4(self, v[4])
+        s5(self, v[5])
+        s6(self, v[6])
+        s7(self, v[7])
+        s8(self, v[8])
+        return self
+
+    return make
+
+
+_new_sdp_fragment = _maker9(SdpFragment)
+_NO_SDP = SdpFragment()
 
 
 def parse_sdp(lines: Sequence[str], where: str) -> SdpFragment:
     """Read an SDP fragment; lines the profile does not use are ignored."""
+    if not lines:  # (no Local or Remote: half the calls)
+        return _NO_SDP
     host: str | None = None
     version = "IP4"
     media = port = proto = setup = None
@@ -520,16 +556,8 @@ def parse_sdp(lines: Sequence[str], where: str) -> SdpFragment:
                         fingerprints.append(_fingerprint(fp_value))
                     except CertsError as exc:
                         raise ProfileError(str(exc), code=449, where=where) from None
-    return SdpFragment(
-        host,
-        version,
-        media,
-        port,
-        proto,
-        setup,
-        tuple(fingerprints),
-        request,
-        has_connection=has_connection,
+    return _new_sdp_fragment(
+        host, version, media, port, proto, setup, tuple(fingerprints), request, has_connection
     )
 
 

@@ -32,6 +32,7 @@ The rules (H.248.1 section 8.2.3):
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from typing import TypeAlias
 
@@ -274,6 +275,10 @@ class IqConnection:
         self._broken = False
         self._ids = TransactionIds()
         self._outstanding: dict[int, _Outstanding] = {}
+        #: (deadline, id) of every outstanding request, with stale entries (answered, or
+        #: restarted by a Pending) dropped when they come to the top: the earliest deadline
+        #: without a scan of every pending request.
+        self._deadlines: list[tuple[float, int]] = []
         self._late: dict[int, _Late] = {}
         self._replies = replies if replies is not None else ReplyCache()
         #: Received requests being served: the time of their next Pending.
@@ -395,6 +400,7 @@ class IqConnection:
             self._events.append(UnknownPendingReceived(pending.transaction_id))
             return
         entry.deadline = self._now + entry.timeout
+        self._push_deadline(entry.deadline, pending.transaction_id)
         self._events.append(PendingReceived(pending.transaction_id, entry.deadline))
 
     # -- sending
@@ -422,6 +428,7 @@ class IqConnection:
         tid = self._ids.allocate()
         packet = frame(codec.encode(Message(self.mid, (TransactionRequest(tid, actions),))))
         self._outstanding[tid] = _Outstanding(what, timeout, now + timeout, late_window)
+        self._push_deadline(now + timeout, tid)
         return SentRequest(tid, packet)
 
     def send_reply(self, reply: TransactionReply, now: float) -> bytes:
@@ -448,10 +455,33 @@ class IqConnection:
 
     def timers(self) -> float | None:
         """The next deadline (a request's timeout, a Pending to send, a late window's end)."""
-        deadlines = [e.deadline for e in self._outstanding.values()]
-        deadlines.extend(self._ticks.values())
-        deadlines.extend(late.until for late in self._late.values())
-        return min(deadlines, default=None)
+        heap, outstanding = self._deadlines, self._outstanding
+        while heap:
+            deadline, tid = heap[0]
+            entry = outstanding.get(tid)
+            if entry is not None and entry.deadline == deadline:
+                break
+            heapq.heappop(heap)
+        best = heap[0][0] if heap else None
+        # Requests being served and late windows: none in the steady state, a few at most.
+        if self._ticks:
+            tick = min(self._ticks.values())
+            best = tick if best is None or tick < best else best
+        if self._late:
+            until = min(late.until for late in self._late.values())
+            best = until if best is None or until < best else best
+        return best
+
+    def _push_deadline(self, deadline: float, tid: int) -> None:
+        """Record an outstanding request's (new) deadline; ``tid`` is in ``_outstanding``."""
+        heap = self._deadlines
+        if len(heap) > 2 * len(self._outstanding) + 64:
+            # Mostly stale (replies arrived out of order): keep only the live entries, this
+            # one's included.
+            heap[:] = [(e.deadline, t) for t, e in self._outstanding.items()]
+            heapq.heapify(heap)
+        else:
+            heapq.heappush(heap, (deadline, tid))
 
     def on_timer(self, now: float) -> None:
         """Apply every deadline reached by ``now`` (events and packets to send)."""
@@ -486,6 +516,7 @@ class IqConnection:
         self.closed = True
         aborted = [AbortedRequest(tid, e.what) for tid, e in self._outstanding.items()]
         self._outstanding.clear()
+        self._deadlines.clear()
         self._ticks.clear()
         self._late.clear()
         self._items.clear()

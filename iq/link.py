@@ -532,10 +532,11 @@ class IqLinkProtocol(TwistedProtocol):
         :data:`LATE_REPLY_WINDOW` seconds), so that what the peer did anyway can be undone."""
         if self.closed or not self.ready:
             return defer.fail(LinkLost(f"Iq link to {self.peer} is not up"))
+        now = self.reactor.seconds()
         try:
             sent = self.conn.send_request(
                 actions,
-                self.reactor.seconds(),
+                now,
                 timeout=timeout,
                 what=what,
                 late_window=None if on_late is None else LATE_REPLY_WINDOW,
@@ -560,7 +561,11 @@ class IqLinkProtocol(TwistedProtocol):
         d: defer.Deferred[TransactionReply] = defer.Deferred()
         self._waiters[sent.transaction_id] = _Waiter(d, on_late)
         self._write_packet(sent.data)
-        self._arm()
+        # The timer armed is on or before every other deadline; if it is on or before this
+        # one too, _arm would leave it as it is: no need to look for the earliest.
+        timer, armed = self._timer, self._armed_for
+        if timer is None or armed is None or armed > now + timeout or not timer.active():
+            self._arm()
         return d
 
     def _write_packets(self, packets: list[bytes]) -> None:

@@ -44,9 +44,14 @@ whose worker already has its share is de-registered. The calls of a UAC then com
 port, so they reach the worker that holds its registration. UDP only (``--transport udp``).
 The single SIPp UAS on the core side answers every worker.
 
+``--cpu`` also prints, under each step, the CPU milliseconds per offered call that the P-CSCF
+(its workers included), the AGW(s) and the SIPp processes used during the step (utime + stime
+from ``/proc/PID/stat``; SIPp's from the rusage of the children the benchmark waited for): where
+a call's CPU goes, and whether the P-CSCF's core is the one that runs out first.
+
 Usage: ``python bench/cps.py [--quick] [--start 100] [--step 100] [--max 1500] [--seconds 5]
 [--transport udp|tcp] [--agw-cmd CMD | --accessgw] [--pcscf-arg ARG ...] [--profile DIR]
-[--workers 1,2,4]``
+[--workers 1,2,4] [--cpu]``
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ import argparse
 import math
 import os
 import re
+import resource
 import shlex
 import shutil
 import socket
@@ -154,6 +160,67 @@ def run_calls(
         uas.kill()
         uas_code = uas.wait()
     return uac_code == 0 and uas_code == 0, calls / elapsed
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by these processes and their live descendants
+    (``/proc/PID/stat``; 0 where /proc is not there)."""
+    wanted = set(pids)
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not entry.name.isdigit():
+            continue
+        fields = _stat(int(entry.name))
+        if fields is None:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        used[int(entry.name)] = (int(fields[11]) + int(fields[12])) / _TICK
+    total = 0.0
+    for pid, seconds in used.items():
+        walk, depth = pid, 0
+        while walk not in wanted and walk > 1 and depth < 8:
+            walk, depth = parents.get(walk, 0), depth + 1
+        if walk in wanted:
+            total += seconds
+    return total
+
+
+def children_cpu() -> float:
+    """CPU seconds of the children this process has waited for (the SIPp runs of a step)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class CpuMeter:
+    """CPU milliseconds per completed call of the P-CSCF, the AGW(s) and SIPp over one step
+    (``--cpu``)."""
+
+    ALL = ("pcscf", "agw", "sipp")
+
+    def __init__(self, pcscf: list[int], agw: list[int]) -> None:
+        self.pids = {"pcscf": pcscf, "agw": agw}
+        self.before: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.before = {name: cpu_seconds(pids) for name, pids in self.pids.items()}
+        self.before["sipp"] = children_cpu()
+
+    def cell(self, calls: float, names: tuple[str, ...] = ALL) -> str:
+        after = {name: cpu_seconds(pids) for name, pids in self.pids.items()}
+        after["sipp"] = children_cpu()
+        per = {k: 1000 * (after[k] - self.before[k]) / max(calls, 1) for k in after}
+        return "cpu ms/call " + " ".join(f"{name} {per[name]:.2f}" for name in names)
 
 
 def _log(log_dir: Path | None, name: str) -> Any:
@@ -460,9 +527,13 @@ def run_workers(
             rate = args.start
             while rate <= args.max:
                 calls = max(int(rate * args.seconds), ues)
+                meter = CpuMeter([pcscf.pid], [agw.pid for agw in agws])
+                meter.start()
                 ok, cps = run_spread(sipp, core_port, ports, gm, rate, calls)
+                used = f" {meter.cell((calls // ues) * ues)}" if args.cpu else ""
                 print(
-                    f"{count:>3} worker(s) {rate:>6} {'ok' if ok else 'FAIL':>4} {cps:8.1f} c/s",
+                    f"{count:>3} worker(s) {rate:>6} {'ok' if ok else 'FAIL':>4} {cps:8.1f} c/s"
+                    + used,
                     flush=True,
                 )
                 if not ok:
@@ -514,6 +585,12 @@ def main() -> int:
         " and print the calls/s per worker count",
     )
     parser.add_argument("--quick", action="store_true", help="two short low-rate steps")
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="also print, per step, the CPU milliseconds per offered call of the P-CSCF"
+        " (with its workers), the AGW(s) and SIPp (from /proc and the children's rusage)",
+    )
     parser.add_argument(
         "--log-dir", type=Path, help="keep the P-CSCF, AGW and SIPp error logs here"
     )
@@ -577,16 +654,24 @@ def main() -> int:
             while rate <= args.max and any(alive.values()):
                 calls = max(int(rate * args.seconds), 1)
                 cells = []
+                cpu_lines: list[str] = []
                 for name, (uas_port, uac_port, target) in paths.items():
                     if not alive[name]:
                         cells.append(f"{'-':>16}")
                         continue
+                    meter = CpuMeter([pcscf.pid], [agw.pid])
+                    meter.start()
                     ok, cps = run_calls(sipp, uas_port, uac_port, target, rate, calls)
+                    if args.cpu:
+                        used = meter.cell(calls, ("sipp",) if name == "direct" else CpuMeter.ALL)
+                        cpu_lines.append(f"{'':>6} {name:>6} {used}")
                     if ok:
                         best[name] = rate
                     alive[name] = ok
                     cells.append(f"{'ok' if ok else 'FAIL':>4} {cps:8.1f} c/s")
                 print(f"{rate:>6} " + " ".join(cells), flush=True)
+                for line in cpu_lines:
+                    print(line, flush=True)
                 rate += args.step
         finally:
             if agw is not None:

@@ -27,3 +27,29 @@ def test_cps_quick_runs_and_leaks_nothing() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "highest rate without a failed call" in done.stdout, done.stdout
     assert "AGW terminations still held at the end: 0" in done.stdout, done.stdout
+
+
+def test_cps_cpu_lines_give_each_process_its_share() -> None:
+    """``--cpu`` prints, per step, the CPU per call of the P-CSCF, the AGW and SIPp: the
+    P-CSCF and SIPp used some during the e2ae step, SIPp alone on the direct path."""
+    require_tool("sipp")
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "cps.py"), "--quick", "--cpu"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    e2ae = [line.split() for line in done.stdout.splitlines() if " e2ae cpu ms/call " in line]
+    direct = [line.split() for line in done.stdout.splitlines() if " direct cpu ms/call " in line]
+    assert len(e2ae) == len(direct) == 2, done.stdout
+    for words in e2ae:
+        assert words[3::2] == ["pcscf", "agw", "sipp"], words
+    for words in direct:
+        assert words[3::2] == ["sipp"], words
+    # a few ms per call over 10-20 calls a step: at least a clock tick in one of the steps
+    assert sum(float(words[4]) for words in e2ae) > 0, done.stdout  # the P-CSCF
+    assert sum(float(words[8]) for words in e2ae) > 0, done.stdout  # SIPp through it
+    assert sum(float(words[4]) for words in direct) > 0, done.stdout

@@ -705,7 +705,7 @@ class SessionDescription:
     reads them (``_pieces`` / ``_mlines``, None once the sections are built).
     """
 
-    __slots__ = ("_media", "_mlines", "_pieces", "_session")
+    __slots__ = ("__weakref__", "_media", "_mlines", "_pieces", "_session")
     __match_args__ = ("session", "media")
 
     _session: Section | None

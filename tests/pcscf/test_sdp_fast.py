@@ -20,6 +20,7 @@ from pcscf.rewrite import (
     OfferPlan,
     deterministic_reservations,
     plan_offer,
+    rewrite_answer,
     rewrite_offer,
 )
 from pcscf.sdp import SessionDescription, _parse_lines
@@ -142,6 +143,19 @@ def test_fast_plan_and_rewrite_equal_general(
         assert fast_result[1].sdp.serialise() == general_result[1].sdp.serialise()
     assert fast_result == general_result
     assert fast == general  # the input is not changed
+    if fast_result[0] == "error":
+        return
+    # the rewritten offer, read back as the answer to itself (same m-lines and protos)
+    state = fast_result[1].state
+    answer_text = fast_result[1].sdp.text()
+    answer_step = "orig-answer" if step == "orig-offer" else "term-answer"
+    lazy_answer = _outcome(
+        lambda: rewrite_answer(answer_step, SessionDescription.parse(answer_text), state)
+    )
+    general_answer = _outcome(
+        lambda: rewrite_answer(answer_step, _general(SessionDescription.parse(answer_text)), state)
+    )
+    assert lazy_answer == general_answer
 
 
 @pytest.mark.parametrize("ending", ["\r\n", "\n"])

@@ -33,7 +33,7 @@ from typing import Literal
 import attrs
 
 from pcscf.sip.errors import RemoteSipError
-from pcscf.sip.headers import Via, option_tags
+from pcscf.sip.headers import Via, canonical, option_tags, split_list
 from pcscf.sip.media import (
     DialogId,
     Direction,
@@ -1722,8 +1722,22 @@ def _reason(cause: int, text: str) -> str:
 
 
 def _replace_top_via(msg: Request, via: Via) -> tuple[Header, ...]:
-    rest = msg.evolve(headers=msg.dropping_first_value("via"))
-    return rest.prepending("Via", str(via))
+    """``msg``'s headers with its first Via item replaced by ``via``: what
+    ``evolve(headers=dropping_first_value("via")).prepending("Via", ...)`` gives, in one pass
+    (the new Via goes where the first remaining Via line is, else first of all)."""
+    headers = msg.headers
+    value = str(via)
+    for i, (key, text) in enumerate(headers):
+        if canonical(key) != "via":
+            continue
+        rest = split_list(text, "via")[1:]
+        if rest:
+            return (*headers[:i], ("Via", value), (key, ", ".join(rest)), *headers[i + 1 :])
+        for j in range(i + 1, len(headers)):
+            if canonical(headers[j][0]) == "via":
+                return (*headers[:i], *headers[i + 1 : j], ("Via", value), *headers[j:])
+        return (("Via", value), *headers[:i], *headers[i + 1 :])
+    return (("Via", value), *headers)
 
 
 def _ue_info(binding: Binding | None, flow: Flow) -> UeInfo:

@@ -92,3 +92,25 @@ def test_parameters_without_quotes_split_as_the_quote_aware_splitter_does(text: 
         parse_params(text, "Via")
     except RemoteSipError as exc:
         assert exc.status == 400
+
+
+VIA_LINES = [
+    ("Via", "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1"),
+    ("v", "SIP/2.0/UDP 192.0.2.2;branch=z9hG4bK2, SIP/2.0/TCP 192.0.2.3;branch=z9hG4bK3"),
+    ("VIA", "SIP/2.0/UDP 192.0.2.4;branch=z9hG4bK4"),
+    ("Max-Forwards", "70"),
+    ("To", "<sip:b@ims.test>"),
+    ("Route", "<sip:a;lr>, <sip:b;lr>"),
+]
+
+
+@given(st.lists(st.sampled_from(VIA_LINES), max_size=8))
+def test_top_via_replaced_in_one_pass_as_drop_then_prepend(headers: list[tuple[str, str]]) -> None:
+    from pcscf.sip.headers import Via
+    from pcscf.sip.message import Request
+    from pcscf.sip.proxy import _replace_top_via
+
+    msg = Request(tuple(headers), b"", "OPTIONS", "sip:a@b")
+    via = Via("UDP", "127.0.0.1", 5060, (("branch", "z9hG4bKnew"), ("received", "127.0.0.2")))
+    composed = msg.evolve(headers=msg.dropping_first_value("via")).prepending("Via", str(via))
+    assert _replace_top_via(msg, via) == composed

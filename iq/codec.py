@@ -1218,23 +1218,20 @@ def _f_params(t: list[str], i: int, names: re.Pattern[str]) -> tuple[list[Parame
         name = t[i]
         if ":" in name or not names.match(name) or t[i + 1] != "=":
             raise _Slow
-        params.append(_new_parameter(name, _f_value(t[i + 2])))
+        value = t[i + 2]
+        if value[:1] == '"':  # (_f_value, inline)
+            if len(value) < 2:
+                raise _Slow
+            value = value[1:-1]
+        elif value[:1] not in _WORD_CHARS or value[-1] == "}":
+            raise _Slow
+        params.append(_new_parameter(name, value))
         sep = t[i + 3]
         i += 4
         if sep == "}":
             return params, i
         if sep != ",":
             raise _Slow
-
-
-def _f_event(t: list[str], i: int) -> tuple[Event, int]:
-    name = t[i]
-    if ":" in name or not _PKGD_NAME.match(name):
-        raise _Slow
-    if t[i + 1] == "{":
-        params, i = _f_params(t, i + 1, _EVENT_PARAM)
-        return _new_event(name, tuple(params)), i
-    return _new_event(name, ()), i + 1
 
 
 def _f_observed(t: list[str], i: int) -> tuple[ObservedEvent, int]:
@@ -1411,7 +1408,8 @@ def _f_descriptor(t: list[str], i: int) -> tuple[Descriptor, int]:
         i += 2
         if t[i] != "{":
             return _new_events(rid, ()), i
-        return _f_events(t, i, rid)
+        events, i = _f_event_list(t, i)
+        return _new_events(rid, tuple(events)), i
     if kw == "Signals":
         if t[i] != "{":
             raise _Slow
@@ -1462,11 +1460,6 @@ def _f_descriptor(t: list[str], i: int) -> tuple[Descriptor, int]:
     raise _Slow
 
 
-def _f_events(t: list[str], i: int, rid: int) -> tuple[Events, int]:
-    events, i = _f_event_list(t, i)
-    return _new_events(rid, tuple(events)), i
-
-
 def _f_event_list(t: list[str], i: int) -> tuple[list[Event], int]:
     """``{ event, ... }`` from the "{" at t[i] (may be empty)."""
     i += 1
@@ -1474,8 +1467,15 @@ def _f_event_list(t: list[str], i: int) -> tuple[list[Event], int]:
     if t[i] == "}":
         return events, i + 1
     while True:
-        ev, i = _f_event(t, i)
-        events.append(ev)
+        name = t[i]  # (_f_event, inline)
+        if ":" in name or not _PKGD_NAME.match(name):
+            raise _Slow
+        if t[i + 1] == "{":
+            params, i = _f_params(t, i + 1, _EVENT_PARAM)
+            events.append(_new_event(name, tuple(params)))
+        else:
+            events.append(_new_event(name, ()))
+            i += 1
         sep = t[i]
         i += 1
         if sep == "}":

@@ -22,7 +22,7 @@ import datetime
 import functools
 import ipaddress
 from collections.abc import Callable, Sequence
-from typing import Literal, TypeAlias
+from typing import Literal, TypeAlias, TypeVar
 
 import attrs
 
@@ -49,6 +49,8 @@ from iq.codec import (
     Stream,
 )
 from iq.errors import LocalIqError, ProfileError, RequestFailed
+
+_T = TypeVar("_T")
 
 #: The ServiceChange profile name and version of this profile.
 PROFILE = "e2aeiq/1"
@@ -478,30 +480,45 @@ def _fingerprint(value: str) -> Fingerprint:
     return Fingerprint.parse(value)
 
 
-def _maker9(cls: type[SdpFragment]) -> Callable[..., SdpFragment]:
-    """``SdpFragment(*every_field)`` without attrs' ``__init__``: the slots set directly (the
-    class has no validators, converters or post-init hook)."""
+def _maker(cls: type[_T]) -> Callable[..., _T]:
+    """``cls(*every_field)`` without attrs' ``__init__`` nor its validators: the slots set
+    directly. For values the decoder has checked already, as the validators would."""
     new = object.__new__
-    setters = [cls.__dict__[field.name].__set__ for field in attrs.fields(cls)]
-    s0, s1, s2, s3, s4, s5, s6, s7, s8 = setters
+    setters = tuple(cls.__dict__[field.name].__set__ for field in attrs.fields(cls))  # type: ignore[arg-type]
+    if len(setters) == 2:
+        s0, s1 = setters
 
-    def make(*v: object) -> SdpFragment:
+        def make2(a: object, b: object) -> _T:
+            self = new(cls)
+            s0(self, a)
+            s1(self, b)
+            return self
+
+        return make2
+
+    def make(*values: object) -> _T:
         self = new(cls)
-        s0(self, v[0])
-        s1(self, v[1])
-        s2(self, v[2])
-        s3(self, v[3])
-        s4(self, v[4])
-        s5(self, v[5])
-        s6(self, v[6])
-        s7(self, v[7])
-        s8(self, v[8])
+        for set_field, value in zip(setters, values, strict=True):
+            set_field(self, value)
         return self
 
     return make
 
 
-_new_sdp_fragment = _maker9(SdpFragment)
+_new_sdp_fragment = _maker(SdpFragment)  # (no validators)
+_new_endpoint = _maker(Endpoint)
+_new_reserved_stream = _maker(ReservedStream)
+_make_stream_reservation = _maker(StreamReservation)
+
+
+def _new_stream_reservation(stream: int, *values: object) -> StreamReservation:
+    """``StreamReservation(stream, *values)`` for values the decoder made: media, setups
+    and endpoints that its validators accept by construction; the stream number is checked
+    here (the codec takes 0)."""
+    _check_stream(None, None, stream)
+    return _make_stream_reservation(stream, *values)
+
+
 _NO_SDP = SdpFragment()
 
 
@@ -566,7 +583,8 @@ def _endpoint(fragment: SdpFragment, where: str) -> Endpoint | None:
         return None
     if fragment.host is None or fragment.port is None:
         raise ProfileError("address and port must both be given", code=449, where=where)
-    return Endpoint(fragment.host, fragment.port)
+    # (parse_sdp checked both: the host is _ip_text's, the port 0..65535)
+    return _new_endpoint(fragment.host, fragment.port)
 
 
 # --------------------------------------------------------------------------- requests
@@ -811,16 +829,16 @@ def _decode_reserve(action: Action) -> ReserveRequest:
             call_ids.add(call_id)
         try:
             streams.append(
-                StreamReservation(
-                    stream=a_stream.stream_id,
-                    media=media,
-                    access_setup=_setup(a_local.setup, where, required=True) or "passive",
-                    core_setup=_setup(c_local.setup, where, required=True) or "active",
-                    ue_fingerprints=a_remote.fingerprints,
-                    ue_address=_endpoint(a_remote, where),
-                    ue_setup=_setup(a_remote.setup, where),
-                    core_address=_endpoint(c_remote, where),
-                    core_remote_setup=_setup(c_remote.setup, where),
+                _new_stream_reservation(
+                    a_stream.stream_id,
+                    media,
+                    _setup(a_local.setup, where, required=True) or "passive",
+                    _setup(c_local.setup, where, required=True) or "active",
+                    a_remote.fingerprints,
+                    _endpoint(a_remote, where),
+                    _setup(a_remote.setup, where),
+                    _endpoint(c_remote, where),
+                    _setup(c_remote.setup, where),
                 )
             )
         except LocalIqError as exc:
@@ -1146,15 +1164,15 @@ def decode_reply(request: IqRequest, actions: Sequence[Action]) -> IqReply:
         if len(a_local.fingerprints) != 1:
             raise ProfileError("reply must carry one AGW fingerprint", code=445, where=where)
         reserved.append(
-            ReservedStream(
-                stream=s.stream,
-                access_termination=acc.termination_id,
-                core_termination=core.termination_id,
-                access=access,
-                core=core_ep,
-                agw_fingerprint=a_local.fingerprints[0],
-                access_setup=_setup(a_local.setup, where) or s.access_setup,
-                core_setup=_setup(c_local.setup, where) or s.core_setup,
+            _new_reserved_stream(  # (no validators)
+                s.stream,
+                acc.termination_id,
+                core.termination_id,
+                access,
+                core_ep,
+                a_local.fingerprints[0],
+                _setup(a_local.setup, where) or s.access_setup,
+                _setup(c_local.setup, where) or s.core_setup,
             )
         )
     return ReserveReply(action.context_id, tuple(reserved))

@@ -7,7 +7,9 @@ from hypothesis import strategies as st
 
 from certs.errors import CertsError
 from certs.fingerprint import HASH_FUNCS, Fingerprint
+from e2ae.tcpmedia import SETUPS
 from iq import profile
+from iq.errors import LocalIqError, ProfileError
 
 _SIZES = {"sha-1": 20, "sha-224": 28, "sha-256": 32, "sha-384": 48, "sha-512": 64}
 
@@ -55,3 +57,53 @@ def _outcome(parse: object, value: str) -> object:
 @given(_values() | st.text(max_size=20))
 def test_quick_fingerprint_reading_is_fingerprint_parse(value: str) -> None:
     assert _outcome(profile._fingerprint, value) == _outcome(Fingerprint.parse, value)
+
+
+# ---------------------------------------------------------------- objects made without attrs
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(-1, 65536),
+    st.sampled_from(["message", "application"]),
+    st.sampled_from(SETUPS),
+    st.sampled_from(SETUPS),
+    st.sampled_from([None, *SETUPS]),
+    st.sampled_from([None, ("192.0.2.1", 7394), ("2001:db8::1", 0)]),
+)
+def test_stream_reservation_made_directly_is_the_validated_one(
+    stream: int,
+    media: str,
+    access: str,
+    core: str,
+    ue_setup: str | None,
+    address: tuple[str, int] | None,
+) -> None:
+    endpoint = None if address is None else profile.Endpoint(*address)
+    values = (media, access, core, (), endpoint, ue_setup, endpoint, ue_setup)
+    try:
+        expected: object = profile.StreamReservation(stream, *values)  # type: ignore[arg-type]
+    except LocalIqError as exc:
+        expected = str(exc)
+    try:
+        made: object = profile._new_stream_reservation(stream, *values)
+    except LocalIqError as exc:
+        made = str(exc)
+    assert made == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["192.0.2.1", "2001:DB8::1", "$", "::ffff:1.2.3.4", "01.2.3.4", "x"]),
+    st.sampled_from(["0", "7394", "65535", "65536", "$", "-1"]),
+)
+def test_endpoint_made_directly_is_the_validated_one(host: str, port: str) -> None:
+    lines = ("v=0", f"c=IN IP4 {host}", f"m=message {port} TCP/MSRP *")
+    try:
+        fragment = profile.parse_sdp(lines, "here")
+        made = profile._endpoint(fragment, "here")
+    except ProfileError:
+        return
+    if made is not None:
+        assert made == profile.Endpoint(made.host, made.port)
+        assert profile.Endpoint(made.host, made.port).host == made.host

@@ -9,8 +9,9 @@ AGW exchange them under bench/cps.py).
 - encode: ``profile.encode_request`` / ``encode_reply`` and ``codec.encode``.
 
 Nothing in iq.codec or iq.profile keeps a result keyed on the input, so a repeated message costs
-what a fresh one does. Each measurement runs ``--rounds`` rounds of about ``--seconds`` and
-prints the median round. It asserts nothing.
+what a fresh one does. Each measurement runs ``--rounds`` rounds of about ``--seconds`` of
+process CPU time (time.process_time: other work on a shared machine disturbs it less than the
+wall clock) and prints the median round. It asserts nothing.
 
 Usage: ``python bench/iq_codec.py [--seconds S] [--rounds N]``
 """
@@ -97,18 +98,18 @@ def _encoder(step: samples.Step) -> Callable[[], bytes]:
 
 def _rate(jobs: list[Callable[[], object]], seconds: float, rounds: int) -> float:
     """Median µs per job over ``rounds`` rounds of about ``seconds`` each."""
-    start = time.perf_counter()
+    start = time.process_time()
     for job in jobs:
         job()
-    once = max(time.perf_counter() - start, 1e-6)
+    once = max(time.process_time() - start, 1e-6)
     loops = max(1, int(seconds / once))
     results: list[float] = []
     for _ in range(rounds):
-        start = time.perf_counter()
+        start = time.process_time()
         for _ in range(loops):
             for job in jobs:
                 job()
-        results.append((time.perf_counter() - start) / (loops * len(jobs)) * 1e6)
+        results.append((time.process_time() - start) / (loops * len(jobs)) * 1e6)
     return statistics.median(results)
 
 

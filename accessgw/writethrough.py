@@ -17,36 +17,13 @@ transport holds unsent bytes (``ITransport`` and ``IConsumer`` have no such quer
 ``IReactorFDSet.getWriters`` lists every writer of the reactor, too costly per write), nor
 that a half-close is pending. tests/accessgw/test_gateway_private.py checks that shape on real TCP
 transports, so that a Twisted that changes it fails there rather than reordering bytes here.
+
+The function is :func:`iq.link.write_through`, which the Iq link uses for its replies too
+(``iq`` is below ``accessgw``, so it lives there).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from iq.link import write_through as write
 
-
-def write(transport: Any, data: bytes) -> None:
-    """Write ``data`` to ``transport``: straight to its socket when nothing is queued before it."""
-    try:
-        # Private FileDescriptor attributes: see the module docstring.
-        idle = (
-            transport.connected
-            and not transport.disconnecting
-            and not transport._writeDisconnecting
-            and not transport._tempDataBuffer
-            and transport.offset == len(transport.dataBuffer)
-        )
-        sock = transport.socket if idle else None
-    except AttributeError:
-        sock = None
-    if sock is not None:
-        try:
-            sent = sock.send(data)
-        except OSError:
-            # Would block, or the connection is broken: the transport's own write queues the
-            # bytes, and its next attempt meets the error and closes the connection as usual.
-            sent = 0
-        if sent == len(data):
-            return
-        if sent:
-            data = data[sent:]
-    transport.write(data)
+__all__ = ["write"]

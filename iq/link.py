@@ -40,7 +40,6 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from accessgw.writethrough import write as write_through
 from certs.fingerprint import Fingerprint, matching_fingerprint
 from certs.tls import peer_certificate_der
 from e2ae.logsetup import enabled
@@ -98,6 +97,51 @@ MAX_EARLY_BYTES = 65536
 
 def _as_is(text: str) -> str:
     return text
+
+
+def write_through(transport: Any, data: bytes) -> None:
+    """Write ``data`` to a Twisted TCP ``transport``: straight to its socket when nothing is
+    queued before it, the rest (what the socket did not take) through ``transport.write``.
+
+    ``FileDescriptor.write`` only buffers: the bytes go out on a later reactor pass, after an
+    ``epoll_ctl`` that registers the socket for writing, and another that unregisters it once
+    the buffer is empty. Sending at once what the socket takes, when the transport holds
+    nothing (so the order of bytes is kept), saves both and the pass; buffering, producer
+    backpressure, closing and error handling stay the transport's. Used by the Iq link for
+    its replies and by the AGW's relay (:mod:`accessgw.writethrough`).
+
+    Only for Twisted's own TCP transports (``tcp.Connection``): a protocol wrapper such as
+    TLS hands unknown attributes on to the transport under it, whose socket must never see
+    the wrapper's plaintext. A transport without these attributes just gets ``write``.
+
+    "Nothing queued" is read from ``FileDescriptor``'s private state: ``_tempDataBuffer``
+    (the list ``write`` appends to until the next ``doWrite``) and ``_writeDisconnecting``
+    (set by ``loseWriteConnection``), beside ``dataBuffer``/``offset``. No public API tells
+    whether a transport holds unsent bytes, nor that a half-close is pending;
+    tests/accessgw/test_gateway_private.py checks that shape on real TCP transports."""
+    try:
+        idle = (
+            transport.connected
+            and not transport.disconnecting
+            and not transport._writeDisconnecting
+            and not transport._tempDataBuffer
+            and transport.offset == len(transport.dataBuffer)
+        )
+        sock = transport.socket if idle else None
+    except AttributeError:
+        sock = None
+    if sock is not None:
+        try:
+            sent = sock.send(data)
+        except OSError:
+            # Would block, or the connection is broken: the transport's own write queues the
+            # bytes, and its next attempt meets the error and closes the connection as usual.
+            sent = 0
+        if sent == len(data):
+            return
+        if sent:
+            data = data[sent:]
+    transport.write(data)
 
 
 def _creator(tls: IqTlsConfig, role: TlsRole) -> _ContextFactory:

@@ -1079,7 +1079,9 @@ class _Parser:
 # Tokens: "{", "}", "=", ","; a word (_WORD_CLASS and ":", as the readers above read it); a
 # quoted string with its quotes (no control characters in it); a whole ``Local { ... }`` or
 # ``Remote { ... }`` (long or short, any case, only spaces or line breaks before the "{") up to
-# the first unescaped "}", recognised anywhere but accepted only as a stream item; any other
+# the first unescaped "}" - or, unterminated, to the end of the text, so that no later "{" is
+# scanned again (linear time) - recognised anywhere but accepted only as a stream item, and
+# only if it ends with an unescaped "}" (a "}" after a "\" is always an escape); any other
 # single character, which no step of the parser accepts; and "" at the end of the text (once or
 # twice). The scan matches at every position it reaches, so no character is skipped (a comment
 # is never read as tokens), and every token is consumed in order by a step that checks it.
@@ -1087,7 +1089,8 @@ class _Parser:
 _TOKEN_RE = re.compile(
     r"[ \t\r\n]*+(?:;[^\n]*+(?:\n|$)[ \t\r\n]*+)*+"
     r"([{}=,]"
-    r"|(?:[lL][oO][cC][aA][lL]|[rR][eE][mM][oO][tT][eE]|[lLrR])[ \t\r\n]*+\{(?:[^\\}]+|\\\}|\\)*+\}"
+    r"|(?:[lL][oO][cC][aA][lL]|[rR][eE][mM][oO][tT][eE]|[lLrR])[ \t\r\n]*+"
+    r"\{(?:[^\\}]+|\\\}|\\)*+(?:\}|\Z)"
     rf"|[{_WORD_CLASS}:]++"
     r'|"[^"\x00-\x08\x0a-\x1f\x7f]*+"'
     r"|[^ \t\r\n;]|\Z)"
@@ -1173,8 +1176,8 @@ _new_message = _maker(Message)
 
 def _is_word(tok: str) -> bool:
     # a word token: starts with a word character; an octets token (which starts with a
-    # letter too) always ends with "}", which no word holds
-    return tok[:1] in _WORD_CHARS and tok[-1] != "}"
+    # letter too) always holds a "{", which no word does
+    return tok[:1] in _WORD_CHARS and "{" not in tok
 
 
 def _f_uint(tok: str, maximum: int = UINT32_MAX) -> int:
@@ -1223,7 +1226,7 @@ def _f_params(t: list[str], i: int, names: re.Pattern[str]) -> tuple[list[Parame
             if len(value) < 2:
                 raise _Slow
             value = value[1:-1]
-        elif value[:1] not in _WORD_CHARS or value[-1] == "}":
+        elif value[:1] not in _WORD_CHARS or "{" in value:
             raise _Slow
         params.append(_new_parameter(name, value))
         sep = t[i + 3]
@@ -1302,7 +1305,7 @@ def _f_stream(t: list[str], i: int, sid: int) -> tuple[Stream, int]:
     remote: tuple[str, ...] | None = None
     while True:
         tok = t[i]
-        if tok[-1:] == "}" and len(tok) > 1:
+        if tok[-1:] == "}" and len(tok) > 1 and tok[-2] != "\\":  # (terminated octets)
             is_local, lines = _f_octets(tok)
             if is_local:
                 if local is not None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -361,3 +363,14 @@ def test_encoder_output_decodes_alike_and_is_canonical(message: codec.Message) -
     except CodecError:
         return
     assert codec.encode(decoded) == data
+
+
+@pytest.mark.parametrize("tail", [b"r{", b"r {\\}", b"Local {x\\", b'"a', b"; x {\n"])
+def test_unterminated_pieces_are_read_in_linear_time(tail: bytes) -> None:
+    # an unterminated Local/Remote runs to the end of the text: no "{" after it is scanned
+    # again (quadratic time would take seconds here)
+    data = b"MEGACO/3 mg1 Transaction = 1 { Context = 1 { Add = x { Media { Stream = 1 { "
+    data += tail * (60000 // len(tail))
+    start = time.process_time()
+    _check(data)
+    assert time.process_time() - start < 1.0

@@ -1108,11 +1108,12 @@ class _Slow(Exception):
     """The fast decoder does not take this input: the general one decides."""
 
 
-def _maker(cls: type[_T]) -> Callable[..., _T]:
+def slot_maker(cls: type[_T]) -> Callable[..., _T]:
     """``cls(*every_field)`` without attrs' ``__init__`` (which sets each field through a
-    bound ``object.__setattr__`` and a name lookup): the slots are set directly. Only for the
-    model classes above, which have no validators, converters or post-init hooks; the
-    decoder passes every field, in order."""
+    bound ``object.__setattr__`` and a name lookup): the slots are set directly. Only for
+    slotted attrs classes whose validators, converters or post-init hooks have nothing to add
+    to what the caller already checked (the model classes above have none; iq.profile uses it
+    for values its decoder has checked); every field is passed, in order."""
     new = object.__new__
     fields = attrs.fields(cls)  # type: ignore[arg-type]
     setters = [cls.__dict__[field.name].__set__ for field in fields]
@@ -1146,32 +1147,41 @@ def _maker(cls: type[_T]) -> Callable[..., _T]:
             return self
 
         return make3
-    s0, s1, s2, s3 = setters
+    if len(setters) == 4:
+        s0, s1, s2, s3 = setters
 
-    def make4(a: object, b: object, c: object, d: object) -> _T:
+        def make4(a: object, b: object, c: object, d: object) -> _T:
+            self = new(cls)
+            s0(self, a)
+            s1(self, b)
+            s2(self, c)
+            s3(self, d)
+            return self
+
+        return make4
+
+    def make(*values: object) -> _T:
         self = new(cls)
-        s0(self, a)
-        s1(self, b)
-        s2(self, c)
-        s3(self, d)
+        for set_field, value in zip(setters, values, strict=True):
+            set_field(self, value)
         return self
 
-    return make4
+    return make
 
 
-_new_parameter = _maker(Parameter)
-_new_local_control = _maker(LocalControl)
-_new_stream = _maker(Stream)
-_new_media = _maker(Media)
-_new_event = _maker(Event)
-_new_events = _maker(Events)
-_new_observed_event = _maker(ObservedEvent)
-_new_command = _maker(Command)
-_new_action = _maker(Action)
-_new_request = _maker(TransactionRequest)
-_new_reply = _maker(TransactionReply)
-_new_error = _maker(ErrorDescriptor)
-_new_message = _maker(Message)
+_new_parameter = slot_maker(Parameter)
+_new_local_control = slot_maker(LocalControl)
+_new_stream = slot_maker(Stream)
+_new_media = slot_maker(Media)
+_new_event = slot_maker(Event)
+_new_events = slot_maker(Events)
+_new_observed_event = slot_maker(ObservedEvent)
+_new_command = slot_maker(Command)
+_new_action = slot_maker(Action)
+_new_request = slot_maker(TransactionRequest)
+_new_reply = slot_maker(TransactionReply)
+_new_error = slot_maker(ErrorDescriptor)
+_new_message = slot_maker(Message)
 
 
 def _is_word(tok: str) -> bool:

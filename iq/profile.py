@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime
 import functools
 import ipaddress
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal, TypeAlias, TypeVar
 
 import attrs
@@ -47,6 +47,7 @@ from iq.codec import (
     Signals,
     Statistics,
     Stream,
+    slot_maker,
 )
 from iq.errors import LocalIqError, ProfileError, RequestFailed
 
@@ -480,35 +481,10 @@ def _fingerprint(value: str) -> Fingerprint:
     return Fingerprint.parse(value)
 
 
-def _maker(cls: type[_T]) -> Callable[..., _T]:
-    """``cls(*every_field)`` without attrs' ``__init__`` nor its validators: the slots set
-    directly. For values the decoder has checked already, as the validators would."""
-    new = object.__new__
-    setters = tuple(cls.__dict__[field.name].__set__ for field in attrs.fields(cls))  # type: ignore[arg-type]
-    if len(setters) == 2:
-        s0, s1 = setters
-
-        def make2(a: object, b: object) -> _T:
-            self = new(cls)
-            s0(self, a)
-            s1(self, b)
-            return self
-
-        return make2
-
-    def make(*values: object) -> _T:
-        self = new(cls)
-        for set_field, value in zip(setters, values, strict=True):
-            set_field(self, value)
-        return self
-
-    return make
-
-
-_new_sdp_fragment = _maker(SdpFragment)  # (no validators)
-_new_endpoint = _maker(Endpoint)
-_new_reserved_stream = _maker(ReservedStream)
-_make_stream_reservation = _maker(StreamReservation)
+_new_sdp_fragment = slot_maker(SdpFragment)  # (no validators)
+_new_endpoint = slot_maker(Endpoint)
+_new_reserved_stream = slot_maker(ReservedStream)
+_make_stream_reservation = slot_maker(StreamReservation)
 
 
 def _new_stream_reservation(stream: int, *values: object) -> StreamReservation:

@@ -551,12 +551,7 @@ def _plan_fast(
                 treatment = "rejected"
             elif proto in TLS_PROTO and _mechanism_ok(proto, mechanisms, policy):
                 core_offer = _fast_setup(_setup_values(piece), session)
-                if core_offer == "actpass":
-                    access: Setup = "actpass"
-                elif core_offer == "holdconn":
-                    access = "holdconn"
-                else:
-                    access = "passive"
+                access = _term_access_setup(core_offer)
                 plans.append(
                     StreamPlan(
                         index,
@@ -631,15 +626,18 @@ def _plan_orig_tls(
     return None
 
 
+def _term_access_setup(core_offer: Setup) -> Setup:
+    """The a=setup in the offer to the terminating UE for the one the core offered: actpass
+    and holdconn kept, anything else passive (the AGW waits for the UE's connection)."""
+    if core_offer in ("actpass", "holdconn"):
+        return core_offer
+    return "passive"
+
+
 def _plan_term_e2ae(sdp: SessionDescription, index: int, proto: str) -> StreamPlan:
     section = sdp.media[index]
     core_offer = _setup_of(sdp, index, "active")
-    if core_offer == "actpass":
-        access_setup: Setup = "actpass"
-    elif core_offer == "holdconn":
-        access_setup = "holdconn"
-    else:
-        access_setup = "passive"
+    access_setup = _term_access_setup(core_offer)
     return StreamPlan(
         index,
         section.media,

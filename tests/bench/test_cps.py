@@ -14,10 +14,11 @@ from tests.conftest import REPO, require_tool
 pytestmark = [pytest.mark.peer, pytest.mark.slow]
 
 
-def test_cps_quick_runs_and_leaks_nothing() -> None:
+def _cps(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``bench/cps.py --quick ARGS`` as a process; it must succeed."""
     require_tool("sipp")
     done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "cps.py"), "--quick"],
+        [sys.executable, str(REPO / "bench" / "cps.py"), "--quick", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -25,6 +26,11 @@ def test_cps_quick_runs_and_leaks_nothing() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_cps_quick_runs_and_leaks_nothing() -> None:
+    done = _cps()
     assert "highest rate without a failed call" in done.stdout, done.stdout
     assert "AGW terminations still held at the end: 0" in done.stdout, done.stdout
 
@@ -32,16 +38,7 @@ def test_cps_quick_runs_and_leaks_nothing() -> None:
 def test_cps_cpu_lines_give_each_process_its_share() -> None:
     """``--cpu`` prints, per step, the CPU per call of the P-CSCF, the AGW and SIPp: the
     P-CSCF and SIPp used some during the e2ae step, SIPp alone on the direct path."""
-    require_tool("sipp")
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "cps.py"), "--quick", "--cpu"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = _cps("--cpu")
     e2ae = [line.split() for line in done.stdout.splitlines() if " e2ae cpu ms/call " in line]
     direct = [line.split() for line in done.stdout.splitlines() if " direct cpu ms/call " in line]
     assert len(e2ae) == len(direct) == 2, done.stdout

@@ -35,7 +35,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import attrs
@@ -54,6 +54,7 @@ from pcscf.policy import Policy
 from pcscf.rewrite import (
     AgwAddresses,
     AgwUpdate,
+    OfferPlan,
     RewriteState,
     Step,
     StreamPlan,
@@ -110,11 +111,14 @@ class Reoffer:
     body: bytes
 
 
+NoteLevel = Literal["debug", "info", "warn", "error"]
+
+
 @attrs.frozen
 class Note:
     """A log event: ``format`` references the keys of ``fields`` (call_id, stream, ...)."""
 
-    level: Literal["debug", "info", "warn", "error"]
+    level: NoteLevel
     format: str
     fields: tuple[tuple[str, object], ...]
 
@@ -232,7 +236,11 @@ def _endpoint(host: str | None, port: int | None) -> profile.Endpoint | None:
         return None
 
 
-def _note(level: Literal["debug", "info", "warn", "error"], fmt: str, **fields: object) -> Note:
+def _keep_every_note(level: NoteLevel) -> bool:
+    return True
+
+
+def _note(level: NoteLevel, fmt: str, **fields: object) -> Note:
     return Note(level, fmt, tuple(fields.items()))
 
 
@@ -252,8 +260,14 @@ def _bump_origin(sdp: SessionDescription) -> None:
 class CallTable:
     """The e2ae calls of one P-CSCF. See the module docstring for the protocol."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(
+        self, policy: Policy, *, keep_note: Callable[[NoteLevel], bool] | None = None
+    ) -> None:
         self.policy = policy
+        #: Whether a :class:`Note` of a level would be kept (logged) by the edge: the info
+        #: Notes of every call (reserved, releasing) are only built when it says so. By
+        #: default every Note is built.
+        self.keep_note: Callable[[NoteLevel], bool] = keep_note or _keep_every_note
         self.calls: dict[DialogId, CallSession] = {}
         self._contexts: dict[tuple[str, int], DialogId] = {}
         #: Contexts released lately, for the Notifies that cross their release on Iq.
@@ -464,19 +478,20 @@ class CallTable:
                     access_setup=r.access_setup,
                     core_setup=r.core_setup,
                 )
-                notes.append(
-                    _note(
-                        "info",
-                        "e2ae call {call_id} stream {stream}: AGW {gateway} context {iq_context}"
-                        " terminations {termination} / {core_termination}",
-                        call_id=work.dialog.call_id,
-                        stream=plan.index,
-                        gateway=work.gateway,
-                        iq_context=reply.context,
-                        termination=r.access_termination,
-                        core_termination=r.core_termination,
+                if self.keep_note("info"):  # (a Note no observer keeps is not built)
+                    notes.append(
+                        _note(
+                            "info",
+                            "e2ae call {call_id} stream {stream}: AGW {gateway} context"
+                            " {iq_context} terminations {termination} / {core_termination}",
+                            call_id=work.dialog.call_id,
+                            stream=plan.index,
+                            gateway=work.gateway,
+                            iq_context=reply.context,
+                            termination=r.access_termination,
+                            core_termination=r.core_termination,
+                        )
                     )
-                )
         done = self._finish_offer_rewrite(
             call, work.from_ue, work.original, work.sdp, work.streams, work.step
         )
@@ -491,8 +506,6 @@ class CallTable:
         streams: tuple[StreamPlan, ...],
         step: Step,
     ) -> MediaDone:
-        from pcscf.rewrite import OfferPlan
-
         plan = OfferPlan(step, streams, self.policy.accepted_hash_funcs)
         reservations = {i: s.reservation for i, s in call.streams.items()}
         try:
@@ -930,8 +943,11 @@ class CallTable:
         self._drop_context(call.gateway, call.context)
         call.streams.clear()
         call.context = None
+        release = IqRelease(call.dialog, call.gateway, request)
+        if not self.keep_note("info"):  # (a Note no observer keeps is not built)
+            return [release]
         return [
-            IqRelease(call.dialog, call.gateway, request),
+            release,
             _note(
                 "info",
                 "e2ae call {call_id}: releasing context {iq_context} ({reason})",

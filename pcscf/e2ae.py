@@ -33,6 +33,7 @@ from pcscf.calls import (
     IqReserve,
     MediaDone,
     Note,
+    NoteLevel,
     OfferWork,
     Reoffer,
     agw_error,
@@ -45,6 +46,11 @@ from pcscf.sip.media import DialogId, Forward, MediaContext, MediaResult
 
 log = Logger(namespace="pcscf.e2ae")
 _LEVELS = {name: LogLevel.levelWithName(name) for name in ("debug", "info", "warn", "error")}
+
+
+def _note_enabled(level: NoteLevel) -> bool:
+    """Would an event of a :class:`~pcscf.calls.Note`'s level be logged?"""
+    return enabled(_LEVELS[level])
 
 
 def iq_controller(config: PcscfConfig, reactor: Any = None) -> IqController:
@@ -93,7 +99,7 @@ class E2aeMediaHandler:
         self.reactor = reactor
         self.controller = controller
         self.policy = policy
-        self.table = CallTable(policy)
+        self.table = CallTable(policy, keep_note=_note_enabled)
         self.control: CallControl | None = None
         self._timer: IDelayedCall | None = None
         self._timer_at: float | None = None
@@ -132,7 +138,8 @@ class E2aeMediaHandler:
         return self.policy.iq_timeout
 
     def _offer_work(self, work: OfferWork) -> defer.Deferred[MediaResult]:
-        self._run(work.releases)
+        if work.releases:  # (an offer arms no timer: nothing to re-arm without actions)
+            self._run(work.releases)
         reserved: list[profile.ReserveReply] = []
         d: defer.Deferred[Any] = defer.succeed(None)
         if work.reserve is not None:
@@ -172,10 +179,8 @@ class E2aeMediaHandler:
         core address. Waiting for the reply before forwarding would add an Iq round trip to
         every answer (and provoke 2xx retransmissions on a slow link). A failed Configure ends
         the call."""
-        self._run(work.releases)
-        gathered = defer.gatherResults(
-            [self._configure(c) for c in work.configures], consumeErrors=True
-        )
+        if work.releases:  # (an answer arms no timer: nothing to re-arm without actions)
+            self._run(work.releases)
 
         def ok(_: object) -> None:
             self._run(self.table.answer_configured(work, self._now()).actions)
@@ -186,7 +191,14 @@ class E2aeMediaHandler:
             error = agw_error(_iq_reason(sub))
             self._run(self.table.answer_failed(work, error, self._now(), forwarded=True).actions)
 
-        gathered.addCallbacks(ok, failed)
+        configures = work.configures
+        if len(configures) == 1:
+            # (the one Configure of an answer: its own Deferred, no gatherResults around it)
+            self._configure(configures[0]).addCallbacks(ok, failed)
+        else:
+            defer.gatherResults(
+                [self._configure(c) for c in configures], consumeErrors=True
+            ).addCallbacks(ok, failed)
         return Forward(work.body)
 
     def _configure(self, conf: IqConfigure) -> defer.Deferred[Any]:

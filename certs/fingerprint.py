@@ -91,6 +91,26 @@ class Fingerprint:
         can be passed. Surrounding white space is ignored; inside, the hash function and the
         hex are separated by one or more spaces.
         """
+        # The usual spelling, ``<canonical hash> <HEX:HEX:...>`` with one space and nothing
+        # around it: the colons at every third place, the pairs read by bytes.fromhex. A digest
+        # of the hash's size means every pair was two hex digits (anything else in a pair is
+        # refused or shortens it), so it is the digest the general parser reads, the name and
+        # size the ones it checks. Any other spelling, and every error, is the general parser's.
+        name, _, hexpart = value.partition(" ")
+        colons = _COLONS.get(name)
+        if colons is not None and len(hexpart) == 3 * len(colons) + 2 and cls is Fingerprint:
+            if hexpart[2::3] == colons:
+                try:
+                    digest = bytes.fromhex(hexpart.replace(":", ""))
+                except ValueError:
+                    digest = b""
+                if len(digest) == len(colons) + 1:
+                    return _checked(name, digest)
+        return cls._parse(value)
+
+    @classmethod
+    def _parse(cls, value: str) -> Fingerprint:
+        """:meth:`parse` for any spelling (the general parser)."""
         text = value.strip()
         for prefix in (ATTRIBUTE_PREFIX, "fingerprint:"):
             if text[: len(prefix)].lower() == prefix:
@@ -112,6 +132,22 @@ class Fingerprint:
                 f"got {len(digest)}",
             )
         return cls(hash_func, digest)
+
+
+#: The colons of the usual spelling of each hash function's digest.
+_COLONS = {name: ":" * (size - 1) for name, size in _DIGEST_SIZE.items()}
+_new_object = object.__new__
+_set_hash_func = Fingerprint.__dict__["hash_func"].__set__
+_set_digest = Fingerprint.__dict__["digest"].__set__
+
+
+def _checked(hash_func: str, digest: bytes) -> Fingerprint:
+    """``Fingerprint(hash_func, digest)`` for a canonical name and a digest of its size, both
+    just checked: the slots are set without running the checks a second time."""
+    fp: Fingerprint = _new_object(Fingerprint)
+    _set_hash_func(fp, hash_func)
+    _set_digest(fp, digest)
+    return fp
 
 
 def fingerprint_of(der: bytes, hash_func: str = "sha-256") -> Fingerprint:

@@ -202,7 +202,7 @@ class Via:
             params.append((key, value))
         if host != self.host:
             params.append(("received", host))
-        return attrs.evolve(self, params=tuple(params))
+        return Via(self.transport, self.host, self.port, tuple(params))
 
 
 #: The top Via of a message is read several times while it is handled (validation, the

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -72,6 +72,9 @@ def _index_of(headers: Iterable[Header]) -> dict[str, tuple[str, ...]]:
     return index
 
 
+_M = TypeVar("_M", bound="_Base")
+
+
 def _is_token(text: str) -> bool:
     return _TOKEN.fullmatch(text) is not None
 
@@ -96,10 +99,13 @@ class _Base:
     _index: dict[str, tuple[str, ...]] | None = attrs.field(
         default=None, init=False, eq=False, repr=False, hash=False
     )
-    #: name -> its comma-list items (:meth:`values`), as asked for.
+    #: canonical name -> its comma-list items (:meth:`values`), as asked for.
     _items: dict[str, tuple[str, ...]] | None = attrs.field(
         default=None, init=False, eq=False, repr=False, hash=False
     )
+    #: the serialised message, made on the first :meth:`serialise` (a forwarded request is
+    #: serialised to check its size, to send it and to count it).
+    _wire: bytes | None = attrs.field(default=None, init=False, eq=False, repr=False, hash=False)
 
     # -- lookups ----------------------------------------------------------------------------
     def _lookup(self) -> dict[str, tuple[str, ...]]:
@@ -134,12 +140,13 @@ class _Base:
         if items is None:
             items = {}
             object.__setattr__(self, "_items", items)
-        found = items.get(name)
+        key = canonical(name)
+        found = items.get(key)
         if found is None:
             out: list[str] = []
             for value in self.get_all(name):
                 out.extend(split_list(value, name))
-            found = items[name] = tuple(out)
+            found = items[key] = tuple(out)
         return found
 
     # -- typed accessors --------------------------------------------------------------------
@@ -192,7 +199,9 @@ class _Base:
 
     @property
     def has_sdp(self) -> bool:
-        return bool(self.body.strip()) and self.content_type == "application/sdp"
+        # bytes.isspace(): every byte one that bytes.strip() removes (and at least one)
+        body = self.body
+        return bool(body) and not body.isspace() and self.content_type == "application/sdp"
 
     # -- editing ----------------------------------------------------------------------------
     def without(self, name: str) -> tuple[Header, ...]:
@@ -241,6 +250,53 @@ class _Base:
             out.append((key, value))
         return tuple(out)
 
+    # -- edits as messages: the edited message answers lookups from the old index, with the
+    # edited name's values changed, instead of indexing every header line again.
+    def _rebuilt(self: _M, headers: tuple[Header, ...]) -> _M:
+        raise NotImplementedError
+
+    def _edited(self: _M, headers: tuple[Header, ...], *changes: tuple[str, tuple[str, ...]]) -> _M:
+        """A copy with ``headers``, which differ from this message's only in the lines of the
+        canonical names of ``changes``, each name's values now the ones given, in order."""
+        new = self._rebuilt(headers)
+        index = self._index
+        if index is not None:
+            index = dict(index)
+            items = self._items
+            items = dict(items) if items else None
+            for name, values in changes:
+                if values:
+                    index[name] = values
+                else:
+                    index.pop(name, None)
+                if items is not None:
+                    items.pop(name, None)
+            object.__setattr__(new, "_index", index)
+            if items is not None:
+                object.__setattr__(new, "_items", items)
+        return new
+
+    def with_replaced(self: _M, name: str, values: Iterable[str]) -> _M:
+        """``evolve(headers=replacing(name, values))``."""
+        values = tuple(values)
+        return self._edited(self.replacing(name, values), (canonical(name), values))
+
+    def with_prepended(self: _M, name: str, value: str) -> _M:
+        """``evolve(headers=prepending(name, value))``."""
+        wanted = canonical(name)
+        old = self.get_all(name)
+        return self._edited(self.prepending(name, value), (wanted, (value, *old)))
+
+    def with_first_value_dropped(self: _M, name: str) -> _M:
+        """``evolve(headers=dropping_first_value(name))``."""
+        wanted = canonical(name)
+        old = self.get_all(name)
+        if not old:
+            return self._edited(self.headers, (wanted, ()))
+        rest = split_list(old[0], name)[1:]
+        values = (", ".join(rest), *old[1:]) if rest else tuple(old[1:])
+        return self._edited(self.dropping_first_value(name), (wanted, values))
+
     def _head(self, start: str) -> bytes:
         """The start line and the header lines (a Content-Length of the body's size last), with
         the blank line after them, encoded."""
@@ -265,7 +321,14 @@ class Request(_Base):
     uri: str
 
     def serialise(self) -> bytes:
-        return self._head(f"{self.method} {self.uri} {SIP_VERSION}") + self.body
+        wire = self._wire
+        if wire is None:
+            wire = self._head(f"{self.method} {self.uri} {SIP_VERSION}") + self.body
+            object.__setattr__(self, "_wire", wire)
+        return wire
+
+    def _rebuilt(self, headers: tuple[Header, ...]) -> Request:
+        return Request(headers, self.body, self.method, self.uri)
 
     def evolve(self, **changes: Any) -> Request:
         # attrs.evolve looks the fields up on every call; a message is edited a dozen times
@@ -289,7 +352,14 @@ class Response(_Base):
     reason: str
 
     def serialise(self) -> bytes:
-        return self._head(f"{SIP_VERSION} {self.status} {self.reason}") + self.body
+        wire = self._wire
+        if wire is None:
+            wire = self._head(f"{SIP_VERSION} {self.status} {self.reason}") + self.body
+            object.__setattr__(self, "_wire", wire)
+        return wire
+
+    def _rebuilt(self, headers: tuple[Header, ...]) -> Response:
+        return Response(headers, self.body, self.status, self.reason)
 
     def evolve(self, **changes: Any) -> Response:
         if not changes.keys() <= _RESPONSE_FIELDS:

@@ -360,6 +360,9 @@ class ProxyCore:
         self._timer_values = config.timers
         self._flow_tokens: dict[Flow, str] = {}
         self._next_reap = 0.0
+        self._record_routes: dict[tuple[Side, Transport, Direction], str] = {}
+        #: our two sent-by values (Via host:port), as loop detection compares them
+        self._own_sent_by = frozenset({self._sent_by("gm"), self._sent_by("core")})
 
     # ======================================================================= public interface
     def receive(self, peer: Peer, message: Request | Response, now: float) -> list[Action]:
@@ -509,7 +512,7 @@ class ProxyCore:
     # ============================================================================ requests
     def _on_request(self, peer: Peer, msg: Request, now: float, out: list[Action]) -> None:
         via = msg.top_via
-        msg = msg.evolve(headers=_replace_top_via(msg, via.with_received(peer.host, peer.port)))
+        msg = _with_top_via(msg, via.with_received(peer.host, peer.port))
         if msg.method == "ACK":
             txn = self.server_txns.get((via.branch, via.sent_by, "INVITE"))
             if txn is not None and txn.machine.receive_ack():
@@ -529,7 +532,7 @@ class ProxyCore:
         forwards = msg.get("max-forwards")
         if forwards is not None and int(forwards.strip()) <= 0:
             raise RemoteSipError(483, "Too Many Hops")
-        own = {self._sent_by("gm"), self._sent_by("core")}
+        own = self._own_sent_by
         loop = _loop_hash(msg)
         for other in msg.vias:
             if other.sent_by in own and other.branch.startswith(MAGIC + loop + "."):
@@ -560,7 +563,7 @@ class ProxyCore:
         while routes and self._is_ours(routes[0]):
             popped.append(routes.pop(0).sip_uri("Route"))
         if popped:
-            msg = msg.evolve(headers=msg.replacing("Route", [str(r) for r in routes]))
+            msg = msg.with_replaced("Route", [str(r) for r in routes])
         hint: Direction | None = None
         for uri in popped:
             value = uri.param("e2ae")
@@ -599,8 +602,7 @@ class ProxyCore:
             self._overloaded(txn, now, out, full)
             return
         path = NameAddr(str(self._own_uri("core", self.config.next_hop.transport, user=token)))
-        headers = msg.prepending("Path", str(path))
-        msg = msg.evolve(headers=headers)
+        msg = msg.with_prepended("Path", str(path))
         out.append(
             Log(
                 "info",
@@ -679,7 +681,7 @@ class ProxyCore:
             self._forward(txn, msg, dest, now, out)
             return
         if msg.method in DIALOG_METHODS:
-            msg = msg.evolve(headers=self._record_route(msg, peer, dest, direction))
+            msg = self._record_route(msg, peer, dest, direction)
         if msg.method != "INVITE":
             self._forward(txn, msg, dest, now, out)
             return
@@ -935,7 +937,7 @@ class ProxyCore:
         out.append(
             Send(
                 Peer(side, transport, host, port),
-                msg.evolve(headers=msg.dropping_first_value("via")),
+                msg.with_first_value_dropped("via"),
                 relayed=True,
             )
         )
@@ -963,7 +965,7 @@ class ProxyCore:
         self, txn: ClientTxn, msg: Response, now: float, out: list[Action]
     ) -> Response:
         """``msg`` without our Via; for a REGISTER, the registration taken from it."""
-        fwd = msg.evolve(headers=msg.dropping_first_value("via"))
+        fwd = msg.with_first_value_dropped("via")
         if txn.register is not None:
             fwd = self._register_response(txn.register, fwd, now, out)
         return fwd
@@ -1371,13 +1373,30 @@ class ProxyCore:
         extra.update(params)
         return make_uri(host, port, user=user, **extra)
 
-    def _record_route(
-        self, msg: Request, src: Peer, dest: Peer, direction: Direction
-    ) -> tuple[Header, ...]:
-        inner = NameAddr(str(self._own_uri(src.side, src.transport, e2ae=direction)))
-        outer = NameAddr(str(self._own_uri(dest.side, dest.transport, e2ae=direction)))
-        msg = msg.evolve(headers=msg.prepending("Record-Route", str(inner)))
-        return msg.prepending("Record-Route", str(outer))
+    def _record_route(self, msg: Request, src: Peer, dest: Peer, direction: Direction) -> Request:
+        """``msg`` with our two Record-Route entries on top: ``dest``'s side above ``src``'s
+        (what prepending the inner one, then the outer one, gives)."""
+        inner = self._record_route_value(src.side, src.transport, direction)
+        outer = self._record_route_value(dest.side, dest.transport, direction)
+        headers = msg.headers
+        at = 0
+        for i, (key, _) in enumerate(headers):
+            if canonical(key) == "record-route":
+                at = i
+                break
+        new = ("Record-Route", outer), ("Record-Route", inner)
+        values = (outer, inner, *msg.get_all("record-route"))
+        return msg._edited((*headers[:at], *new, *headers[at:]), ("record-route", values))
+
+    def _record_route_value(self, side: Side, transport: Transport, direction: Direction) -> str:
+        """Our Record-Route entry for ``side`` over ``transport`` (made from the configuration
+        once per kind)."""
+        key = (side, transport, direction)
+        value = self._record_routes.get(key)
+        if value is None:
+            uri = self._own_uri(side, transport, e2ae=direction)
+            value = self._record_routes[key] = str(NameAddr(str(uri)))
+        return value
 
     def _flow_token(self, flow: Flow) -> str:
         token = self._flow_tokens.get(flow)
@@ -1419,7 +1438,7 @@ class ProxyCore:
             server=server.key,
             dialog=server.dialog,
         )
-        txn.switched = peer != dest
+        txn.switched = peer is not dest  # _prepare gives dest itself or a TCP peer
         txn.offer_in_request = offer_in_request
         if dialog is not None:
             txn.dialog = dialog.id
@@ -1435,14 +1454,11 @@ class ProxyCore:
         it leaves on: a request too large for ``dest``'s UDP goes over TCP (RFC 3261 18.1.1)."""
         forwards = msg.get("max-forwards")
         remaining = int(forwards.strip()) - 1 if forwards is not None else 70
-        headers = msg.replacing("Max-Forwards", [str(remaining)])
-        msg = msg.evolve(headers=headers)
-        via = self._via(dest.side, dest.transport, branch)
-        sent = msg.evolve(headers=msg.prepending("Via", via))
+        sent = _with_hop(msg, str(remaining), self._via(dest.side, dest.transport, branch))
         peer = self._size_transport(sent, dest)
         if peer is dest:
             return sent, dest
-        return msg.evolve(headers=msg.prepending("Via", self._via(peer.side, "tcp", branch))), peer
+        return _with_hop(msg, str(remaining), self._via(peer.side, "tcp", branch)), peer
 
     def _size_transport(self, request: Request, dest: Peer) -> Peer:
         """``dest``, or the same address over TCP when ``request`` is over the threshold."""
@@ -1738,6 +1754,41 @@ def _replace_top_via(msg: Request, via: Via) -> tuple[Header, ...]:
                 return (*headers[:i], *headers[i + 1 : j], ("Via", value), *headers[j:])
         return (("Via", value), *headers[:i], *headers[i + 1 :])
     return (("Via", value), *headers)
+
+
+def _with_top_via(msg: Request, via: Via) -> Request:
+    """``msg`` with :func:`_replace_top_via`'s headers, answering lookups from its index."""
+    headers = _replace_top_via(msg, via)
+    old = msg.get_all("via")
+    rest = split_list(old[0], "via")[1:] if old else []
+    values = (str(via), ", ".join(rest), *old[1:]) if rest else (str(via), *old[1:])
+    return msg._edited(headers, ("via", values))
+
+
+def _with_hop(msg: Request, max_forwards: str, via: str) -> Request:
+    """``msg`` as it is forwarded: its Max-Forwards lines replaced by one of ``max_forwards`` and
+    ``via`` put first among its Vias, in one pass; what ``evolve(headers=replacing(
+    "Max-Forwards", [max_forwards]))`` and then ``prepending("Via", via)`` give."""
+    out: list[Header] = []
+    forwards = False
+    top = False
+    for header in msg.headers:
+        name = canonical(header[0])
+        if name == "max-forwards":
+            if not forwards:
+                out.append(("Max-Forwards", max_forwards))
+                forwards = True
+            continue
+        if name == "via" and not top:
+            out.append(("Via", via))
+            top = True
+        out.append(header)
+    if not forwards:
+        out.append(("Max-Forwards", max_forwards))
+    if not top:
+        out.insert(0, ("Via", via))
+    vias = (via, *msg.get_all("via"))
+    return msg._edited(tuple(out), ("max-forwards", (max_forwards,)), ("via", vias))
 
 
 def _ue_info(binding: Binding | None, flow: Flow) -> UeInfo:

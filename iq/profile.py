@@ -456,28 +456,8 @@ def sdp_for(
     return tuple(out)
 
 
-# ``<hash> <HEX:HEX:...>`` as the profile writes it: a canonical hash name and as many
-# colon-separated pairs as the hash has bytes, read with bytes.fromhex; any other spelling,
-# and every error, is Fingerprint.parse's.
-_FINGERPRINT_SIZES = {"sha-1": 20, "sha-224": 28, "sha-256": 32, "sha-384": 48, "sha-512": 64}
-_FINGERPRINT_COLONS = {name: ":" * (size - 1) for name, size in _FINGERPRINT_SIZES.items()}
-
-
 def _fingerprint(value: str) -> Fingerprint:
-    """``Fingerprint.parse(value)``, quicker for the usual spelling."""
-    parts = value.split()
-    if len(parts) == 2:
-        name, hexpart = parts
-        colons = _FINGERPRINT_COLONS.get(name)
-        # (no white space in hexpart, so that fromhex takes exactly the hex digits)
-        if colons is not None and len(hexpart) == 3 * len(colons) + 2:
-            if hexpart[2::3] == colons:
-                try:
-                    digest = bytes.fromhex(hexpart.replace(":", ""))
-                except ValueError:
-                    pass
-                else:
-                    return Fingerprint(name, digest)
+    """``Fingerprint.parse(value)`` (which reads the usual spelling with bytes.fromhex)."""
     return Fingerprint.parse(value)
 
 
@@ -580,13 +560,30 @@ def _unquote_call_id(text: str) -> str:
 
 
 def _local_control(call_id: str | None) -> LocalControl:
-    props = () if call_id is None else (Parameter(CALL_ID_PROPERTY, _quote_call_id(call_id)),)
-    return LocalControl("SendReceive", props)
+    if call_id is None:
+        return _NO_CONTROL
+    return _new_local_control(
+        "SendReceive", (_new_parameter(CALL_ID_PROPERTY, _quote_call_id(call_id)),)
+    )
 
 
 # (value objects: one tuple serves every request)
 _ACCESS_EVENT_ITEMS = tuple(Event(e) for e in ACCESS_EVENTS)
 _CORE_EVENT_ITEMS = tuple(Event(e) for e in CORE_EVENTS)
+# The codec's model classes have no validators, converters or post-init hooks: the encoder
+# sets their slots directly (every field given, in order).
+_new_action = slot_maker(Action)  # (context_id, commands, error)
+_new_command = slot_maker(Command)  # (name, termination_id, descriptors)
+_new_media = slot_maker(Media)  # (streams)
+_new_stream = slot_maker(Stream)  # (stream_id, local_control, local, remote)
+_new_events = slot_maker(Events)  # (request_id, events)
+_new_local_control = slot_maker(LocalControl)  # (mode, properties)
+_new_parameter = slot_maker(Parameter)  # (name, value)
+_NO_CONTROL = LocalControl("SendReceive", ())
+
+
+_ACCESS_CHOOSE = ACCESS_PREFIX + CHOOSE
+_CORE_CHOOSE = CORE_PREFIX + CHOOSE
 
 
 def _encode_reserve(req: ReserveRequest) -> tuple[Action, ...]:
@@ -611,12 +608,12 @@ def _encode_reserve(req: ReserveRequest) -> tuple[Action, ...]:
             fingerprint_request=req.agw_fingerprint_hash,
         )
         commands.append(
-            Command(
+            _new_command(
                 "Add",
-                ACCESS_PREFIX + CHOOSE,
+                _ACCESS_CHOOSE,
                 (
-                    Media((Stream(s.stream, control, local_access, remote_ue),)),
-                    Events(s.stream, _ACCESS_EVENT_ITEMS),
+                    _new_media((_new_stream(s.stream, control, local_access, remote_ue),)),
+                    _new_events(s.stream, _ACCESS_EVENT_ITEMS),
                 ),
             )
         )
@@ -632,16 +629,16 @@ def _encode_reserve(req: ReserveRequest) -> tuple[Action, ...]:
             endpoint=None, media=s.media, proto=s.core_proto, setup=s.core_setup, choose=True
         )
         commands.append(
-            Command(
+            _new_command(
                 "Add",
-                CORE_PREFIX + CHOOSE,
+                _CORE_CHOOSE,
                 (
-                    Media((Stream(s.stream, control, local_core, remote_core),)),
-                    Events(s.stream, _CORE_EVENT_ITEMS),
+                    _new_media((_new_stream(s.stream, control, local_core, remote_core),)),
+                    _new_events(s.stream, _CORE_EVENT_ITEMS),
                 ),
             )
         )
-    return (Action(_context_id(req.context), tuple(commands)),)
+    return (_new_action(_context_id(req.context), tuple(commands), None),)
 
 
 def _encode_configure(req: ConfigureRequest) -> tuple[Action, ...]:
@@ -659,10 +656,10 @@ def _encode_configure(req: ConfigureRequest) -> tuple[Action, ...]:
                     setup=s.ue_setup,
                     fingerprints=s.ue_fingerprints,
                 )
-            descriptors.append(Media((Stream(s.stream, _local_control(None), local, remote),)))
+            descriptors.append(_new_media((_new_stream(s.stream, _NO_CONTROL, local, remote),)))
             if s.establish_tls:
                 descriptors.append(Signals((Event(SIGNAL_ESTABLISH_TLS),)))
-            commands.append(Command("Modify", s.access_termination, tuple(descriptors)))
+            commands.append(_new_command("Modify", s.access_termination, tuple(descriptors)))
         if s.changes_core:
             local = None if s.core_setup is None else ("v=0", f"a=setup:{s.core_setup}")
             remote = None
@@ -674,13 +671,13 @@ def _encode_configure(req: ConfigureRequest) -> tuple[Action, ...]:
                     setup=s.core_remote_setup,
                 )
             commands.append(
-                Command(
+                _new_command(
                     "Modify",
                     s.core_termination,
-                    (Media((Stream(s.stream, _local_control(None), local, remote),)),),
+                    (_new_media((_new_stream(s.stream, _NO_CONTROL, local, remote),)),),
                 )
             )
-    return (Action(req.context, tuple(commands)),)
+    return (_new_action(req.context, tuple(commands), None),)
 
 
 def encode_request(req: IqRequest) -> tuple[Action, ...]:
@@ -691,7 +688,8 @@ def encode_request(req: IqRequest) -> tuple[Action, ...]:
         return _encode_configure(req)
     if isinstance(req, ReleaseRequest):
         terms = req.terminations or ("*",)
-        return (Action(req.context, tuple(Command("Subtract", t) for t in terms)),)
+        subtracts = tuple([_new_command("Subtract", t, ()) for t in terms])
+        return (_new_action(req.context, subtracts, None),)
     if isinstance(req, NotifyRequest):
         ev = req.event
         params: list[Parameter] = []

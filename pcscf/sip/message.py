@@ -238,17 +238,14 @@ class _Base:
     def dropping_first_value(self, name: str) -> tuple[Header, ...]:
         """Remove the first list item of ``name`` (a Via or Route), keeping the rest."""
         wanted = canonical(name)
-        out: list[Header] = []
-        done = False
-        for key, value in self.headers:
-            if not done and canonical(key) == wanted:
-                done = True
+        headers = self.headers
+        for i, (key, value) in enumerate(headers):
+            if canonical(key) == wanted:
                 rest = split_list(value, name)[1:]
                 if rest:
-                    out.append((key, ", ".join(rest)))
-                continue
-            out.append((key, value))
-        return tuple(out)
+                    return (*headers[:i], (key, ", ".join(rest)), *headers[i + 1 :])
+                return headers[:i] + headers[i + 1 :]
+        return tuple(headers)
 
     # -- edits as messages: the edited message answers lookups from the old index, with the
     # edited name's values changed, instead of indexing every header line again.
@@ -613,14 +610,14 @@ class StreamParser:
 
 def validate_request(request: Request) -> None:
     """The checks of RFC 3261 section 16.3 step 1 a proxy needs; RemoteSipError otherwise."""
-    request.top_via  # noqa: B018
+    top = request.top_via
     request.call_id  # noqa: B018
     request.from_  # noqa: B018
     request.to  # noqa: B018
     _, method = request.cseq
     if method != request.method and not (request.method == "ACK" and method == "ACK"):
         raise RemoteSipError(400, f"CSeq method {method} does not match {request.method}")
-    if not request.top_via.branch:
+    if not top.branch:
         raise RemoteSipError(400, "Via without branch parameter", where="Via")
     forwards = request.get("max-forwards")
     hops = None if forwards is None else forwards.strip()

@@ -512,7 +512,8 @@ class ProxyCore:
     # ============================================================================ requests
     def _on_request(self, peer: Peer, msg: Request, now: float, out: list[Action]) -> None:
         via = msg.top_via
-        msg = _with_top_via(msg, via.with_received(peer.host, peer.port))
+        top = via.with_received(peer.host, peer.port)
+        msg = _with_top_via(msg, top)
         if msg.method == "ACK":
             txn = self.server_txns.get((via.branch, via.sent_by, "INVITE"))
             if txn is not None and txn.machine.receive_ack():
@@ -534,7 +535,8 @@ class ProxyCore:
             raise RemoteSipError(483, "Too Many Hops")
         own = self._own_sent_by
         loop = _loop_hash(msg)
-        for other in msg.vias:
+        # the top Via is ``top`` (its text parses back to the same sent-by and branch)
+        for other in (top, *map(Via.parse, msg._values("via")[1:])):
             if other.sent_by in own and other.branch.startswith(MAGIC + loop + "."):
                 raise RemoteSipError(482, "Loop Detected")
         unsupported = option_tags(msg.get_all("proxy-require")) - SUPPORTED_OPTIONS
@@ -778,7 +780,7 @@ class ProxyCore:
             dialog is not None
             and peer.side == "gm"
             and dialog.ue.flow is not None
-            and dialog.ue.flow != peer.flow
+            and not _same_flow(dialog.ue.flow, peer)
         ):
             out.append(
                 Log(
@@ -1795,6 +1797,16 @@ def _ue_info(binding: Binding | None, flow: Flow) -> UeInfo:
     if binding is None:
         return UeInfo(registered=False, flow=flow)
     return UeInfo(True, binding.aor, str(binding.contact), binding.flow, binding.mechanisms)
+
+
+def _same_flow(flow: Flow, peer: Peer) -> bool:
+    """``flow == peer.flow``, without making the Flow."""
+    return (
+        flow.port == peer.port
+        and flow.host == peer.host
+        and flow.transport == peer.transport
+        and type(flow) is Flow
+    )
 
 
 def _same_party(party: Party, peer: Peer, dialog: Dialog) -> bool:

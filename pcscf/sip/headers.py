@@ -136,8 +136,9 @@ def params_text(params: tuple[tuple[str, str | None], ...]) -> str:
 
 
 def get_param(params: tuple[tuple[str, str | None], ...], name: str) -> str | None:
+    wanted = name.lower()
     for key, value in params:
-        if key.lower() == name.lower():
+        if key == wanted or key.lower() == wanted:
             return "" if value is None else value
     return None
 

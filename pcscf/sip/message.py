@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import attrs
@@ -58,6 +58,7 @@ REASONS: dict[int, str] = {
 }
 
 Header = tuple[str, str]
+Headers = tuple[Header, ...]
 
 
 def _index_of(headers: Iterable[Header]) -> dict[str, tuple[str, ...]]:
@@ -325,14 +326,14 @@ class Request(_Base):
         return wire
 
     def _rebuilt(self, headers: tuple[Header, ...]) -> Request:
-        return Request(headers, self.body, self.method, self.uri)
+        return _new_request(headers, self.body, self.method, self.uri)
 
     def evolve(self, **changes: Any) -> Request:
         # attrs.evolve looks the fields up on every call; a message is edited a dozen times
         # on its way through the proxy.
         if not changes.keys() <= _REQUEST_FIELDS:
             return attrs.evolve(self, **changes)
-        new = Request(
+        new = _new_request(
             changes.get("headers", self.headers),
             changes.get("body", self.body),
             changes.get("method", self.method),
@@ -356,12 +357,12 @@ class Response(_Base):
         return wire
 
     def _rebuilt(self, headers: tuple[Header, ...]) -> Response:
-        return Response(headers, self.body, self.status, self.reason)
+        return _new_response(headers, self.body, self.status, self.reason)
 
     def evolve(self, **changes: Any) -> Response:
         if not changes.keys() <= _RESPONSE_FIELDS:
             return attrs.evolve(self, **changes)
-        new = Response(
+        new = _new_response(
             changes.get("headers", self.headers),
             changes.get("body", self.body),
             changes.get("status", self.status),
@@ -373,6 +374,44 @@ class Response(_Base):
 
 
 Message = Request | Response
+
+
+def _slot_setters(cls: type[Any], names: tuple[str, ...]) -> list[Callable[[Any, Any], None]]:
+    setters = []
+    for name in names:
+        owner = next(c for c in cls.__mro__ if name in c.__dict__)
+        setters.append(owner.__dict__[name].__set__)
+    return setters
+
+
+def _maker(cls: type[_M], names: tuple[str, str]) -> Callable[[Headers, bytes, Any, Any], _M]:
+    """``cls(headers, body, a, b)`` with the slots set directly instead of through attrs'
+    ``__init__`` (a bound ``object.__setattr__`` and a name per field): the message classes
+    have no validators or converters, and the lookup slots start empty as their defaults."""
+    fields = tuple(field.name for field in attrs.fields(cls))
+    assert fields == ("headers", "body", "_index", "_items", "_wire", *names), fields
+    s_headers, s_body, s_index, s_items, s_wire, s_a, s_b = _slot_setters(cls, fields)
+    new = object.__new__
+
+    def make(headers: Headers, body: bytes, a: Any, b: Any) -> _M:
+        self = new(cls)
+        s_headers(self, headers)
+        s_body(self, body)
+        s_index(self, None)
+        s_items(self, None)
+        s_wire(self, None)
+        s_a(self, a)
+        s_b(self, b)
+        return self
+
+    return make
+
+
+#: ``Request(headers, body, method, uri)`` and ``Response(headers, body, status, reason)``.
+_new_request: Callable[[Headers, bytes, str, str], Request] = _maker(Request, ("method", "uri"))
+_new_response: Callable[[Headers, bytes, int, str], Response] = _maker(
+    Response, ("status", "reason")
+)
 
 
 def _share_lookups(old: _Base, new: _Base) -> None:
@@ -449,7 +488,7 @@ def _start_line(start: str, headers: list[Header], body: bytes) -> Message:
         digits = code.isdigit() and code.isascii()
         if len(code) != 3 or not digits or not 100 <= int(code) <= 699:
             raise RemoteSipError(400, f"Bad status code {code!r}", where="status line")
-        return Response(tuple(headers), body, int(code), reason)
+        return _new_response(tuple(headers), body, int(code), reason)
     parts = start.split(" ")
     if len(parts) != 3:
         raise RemoteSipError(400, "Bad request line", where="request line")
@@ -460,7 +499,7 @@ def _start_line(start: str, headers: list[Header], body: bytes) -> Message:
         raise RemoteSipError(400, f"Bad method {method[:20]!r}", where="request line")
     if ":" not in uri:
         raise RemoteSipError(400, f"Bad Request-URI {uri[:40]!r}", where="request line")
-    return Request(tuple(headers), body, method, uri)
+    return _new_request(tuple(headers), body, method, uri)
 
 
 def _content_length(headers: list[Header]) -> int | None:

@@ -1759,12 +1759,26 @@ def _replace_top_via(msg: Request, via: Via) -> tuple[Header, ...]:
 
 
 def _with_top_via(msg: Request, via: Via) -> Request:
-    """``msg`` with :func:`_replace_top_via`'s headers, answering lookups from its index."""
-    headers = _replace_top_via(msg, via)
+    """``msg`` with :func:`_replace_top_via`'s headers, answering lookups from its index (the
+    same pass, the first Via line split once)."""
+    headers = msg.headers
+    value = str(via)
     old = msg.get_all("via")
-    rest = split_list(old[0], "via")[1:] if old else []
-    values = (str(via), ", ".join(rest), *old[1:]) if rest else (str(via), *old[1:])
-    return msg._edited(headers, ("via", values))
+    for i, (key, text) in enumerate(headers):
+        if canonical(key) != "via":
+            continue
+        rest = split_list(text, "via")[1:]
+        if rest:
+            joined = ", ".join(rest)
+            new = (*headers[:i], ("Via", value), (key, joined), *headers[i + 1 :])
+            return msg._edited(new, ("via", (value, joined, *old[1:])))
+        values = (value, *old[1:])
+        for j in range(i + 1, len(headers)):
+            if canonical(headers[j][0]) == "via":
+                new = (*headers[:i], *headers[i + 1 : j], ("Via", value), *headers[j:])
+                return msg._edited(new, ("via", values))
+        return msg._edited((("Via", value), *headers[:i], *headers[i + 1 :]), ("via", values))
+    return msg._edited((("Via", value), *headers), ("via", (value,)))
 
 
 def _with_hop(msg: Request, max_forwards: str, via: str) -> Request:

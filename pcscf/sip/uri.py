@@ -98,8 +98,9 @@ class SipUri:
 
     def param(self, name: str) -> str | None:
         """Value of a URI parameter ('' for a flag), None if absent."""
+        wanted = name.lower()
         for key, value in self.params:
-            if key.lower() == name.lower():
+            if key == wanted or key.lower() == wanted:
                 return "" if value is None else value
         return None
 
@@ -178,8 +179,9 @@ class NameAddr:
         return f"{display}<{self.uri}>{params}"
 
     def param(self, name: str) -> str | None:
+        wanted = name.lower()
         for key, value in self.params:
-            if key.lower() == name.lower():
+            if key == wanted or key.lower() == wanted:
                 return "" if value is None else value
         return None
 

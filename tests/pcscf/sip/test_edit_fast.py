@@ -4,6 +4,7 @@ afresh from those headers."""
 
 from __future__ import annotations
 
+import attrs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -153,3 +154,27 @@ def test_serialise_is_made_once_and_equal_to_a_fresh_one() -> None:
     first = msg.serialise()
     assert msg.serialise() is first
     assert Request(msg.headers, b"x", "OPTIONS", "sip:a@b").serialise() == first
+
+
+@given(lines, st.binary(max_size=4), st.sampled_from(["INVITE", "ACK"]), st.integers(100, 699))
+def test_messages_made_through_their_slots_equal_attrs_made_ones(
+    headers: list[tuple[str, str]], body: bytes, method: str, status: int
+) -> None:
+    from pcscf.sip.message import _new_request, _new_response
+
+    made = [
+        (
+            _new_request(tuple(headers), body, method, "sip:a@b"),
+            Request(tuple(headers), body, method, "sip:a@b"),
+        ),
+        (
+            _new_response(tuple(headers), body, status, "OK"),
+            Response(tuple(headers), body, status, "OK"),
+        ),
+    ]
+    for fast, slow in made:
+        assert type(fast) is type(slow)
+        assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+        for field in attrs.fields(type(slow)):
+            assert getattr(fast, field.name) == getattr(slow, field.name)
+        assert fast.serialise() == slow.serialise()

@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 import attrs
 
 from pcscf.sip.errors import LocalSipError, RemoteSipError
-from pcscf.sip.headers import Via, canonical, split_list
-from pcscf.sip.uri import NameAddr
+from pcscf.sip.headers import Via, _parse_via, canonical, split_list
+from pcscf.sip.uri import NameAddr, _parse_name_addr
 
 SIP_VERSION = "SIP/2.0"
 #: Size limits: the biggest message we take, header count and one header line.
@@ -151,19 +151,22 @@ class _Base:
         return found
 
     # -- typed accessors --------------------------------------------------------------------
+    # (each reads the index by canonical name itself: what ``get`` would do, a few calls
+    # fewer; they are read a dozen times per message)
     @property
     def call_id(self) -> str:
-        value = self.get("call-id")
-        if not value or not value.strip():
+        values = (self._index or self._lookup()).get("call-id")
+        value = values[0].strip() if values else ""
+        if not value:
             raise RemoteSipError(400, "Missing Call-ID header", where="Call-ID")
-        return value.strip()
+        return value
 
     @property
     def cseq(self) -> tuple[int, str]:
-        value = self.get("cseq")
-        if value is None:
+        values = (self._index or self._lookup()).get("cseq")
+        if not values:
             raise RemoteSipError(400, "Missing CSeq header", where="CSeq")
-        return _parse_cseq(value)
+        return _parse_cseq(values[0])
 
     def _addr(self, name: str) -> NameAddr:
         value = self.get(name)
@@ -173,11 +176,17 @@ class _Base:
 
     @property
     def from_(self) -> NameAddr:
-        return self._addr("From")
+        values = (self._index or self._lookup()).get("from")
+        if not values:
+            raise RemoteSipError(400, "Missing From header", where="From")
+        return _parse_name_addr(values[0], "From")
 
     @property
     def to(self) -> NameAddr:
-        return self._addr("To")
+        values = (self._index or self._lookup()).get("to")
+        if not values:
+            raise RemoteSipError(400, "Missing To header", where="To")
+        return _parse_name_addr(values[0], "To")
 
     @property
     def vias(self) -> list[Via]:
@@ -185,10 +194,13 @@ class _Base:
 
     @property
     def top_via(self) -> Via:
-        values = self._values("via")
+        items = self._items
+        values = items.get("via") if items else None
+        if values is None:
+            values = self._values("via")
         if not values:
             raise RemoteSipError(400, "Missing Via header", where="Via")
-        return Via.parse(values[0])
+        return _parse_via(values[0])
 
     def addresses(self, name: str) -> list[NameAddr]:
         """Route / Record-Route / Path / Contact values as name-addrs."""

@@ -190,7 +190,7 @@ class _Base:
 
     @property
     def vias(self) -> list[Via]:
-        return [Via.parse(item) for item in self._values("via")]
+        return [_parse_via(item) for item in self._values("via")]
 
     @property
     def top_via(self) -> Via:
@@ -204,11 +204,12 @@ class _Base:
 
     def addresses(self, name: str) -> list[NameAddr]:
         """Route / Record-Route / Path / Contact values as name-addrs."""
-        return [NameAddr.parse(item, name) for item in self._values(name)]
+        return [_parse_name_addr(item, name) for item in self._values(name)]
 
     @property
     def content_type(self) -> str:
-        return (self.get("content-type") or "").split(";")[0].strip().lower()
+        values = (self._index or self._lookup()).get("content-type")
+        return values[0].split(";")[0].strip().lower() if values else ""
 
     @property
     def has_sdp(self) -> bool:

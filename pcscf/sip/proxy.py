@@ -361,6 +361,8 @@ class ProxyCore:
         self._flow_tokens: dict[Flow, str] = {}
         self._next_reap = 0.0
         self._record_routes: dict[tuple[Side, Transport, Direction], str] = {}
+        #: our Via up to its branch value, per side and transport
+        self._via_starts: dict[tuple[Side, Transport], str] = {}
         #: our two sent-by values (Via host:port), as loop detection compares them
         self._own_sent_by = frozenset({self._sent_by("gm"), self._sent_by("core")})
 
@@ -1411,9 +1413,12 @@ class ProxyCore:
         return f"{MAGIC}{_loop_hash(msg)}.{self._new_id()}"
 
     def _via(self, side: Side, transport: Transport, branch: str) -> str:
-        return (
-            f"SIP/2.0/{transport.upper()} {_hostport(*self.config.address(side))};branch={branch}"
-        )
+        key = (side, transport)
+        start = self._via_starts.get(key)
+        if start is None:
+            start = f"SIP/2.0/{transport.upper()} {_hostport(*self.config.address(side))};branch="
+            self._via_starts[key] = start
+        return start + branch
 
     def _forward(
         self,

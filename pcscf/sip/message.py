@@ -145,7 +145,7 @@ class _Base:
         found = items.get(key)
         if found is None:
             out: list[str] = []
-            for value in self.get_all(name):
+            for value in (self._index or self._lookup()).get(key, ()):
                 out.extend(split_list(value, name))
             found = items[key] = tuple(out)
         return found

@@ -954,7 +954,8 @@ class ProxyCore:
         reception = txn.machine.receive(msg.status, now)
         if reception.ack:
             self._send_ack(txn, msg, out)
-        self._timers.add(reception.wake, ClientDue(txn.key))
+        if reception.wake is not None:  # (add would drop None; no entry made for it)
+            self._timers.add(reception.wake, ClientDue(txn.key))
         return reception.pass_up
 
     def _answer_own_request(
@@ -1519,7 +1520,8 @@ class ProxyCore:
                 self._client_timeout(txn, now, out)
             case Timer.D | Timer.K | Timer.M:
                 del self.client_txns[key]
-        self._timers.add(fired.wake, ClientDue(key))
+        if fired.wake is not None:
+            self._timers.add(fired.wake, ClientDue(key))
 
     def _client_timeout(self, txn: ClientTxn, now: float, out: list[Action]) -> None:
         out.append(
@@ -1565,7 +1567,8 @@ class ProxyCore:
                 out.append(Send(txn.peer, txn.last))
             case Timer.H | Timer.J | Timer.L:
                 del self.server_txns[key]
-        self._timers.add(fired.wake, ServerDue(key))
+        if fired.wake is not None:
+            self._timers.add(fired.wake, ServerDue(key))
 
     def _respond(
         self,

@@ -194,6 +194,10 @@ class Fired:
     wake: float | None = None
 
 
+#: A deadline that fired nothing (it had moved): one shared value, the class is frozen.
+_NOTHING = Fired()
+
+
 # -- client transactions ---------------------------------------------------------------------
 class ClientState(enum.Enum):
     #: INVITE sent, nothing heard (RFC 3261 17.1.1).
@@ -334,7 +338,7 @@ class ClientTransaction:
             self.interval = self.timers.next_interval(timer, self.interval)
             self.retransmit_at = now + self.interval
             return Fired(timer, self.retransmit_at)
-        return Fired()
+        return _NOTHING
 
     def transport_failed(self) -> None:
         """The transport could not carry the request (RFC 3261 17.1.1.2, 17.1.2.2)."""
@@ -450,7 +454,7 @@ class ServerTransaction:
             self.interval = self.timers.next_interval(Timer.G, self.interval)
             self.retransmit_at = now + self.interval
             return Fired(Timer.G, self.retransmit_at)
-        return Fired()
+        return _NOTHING
 
     @property
     def _linger_timer(self) -> Timer:

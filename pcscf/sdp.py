@@ -44,23 +44,20 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import hashlib
 import ipaddress
 import re
-import types
 from collections.abc import Callable
 
 import attrs
 
 from certs.errors import InvalidFingerprint, UnsupportedHash
-from certs.fingerprint import HASH_FUNCS, Fingerprint
+from certs.fingerprint import Fingerprint
 from pcscf.errors import LocalPcscfError, SdpError
 
 _TYPE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz")
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ^_`abcdefghijklmnopqrstuvwxyz{|}~"
 )
-_DIGEST_SIZE = {name: hashlib.new(name.replace("-", "")).digest_size for name in HASH_FUNCS}
 #: Media-level lines that RFC 8866 places before ``c=`` (after ``m=``).
 _BEFORE_C = frozenset("mi")
 
@@ -471,47 +468,11 @@ def _connection_for_ip(ip: str) -> Connection:
 
 
 def _parse_fingerprint(value: str) -> Fingerprint:
-    """:meth:`Fingerprint.parse`, with a fast path for the common well-formed value."""
-    parts = value.split()
-    if len(parts) == 2:
-        name, hexpart = parts[0].lower(), parts[1]
-        size = _DIGEST_SIZE.get(name)
-        if size is not None and len(hexpart) == 3 * size - 1 and hexpart[2::3] == ":" * (size - 1):
-            try:  # the colons are at every third place: as spaces, fromhex skips them
-                digest = bytes.fromhex(hexpart.replace(":", " "))
-            except ValueError:
-                digest = b""
-            if len(digest) == size:
-                return _checked_fingerprint(name, digest)
+    """:meth:`Fingerprint.parse` (which reads the usual spelling with bytes.fromhex itself)."""
     return Fingerprint.parse(value)
 
 
 _new_object = object.__new__
-
-
-def _slot_setter(cls: type, name: str) -> Callable[[object, object], None]:
-    """Set field ``name`` of a frozen attrs instance: through its slot if it has one."""
-    slot = cls.__dict__.get(name)
-    if isinstance(slot, types.MemberDescriptorType):
-        return slot.__set__
-
-    def set_field(obj: object, value: object) -> None:  # pragma: no cover - a dict-based class
-        object.__setattr__(obj, name, value)
-
-    return set_field
-
-
-_set_hash_func = _slot_setter(Fingerprint, "hash_func")
-_set_digest = _slot_setter(Fingerprint, "digest")
-
-
-def _checked_fingerprint(hash_func: str, digest: bytes) -> Fingerprint:
-    """``Fingerprint(hash_func, digest)`` for a canonical name and a digest of its size, both
-    already checked: the fields are set without running the checks a second time."""
-    fp: Fingerprint = _new_object(Fingerprint)
-    _set_hash_func(fp, hash_func)
-    _set_digest(fp, digest)
-    return fp
 
 
 def _attribute_names(lines: list[str]) -> set[str]:

@@ -1176,6 +1176,92 @@ class GatewayHandler(Protocol):
     ) -> profile.ReleaseReply | defer.Deferred[profile.ReleaseReply]: ...
 
 
+class ReconnectingAgent:
+    """What the gateway end of an Iq-style link (Iq's AGW, Mp's MRFP) keeps to stay connected:
+    the peer's address, TLS or plain TCP, the registration state and the reconnect loop (jittered
+    exponential backoff from ``backoff_initial`` to ``backoff_max``). A subclass names its link
+    in logs (``label``), builds its connection's factory and says what a failure was."""
+
+    label = "Iq"
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        tls: IqTlsConfig | None,
+        timeout: float,
+        reactor: Any,
+        backoff_initial: float,
+        backoff_max: float,
+        seed: int | None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.timeout = timeout
+        self.reactor = reactor if reactor is not None else _default_reactor()
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self._random = random.Random(seed)
+        self._delay = backoff_initial
+        self._link: IqLinkProtocol | None = None
+        self._registered = False
+        self._ever_registered = False
+        self._running = False
+        self._retry: IDelayedCall | None = None
+        self._waiting: list[defer.Deferred[None]] = []
+        self.registrations = 0
+
+    @property
+    def registered(self) -> bool:
+        return self._registered
+
+    def when_registered(self) -> defer.Deferred[None]:
+        """Fires once the peer has accepted our ServiceChange (now, if it already has)."""
+        if self._registered:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._waiting.append(d)
+        return d
+
+    def _factory(self) -> ClientFactory:
+        raise NotImplementedError
+
+    def _failure_text(self, reason: Failure) -> str:
+        return str(reason.getErrorMessage())
+
+    def _connect(self) -> None:
+        self._retry = None
+        factory = self._factory()
+        if self.tls is not None:
+            cast(IReactorSSL, self.reactor).connectSSL(
+                self.host, self.port, factory, _creator(self.tls, "client")
+            )
+        else:
+            cast(IReactorTCP, self.reactor).connectTCP(self.host, self.port, factory)
+
+    def _schedule_reconnect(self) -> None:
+        if not self._running or (self._retry is not None and self._retry.active()):
+            return
+        delay = self._delay * (0.5 + self._random.random())
+        self._delay = min(self._delay * 2, self.backoff_max)
+        log.info(
+            self.label + " reconnecting to {peer} in {delay:.2f}s",
+            peer=f"{self.host}:{self.port}",
+            delay=delay,
+        )
+        self._retry = self.reactor.callLater(delay, self._connect)
+
+    def _connect_failed(self, reason: Failure) -> None:
+        log.warn(
+            self.label + " connection to {peer} failed: {error}",
+            peer=f"{self.host}:{self.port}",
+            error=self._failure_text(reason),
+        )
+        self._schedule_reconnect()
+
+
 class _AgentFactory(ClientFactory):
     def __init__(self, agent: IqAgent) -> None:
         self.agent = agent
@@ -1188,7 +1274,7 @@ class _AgentFactory(ClientFactory):
         self.agent._connect_failed(reason)
 
 
-class IqAgent:
+class IqAgent(ReconnectingAgent):
     """The IMS-AGW end of Iq: connects to the ALG at ``host:port`` and serves ``handler``."""
 
     def __init__(
@@ -1208,45 +1294,27 @@ class IqAgent:
         observer: HandledObserver | None = None,
     ) -> None:
         """``observer`` is told of every request ``handler`` served (:data:`HandledObserver`)."""
+        super().__init__(
+            host,
+            port,
+            tls=tls,
+            timeout=timeout,
+            reactor=reactor,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            seed=seed,
+        )
         self.handler = handler
         self.observer = observer
-        self.host = host
-        self.port = port
         self.mid = mid
-        self.tls = tls
-        self.timeout = timeout
         self.faults = faults
-        self.reactor = reactor if reactor is not None else _default_reactor()
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
-        self._random = random.Random(seed)
-        self._delay = backoff_initial
-        self._link: IqLinkProtocol | None = None
-        self._registered = False
-        self._ever_registered = False
-        self._running = False
-        self._retry: IDelayedCall | None = None
-        self._waiting: list[defer.Deferred[None]] = []
         self._backlog: list[tuple[profile.IqEvent, defer.Deferred[None]]] = []
-        self.registrations = 0
-
-    @property
-    def registered(self) -> bool:
-        return self._registered
 
     def start(self) -> None:
         """Connect (and keep reconnecting) until :meth:`stop`."""
         if not self._running:
             self._running = True
             self._connect()
-
-    def when_registered(self) -> defer.Deferred[None]:
-        """Fires once the ALG has accepted our ServiceChange (now, if it already has)."""
-        if self._registered:
-            return defer.succeed(None)
-        d: defer.Deferred[None] = defer.Deferred()
-        self._waiting.append(d)
-        return d
 
     #: Notifications kept while the link is down, sent in order once registered again.
     notify_backlog = 1000
@@ -1308,35 +1376,8 @@ class IqAgent:
 
     # -- connection management
 
-    def _connect(self) -> None:
-        self._retry = None
-        factory = _AgentFactory(self)
-        if self.tls is not None:
-            cast(IReactorSSL, self.reactor).connectSSL(
-                self.host, self.port, factory, _creator(self.tls, "client")
-            )
-        else:
-            cast(IReactorTCP, self.reactor).connectTCP(self.host, self.port, factory)
-
-    def _schedule_reconnect(self) -> None:
-        if not self._running or (self._retry is not None and self._retry.active()):
-            return
-        delay = self._delay * (0.5 + self._random.random())
-        self._delay = min(self._delay * 2, self.backoff_max)
-        log.info(
-            "Iq reconnecting to {peer} in {delay:.2f}s",
-            peer=f"{self.host}:{self.port}",
-            delay=delay,
-        )
-        self._retry = self.reactor.callLater(delay, self._connect)
-
-    def _connect_failed(self, reason: Failure) -> None:
-        log.warn(
-            "Iq connection to {peer} failed: {error}",
-            peer=f"{self.host}:{self.port}",
-            error=reason.getErrorMessage(),
-        )
-        self._schedule_reconnect()
+    def _factory(self) -> ClientFactory:
+        return _AgentFactory(self)
 
     def link_ready(self, link: IqLinkProtocol) -> None:
         self._link = link

@@ -15,7 +15,6 @@ Every log event about an Mp message names ``context``, ``termination``, ``confer
 
 from __future__ import annotations
 
-import random
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar, cast
@@ -39,7 +38,7 @@ from iq.codec import Message, TransactionReply, TransactionRequest
 from iq.config import IqTlsConfig
 from iq.connection import printable
 from iq.errors import LinkLost, LocalIqError, NotInService, RemoteIqError
-from iq.link import IqLinkProtocol, _creator
+from iq.link import IqLinkProtocol, ReconnectingAgent, _creator
 from mp import profile
 from mp.profile import (
     AckReply,
@@ -540,8 +539,10 @@ class _AgentFactory(ClientFactory):
         self.agent._connect_failed(reason)
 
 
-class MpAgent:
+class MpAgent(ReconnectingAgent):
     """The MRFP end of Mp: connects to the MRFC at ``host:port`` and serves ``handler``."""
+
+    label = "Mp"
 
     def __init__(
         self,
@@ -565,29 +566,19 @@ class MpAgent:
                 "Mp over plain TCP carries the PSKs in clear and authenticates nobody: use TLS"
                 " with pinned certificates, or opt in to plain TCP explicitly (insecure)"
             )
+        super().__init__(
+            host,
+            port,
+            tls=tls,
+            timeout=timeout,
+            reactor=reactor,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            seed=seed,
+        )
         self.handler = handler
-        self.host = host
-        self.port = port
         self.mid = mid
-        self.tls = tls
-        self.timeout = timeout
-        self.reactor = reactor if reactor is not None else _default_reactor()
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
-        self._random = random.Random(seed)
-        self._delay = backoff_initial
-        self._link: IqLinkProtocol | None = None
-        self._registered = False
-        self._ever_registered = False
-        self._running = False
-        self._retry: IDelayedCall | None = None
-        self._waiting: list[defer.Deferred[None]] = []
         self._streams = _Streams()
-        self.registrations = 0
-
-    @property
-    def registered(self) -> bool:
-        return self._registered
 
     def start(self) -> None:
         """Connect (and keep reconnecting) until :meth:`stop`."""
@@ -601,14 +592,6 @@ class MpAgent:
                 mp=f"{self.host}:{self.port}",
             )
         self._connect()
-
-    def when_registered(self) -> defer.Deferred[None]:
-        """Fires once the MRFC has accepted our ServiceChange (now, if it has)."""
-        if self._registered:
-            return defer.succeed(None)
-        d: defer.Deferred[None] = defer.Deferred()
-        self._waiting.append(d)
-        return d
 
     def notify(self, event: MpEvent) -> defer.Deferred[None]:
         """Report ``event`` to the MRFC; fires when it acknowledged it. Fails with
@@ -658,35 +641,11 @@ class MpAgent:
 
     # -- connection management
 
-    def _connect(self) -> None:
-        self._retry = None
-        factory = _AgentFactory(self)
-        if self.tls is not None:
-            cast(IReactorSSL, self.reactor).connectSSL(
-                self.host, self.port, factory, _creator(self.tls, "client")
-            )
-        else:
-            cast(IReactorTCP, self.reactor).connectTCP(self.host, self.port, factory)
+    def _factory(self) -> ClientFactory:
+        return _AgentFactory(self)
 
-    def _schedule_reconnect(self) -> None:
-        if not self._running or (self._retry is not None and self._retry.active()):
-            return
-        delay = self._delay * (0.5 + self._random.random())
-        self._delay = min(self._delay * 2, self.backoff_max)
-        log.info(
-            "Mp reconnecting to {peer} in {delay:.2f}s",
-            peer=f"{self.host}:{self.port}",
-            delay=delay,
-        )
-        self._retry = self.reactor.callLater(delay, self._connect)
-
-    def _connect_failed(self, reason: Failure) -> None:
-        log.warn(
-            "Mp connection to {peer} failed: {error}",
-            peer=f"{self.host}:{self.port}",
-            error=_failure_text(reason),
-        )
-        self._schedule_reconnect()
+    def _failure_text(self, reason: Failure) -> str:
+        return _failure_text(reason)
 
     def link_ready(self, link: IqLinkProtocol) -> None:
         self._link = link

@@ -1225,6 +1225,33 @@ class ReconnectingAgent:
         self._waiting.append(d)
         return d
 
+    def stop(self) -> defer.Deferred[None]:
+        """ServiceChange Forced, then close the link; no more reconnecting."""
+        self._running = False
+        self._stopping()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        link = self._link
+        if link is None or not link.ready:
+            if link is not None:
+                link.close()
+            return defer.succeed(None)
+        request, what = self._forced()
+        d = link.request(request, timeout=self.timeout, what=what)
+
+        def close(_: object) -> None:
+            self._registered = False
+            link.close()
+
+        return d.addBoth(close)
+
+    def _stopping(self) -> None:
+        """What the subclass lets go of when it stops (before the ServiceChange Forced)."""
+
+    def _forced(self) -> tuple[tuple[Action, ...], str]:
+        """The encoded ServiceChange Forced of the link's profile, and its name in logs."""
+        raise NotImplementedError
+
     def _factory(self) -> ClientFactory:
         raise NotImplementedError
 
@@ -1352,27 +1379,13 @@ class IqAgent(ReconnectingAgent):
 
         return d.addCallback(check)
 
-    def stop(self) -> defer.Deferred[None]:
-        """ServiceChange Forced, then close the link; no more reconnecting."""
-        self._running = False
+    def _stopping(self) -> None:
         backlog, self._backlog = self._backlog, []
         for _, held in backlog:
             held.errback(LinkLost("Iq agent stopped"))
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        link = self._link
-        if link is None or not link.ready:
-            if link is not None:
-                link.close()
-            return defer.succeed(None)
-        request = profile.ServiceChangeRequest("forced")
-        d = link.request(profile.encode_request(request), timeout=self.timeout, what="Forced")
 
-        def close(_: object) -> None:
-            self._registered = False
-            link.close()
-
-        return d.addBoth(close)
+    def _forced(self) -> tuple[tuple[Action, ...], str]:
+        return profile.encode_request(profile.ServiceChangeRequest("forced")), "Forced"
 
     # -- connection management
 

@@ -34,7 +34,7 @@ from iq.admission import (
     KnownGateway,
     Refusal,
 )
-from iq.codec import Message, TransactionReply, TransactionRequest
+from iq.codec import Action, Message, TransactionReply, TransactionRequest
 from iq.config import IqTlsConfig
 from iq.connection import printable
 from iq.errors import LinkLost, LocalIqError, NotInService, RemoteIqError
@@ -620,24 +620,8 @@ class MpAgent(ReconnectingAgent):
 
         return d.addCallback(check).addErrback(failed)
 
-    def stop(self) -> defer.Deferred[None]:
-        """ServiceChange Forced, then close the link; no more reconnecting."""
-        self._running = False
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        link = self._link
-        if link is None or not link.ready:
-            if link is not None:
-                link.close()
-            return defer.succeed(None)
-        request = profile.ServiceChangeRequest("forced")
-        d = link.request(profile.encode_request(request), timeout=self.timeout, what="forced")
-
-        def close(_: object) -> None:
-            self._registered = False
-            link.close()
-
-        return d.addBoth(close)
+    def _forced(self) -> tuple[tuple[Action, ...], str]:
+        return profile.encode_request(profile.ServiceChangeRequest("forced")), "forced"
 
     # -- connection management
 

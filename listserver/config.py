@@ -10,6 +10,7 @@
     max_stored = 10000                 # messages stored in all
     max_pending = 256                  # SIP client transactions (and resolves) at once
     max_members = 100                  # members of one group
+    registrars = ["127.0.0.1:5060"]    # who may send third-party REGISTERs (default: [core])
 
     [kms]
     address = "127.0.0.1:8443"
@@ -27,6 +28,7 @@ Paths are relative to the file (docs/list-server.md).
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,7 @@ KEYS = (
     "max_stored",
     "max_pending",
     "max_members",
+    "registrars",
     "kms",
     "groups",
 )
@@ -100,6 +103,10 @@ class ListServerConfig:
     max_stored: int = 10_000
     max_pending: int = 256
     max_members: int = 100
+    #: The addresses whose third-party REGISTERs are taken (the core's, unless configured):
+    #: a REGISTER from anywhere else is refused 403, so that no other process can say a member
+    #: is (not) registered and so start (or hold back) the delivery of what is stored for it.
+    registrars: tuple[tuple[str, int], ...] = ()
 
     def group(self, psi: str) -> Group | None:
         for g in self.groups:
@@ -166,6 +173,18 @@ def _kms(values: Any, base: Path) -> KmsLink:
     return KmsLink(address, pin, key, cert, key_file, identity, float(timeout))
 
 
+def _registrars(value: Any, core: tuple[str, int]) -> tuple[tuple[str, int], ...]:
+    if value is None:
+        return ((str(ipaddress.ip_address(core[0])), core[1]),)
+    if not isinstance(value, list) or not value:
+        raise ConfigError("registrars must be a non-empty list of HOST:PORT strings")
+    out = []
+    for v in value:
+        host, port = _address(v, "a registrars entry", listen=False)
+        out.append((str(ipaddress.ip_address(host)), port))  # as a datagram's source reads
+    return tuple(out)
+
+
 def _groups(values: Any, max_members: int) -> tuple[Group, ...]:
     if not isinstance(values, dict):
         raise ConfigError('groups must be tables: [groups."sip:name@domain"]')
@@ -203,9 +222,10 @@ def from_values(values: dict[str, Any], base: Path = Path()) -> ListServerConfig
     store = values["store"]
     if not isinstance(store, str) or not store:
         raise ConfigError("store must be a file name")
+    core = _address(values["core"], "core", listen=False)
     return ListServerConfig(
         sip=_address(values["sip"], "sip", listen=True),
-        core=_address(values["core"], "core", listen=False),
+        core=core,
         identity=_uri(values["identity"], "identity"),
         kms=_kms(values["kms"], base),
         store=base / store,
@@ -214,6 +234,7 @@ def from_values(values: dict[str, Any], base: Path = Path()) -> ListServerConfig
         max_stored=_count(values, "max_stored"),
         max_pending=_count(values, "max_pending"),
         max_members=max_members,
+        registrars=_registrars(values.get("registrars"), core),
     )
 
 

@@ -536,6 +536,10 @@ class ListServerService(service.Service):
 
     def _register(self, request: Request, addr: Address) -> None:
         member = _aor(request.to.uri)
+        if not self._from_registrar(addr):
+            reason = "third-party REGISTERs are taken from the core only"
+            self._refuse(request, addr, 403, reason, member=member)
+            return
         try:
             contacts = [c.param("expires") for c in request.addresses("Contact")]
         except RemoteSipError:
@@ -563,6 +567,12 @@ class ListServerService(service.Service):
         if expires and member not in self._delivering:
             self._delivering.add(member)
             self._spawn(self._deliver_stored(member), "a stored delivery", member=member)
+
+    def _from_registrar(self, addr: Address) -> bool:
+        """Whether ``addr`` is one of the configured registrars (``registrars``; the core's
+        address unless configured): the only sources whose REGISTERs are believed."""
+        registrars = self.config.registrars or (self.config.core,)
+        return (addr[0], addr[1]) in registrars
 
     async def _deliver_stored(self, member: str) -> None:
         try:

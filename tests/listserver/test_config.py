@@ -68,6 +68,15 @@ def test_a_good_file_with_defaults_and_relative_paths(tmp_path: Path) -> None:
     work = config.group("sip:work@lab.example")
     assert work is not None and not work.kms_group
     assert config.group("sip:alice@lab.example") is None
+    assert config.registrars == (("127.0.0.1", 5060),)  # the core, unless configured
+
+
+def test_registrars_are_the_addresses_given(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "max_pending = 8", 'max_pending = 8\nregistrars = ["127.0.0.2:5060", "[::1]:5061"]'
+    )
+    config = load(_write(tmp_path, text))
+    assert config.registrars == (("127.0.0.2", 5060), ("::1", 5061))
 
 
 def test_the_shared_key_is_not_in_the_repr(tmp_path: Path) -> None:
@@ -118,6 +127,11 @@ def _edit(old: str, new: str) -> str:
         ),
         (_edit('[groups."sip:work@lab.example"]', '[groups."work"]'), "the group PSI must be"),
         (_edit("max_pending = 8", "max_pending = 8\nmax_members = 1"), "2 members, at most 1"),
+        (_edit("max_pending = 8", "max_pending = 8\nregistrars = []"), "registrars must be"),
+        (
+            _edit("max_pending = 8", 'max_pending = 8\nregistrars = ["core:5060"]'),
+            "a registrars entry: 'core' is not an IP",
+        ),
         (
             GOOD.split("[groups.")[0].replace("max_pending = 8", 'max_pending = 8\ngroups = "x"'),
             "groups must be tables",

@@ -401,6 +401,28 @@ async def test_a_group_the_kms_knows_passes_through_and_the_uri_list_is_removed(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_register_from_anywhere_but_the_core_is_refused_and_changes_nothing(
+    lab: dict[str, Any], ask: Any, keys: dict[str, bytes], cleanup: list[Any]
+) -> None:
+    peer: Peer = lab["peer"]
+    app: ListServerService = lab["app"]
+    other = Peer()  # another process on the same host, not the core
+    port = reactor.listenUDP(0, other, interface="127.0.0.1", maxPacketSize=65_535)
+    cleanup.append(port.stopListening)
+    gone = other.request("REGISTER", f"sip:{DOMAIN}", from_=aor("carol"), extra=[("Expires", "0")])
+    gone = gone.evolve(headers=gone.replacing("To", [f"<{aor('carol')}>"]))
+    answer = await other.ask(gone, app.address)
+    assert answer.status == 403
+    assert "from the core only" in (answer.get("Warning") or "")
+    # carol still counts as registered: the message is tried at once, not stored untried
+    out = await _protect(ask, keys, "hi", FRIENDS, (FRIENDS, aor("bob")))
+    assert (await _message(peer, app, FRIENDS, out)).status == 202
+    assert await _wait(lambda: len(peer.to(aor("carol"))) == 1)
+    assert app.store is not None and app.store.count(aor("carol")) == 0
+    assert other.got == []  # and nothing was delivered toward it
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_member_not_registered_is_stored_without_a_try_and_refusals_are_not_stored(
     lab: dict[str, Any], ask: Any, keys: dict[str, bytes]
 ) -> None:

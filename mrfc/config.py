@@ -7,6 +7,8 @@
     identity = "sip:mrfc@lab.example"    # the MRFC's KMS identity
     psk_suites = ["PSK-AES128-GCM-SHA256"]   # the MRFP's preconfigured TLS-PSK suites
     ticket_source = "kms"                # dial-out tickets: "kms" or "self"
+    max_participants = 32                # of one conference at once (486 beyond)
+    max_setups = 64                      # dial-in set-ups at once, in all (503 beyond)
 
     [mp]
     listen = "127.0.0.1:2950"            # where the MRFP registers
@@ -56,6 +58,8 @@ KEYS = (
     "psk_suites",
     "ticket_source",
     "setup_timeout",
+    "max_participants",
+    "max_setups",
     "mp",
     "kms",
     "self_kms",
@@ -109,6 +113,12 @@ class MrfcConfig:
     ticket_source: TicketSource = "kms"
     self_kms: Path | None = None
     setup_timeout: float = 10.0
+    #: Participants of one conference at once (dial-in being set up or joined, dial-out):
+    #: beyond, an INVITE is answered 486 and a dial-out fails.
+    max_participants: int = 32
+    #: Dial-in INVITEs being set up at once (ticket resolve and Join in progress), all
+    #: conferences together: beyond, 503 with Retry-After.
+    max_setups: int = 64
 
     def conference(self, uri: str) -> Conference | None:
         for c in self.conferences:
@@ -275,6 +285,12 @@ def from_values(values: dict[str, Any], base: Path = Path()) -> MrfcConfig:
     timeout = values.get("setup_timeout", 10.0)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         raise ConfigError(f"setup_timeout must be a positive number, not {timeout!r}")
+    counts = {}
+    for name, default in (("max_participants", 32), ("max_setups", 64)):
+        value = values.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{name} must be a positive whole number, not {value!r}")
+        counts[name] = value
     return MrfcConfig(
         sip=sip,
         identity=identity,
@@ -286,6 +302,8 @@ def from_values(values: dict[str, Any], base: Path = Path()) -> MrfcConfig:
         ticket_source=source,
         self_kms=self_kms,
         setup_timeout=float(timeout),
+        max_participants=counts["max_participants"],
+        max_setups=counts["max_setups"],
     )
 
 

@@ -390,17 +390,19 @@ def answer(
     contact: str,
     body: bytes = b"",
     warning: str | None = None,
+    extra: Sequence[tuple[str, str]] = (),
 ) -> Response:
-    """The MRFC's response to an INVITE (a Warning 399 with the reason of a refusal)."""
-    extra: list[tuple[str, str]] = []
+    """The MRFC's response to an INVITE (a Warning 399 with the reason of a refusal; ``extra``:
+    headers to add, e.g. Retry-After)."""
+    headers: list[tuple[str, str]] = list(extra)
     if 200 <= status < 300:
-        extra.append(("Contact", contact))
+        headers.append(("Contact", contact))
         if body:
-            extra.append(("Content-Type", "application/sdp"))
+            headers.append(("Content-Type", "application/sdp"))
     if warning is not None:
         text = warning.replace("\\", "\\\\").replace('"', '\\"')
-        extra.append(("Warning", f'399 mrfc "{text}"'))
-    return make_response(invite, status, to_tag=dialog.local_tag, extra=extra, body=body)
+        headers.append(("Warning", f'399 mrfc "{text}"'))
+    return make_response(invite, status, to_tag=dialog.local_tag, extra=headers, body=body)
 
 
 def dial_out_invite(

@@ -174,6 +174,8 @@ class MrfcService(service.Service):
         self._locks: dict[str, defer.DeferredLock] = {}
         self._bfcp_users: dict[str, int] = {}
         self._ended: dict[str, Participant] = {}
+        #: Dial-outs in progress per conference URI, not yet in ``participants``.
+        self._dialling: dict[str, int] = {}
         self.sip = UdpUserAgent(reactor, "mrfc", self._request, on_stray=self._stray)
         self.kms_exchanges: list[str] = []
         #: Leave statistics of the streams that ended: (call_id, media, StreamStatistics).
@@ -289,11 +291,42 @@ class MrfcService(service.Service):
             )
             self.send(response, invite.top_via.response_address())
             return
+        full = self._full(conference)
+        setups = sum(1 for q in self.participants.values() if not q.outgoing and q.final is None)
+        if full or setups >= self.config.max_setups:
+            status, warning, extra = (
+                (486, full, ())
+                if full
+                else (503, f"{setups} set-ups in progress", (("Retry-After", "5"),))
+            )
+            log.warn(
+                "mrfc: {call_id} to {conference} refused {status}: {error}",
+                call_id=invite.call_id,
+                conference=conference.uri,
+                participant=core.participant_of(invite),
+                peer=f"{addr[0]}:{addr[1]}",
+                status=status,
+                error=warning,
+            )
+            response = core.answer(
+                invite, dialog, status, contact=self.contact, warning=warning, extra=extra
+            )
+            self.send(response, invite.top_via.response_address())
+            return
         p = Participant(conference, core.participant_of(invite), dialog, "?", invite=invite)
         self.participants[invite.call_id] = p
         self.send(make_response(invite, 100), invite.top_via.response_address())
         d = defer.Deferred.fromCoroutine(self._dial_in(p))
         d.addErrback(self._setup_failed, p)
+
+    def _full(self, conference: core.Conference) -> str:
+        """Why ``conference`` takes no one more (``max_participants`` reached, counting the
+        dial-outs in progress), or the empty string."""
+        count = self._dialling.get(conference.uri, 0) + sum(
+            1 for q in self.participants.values() if q.conference.uri == conference.uri
+        )
+        limit = self.config.max_participants
+        return f"{conference.uri} is full: {limit} participants" if count >= limit else ""
 
     def _cancel(self, cancel: Request, addr: Address) -> None:
         p = self.participants.get(cancel.call_id)
@@ -605,6 +638,18 @@ class MrfcService(service.Service):
         core.authorize(conference, target)
         if self.config.next_hop is None:
             raise DialOutFailed("dial-out needs next_hop")
+        full = self._full(conference)
+        if full:
+            raise DialOutFailed(full)
+        self._dialling[conference.uri] = self._dialling.get(conference.uri, 0) + 1
+        try:
+            return await self._dial_out(conference, target)
+        finally:
+            left = self._dialling.pop(conference.uri) - 1
+            if left:
+                self._dialling[conference.uri] = left
+
+    async def _dial_out(self, conference: core.Conference, target: str) -> Participant:
         me, kms = self.config.identity, self._ticket_kms()
         now = float(self.reactor.seconds())
         try:

@@ -25,6 +25,12 @@ def test_a_good_file(tmp_path: Path) -> None:
     assert config.mp.cert == tmp_path / "mrfc.crt" and config.mp.peer is not None
     assert not config.mp.insecure
     assert config.kms.key == bytes(16) and "key=" not in repr(config.kms)
+    assert (config.max_participants, config.max_setups) == (32, 64)
+
+
+def test_the_participant_and_set_up_bounds_are_read(tmp_path: Path) -> None:
+    config = load(write_config(tmp_path, top="max_participants = 3\nmax_setups = 5"))
+    assert (config.max_participants, config.max_setups) == (3, 5)
 
 
 def test_insecure_mp_is_an_explicit_opt_in(tmp_path: Path) -> None:
@@ -47,6 +53,9 @@ def test_insecure_mp_is_an_explicit_opt_in(tmp_path: Path) -> None:
         ('ticket_source = "elsewhere"', "", 'ticket_source must be "kms" or "self"'),
         ('ticket_source = "self"', "", "needs [self_kms] config"),
         ("setup_timeout = 0", "", "setup_timeout must be a positive number"),
+        ("max_participants = 0", "", "max_participants must be a positive whole number"),
+        ("max_setups = 1.5", "", "max_setups must be a positive whole number"),
+        ("max_setups = true", "", "max_setups must be a positive whole number"),
         ("colour = 1", "", "unknown key(s) colour"),
         ('identity2 = "x"', "", "unknown key(s) identity2"),
         ("", 'participants = ["alice"]', "a participant must be a SIP URI"),

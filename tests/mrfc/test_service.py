@@ -781,3 +781,58 @@ async def test_dial_out_answered_without_a_good_transfer_resp_is_acked_then_byed
     assert methods[:2] == ["INVITE", "ACK"] and methods[-1] == "BYE"
     assert await _wait(lambda: len(mrfp.of(LeaveRequest)) == 1)
     assert app.participants == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_conference_is_486_and_too_many_set_ups_503_without_disturbing_others(
+    lab: dict[str, Any],
+    cleanup: list[Any],
+    ids: dict[str, certs.CertAndKey],
+) -> None:
+    app, mrfp = await _start(lab, cleanup, ids, max_participants=2, max_setups=1)
+    peers = {}
+    for who in ("alice", "bob"):
+        peers[who] = _SipPeer()
+        udp = reactor.listenUDP(0, peers[who], interface="127.0.0.1")
+        cleanup.append(udp.stopListening)
+        peers[who].port = udp
+    # alice's set-up is held at the MRFP: bob's INVITE meanwhile is one set-up too many
+    gate: defer.Deferred[None] = defer.Deferred()
+    mrfp.hold = gate
+    alice, bob = peers["alice"], peers["bob"]
+    a_port, b_port = alice.port.getHost().port, bob.port.getHost().port
+    alice.port.write(_plain_invite(a_port, app.address, 7004, "alice").serialise(), app.address)
+    assert await _wait(lambda: mrfp.hold is None)
+    bob.port.write(_plain_invite(b_port, app.address, 7005, "bob").serialise(), app.address)
+    busy = await bob.final()
+    assert busy.status == 503 and busy.get("Retry-After") == "5"
+    assert "set-ups in progress" in (busy.get("Warning") or "")
+    gate.callback(None)
+    assert (await alice.final()).status == 200  # alice's call was not disturbed
+    # bob tries again (a new Call-ID) and joins: two participants, the conference's limit
+    assert (await _retry(bob, b_port, app.address, "bob", 7005)).status == 200
+    # alice once more (a new Call-ID): 486; a dial-out fails the same way, nothing joins
+    full = await _retry(alice, a_port, app.address, "alice", 7006)
+    assert full.status == 486 and f"{CONF} is full: 2" in (full.get("Warning") or "")
+    with pytest.raises(DialOutFailed, match="is full"):
+        await app.dial_out(CONF, aor("bob"))
+    joined = [j.participant for j in mrfp.of(JoinRequest)]
+    assert joined == [aor("alice"), aor("alice"), aor("bob"), aor("bob")]
+    assert sorted(app.participants) == ["again-bob@test", "plain-alice@test"]
+
+
+async def _retry(peer: Any, port: int, mrfc: Any, who: str, listen_port: int) -> Any:
+    """A second INVITE from ``who`` (Call-ID ``again-<who>@test``, its own branch)."""
+    peer.received.clear()
+    invite = _plain_invite(port, mrfc, listen_port, who)
+    again = Request(
+        tuple(
+            (n, f"again-{who}@test" if n == "Call-ID" else v.replace("plain", "again"))
+            for n, v in invite.headers
+        ),
+        invite.body,
+        "INVITE",
+        CONF,
+    )
+    peer.port.write(again.serialise(), mrfc)
+    return await peer.final()

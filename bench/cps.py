@@ -44,6 +44,14 @@ whose worker already has its share is de-registered. The calls of a UAC then com
 port, so they reach the worker that holds its registration. UDP only (``--transport udp``).
 The single SIPp UAS on the core side answers every worker.
 
+``--floor`` adds a third path to each step: SIPp UAC -> bench/floor.py's relay -> SIPp UAS
+(both SIPp with ``-rsa`` toward the relay), the relay making a TCP round trip of the Iq
+Reserve's, Configure's and Release's sizes (from ``iq.samples``) to bench/floor.py's echo
+process for each INVITE, 200 to an INVITE and BYE, and sending a 100 for each INVITE: the
+datagrams and round trips of the P-CSCF's call on the same reactor, without any SIP logic.
+Its CPU per call (``--cpu``: ``relay``, ``echo``) is what a Twisted process cannot go below
+for this call; the P-CSCF's above it is its own work.
+
 ``--cpu`` also prints, under each step, the CPU milliseconds per offered call that the P-CSCF
 (its workers included), the AGW(s) and the SIPp processes used during the step (utime + stime
 from ``/proc/PID/stat``; SIPp's from the rusage of the children the benchmark waited for): where
@@ -51,7 +59,7 @@ a call's CPU goes, and whether the P-CSCF's core is the one that runs out first.
 
 Usage: ``python bench/cps.py [--quick] [--start 100] [--step 100] [--max 1500] [--seconds 5]
 [--transport udp|tcp] [--agw-cmd CMD | --accessgw] [--pcscf-arg ARG ...] [--profile DIR]
-[--workers 1,2,4] [--cpu]``
+[--workers 1,2,4] [--cpu] [--floor]``
 """
 
 from __future__ import annotations
@@ -109,6 +117,7 @@ class Sipp:
         rate: int | None = None,
         period_ms: int | None = None,
         limit: int | None = None,
+        rsa: int | None = None,
     ) -> subprocess.Popen[bytes]:
         args = [
             self.binary,
@@ -137,6 +146,8 @@ class Sipp:
             args += ["-r", str(rate), "-l", str(limit or max(rate * 4, 100))]
         if period_ms is not None:
             args += ["-rp", str(period_ms)]
+        if rsa is not None:
+            args += ["-rsa", f"127.0.0.1:{rsa}"]
         if remote is not None:
             args.append(f"127.0.0.1:{remote}")
         return subprocess.Popen(
@@ -145,13 +156,20 @@ class Sipp:
 
 
 def run_calls(
-    sipp: Sipp, uas_port: int, uac_port: int, target: int, rate: int, calls: int
+    sipp: Sipp,
+    uas_port: int,
+    uac_port: int,
+    target: int,
+    rate: int,
+    calls: int,
+    rsa: int | None = None,
 ) -> tuple[bool, float]:
-    """One step: ``calls`` calls offered at ``rate``; (all succeeded, completed calls/s)."""
-    uas = sipp.start("uas_call.xml", uas_port, calls=calls)
+    """One step: ``calls`` calls offered at ``rate``; (all succeeded, completed calls/s).
+    ``rsa``: both SIPp send everything to that port (the floor relay)."""
+    uas = sipp.start("uas_call.xml", uas_port, calls=calls, rsa=rsa)
     time.sleep(0.3)
     began = time.perf_counter()
-    uac = sipp.start("uac_call.xml", uac_port, remote=target, calls=calls, rate=rate)
+    uac = sipp.start("uac_call.xml", uac_port, remote=target, calls=calls, rate=rate, rsa=rsa)
     uac_code = uac.wait()
     elapsed = time.perf_counter() - began
     try:
@@ -204,22 +222,25 @@ def children_cpu() -> float:
 
 class CpuMeter:
     """CPU milliseconds per completed call of the P-CSCF, the AGW(s) and SIPp over one step
-    (``--cpu``)."""
+    (``--cpu``); ``others``: more named processes (the floor's relay and echo)."""
 
     ALL = ("pcscf", "agw", "sipp")
 
-    def __init__(self, pcscf: list[int], agw: list[int]) -> None:
-        self.pids = {"pcscf": pcscf, "agw": agw}
+    def __init__(self, pcscf: list[int], agw: list[int], **others: list[int]) -> None:
+        self.pids = {"pcscf": pcscf, "agw": agw, **others}
         self.before: dict[str, float] = {}
 
     def start(self) -> None:
         self.before = {name: cpu_seconds(pids) for name, pids in self.pids.items()}
         self.before["sipp"] = children_cpu()
 
-    def cell(self, calls: float, names: tuple[str, ...] = ALL) -> str:
+    def per_call(self, calls: float) -> dict[str, float]:
         after = {name: cpu_seconds(pids) for name, pids in self.pids.items()}
         after["sipp"] = children_cpu()
-        per = {k: 1000 * (after[k] - self.before[k]) / max(calls, 1) for k in after}
+        return {k: 1000 * (after[k] - self.before[k]) / max(calls, 1) for k in after}
+
+    def cell(self, calls: float, names: tuple[str, ...] = ALL) -> str:
+        per = self.per_call(calls)
         return "cpu ms/call " + " ".join(f"{name} {per[name]:.2f}" for name in names)
 
 
@@ -300,6 +321,54 @@ def start_agw(command: str, iq: int, log_dir: Path | None = None) -> subprocess.
         proc.kill()
         raise SystemExit(f"the AGW did not register: {line!r}")
     return proc
+
+
+def iq_sizes() -> str:
+    """``REQ:REP,REQ:REP,REQ:REP``: the framed sizes of the e2ae profile's Reserve, Configure
+    and Release and of their replies (``iq.samples``, the originating call)."""
+    sys.path.insert(0, str(REPO))
+    from iq import codec, samples, tpkt
+
+    steps = [s for s in samples.originating() if s.request is not None or s.reply is not None]
+    sizes = {s.title: len(tpkt.frame(codec.encode(s.message))) for s in steps}
+    names = [
+        ("Reserve AGW connection point", "reserved"),
+        ("Configure from the core's answer", "configured"),
+        ("Release", "released, with statistics"),
+    ]
+    return ",".join(f"{sizes[a]}:{sizes[b]}" for a, b in names)
+
+
+def start_floor(uas: int, log_dir: Path | None = None) -> list[subprocess.Popen[bytes]]:
+    """Start bench/floor.py's echo, then its relay toward the SIPp UAS on ``uas``; both have
+    printed their address when this returns ([echo, relay])."""
+    script = str(Path(__file__).with_name("floor.py"))
+    echo = subprocess.Popen(
+        [sys.executable, script, "echo"], stdout=subprocess.PIPE, stderr=_log(log_dir, "echo")
+    )
+    port = floor_address(echo)
+    relay = subprocess.Popen(
+        [sys.executable, script, "relay", "--uas", str(uas), "--echo", port, "--sizes", iq_sizes()],
+        stdout=subprocess.PIPE,
+        stderr=_log(log_dir, "relay"),
+    )
+    floor_address(relay)
+    return [echo, relay]
+
+
+def floor_address(proc: subprocess.Popen[bytes]) -> str:
+    """The port a floor process printed (``floor relay=HOST:PORT``), read once and kept."""
+    known = getattr(proc, "floor_port", None)
+    if known is not None:
+        return str(known)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    if not line.startswith("floor "):
+        proc.kill()
+        raise SystemExit(f"bench/floor.py did not start: {line!r}")
+    port = line.strip().rsplit(":", 1)[1]
+    proc.floor_port = port  # type: ignore[attr-defined]
+    return port
 
 
 def stop_agw(proc: subprocess.Popen[bytes]) -> str:
@@ -584,6 +653,12 @@ def main() -> int:
         help="also run `e2ae pcscf --workers N` for each N (one AGW per worker; UDP only)"
         " and print the calls/s per worker count",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run each step through bench/floor.py (UDP relay + Iq-sized TCP round trips,"
+        " no SIP logic): the Twisted floor of a call, with its CPU per call under --cpu",
+    )
     parser.add_argument("--quick", action="store_true", help="two short low-rate steps")
     parser.add_argument(
         "--cpu",
@@ -606,6 +681,8 @@ def main() -> int:
     python = shlex.join([sys.executable, *profiled(args.profile, "agw")])
     if args.quick:
         args.start, args.step, args.max, args.seconds = 10, 10, 20, 1.0
+    if args.floor and args.transport != "udp":
+        parser.error("--floor needs --transport udp")
     if args.workers and args.transport != "udp":
         parser.error("--workers needs --transport udp (the UEs' flows are UDP source ports)")
     binary = shutil.which("sipp")
@@ -622,6 +699,7 @@ def main() -> int:
         )
         agw = None
         held = "?"
+        floor: list[subprocess.Popen[bytes]] = []
         try:
             command = args.agw_cmd.replace("{python}", python)
             if args.accessgw:
@@ -645,25 +723,33 @@ def main() -> int:
                 raise SystemExit("the UE could not register through the P-CSCF")
             best = {"direct": 0, "e2ae": 0}
             alive = {"direct": True, "e2ae": True}
-            paths = {
-                "direct": (direct_uas, direct_uac, direct_uas),
-                "e2ae": (core_port, ue_port, gm),
+            paths: dict[str, tuple[int, int, int, int | None]] = {
+                "direct": (direct_uas, direct_uac, direct_uas, None),
+                "e2ae": (core_port, ue_port, gm, None),
             }
-            print(f"{'rate':>6} {'direct':>16} {'e2ae':>16}")
+            if args.floor:
+                floor_uas, floor_uac = free_port(), free_port()
+                floor = start_floor(floor_uas, args.log_dir)
+                relay_port = int(floor_address(floor[1]))
+                paths["floor"] = (floor_uas, floor_uac, relay_port, relay_port)
+                best["floor"], alive["floor"] = 0, True
+            print(f"{'rate':>6} " + " ".join(f"{name:>16}" for name in paths))
             rate = args.start
             while rate <= args.max and any(alive.values()):
                 calls = max(int(rate * args.seconds), 1)
                 cells = []
                 cpu_lines: list[str] = []
-                for name, (uas_port, uac_port, target) in paths.items():
+                for name, (uas_port, uac_port, target, rsa) in paths.items():
                     if not alive[name]:
                         cells.append(f"{'-':>16}")
                         continue
-                    meter = CpuMeter([pcscf.pid], [agw.pid])
+                    relay = {"relay": [floor[1].pid], "echo": [floor[0].pid]} if floor else {}
+                    meter = CpuMeter([pcscf.pid], [agw.pid], **relay)
                     meter.start()
-                    ok, cps = run_calls(sipp, uas_port, uac_port, target, rate, calls)
+                    ok, cps = run_calls(sipp, uas_port, uac_port, target, rate, calls, rsa)
                     if args.cpu:
-                        used = meter.cell(calls, ("sipp",) if name == "direct" else CpuMeter.ALL)
+                        shown = {"direct": ("sipp",), "floor": ("relay", "echo", "sipp")}
+                        used = meter.cell(calls, shown.get(name, CpuMeter.ALL))
                         cpu_lines.append(f"{'':>6} {name:>6} {used}")
                     if ok:
                         best[name] = rate
@@ -679,6 +765,9 @@ def main() -> int:
                 held = stop_agw(agw)
             pcscf.terminate()
             pcscf.wait(timeout=10)
+            for proc in floor:
+                proc.terminate()
+                proc.wait(timeout=10)
         spread = run_workers(sipp, args, command, args.workers) if args.workers else {}
     ratio = best["e2ae"] / best["direct"] if best["direct"] else 0.0
     print(
@@ -688,6 +777,12 @@ def main() -> int:
     print(f"AGW terminations still held at the end: {held}")
     if best["direct"] >= args.max:
         print(f"(direct reached --max {args.max}: the ratio is a lower bound)")
+    if "floor" in best:
+        share = best["floor"] / best["direct"] if best["direct"] else 0.0
+        print(
+            f"floor (bench/floor.py: the datagrams and Iq-sized round trips of a call, no SIP"
+            f" logic): {best['floor']} calls/s without a failed call, ratio {share:.2f}"
+        )
     if spread:
         print(f"\nmachine: {machine()}")
         print(

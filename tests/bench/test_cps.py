@@ -50,3 +50,22 @@ def test_cps_cpu_lines_give_each_process_its_share() -> None:
     assert sum(float(words[4]) for words in e2ae) > 0, done.stdout  # the P-CSCF
     assert sum(float(words[8]) for words in e2ae) > 0, done.stdout  # SIPp through it
     assert sum(float(words[4]) for words in direct) > 0, done.stdout
+
+
+def test_cps_floor_runs_every_call_through_the_relay_and_its_round_trips() -> None:
+    """``--floor`` runs each step through bench/floor.py as well: every call completes through
+    the relay (SIPp checks each one), and under ``--cpu`` the relay and the echo process used
+    CPU for them."""
+    done = _cps("--floor", "--cpu")
+    rows = [
+        line.split() for line in done.stdout.splitlines() if line.split()[:1] in (["10"], ["20"])
+    ]
+    assert len(rows) == 2 and all(row[7] == "ok" for row in rows), done.stdout  # the floor column
+    floor = [line.split() for line in done.stdout.splitlines() if " floor cpu ms/call " in line]
+    assert len(floor) == 2, done.stdout
+    for words in floor:
+        assert words[3::2] == ["relay", "echo", "sipp"], words
+    assert sum(float(words[4]) for words in floor) > 0, done.stdout  # the relay
+    assert (
+        "floor (bench/floor.py" in done.stdout and "20 calls/s without a failed call" in done.stdout
+    )

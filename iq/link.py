@@ -1211,11 +1211,55 @@ class ReconnectingAgent:
         self._running = False
         self._retry: IDelayedCall | None = None
         self._waiting: list[defer.Deferred[None]] = []
+        self._backlog: list[tuple[Any, defer.Deferred[None]]] = []
         self.registrations = 0
+
+    #: Who the agent registers with, in messages (the ALG for Iq, the MRFC for Mp).
+    peer_name = "ALG"
+    #: Notifications kept while the link is down, sent in order once registered again.
+    notify_backlog = 1000
 
     @property
     def registered(self) -> bool:
         return self._registered
+
+    def _hold(self, item: Any) -> defer.Deferred[None] | None:
+        """``None`` while the link is up and registered (the caller sends ``item``). Otherwise
+        ``item`` (what :meth:`_send_notify` takes) waits, up to ``notify_backlog`` of them, and
+        goes out after the next registration: a warm reconnection keeps the peer's contexts, so
+        it still applies. The Deferred fires when the peer acknowledged it, or fails with
+        :class:`LinkLost` at once if the backlog is full or the agent is not running, later if
+        the agent stops first."""
+        if self._link is not None and self._registered:
+            return None
+        if not self._running:
+            return defer.fail(LinkLost(f"{self.label} agent not running"))
+        if len(self._backlog) >= self.notify_backlog:
+            return defer.fail(
+                LinkLost(
+                    f"{self.label} link to the {self.peer_name} is not up and"
+                    f" {len(self._backlog)} notifications are already waiting"
+                )
+            )
+        waiting: defer.Deferred[None] = defer.Deferred()
+        self._backlog.append((item, waiting))
+        return waiting
+
+    def _send_held(self, link: IqLinkProtocol) -> None:
+        """Send what :meth:`_hold` kept, in order (right after a registration)."""
+        backlog, self._backlog = self._backlog, []
+        if backlog:
+            log.info(
+                "{label} sending {count} notification(s) held while the link was down",
+                label=self.label,
+                count=len(backlog),
+            )
+        for item, held in backlog:
+            self._send_notify(link, item).chainDeferred(held)
+
+    def _send_notify(self, link: IqLinkProtocol, item: Any) -> defer.Deferred[None]:
+        """Send one notification ``item`` on ``link``; fires when the peer acknowledged it."""
+        raise NotImplementedError
 
     def when_registered(self) -> defer.Deferred[None]:
         """Fires once the peer has accepted our ServiceChange (now, if it already has)."""
@@ -1228,7 +1272,9 @@ class ReconnectingAgent:
     def stop(self) -> defer.Deferred[None]:
         """ServiceChange Forced, then close the link; no more reconnecting."""
         self._running = False
-        self._stopping()
+        backlog, self._backlog = self._backlog, []
+        for _, held in backlog:
+            held.errback(LinkLost(f"{self.label} agent stopped"))
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         link = self._link
@@ -1244,9 +1290,6 @@ class ReconnectingAgent:
             link.close()
 
         return d.addBoth(close)
-
-    def _stopping(self) -> None:
-        """What the subclass lets go of when it stops (before the ServiceChange Forced)."""
 
     def _forced(self) -> tuple[tuple[Action, ...], str]:
         """The encoded ServiceChange Forced of the link's profile, and its name in logs."""
@@ -1335,16 +1378,12 @@ class IqAgent(ReconnectingAgent):
         self.observer = observer
         self.mid = mid
         self.faults = faults
-        self._backlog: list[tuple[profile.IqEvent, defer.Deferred[None]]] = []
 
     def start(self) -> None:
         """Connect (and keep reconnecting) until :meth:`stop`."""
         if not self._running:
             self._running = True
             self._connect()
-
-    #: Notifications kept while the link is down, sent in order once registered again.
-    notify_backlog = 1000
 
     def notify(self, event: profile.IqEvent) -> defer.Deferred[None]:
         """Report an event to the ALG; fires when the ALG acknowledged it.
@@ -1354,21 +1393,11 @@ class IqAgent(ReconnectingAgent):
         reconnection keeps the ALG's contexts, so it still applies. Fails with
         :class:`LinkLost` if the backlog is full or the agent stops; a Notify already sent
         when the link drops fails with it (at most once, like every request)."""
-        link = self._link
-        if link is None or not self._registered:
-            if not self._running:
-                return defer.fail(LinkLost("Iq agent not running"))
-            if len(self._backlog) >= self.notify_backlog:
-                return defer.fail(
-                    LinkLost(
-                        "Iq link to the ALG is not up and"
-                        f" {len(self._backlog)} notifications are already waiting"
-                    )
-                )
-            waiting: defer.Deferred[None] = defer.Deferred()
-            self._backlog.append((event, waiting))
-            return waiting
-        return self._send_notify(link, event)
+        held = self._hold(event)
+        if held is not None:
+            return held
+        assert self._link is not None
+        return self._send_notify(self._link, event)
 
     def _send_notify(self, link: IqLinkProtocol, event: profile.IqEvent) -> defer.Deferred[None]:
         request = profile.NotifyRequest(event)
@@ -1378,11 +1407,6 @@ class IqAgent(ReconnectingAgent):
             profile.reply_error(reply.actions, reply.error)
 
         return d.addCallback(check)
-
-    def _stopping(self) -> None:
-        backlog, self._backlog = self._backlog, []
-        for _, held in backlog:
-            held.errback(LinkLost("Iq agent stopped"))
 
     def _forced(self) -> tuple[tuple[Action, ...], str]:
         return profile.encode_request(profile.ServiceChangeRequest("forced")), "Forced"
@@ -1410,14 +1434,7 @@ class IqAgent(ReconnectingAgent):
             waiting, self._waiting = self._waiting, []
             for w in waiting:
                 w.callback(None)
-            backlog, self._backlog = self._backlog, []
-            if backlog:
-                log.info(
-                    "Iq sending {count} notification(s) held while the link was down",
-                    count=len(backlog),
-                )
-            for event, held in backlog:
-                self._send_notify(link, event).chainDeferred(held)
+            self._send_held(link)
 
         def refused(failure: Failure) -> None:
             log.warn(

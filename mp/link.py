@@ -37,7 +37,7 @@ from iq.admission import (
 from iq.codec import Action, Message, TransactionReply, TransactionRequest
 from iq.config import IqTlsConfig
 from iq.connection import printable
-from iq.errors import LinkLost, LocalIqError, NotInService, RemoteIqError
+from iq.errors import LocalIqError, NotInService, RemoteIqError
 from iq.link import IqLinkProtocol, ReconnectingAgent, _creator
 from mp import profile
 from mp.profile import (
@@ -543,6 +543,7 @@ class MpAgent(ReconnectingAgent):
     """The MRFP end of Mp: connects to the MRFC at ``host:port`` and serves ``handler``."""
 
     label = "Mp"
+    peer_name = "MRFC"
 
     def __init__(
         self,
@@ -594,15 +595,30 @@ class MpAgent(ReconnectingAgent):
         self._connect()
 
     def notify(self, event: MpEvent) -> defer.Deferred[None]:
-        """Report ``event`` to the MRFC; fires when it acknowledged it. Fails with
-        :class:`~iq.errors.LinkLost` if the link is not up, with
-        :class:`~iq.errors.RequestFailed` if the MRFC refuses it."""
-        link = self._link
+        """Report ``event`` to the MRFC; fires when it acknowledged it. While the link is down
+        (the agent reconnecting) the event waits, up to ``notify_backlog`` of them, with the
+        time it happened, and goes out after the next registration: a warm restart keeps the
+        MRFC's streams, so it still applies. Fails with :class:`~iq.errors.LinkLost` if the
+        backlog is full or the agent stops, with :class:`~iq.errors.RequestFailed` if the
+        MRFC refuses it."""
+        stamped = (event, profile.timestamp(self.reactor.seconds()))
+        held = self._hold(stamped)
+        if held is not None:
+            fields = self._streams.fields(event.context, event.termination)
+            if not held.called:
+                log.info("Mp {kind} held until the link is up again", kind=event.kind, **fields)
+            else:
+                log.warn("Mp {kind} not sent: the link is down", kind=event.kind, **fields)
+            return held
+        assert self._link is not None
+        return self._send_notify(self._link, stamped)
+
+    def _send_notify(
+        self, link: IqLinkProtocol, stamped: tuple[MpEvent, str]
+    ) -> defer.Deferred[None]:
+        event, stamp = stamped
         fields = self._streams.fields(event.context, event.termination)
-        if link is None or not self._registered:
-            log.warn("Mp {kind} not sent: the link is down", kind=event.kind, **fields)
-            return defer.fail(LinkLost("Mp link to the MRFC is not up"))
-        request = profile.NotifyRequest(event, profile.timestamp(self.reactor.seconds()))
+        request = profile.NotifyRequest(event, stamp)
         log.info("Mp {kind} to the MRFC", kind=event.kind, reason=redact(event.reason), **fields)
         d = link.request(profile.encode_request(request), timeout=self.timeout, what="notify")
 
@@ -647,6 +663,7 @@ class MpAgent(ReconnectingAgent):
             waiting, self._waiting = self._waiting, []
             for w in waiting:
                 w.callback(None)
+            self._send_held(link)
 
         def refused(failure: Failure) -> None:
             log.warn(

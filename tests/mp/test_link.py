@@ -303,6 +303,42 @@ async def test_the_link_going_down_takes_the_mrfp_out_of_service(lab: Lab) -> No
         await agent.notify(MpEvent(1, "msrp/1", "closed"))
 
 
+@pytest_twisted.ensureDeferred
+async def test_notifications_while_the_link_is_down_wait_for_the_warm_restart(lab: Lab) -> None:
+    ctrl, port = lab.controller()
+    agent = lab.agent(FakeMrfp(), port, backoff_initial=0.2)
+    await agent.when_registered()
+    reply = await ctrl.join(None, _join())
+    agent._link.transport.abortConnection()  # type: ignore[union-attr]
+    await wait_for(lambda: not agent.registered)
+    agent.notify_backlog = 2
+    events = [
+        MpEvent(reply.context, reply.termination, kind)
+        for kind in ("tls-established", "tls-failed", "closed")
+    ]
+    held = [agent.notify(e) for e in events]
+    with pytest.raises(LinkLost, match="MRFC is not up and 2 notifications are already waiting"):
+        await held[2]
+    assert not held[0].called and not held[1].called and lab.events == []
+    await defer.gatherResults(held[:2])  # sent, in order, after the warm restart
+    assert agent.registrations == 2
+    assert lab.events == events[:2]  # the MRFC kept the stream: it knows whose they are
+
+
+@pytest_twisted.ensureDeferred
+async def test_held_mp_notifications_fail_when_the_agent_stops(lab: Lab) -> None:
+    _, port = lab.controller()
+    agent = lab.agent(FakeMrfp(), port, backoff_initial=5.0)
+    await agent.when_registered()
+    agent._link.transport.abortConnection()  # type: ignore[union-attr]
+    await wait_for(lambda: not agent.registered)
+    held = agent.notify(MpEvent(1, "msrp/1", "closed"))
+    await agent.stop()
+    with pytest.raises(LinkLost, match="Mp agent stopped"):
+        await held
+    assert lab.events == []
+
+
 def test_plain_tcp_mp_is_an_explicit_opt_in(pairs: dict[str, certs.CertAndKey]) -> None:
     with pytest.raises(LocalIqError):
         MpController(tls=None)

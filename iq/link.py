@@ -1291,6 +1291,64 @@ class ReconnectingAgent:
 
         return d.addBoth(close)
 
+    def link_ready(self, link: IqLinkProtocol) -> None:
+        """The connection is up (TLS verified): register (ServiceChange ``register`` the first
+        time, ``restart`` after), then wake :meth:`when_registered` and send what waited."""
+        self._link = link
+        kind = "restart" if self._ever_registered else "register"
+        request, what = self._service_change(kind)
+        d = link.request(request, timeout=self.timeout, what=what)
+
+        def accepted(reply: TransactionReply) -> None:
+            self._check_reply(reply)
+            self._registered = True
+            self._ever_registered = True
+            self._delay = self.backoff_initial
+            self.registrations += 1
+            log.info(
+                "{label} registered with the {peer_name} at {peer} ({kind})",
+                label=self.label,
+                peer_name=self.peer_name,
+                peer=link.peer,
+                kind=kind,
+            )
+            waiting, self._waiting = self._waiting, []
+            for w in waiting:
+                w.callback(None)
+            self._send_held(link)
+
+        def refused(failure: Failure) -> None:
+            log.warn(
+                "{label} registration with {peer} failed: {error}",
+                label=self.label,
+                peer=link.peer,
+                error=self._failure_text(failure),
+            )
+            link.close()
+
+        d.addCallbacks(accepted, refused)
+
+    def link_lost(self, link: IqLinkProtocol, reason: Failure) -> None:
+        if link is self._link:
+            self._link = None
+            self._registered = False
+        log.info(
+            "{label} link to the {peer_name} lost: {error}",
+            label=self.label,
+            peer_name=self.peer_name,
+            error=self._failure_text(reason),
+        )
+        self._schedule_reconnect()
+
+    def _service_change(self, kind: str) -> tuple[tuple[Action, ...], str]:
+        """The encoded ServiceChange ``kind`` (register, restart) of the link's profile, and
+        its name in logs."""
+        raise NotImplementedError
+
+    def _check_reply(self, reply: TransactionReply) -> None:
+        """Raise the profile's error for a refusing reply (the registration failed)."""
+        raise NotImplementedError
+
     def _forced(self) -> tuple[tuple[Action, ...], str]:
         """The encoded ServiceChange Forced of the link's profile, and its name in logs."""
         raise NotImplementedError
@@ -1416,42 +1474,12 @@ class IqAgent(ReconnectingAgent):
     def _factory(self) -> ClientFactory:
         return _AgentFactory(self)
 
-    def link_ready(self, link: IqLinkProtocol) -> None:
-        self._link = link
-        kind: profile.ServiceChangeKind = "restart" if self._ever_registered else "register"
-        request = profile.ServiceChangeRequest(kind)
-        d = link.request(
-            profile.encode_request(request), timeout=self.timeout, what="ServiceChange"
-        )
+    def _service_change(self, kind: str) -> tuple[tuple[Action, ...], str]:
+        change = profile.ServiceChangeRequest(cast(profile.ServiceChangeKind, kind))
+        return profile.encode_request(change), "ServiceChange"
 
-        def accepted(reply: TransactionReply) -> None:
-            profile.reply_error(reply.actions, reply.error)
-            self._registered = True
-            self._ever_registered = True
-            self._delay = self.backoff_initial
-            self.registrations += 1
-            log.info("Iq registered with the ALG at {peer} ({kind})", peer=link.peer, kind=kind)
-            waiting, self._waiting = self._waiting, []
-            for w in waiting:
-                w.callback(None)
-            self._send_held(link)
-
-        def refused(failure: Failure) -> None:
-            log.warn(
-                "Iq registration with {peer} failed: {error}",
-                peer=link.peer,
-                error=failure.getErrorMessage(),
-            )
-            link.close()
-
-        d.addCallbacks(accepted, refused)
-
-    def link_lost(self, link: IqLinkProtocol, reason: Failure) -> None:
-        if link is self._link:
-            self._link = None
-            self._registered = False
-        log.info("Iq link to the ALG lost: {error}", error=reason.getErrorMessage())
-        self._schedule_reconnect()
+    def _check_reply(self, reply: TransactionReply) -> None:
+        profile.reply_error(reply.actions, reply.error)
 
     def handle_request(
         self, link: IqLinkProtocol, message: Message, request: TransactionRequest

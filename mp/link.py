@@ -647,40 +647,12 @@ class MpAgent(ReconnectingAgent):
     def _failure_text(self, reason: Failure) -> str:
         return _failure_text(reason)
 
-    def link_ready(self, link: IqLinkProtocol) -> None:
-        self._link = link
-        kind: profile.ServiceChangeKind = "restart" if self._ever_registered else "register"
-        request = profile.ServiceChangeRequest(kind)
-        d = link.request(profile.encode_request(request), timeout=self.timeout, what=kind)
+    def _service_change(self, kind: str) -> tuple[tuple[Action, ...], str]:
+        change = profile.ServiceChangeRequest(cast(profile.ServiceChangeKind, kind))
+        return profile.encode_request(change), kind
 
-        def accepted(reply: TransactionReply) -> None:
-            profile.reply_error(reply.actions, reply.error)
-            self._registered = True
-            self._ever_registered = True
-            self._delay = self.backoff_initial
-            self.registrations += 1
-            log.info("Mp registered with the MRFC at {peer} ({kind})", peer=link.peer, kind=kind)
-            waiting, self._waiting = self._waiting, []
-            for w in waiting:
-                w.callback(None)
-            self._send_held(link)
-
-        def refused(failure: Failure) -> None:
-            log.warn(
-                "Mp registration with {peer} failed: {error}",
-                peer=link.peer,
-                error=_failure_text(failure),
-            )
-            link.close()
-
-        d.addCallbacks(accepted, refused)
-
-    def link_lost(self, link: IqLinkProtocol, reason: Failure) -> None:
-        if link is self._link:
-            self._link = None
-            self._registered = False
-        log.info("Mp link to the MRFC lost: {error}", error=_failure_text(reason))
-        self._schedule_reconnect()
+    def _check_reply(self, reply: TransactionReply) -> None:
+        profile.reply_error(reply.actions, reply.error)
 
     def handle_request(
         self, link: IqLinkProtocol, message: Message, request: TransactionRequest

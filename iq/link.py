@@ -692,21 +692,11 @@ class _ControllerFactory(_LinkFactory):
     owner: IqController
 
     def buildProtocol(self, addr: Any) -> IqLinkProtocol | None:
-        ctrl = self.owner
-        peer = f"{getattr(addr, 'host', '?')}:{getattr(addr, 'port', '?')}"
-        if len(ctrl._open) >= ctrl.limits.max_links:
-            # Returning None makes Twisted close the connection before any byte is read.
-            log.warn(
-                "Iq connection from {peer} refused: {count} links open (max_links)",
-                peer=peer,
-                count=len(ctrl._open),
-            )
+        if not self.owner._room_for_link(addr):
             return None
         link = super().buildProtocol(addr)
         assert link is not None
-        link.max_pending = ctrl.limits.max_pending
-        ctrl._open.add(link)
-        return link
+        return self.owner._accepted(link)
 
 
 #: Told of every Iq request the ALG end makes: the command (:func:`command_name`), the result
@@ -799,7 +789,122 @@ class _Gateway:
     contexts: dict[int, tuple[str, set[str]]] = attrs.field(factory=dict)
 
 
-class IqController:
+class ListeningController:
+    """What the controlling end of an Iq-style link (Iq's ALG, Mp's MRFC) keeps of the links
+    it accepts: admission (TLS or the insecure allow-list), the limits, the links open and the
+    register timer of each (a link must register within ``register_timeout``), and the count of
+    links lost before they were verified. A subclass names its link in logs (``label``) and
+    keeps its gateways."""
+
+    label = "Iq"
+
+    def __init__(
+        self,
+        *,
+        tls: IqTlsConfig | None,
+        insecure: bool,
+        allow: Iterable[str | AllowEntry],
+        limits: IqLimits | None,
+        timeout: float,
+        reactor: Any,
+        handshake_timeout: float,
+    ) -> None:
+        self.admission = IqAdmission.build(tls=tls is not None, insecure=insecure, allow=allow)
+        self.limits = limits if limits is not None else IqLimits()
+        self.tls = tls
+        self.timeout = timeout
+        self.handshake_timeout = handshake_timeout
+        self.reactor = reactor if reactor is not None else _default_reactor()
+        #: Every link accepted and not yet lost (up or still in its TLS handshake).
+        self._open: set[IqLinkProtocol] = set()
+        self._register_timers: dict[IqLinkProtocol, IDelayedCall] = {}
+        #: Links lost before they were up: with TLS, a failed handshake or a certificate that
+        #: matches no pinned fingerprint (no byte of such a peer is read as H.248).
+        self.unverified_links = 0
+
+    def _room_for_link(self, addr: Any) -> bool:
+        """Whether one more connection may be accepted (``max_links``); logs a refusal.
+        Refused, Twisted closes the connection before any byte is read."""
+        if len(self._open) < self.limits.max_links:
+            return True
+        log.warn(
+            "{label} connection from {peer} refused: {count} links open (max_links)",
+            label=self.label,
+            peer=f"{getattr(addr, 'host', '?')}:{getattr(addr, 'port', '?')}",
+            count=len(self._open),
+        )
+        return False
+
+    def _accepted(self, link: IqLinkProtocol) -> IqLinkProtocol:
+        link.max_pending = self.limits.max_pending
+        self._open.add(link)
+        return link
+
+    def link_ready(self, link: IqLinkProtocol) -> None:
+        log.info("{label} link from {peer} up", label=self.label, peer=link.peer)
+        self._register_timers[link] = self.reactor.callLater(
+            self.limits.register_timeout, self._not_registered, link
+        )
+
+    def _not_registered(self, link: IqLinkProtocol) -> None:
+        self._register_timers.pop(link, None)
+        if link.registered_mid is None and not link.closed:
+            log.warn(
+                "{label} link from {peer} closed: no ServiceChange within {timeout}s",
+                label=self.label,
+                peer=link.peer,
+                timeout=self.limits.register_timeout,
+            )
+            link.transport.abortConnection()  # type: ignore[union-attr]
+
+    def _link_gone(self, link: IqLinkProtocol) -> None:
+        """Forget a lost link (its register timer too); count it if it was never verified."""
+        if not link.verified:
+            self.unverified_links += 1
+        self._open.discard(link)
+        self._registered(link)
+
+    def _registered(self, link: IqLinkProtocol) -> None:
+        timer = self._register_timers.pop(link, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _stop_timers(self) -> None:
+        for timer in self._register_timers.values():
+            if timer.active():
+                timer.cancel()
+        self._register_timers.clear()
+
+    def _admit(
+        self,
+        link: IqLinkProtocol,
+        mid: str,
+        kind: Any,
+        known: KnownGateway | None,
+        room: Callable[[], Refusal | None],
+    ) -> None:
+        """The admission check of a ServiceChange ``kind`` as ``mid`` (``room``: whether a new
+        gateway fits, asked only for a new one); logs and raises the refusal."""
+        refusal = self.admission.service_change(
+            mid, kind, link.identity, link_mid=link.registered_mid, known=known
+        )
+        if refusal is None and known is None and kind != "forced":
+            refusal = room()
+        if refusal is not None:
+            log.warn(
+                "{label} ServiceChange {kind} as {gateway} from {peer} refused: {reason}",
+                label=self.label,
+                kind=kind,
+                gateway=printable(mid),
+                peer=link.peer,
+                identity=str(link.identity),
+                reason=refusal.reason,
+                code=refusal.code,
+            )
+            raise RemoteIqError(refusal.reason, code=refusal.code)
+
+
+class IqController(ListeningController):
     """The IMS-ALG end of Iq.
 
     Gateways are named by the mId they register with (e.g. ``<agw1.example.net>``). Several may
@@ -824,24 +929,21 @@ class IqController:
         list of ``MID@ADDRESS`` entries (:class:`~iq.admission.AllowEntry`); otherwise
         :class:`LocalIqError`. With TLS, ``allow`` (if given) restricts the mIds further.
         ``observer`` is told of every request made (:data:`TransactionObserver`)."""
-        self.admission = IqAdmission.build(tls=tls is not None, insecure=insecure, allow=allow)
-        self.limits = limits if limits is not None else IqLimits()
+        super().__init__(
+            tls=tls,
+            insecure=insecure,
+            allow=allow,
+            limits=limits,
+            timeout=timeout,
+            reactor=reactor,
+            handshake_timeout=handshake_timeout,
+        )
         self.mid = mid
-        self.tls = tls
-        self.timeout = timeout
         self.faults = faults
-        self.handshake_timeout = handshake_timeout
-        self.reactor = reactor if reactor is not None else _default_reactor()
         self.observer = observer
         self._gateways: dict[str, _Gateway] = {}
         self._links: set[IqLinkProtocol] = set()
-        #: Every link accepted and not yet lost (up or still in its TLS handshake).
-        self._open: set[IqLinkProtocol] = set()
-        self._register_timers: dict[IqLinkProtocol, IDelayedCall] = {}
         self._subscribers: list[Callable[[ControllerEvent], None]] = []
-        #: Links lost before they were up: with TLS, a failed handshake or a certificate that
-        #: matches no pinned fingerprint (no byte of such a peer is read as H.248).
-        self.unverified_links = 0
 
     def listen(self, port: int = DEFAULT_PORT, interface: str = "127.0.0.1") -> IListeningPort:
         """Listen for AGWs (TLS if configured). Port 0 picks a free port: see ``getHost()``."""
@@ -1007,29 +1109,11 @@ class IqController:
 
     def link_ready(self, link: IqLinkProtocol) -> None:
         self._links.add(link)
-        log.info("Iq link from {peer} up", peer=link.peer)
-        self._register_timers[link] = self.reactor.callLater(
-            self.limits.register_timeout, self._not_registered, link
-        )
-
-    def _not_registered(self, link: IqLinkProtocol) -> None:
-        self._register_timers.pop(link, None)
-        if link.registered_mid is None and not link.closed:
-            log.warn(
-                "Iq link from {peer} closed: no ServiceChange within {timeout}s",
-                peer=link.peer,
-                timeout=self.limits.register_timeout,
-            )
-            link.transport.abortConnection()  # type: ignore[union-attr]
+        super().link_ready(link)
 
     def link_lost(self, link: IqLinkProtocol, reason: Failure) -> None:
-        if not link.verified:
-            self.unverified_links += 1
+        self._link_gone(link)
         self._links.discard(link)
-        self._open.discard(link)
-        timer = self._register_timers.pop(link, None)
-        if timer is not None and timer.active():
-            timer.cancel()
         for gw in list(self._gateways.values()):
             if gw.link is link:
                 # Its contexts are kept: after a warm restart the gateway still has them.
@@ -1098,22 +1182,7 @@ class IqController:
                 same_link=old.link is link,
                 has_contexts=bool(old.contexts),
             )
-        refusal = self.admission.service_change(
-            mid, op.kind, link.identity, link_mid=link.registered_mid, known=known
-        )
-        if refusal is None and old is None and op.kind != "forced":
-            refusal = self._room_for_gateway()
-        if refusal is not None:
-            log.warn(
-                "Iq ServiceChange {kind} as {gateway} from {peer} refused: {reason}",
-                kind=op.kind,
-                gateway=printable(mid),
-                peer=link.peer,
-                identity=str(link.identity),
-                reason=refusal.reason,
-                code=refusal.code,
-            )
-            raise RemoteIqError(refusal.reason, code=refusal.code)
+        self._admit(link, mid, op.kind, known, self._room_for_gateway)
         if op.kind == "forced":
             assert old is not None
             if old.in_service:
@@ -1126,9 +1195,7 @@ class IqController:
                 gateway.contexts = old.contexts  # warm boot: the AGW kept its contexts
             self._gateways[mid] = gateway
             link.registered_mid = mid
-            timer = self._register_timers.pop(link, None)
-            if timer is not None and timer.active():
-                timer.cancel()
+            self._registered(link)
             log.info(
                 "Iq gateway {gateway} in service ({kind}) from {peer}",
                 gateway=mid,

@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 import attrs
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorSSL, IReactorTCP
+from twisted.internet.interfaces import IListeningPort, IReactorSSL, IReactorTCP
 from twisted.internet.protocol import ClientFactory, Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -29,7 +29,6 @@ from twisted.python.failure import Failure
 from iq.admission import (
     INSUFFICIENT_RESOURCES,
     AllowEntry,
-    IqAdmission,
     IqLimits,
     KnownGateway,
     Refusal,
@@ -38,7 +37,7 @@ from iq.codec import Action, Message, TransactionReply, TransactionRequest
 from iq.config import IqTlsConfig
 from iq.connection import printable
 from iq.errors import LocalIqError, NotInService, RemoteIqError
-from iq.link import IqLinkProtocol, ReconnectingAgent, _creator
+from iq.link import IqLinkProtocol, ListeningController, ReconnectingAgent, _creator
 from mp import profile
 from mp.profile import (
     AckReply,
@@ -159,19 +158,11 @@ class _ControllerFactory(Factory):
 
     def buildProtocol(self, addr: Any) -> IqLinkProtocol | None:
         ctrl = self.ctrl
-        peer = f"{getattr(addr, 'host', '?')}:{getattr(addr, 'port', '?')}"
-        if len(ctrl._open) >= ctrl.limits.max_links:
-            log.warn(
-                "Mp connection from {peer} refused: {count} links open (max_links)",
-                peer=peer,
-                count=len(ctrl._open),
-            )
+        if not ctrl._room_for_link(addr):
             return None
         link = _link(ctrl, mid=ctrl.mid, reactor=ctrl.reactor, tls=ctrl.tls)
         link.handshake_timeout = ctrl.handshake_timeout
-        link.max_pending = ctrl.limits.max_pending
-        ctrl._open.add(link)
-        return link
+        return ctrl._accepted(link)
 
 
 @attrs.define
@@ -183,8 +174,10 @@ class _Mrfp:
     streams: _Streams = attrs.field(factory=_Streams)
 
 
-class MpController:
+class MpController(ListeningController):
     """The MRFC end of Mp. MRFPs are named by the mId they register with (``<mrfp>``)."""
+
+    label = "Mp"
 
     def __init__(
         self,
@@ -204,23 +197,22 @@ class MpController:
         """``tls``: mutual-certificate TLS with the MRFPs' certificates pinned. ``tls=None``
         (plain TCP, which authenticates nobody) only with ``insecure=True`` and an ``allow``
         list of ``MID@ADDRESS`` entries; otherwise :class:`~iq.errors.LocalIqError`."""
-        self.admission = IqAdmission.build(tls=tls is not None, insecure=insecure, allow=allow)
+        super().__init__(
+            tls=tls,
+            insecure=insecure,
+            allow=allow,
+            limits=limits,
+            timeout=timeout,
+            reactor=reactor,
+            handshake_timeout=handshake_timeout,
+        )
         self.host = host
         self.port = port
-        self.tls = tls
         self.mid = mid
-        self.limits = limits if limits is not None else IqLimits()
-        self.timeout = timeout
-        self.reactor = reactor if reactor is not None else _default_reactor()
         self.on_event = on_event
-        self.handshake_timeout = handshake_timeout
         self._mrfps: dict[str, _Mrfp] = {}
-        self._open: set[IqLinkProtocol] = set()
-        self._register_timers: dict[IqLinkProtocol, IDelayedCall] = {}
         self._waiting: list[defer.Deferred[str]] = []
         self._listening: IListeningPort | None = None
-        #: Links lost before they were up (a failed handshake, an unpinned certificate).
-        self.unverified_links = 0
 
     # -- lifecycle
 
@@ -250,10 +242,7 @@ class MpController:
         """Stop listening and close every link."""
         for link in list(self._open):
             link.close()
-        for timer in self._register_timers.values():
-            if timer.active():
-                timer.cancel()
-        self._register_timers.clear()
+        self._stop_timers()
         port, self._listening = self._listening, None
         if port is None:
             return defer.succeed(None)
@@ -365,30 +354,10 @@ class MpController:
 
     # -- link owner
 
-    def link_ready(self, link: IqLinkProtocol) -> None:
-        log.info("Mp link from {peer} up", peer=link.peer)
-        self._register_timers[link] = self.reactor.callLater(
-            self.limits.register_timeout, self._not_registered, link
-        )
-
-    def _not_registered(self, link: IqLinkProtocol) -> None:
-        self._register_timers.pop(link, None)
-        if link.registered_mid is None and not link.closed:
-            log.warn(
-                "Mp link from {peer} closed: no ServiceChange within {timeout}s",
-                peer=link.peer,
-                timeout=self.limits.register_timeout,
-            )
-            link.transport.abortConnection()  # type: ignore[union-attr]
-
     def link_lost(self, link: IqLinkProtocol, reason: Failure) -> None:
         if not link.verified:
-            self.unverified_links += 1
             log.warn("Mp link from {peer} lost before it was verified", peer=link.peer)
-        self._open.discard(link)
-        timer = self._register_timers.pop(link, None)
-        if timer is not None and timer.active():
-            timer.cancel()
+        self._link_gone(link)
         for mrfp in self._mrfps.values():
             if mrfp.link is link:
                 mrfp.link = None
@@ -454,28 +423,7 @@ class MpController:
                 same_link=old.link is link,
                 has_contexts=True,
             )
-        refusal = self.admission.service_change(
-            mid, op.kind, link.identity, link_mid=link.registered_mid, known=known
-        )
-        if refusal is None and old is None and op.kind != "forced":
-            if len(self._mrfps) >= self.limits.max_gateways:
-                for name, m in list(self._mrfps.items()):
-                    if m.link is None:
-                        del self._mrfps[name]
-                        break
-                else:
-                    refusal = Refusal(INSUFFICIENT_RESOURCES, "too many MRFPs (max_gateways)")
-        if refusal is not None:
-            log.warn(
-                "Mp ServiceChange {kind} as {gateway} from {peer} refused: {reason}",
-                kind=op.kind,
-                gateway=printable(mid),
-                peer=link.peer,
-                identity=str(link.identity),
-                reason=refusal.reason,
-                code=refusal.code,
-            )
-            raise RemoteIqError(refusal.reason, code=refusal.code)
+        self._admit(link, mid, op.kind, known, self._room_for_mrfp)
         if op.kind == "forced":
             assert old is not None
             old.in_service = False
@@ -486,9 +434,7 @@ class MpController:
                 mrfp.streams = old.streams  # warm restart: the MRFP kept its contexts
             self._mrfps[mid] = mrfp
             link.registered_mid = mid
-            timer = self._register_timers.pop(link, None)
-            if timer is not None and timer.active():
-                timer.cancel()
+            self._registered(link)
             log.info(
                 "Mp MRFP {gateway} in service ({kind}) from {peer}",
                 gateway=mid,
@@ -502,6 +448,16 @@ class MpController:
             self.reactor.callLater(0, _fire, waiting, mid)
         actions = profile.encode_reply(op, profile.ServiceChangeReply())
         return TransactionReply(request.transaction_id, actions)
+
+    def _room_for_mrfp(self) -> Refusal | None:
+        """Room for one more MRFP record: forget one without a link if full."""
+        if len(self._mrfps) < self.limits.max_gateways:
+            return None
+        for name, m in list(self._mrfps.items()):
+            if m.link is None:
+                del self._mrfps[name]
+                return None
+        return Refusal(INSUFFICIENT_RESOURCES, "too many MRFPs (max_gateways)")
 
 
 def _fire(waiting: list[defer.Deferred[str]], mid: str) -> None:

@@ -463,6 +463,10 @@ def _plan_fast(
     session_host: str | None = None
     plans: list[StreamPlan] = []
     index = -1
+    # The last single a=fingerprint read and what it gave: a UE has one certificate, so the
+    # streams of one offer usually carry the same value, parsed once (within this call only).
+    last_text: str | None = None
+    last_fps: tuple[Fingerprint, ...] = ()
     for piece, (media, port, _count, proto_in, _fmts) in zip(pieces[1:], mlines, strict=True):
         index += 1
         upper = proto_in.upper()
@@ -470,14 +474,19 @@ def _plan_fast(
         if orig:
             fingerprint = _fingerprint_values(piece)
             if len(fingerprint) == 1:  # the common case of _fast_fingerprints, inline
-                try:
-                    fp = _parse_fingerprint(fingerprint[0])
-                except UnsupportedHash:
-                    fps: tuple[Fingerprint, ...] = ()
-                except InvalidFingerprint:
-                    raise _General from None
+                text = fingerprint[0]
+                if text == last_text:
+                    fps: tuple[Fingerprint, ...] = last_fps
                 else:
-                    fps = (fp,) if fp.hash_func in accepted else ()
+                    try:
+                        fp = _parse_fingerprint(text)
+                    except UnsupportedHash:
+                        fps = ()
+                    except InvalidFingerprint:
+                        raise _General from None
+                    else:
+                        fps = (fp,) if fp.hash_func in accepted else ()
+                    last_text, last_fps = text, fps
             elif fingerprint:
                 fps = _fast_fingerprints(fingerprint, accepted)
             else:

@@ -197,3 +197,28 @@ def test_fast_ways_are_taken(ending: str) -> None:
         "",
     ]
     assert result == rewrite_offer(_general(SessionDescription.parse(text)), plan, reservations)
+
+
+def test_streams_with_the_same_or_another_fingerprint_each_get_their_own() -> None:
+    """The fast plan reads a fingerprint once for the streams that repeat the value before
+    them: streams with another value (or one it cannot use) still get what their own says."""
+    other = "sha-256 " + ":".join(f"{i * 13 % 256:02X}" for i in range(32))
+    md5 = "md5 " + ":".join(["AB"] * 16)
+    values = [FP256, FP256, other, other, md5, md5, FP256]
+    lines = ["v=0", "o=- 1 1 IN IP4 192.0.2.10", "s=-", "c=IN IP4 192.0.2.10", "t=0 0"]
+    for n, value in enumerate(values):
+        lines += [
+            f"m=message {7000 + n} TCP/TLS/MSRP *",
+            f"a=fingerprint:{value}",
+            "a=setup:active",
+            "a=3ge2ae:requested" if value != md5 else "a=sendrecv",
+        ]
+    text = "\r\n".join([*lines, ""])
+    fast = SessionDescription.parse(text)
+    assert fast._pieces is not None
+    plan = plan_offer("orig-offer", fast, ("msrp-tls",), Policy())
+    assert plan == plan_offer(
+        "orig-offer", _general(SessionDescription.parse(text)), ("msrp-tls",), Policy()
+    )
+    want = [(Fingerprint.parse(v),) if v != md5 else () for v in values]
+    assert [s.fingerprints for s in plan.streams] == want

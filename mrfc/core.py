@@ -80,6 +80,28 @@ def authorize(conference: Conference, participant: str) -> None:
         raise Refused(403, f"{participant} is not authorized to join {conference.uri}")
 
 
+#: Seconds a caller refused for too many set-ups at once is told to wait (Retry-After).
+RETRY_AFTER = 5
+
+
+def check_room(
+    conference: Conference,
+    participants: int,
+    setups: int,
+    *,
+    max_participants: int,
+    max_setups: int,
+) -> None:
+    """Refused(486) if ``conference`` already holds ``max_participants`` (``participants``:
+    its dialogs, dial-outs in progress included); Refused(503) if ``setups`` dial-in
+    set-ups are in progress and that is ``max_setups`` (the caller adds Retry-After:
+    :data:`RETRY_AFTER`). ``setups`` is ignored for a dial-out (pass 0)."""
+    if participants >= max_participants:
+        raise Refused(486, f"{conference.uri} is full: {max_participants} participants")
+    if setups >= max_setups:
+        raise Refused(503, f"{setups} set-ups in progress")
+
+
 # ---------------------------------------------------------------------------------------------
 # the offer
 

@@ -291,25 +291,28 @@ class MrfcService(service.Service):
             )
             self.send(response, invite.top_via.response_address())
             return
-        full = self._full(conference)
         setups = sum(1 for q in self.participants.values() if not q.outgoing and q.final is None)
-        if full or setups >= self.config.max_setups:
-            status, warning, extra = (
-                (486, full, ())
-                if full
-                else (503, f"{setups} set-ups in progress", (("Retry-After", "5"),))
+        try:
+            core.check_room(
+                conference,
+                self._count(conference),
+                setups,
+                max_participants=self.config.max_participants,
+                max_setups=self.config.max_setups,
             )
+        except core.Refused as exc:
             log.warn(
                 "mrfc: {call_id} to {conference} refused {status}: {error}",
                 call_id=invite.call_id,
                 conference=conference.uri,
                 participant=core.participant_of(invite),
                 peer=f"{addr[0]}:{addr[1]}",
-                status=status,
-                error=warning,
+                status=exc.status,
+                error=exc.warning,
             )
+            retry = [("Retry-After", str(core.RETRY_AFTER))] if exc.status == 503 else []
             response = core.answer(
-                invite, dialog, status, contact=self.contact, warning=warning, extra=extra
+                invite, dialog, exc.status, contact=self.contact, warning=exc.warning, extra=retry
             )
             self.send(response, invite.top_via.response_address())
             return
@@ -319,14 +322,12 @@ class MrfcService(service.Service):
         d = defer.Deferred.fromCoroutine(self._dial_in(p))
         d.addErrback(self._setup_failed, p)
 
-    def _full(self, conference: core.Conference) -> str:
-        """Why ``conference`` takes no one more (``max_participants`` reached, counting the
-        dial-outs in progress), or the empty string."""
-        count = self._dialling.get(conference.uri, 0) + sum(
+    def _count(self, conference: core.Conference) -> int:
+        """The dialogs of ``conference``: those in ``participants`` and the dial-outs in
+        progress that are not there yet."""
+        return self._dialling.get(conference.uri, 0) + sum(
             1 for q in self.participants.values() if q.conference.uri == conference.uri
         )
-        limit = self.config.max_participants
-        return f"{conference.uri} is full: {limit} participants" if count >= limit else ""
 
     def _cancel(self, cancel: Request, addr: Address) -> None:
         p = self.participants.get(cancel.call_id)
@@ -638,18 +639,36 @@ class MrfcService(service.Service):
         core.authorize(conference, target)
         if self.config.next_hop is None:
             raise DialOutFailed("dial-out needs next_hop")
-        full = self._full(conference)
-        if full:
-            raise DialOutFailed(full)
-        self._dialling[conference.uri] = self._dialling.get(conference.uri, 0) + 1
         try:
-            return await self._dial_out(conference, target)
-        finally:
-            left = self._dialling.pop(conference.uri) - 1
-            if left:
-                self._dialling[conference.uri] = left
+            core.check_room(
+                conference,
+                self._count(conference),
+                0,
+                max_participants=self.config.max_participants,
+                max_setups=self.config.max_setups,
+            )
+        except core.Refused as exc:
+            raise DialOutFailed(exc.warning) from None
+        uri = conference.uri
+        self._dialling[uri] = self._dialling.get(uri, 0) + 1
+        held = [True]
 
-    async def _dial_out(self, conference: core.Conference, target: str) -> Participant:
+        def placed() -> None:
+            """The dial-out is in ``participants`` now (or over): it no longer counts here."""
+            if held[0]:
+                held[0] = False
+                left = self._dialling.pop(uri) - 1
+                if left:
+                    self._dialling[uri] = left
+
+        try:
+            return await self._dial_out(conference, target, placed)
+        finally:
+            placed()
+
+    async def _dial_out(
+        self, conference: core.Conference, target: str, placed: Callable[[], None]
+    ) -> Participant:
         me, kms = self.config.identity, self._ticket_kms()
         now = float(self.reactor.seconds())
         try:
@@ -687,6 +706,7 @@ class MrfcService(service.Service):
         )
         p.dialog = dialog
         self.participants[dialog.call_id] = p
+        placed()
         try:
             response = await self.request(invite, self.config.next_hop)
         except TimeoutError:

@@ -95,6 +95,26 @@ def test_only_listed_participants_may_join() -> None:
     assert info.value.status == 403 and "not authorized" in info.value.warning
 
 
+@pytest.mark.parametrize(
+    ("participants", "setups", "status"),
+    [(0, 0, None), (1, 2, None), (2, 0, 486), (3, 3, 486), (1, 3, 503), (0, 4, 503)],
+)
+def test_check_room_refuses_a_full_conference_486_and_too_many_set_ups_503(
+    participants: int, setups: int, status: int | None
+) -> None:
+    def check() -> None:
+        core.check_room(CONF, participants, setups, max_participants=2, max_setups=3)
+
+    if status is None:
+        check()
+        return
+    with pytest.raises(core.Refused) as info:
+        check()
+    assert info.value.status == status
+    want = f"{CONF.uri} is full: 2 participants" if status == 486 else f"{setups} set-ups"
+    assert want in info.value.warning
+
+
 def test_join_requests_carry_the_psk_roles_and_floors() -> None:
     o = core.read_offer(offer(bfcp_setup="passive"))
     msrp, bfcp = o.media_streams

@@ -836,3 +836,44 @@ async def _retry(peer: Any, port: int, mrfc: Any, who: str, listen_port: int) ->
     )
     peer.port.write(again.serialise(), mrfc)
     return await peer.final()
+
+
+class _SlowAnswerer(_Answerer):
+    """An :class:`_Answerer` that answers an INVITE only once ``release`` has fired."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(body)
+        self.release: defer.Deferred[None] = defer.Deferred()
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        message = parse_datagram(data)
+        if isinstance(message, Request) and message.method == "INVITE":
+            self.release.addCallback(lambda _: _Answerer.datagramReceived(self, data, addr))
+            return
+        super().datagramReceived(data, addr)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dial_out_in_progress_counts_once_toward_the_conference_limit(
+    lab: dict[str, Any],
+    cleanup: list[Any],
+    ids: dict[str, certs.CertAndKey],
+) -> None:
+    bob = _SlowAnswerer(b"v=0\r\n")
+    udp = reactor.listenUDP(0, bob, interface="127.0.0.1")
+    cleanup.append(udp.stopListening)
+    app, _ = await _start(
+        lab, cleanup, ids, next_hop=("127.0.0.1", udp.getHost().port), max_participants=2
+    )
+    dialling = defer.Deferred.fromCoroutine(app.dial_out(CONF, aor("bob")))
+    dialling.addErrback(lambda _: None)  # bob's answer is not a good one: not what is tested
+    assert await _wait(lambda: len(app.participants) == 1)  # bob's INVITE is out, unanswered
+    assert app._count(lab["config"].conference(CONF)) == 1
+    alice = _SipPeer()
+    port = reactor.listenUDP(0, alice, interface="127.0.0.1")
+    cleanup.append(port.stopListening)
+    invite = _plain_invite(port.getHost().port, app.address, 7007, "alice")
+    port.write(invite.serialise(), app.address)
+    assert (await alice.final()).status == 200  # bob and alice: two, the limit
+    bob.release.callback(None)
+    await dialling

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 
 import attrs
@@ -29,6 +30,10 @@ def _params_text(params: tuple[tuple[str, str | None], ...], sep: str) -> str:
     return "".join(f"{sep}{k}" if v is None else f"{sep}{k}={v}" for k, v in params)
 
 
+#: A character no host (RFC 3261 25.1: hostname, IPv4address, IPv6reference) holds.
+_NOT_IN_A_HOST = re.compile(r'["\s<>,;\\]').search
+
+
 def split_hostport(text: str, where: str) -> tuple[str, int | None]:
     """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` -> (host, port or None)."""
     text = text.strip()
@@ -44,6 +49,9 @@ def split_hostport(text: str, where: str) -> tuple[str, int | None]:
         host, _, port_text = text.partition(":")
     if not host:
         raise RemoteSipError(400, f"Missing host in {where}", where=where)
+    if _NOT_IN_A_HOST(host) is not None:
+        # (a quote would also make the host's text read back differently once params follow)
+        raise RemoteSipError(400, f"Bad host {host!r} in {where}", where=where)
     if not port_text:
         return host, None
     digits = port_text.isdigit() and port_text.isascii() and len(port_text) <= 10

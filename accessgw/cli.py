@@ -105,7 +105,14 @@ def _run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
+    # Said before the service closes them: how many terminations were still reserved when the
+    # process was told to stop (0 after a run whose calls all ended; bench/cps.py reads it).
+    def _stopping() -> None:
+        held = len(agw.gateway.terminations)
+        print(f"e2ae accessgw: stopping; terminations held={held}", flush=True)
+
     reactor.callWhenRunning(_ready)  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", _stopping)  # type: ignore[attr-defined]
     reactor.addSystemEventTrigger("before", "shutdown", agw.stopService)  # type: ignore[attr-defined]
     # What start-up made lives as long as the process: out of the collector's way, a full
     # collection no longer walks it.

@@ -379,8 +379,11 @@ def stop_agw(proc: subprocess.Popen[bytes]) -> str:
     except subprocess.TimeoutExpired:
         proc.kill()
         out, _ = proc.communicate()
+        return "unknown (the AGW did not stop within 10 s of SIGTERM and was killed)"
     held = [w for w in out.decode().split() if w.startswith("held=")]
-    return held[-1][5:] if held else "?"
+    if held:
+        return held[-1][5:]
+    return f"unknown (the AGW exited with {proc.returncode} without its held= line)"
 
 
 def start_workers(
@@ -644,7 +647,7 @@ def main() -> int:
     parser.add_argument(
         "--accessgw",
         action="store_true",
-        help="use the `e2ae accessgw` process as the AGW (no leak count: it prints none)",
+        help="use the `e2ae accessgw` process as the AGW",
     )
     parser.add_argument(
         "--workers",

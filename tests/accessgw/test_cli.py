@@ -123,6 +123,27 @@ async def test_service_registers_reserves_relays_and_releases(tmp_path: Path) ->
         # Released: the context is gone.
         with pytest.raises(RequestFailed):
             await ctrl.release(MID, profile.ReleaseRequest(reply.context))
+        # One left reserved: the process says so when told to stop.
+        await ctrl.reserve(
+            MID,
+            profile.ReserveRequest(
+                call_id="call-2@test",
+                streams=(
+                    profile.StreamReservation(
+                        stream=1,
+                        media="message",
+                        access_setup="passive",
+                        core_setup="active",
+                        ue_fingerprints=(ue.fingerprint("sha-384"),),
+                    ),
+                ),
+            ),
+        )
+        assert proc.transport is not None
+        proc.transport.signalProcess("TERM")
+        await proc.ended
+        # The gateway counts a reserved stream (its access and core pair) once.
+        assert "e2ae accessgw: stopping; terminations held=1\n" in proc.out.decode()
     finally:
         if proc.rc is None and proc.transport is not None:
             proc.transport.signalProcess("TERM")

@@ -31,6 +31,22 @@ def _spawn_agw(args: list[str]) -> Proc:
     return proc
 
 
+def _one_msrp_stream(call_id: str, ue: Any) -> profile.ReserveRequest:
+    """A Reserve of one MSRP stream, the UE's certificate the one to pin."""
+    return profile.ReserveRequest(
+        call_id=call_id,
+        streams=(
+            profile.StreamReservation(
+                stream=1,
+                media="message",
+                access_setup="passive",
+                core_setup="active",
+                ue_fingerprints=(ue.fingerprint("sha-384"),),
+            ),
+        ),
+    )
+
+
 @pytest.mark.peer
 @pytest_twisted.ensureDeferred
 async def test_service_registers_reserves_relays_and_releases(tmp_path: Path) -> None:
@@ -60,21 +76,7 @@ async def test_service_registers_reserves_relays_and_releases(tmp_path: Path) ->
             )
         )
         assert proc.rc is None, bytes(proc.err)
-        reply = await ctrl.reserve(
-            MID,
-            profile.ReserveRequest(
-                call_id="call-1@test",
-                streams=(
-                    profile.StreamReservation(
-                        stream=1,
-                        media="message",
-                        access_setup="passive",
-                        core_setup="active",
-                        ue_fingerprints=(ue.fingerprint("sha-384"),),
-                    ),
-                ),
-            ),
-        )
+        reply = await ctrl.reserve(MID, _one_msrp_stream("call-1@test", ue))
         [stream] = reply.streams
         assert stream.agw_fingerprint == agw.fingerprint()
         assert stream.access_setup == "passive" and stream.core_setup == "active"
@@ -124,21 +126,7 @@ async def test_service_registers_reserves_relays_and_releases(tmp_path: Path) ->
         with pytest.raises(RequestFailed):
             await ctrl.release(MID, profile.ReleaseRequest(reply.context))
         # One left reserved: the process says so when told to stop.
-        await ctrl.reserve(
-            MID,
-            profile.ReserveRequest(
-                call_id="call-2@test",
-                streams=(
-                    profile.StreamReservation(
-                        stream=1,
-                        media="message",
-                        access_setup="passive",
-                        core_setup="active",
-                        ue_fingerprints=(ue.fingerprint("sha-384"),),
-                    ),
-                ),
-            ),
-        )
+        await ctrl.reserve(MID, _one_msrp_stream("call-2@test", ue))
         assert proc.transport is not None
         proc.transport.signalProcess("TERM")
         await proc.ended

@@ -131,11 +131,14 @@ class Registrar:
 
 
 def _register_request(port: int, transport: str) -> bytes:
+    # The branch and tag name the transport as well as the port: a TCP REGISTER from a port
+    # an earlier UDP one used is a new transaction, not a retransmission of that one (RFC 3261
+    # 17.2.3 matches on branch, sent-by and method, and free_port() may give the port again).
     return (
         "REGISTER sip:ims.test SIP/2.0\r\n"
-        f"Via: SIP/2.0/{transport.upper()} 127.0.0.1:{port};branch=z9hG4bK-w{port};rport\r\n"
+        f"Via: SIP/2.0/{transport.upper()} 127.0.0.1:{port};branch=z9hG4bK-w{transport}{port};rport\r\n"
         "Max-Forwards: 70\r\n"
-        f"From: <sip:alice@ims.test>;tag=r{port}\r\n"
+        f"From: <sip:alice@ims.test>;tag=r{transport}{port}\r\n"
         "To: <sip:alice@ims.test>\r\n"
         f"Call-ID: reg-{transport}-{port}@127.0.0.1\r\n"
         "CSeq: 1 REGISTER\r\n"

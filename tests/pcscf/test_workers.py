@@ -136,7 +136,8 @@ def _register_request(port: int, transport: str) -> bytes:
     # 17.2.3 matches on branch, sent-by and method, and free_port() may give the port again).
     return (
         "REGISTER sip:ims.test SIP/2.0\r\n"
-        f"Via: SIP/2.0/{transport.upper()} 127.0.0.1:{port};branch=z9hG4bK-w{transport}{port};rport\r\n"
+        f"Via: SIP/2.0/{transport.upper()} 127.0.0.1:{port}"
+        f";branch=z9hG4bK-w{transport}{port};rport\r\n"
         "Max-Forwards: 70\r\n"
         f"From: <sip:alice@ims.test>;tag=r{transport}{port}\r\n"
         "To: <sip:alice@ims.test>\r\n"

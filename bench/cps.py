@@ -11,7 +11,10 @@ each offered rate (raised step by step until the first failed call) it runs, in 
 
 It prints per rate whether every call succeeded and the completed calls per second, then the
 highest rate each path sustained without a failed call, the ratio e2ae/direct, and how many
-terminations the AGW still held at the end (0 unless something leaked). It asserts nothing.
+terminations the AGW still held at the end (0 unless something leaked; ``--settle S`` waits S
+seconds after the last step before asking, default 0.5: after a failed step, calls SIPp gave
+up on may still be waiting for the P-CSCF's transaction timers, so 35 s tells those from a
+leak). It asserts nothing.
 The machine may be shared: figures from one run are comparable with each other only.
 
 The AGW process is ``--agw-cmd`` (default: the in-process AccessGateway behind an Iq agent of
@@ -614,7 +617,7 @@ def run_workers(
                 rate += args.step
         finally:
             if agws:
-                time.sleep(0.5)  # the last BYEs' Releases
+                time.sleep(args.settle)  # the last BYEs' Releases (--settle)
             held = ",".join(stop_agw(agw) for agw in agws) or "?"
             pcscf.terminate()
             pcscf.wait(timeout=20)
@@ -671,6 +674,15 @@ def main() -> int:
     )
     parser.add_argument(
         "--log-dir", type=Path, help="keep the P-CSCF, AGW and SIPp error logs here"
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="seconds to wait after the last step before stopping the AGW and reading the"
+        " terminations it still holds (default 0.5; the P-CSCF's Timer B/F is 32 s, so 35"
+        " tells a leak from calls whose transactions are still timing out)",
     )
     parser.add_argument(
         "--profile",
@@ -764,7 +776,7 @@ def main() -> int:
                 rate += args.step
         finally:
             if agw is not None:
-                time.sleep(0.5)  # the last BYEs' Releases
+                time.sleep(args.settle)  # the last BYEs' Releases (--settle)
                 held = stop_agw(agw)
             pcscf.terminate()
             pcscf.wait(timeout=10)

@@ -22,7 +22,8 @@ The rules (H.248.1 section 8.2.3):
   :class:`TransactionTimedOut`. A request sent with a ``late_window`` is remembered that long
   after it timed out: a reply in the window is :class:`LateReplyReceived`, after it
   (:class:`LateWindowClosed`) a reply to an unknown transaction (:class:`UnknownReplyReceived`).
-- At most ``max_pending`` requests wait for a reply; one more raises :class:`Overloaded`.
+- At most ``max_pending`` requests wait for a reply; one more raises :class:`Overloaded`
+  (a request sent with ``bounded=False``, a Release, is never refused for that).
   A request is encoded and framed before anything is recorded, so one that cannot be encoded
   raises :class:`LocalIqError` and leaves no pending transaction and no deadline behind.
 - A request received is served at most once (:class:`~iq.transactions.ReplyCache`): a
@@ -413,17 +414,22 @@ class IqConnection:
         timeout: float,
         what: str = "",
         late_window: float | None = None,
+        bounded: bool = True,
     ) -> SentRequest:
         """Record a request as pending and return its packet.
 
         Raises :class:`LinkLost` once the connection is lost, :class:`Overloaded` when
-        ``max_pending`` requests already wait, :class:`LocalIqError` when it cannot be encoded
-        (nothing is recorded then). ``late_window``: seconds a reply after the timeout is still
-        told apart (:class:`LateReplyReceived`)."""
+        ``max_pending`` requests already wait (unless ``bounded`` is false), :class:`LocalIqError`
+        when it cannot be encoded (nothing is recorded then). ``late_window``: seconds a reply
+        after the timeout is still told apart (:class:`LateReplyReceived`).
+
+        ``bounded=False`` is for a request that frees what the peer holds (a Release): refusing
+        it would leave that held for good, and how many can be owed is bounded by what was
+        reserved, not by this link's traffic."""
         self._tick(now)
         if self.closed:
             raise LinkLost(f"Iq link to {self.peer} is not up")
-        if len(self._outstanding) >= self.max_pending:
+        if bounded and len(self._outstanding) >= self.max_pending:
             raise Overloaded(f"{len(self._outstanding)} Iq requests to {self.peer} already pending")
         tid = self._ids.allocate()
         packet = frame(codec.encode(Message(self.mid, (TransactionRequest(tid, actions),))))

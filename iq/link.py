@@ -568,12 +568,15 @@ class IqLinkProtocol(TwistedProtocol):
         timeout: float,
         what: str = "",
         on_late: Callable[[TransactionReply], None] | None = None,
+        bounded: bool = True,
     ) -> defer.Deferred[TransactionReply]:
         """Send a transaction request; the Deferred fires with the reply, or fails with
         :class:`IqTimeout` / :class:`LinkLost` / :class:`Overloaded`.
 
         ``on_late`` is called with a reply that arrives after the timeout (within
-        :data:`LATE_REPLY_WINDOW` seconds), so that what the peer did anyway can be undone."""
+        :data:`LATE_REPLY_WINDOW` seconds), so that what the peer did anyway can be undone.
+        ``bounded=False`` (a Release): never refused by :attr:`max_pending`
+        (:meth:`IqConnection.send_request`)."""
         if self.closed or not self.ready:
             return defer.fail(LinkLost(f"Iq link to {self.peer} is not up"))
         now = self.reactor.seconds()
@@ -584,6 +587,7 @@ class IqLinkProtocol(TwistedProtocol):
                 timeout=timeout,
                 what=what,
                 late_window=None if on_late is None else LATE_REPLY_WINDOW,
+                bounded=bounded,
             )
         except Overloaded as exc:
             log.warn(
@@ -1028,7 +1032,9 @@ class IqController(ListeningController):
     def release(
         self, gateway: str, request: profile.ReleaseRequest, *, timeout: float | None = None
     ) -> defer.Deferred[profile.ReleaseReply]:
-        d = self._request(gateway, request, timeout)
+        # Not refused by the link's pending bound: a Release refused under load would leave the
+        # gateway holding the context's terminations for good (nothing else releases them).
+        d = self._request(gateway, request, timeout, bounded=False)
 
         def forget(reply: profile.IqReply) -> profile.ReleaseReply:
             assert isinstance(reply, profile.ReleaseReply)
@@ -1056,6 +1062,7 @@ class IqController(ListeningController):
         timeout: float | None,
         *,
         on_late: Callable[[TransactionReply], None] | None = None,
+        bounded: bool = True,
     ) -> defer.Deferred[profile.IqReply]:
         gw = self._gateways.get(gateway)
         if gw is None or not gw.in_service or gw.link is None:
@@ -1071,6 +1078,7 @@ class IqController(ListeningController):
             timeout=self.timeout if timeout is None else timeout,
             what=what,
             on_late=on_late,
+            bounded=bounded,
         )
 
         def typed(reply: TransactionReply) -> profile.IqReply:

@@ -162,6 +162,20 @@ def test_the_pending_limit_refuses_at_once_and_records_nothing() -> None:
     assert conn.send_request(ACTIONS, 2.0, timeout=5.0).transaction_id == 3
 
 
+def test_an_unbounded_request_a_release_is_not_refused_by_the_pending_limit() -> None:
+    conn = IqConnection("<me>", peer="127.0.0.1:2944", max_pending=1)
+    conn.send_request(ACTIONS, 0.0, timeout=5.0)
+    with pytest.raises(Overloaded):
+        conn.send_request(ACTIONS, 0.0, timeout=5.0)
+    freed = conn.send_request(ACTIONS, 0.0, timeout=5.0, bounded=False)
+    assert conn.pending_count == 2
+    conn.receive_data(_bytes(TransactionReply(freed.transaction_id, REPLY_ACTIONS)), 1.0)
+    assert [type(e).__name__ for e in _events(conn)] == ["ReplyReceived"]
+    # still one bounded request pending: the next bounded one is refused, as before
+    with pytest.raises(Overloaded):
+        conn.send_request(ACTIONS, 1.0, timeout=5.0)
+
+
 def test_a_request_that_cannot_be_encoded_leaves_nothing_behind() -> None:
     conn = IqConnection("<me>")
     with pytest.raises(LocalIqError, match="TPKT maximum"):

@@ -209,6 +209,26 @@ async def test_requests_beyond_max_pending_fail_at_once(lab: Lab) -> None:
     assert (await first).context == 1
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_release_is_sent_even_when_max_pending_requests_wait(lab: Lab) -> None:
+    # Refusing it would leave the gateway holding the context's terminations for good.
+    ctrl, port = lab.controller(limits=IqLimits(max_pending=1))
+    gw = FakeGateway()
+    agent = lab.agent(gw, port)
+    await agent.when_registered()
+    reserved = await ctrl.reserve(REAL, _reserve_request())
+    gw.holding = True
+    waiting = ctrl.reserve(REAL, _reserve_request())
+    await wait_for(lambda: len(gw.hold) == 1)
+    with pytest.raises(Overloaded):
+        await ctrl.reserve(REAL, _reserve_request())
+    gw.holding = False
+    await ctrl.release(REAL, profile.ReleaseRequest(reserved.context))
+    assert not gw.contexts.get(reserved.context)
+    gw.hold[0].callback(None)
+    assert (await waiting).context == reserved.context + 1
+
+
 def _huge_reserve() -> profile.ReserveRequest:
     """2,000 streams: far more than one TPKT packet (65,531 bytes) can carry."""
     base = _reserve_request()

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, NamedTuple, cast, get_args
 
 import attrs
 
@@ -87,10 +87,14 @@ MECHANISM: dict[str, str] = {
     "TCP/TLS/BFCP": "bfcp-tls",
 }
 STATE_VERSION = 1
+_tuple_eq = tuple.__eq__
+#: ``tuple.__new__``: the fast ways build the plans and states from their fields' tuple.
+_tnew = tuple.__new__
+#: The fields of a StreamPlan after ``fingerprints`` when the stream is not e2ae.
+_NONE7 = (None,) * 7
 
 
-@attrs.frozen(slots=False)  # a dict-based instance is built faster: made per stream and call
-class StreamPlan:
+class StreamPlan(NamedTuple):
     """What the ALG does with one stream (one m-line), as decided from an offer.
 
     ``fingerprints`` are the UE's usable ones (hash in the policy's accepted list), effective for
@@ -104,9 +108,12 @@ class StreamPlan:
     or on hold. ``remote_address``/``remote_port`` are the offerer's (the UE in ``orig-offer``,
     the core peer in ``term-offer``); ``offer_setup`` is the a=setup the offerer gave (RFC 4145
     default ``active`` when absent).
+
+    Immutable; compares equal only to another StreamPlan with the same fields (a tuple
+    underneath: made per stream and call, so built the cheapest way Python has).
     """
 
-    index: int
+    index: int  # type: ignore[assignment]  # the field, not tuple.index
     media: str
     proto_in: str
     proto_out: str
@@ -120,14 +127,27 @@ class StreamPlan:
     remote_address: str | None = None
     remote_port: int | None = None
 
+    def __eq__(self, other: object) -> bool:
+        return other.__class__ is self.__class__ and _tuple_eq(self, other)
 
-@attrs.frozen
-class OfferPlan:
-    """The classification of an offer, stream by stream (index = m-line position)."""
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+
+class OfferPlan(NamedTuple):
+    """The classification of an offer, stream by stream (index = m-line position).
+
+    Immutable; equal only to another OfferPlan with the same fields."""
 
     step: Step
     streams: tuple[StreamPlan, ...]
     accepted_hash_funcs: tuple[str, ...]
+
+    def __eq__(self, other: object) -> bool:
+        return other.__class__ is self.__class__ and _tuple_eq(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
 
     @property
     def e2ae_streams(self) -> tuple[StreamPlan, ...]:
@@ -135,10 +155,10 @@ class OfferPlan:
         return tuple(s for s in self.streams if s.treatment == "e2ae")
 
 
-@attrs.frozen(slots=False)  # a dict-based instance is built faster: made per stream and call
-class AgwAddresses:
+class AgwAddresses(NamedTuple):
     """The AGW's side of one e2ae stream as the SDP shows it: its access and core addresses and
-    its fingerprint, taken from the Iq reply (:class:`iq.profile.ReservedStream`)."""
+    its fingerprint, taken from the Iq reply (:class:`iq.profile.ReservedStream`). Immutable;
+    equal only to another AgwAddresses with the same fields."""
 
     access_address: str
     access_port: int
@@ -146,22 +166,40 @@ class AgwAddresses:
     core_port: int
     fingerprint: Fingerprint
 
+    def __eq__(self, other: object) -> bool:
+        return other.__class__ is self.__class__ and _tuple_eq(self, other)
 
-@attrs.frozen(slots=False)  # a dict-based instance is built faster: made per stream and call
-class StreamState:
-    """A stream's plan and, for an e2ae stream, its AGW reservation."""
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+
+class StreamState(NamedTuple):
+    """A stream's plan and, for an e2ae stream, its AGW reservation. Immutable; equal only to
+    another StreamState with the same fields."""
 
     plan: StreamPlan
     reservation: AgwAddresses | None = None
 
+    def __eq__(self, other: object) -> bool:
+        return other.__class__ is self.__class__ and _tuple_eq(self, other)
 
-@attrs.frozen
-class RewriteState:
-    """What an answer step needs from its offer step; JSON round-trips (the ``--state`` file)."""
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+
+class RewriteState(NamedTuple):
+    """What an answer step needs from its offer step; JSON round-trips (the ``--state`` file).
+    Immutable; equal only to another RewriteState with the same fields."""
 
     step: Step
     streams: tuple[StreamState, ...]
     accepted_hash_funcs: tuple[str, ...]
+
+    def __eq__(self, other: object) -> bool:
+        return other.__class__ is self.__class__ and _tuple_eq(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-compatible dict."""
@@ -214,15 +252,21 @@ class AgwUpdate:
     fingerprints: tuple[Fingerprint, ...] = ()
 
 
-@attrs.frozen
-class RewriteResult:
+class RewriteResult(NamedTuple):
     """The rewritten SDP, the state after this step, the streams as seen in this step, and
-    (answer steps) what the AGW must be told."""
+    (answer steps) what the AGW must be told. Immutable (the SDP excepted); equal only to
+    another RewriteResult with the same fields."""
 
     sdp: SessionDescription
     state: RewriteState
     streams: tuple[StreamPlan, ...]
     agw_updates: tuple[AgwUpdate, ...] = ()
+
+    def __eq__(self, other: object) -> bool:
+        return other.__class__ is self.__class__ and _tuple_eq(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
 
 
 # --- internals -------------------------------------------------------------------------------
@@ -455,13 +499,17 @@ def _plan_fast(
     the values are read from each section's text, only those the stream's plan needs. Raises
     _General wherever the general plan raises, which then says why."""
     accepted = policy.accepted_hash_funcs
-    orig = step == "orig-offer"
+    if step != "orig-offer":
+        return _tnew(
+            OfferPlan, (step, _plan_term_fast(pieces, mlines, mechanisms, policy), accepted)
+        )
     session = pieces[0]
     session_fps: tuple[Fingerprint, ...] | None = None
     session_key_mgmt: bool | None = None
     session_setup: Setup | None = None
     session_host: str | None = None
     plans: list[StreamPlan] = []
+    append = plans.append
     index = -1
     # The last single a=fingerprint read and what it gave: a UE has one certificate, so the
     # streams of one offer usually carry the same value, parsed once (within this call only).
@@ -469,65 +517,75 @@ def _plan_fast(
     last_fps: tuple[Fingerprint, ...] = ()
     for piece, (media, port, _count, proto_in, _fmts) in zip(pieces[1:], mlines, strict=True):
         index += 1
-        upper = proto_in.upper()
-        proto = upper if upper in MECHANISM else proto_in
-        if orig:
-            fingerprint = _fingerprint_values(piece)
-            if len(fingerprint) == 1:  # the common case of _fast_fingerprints, inline
-                text = fingerprint[0]
-                if text == last_text:
-                    fps: tuple[Fingerprint, ...] = last_fps
-                else:
-                    try:
-                        fp = _parse_fingerprint(text)
-                    except UnsupportedHash:
-                        fps = ()
-                    except InvalidFingerprint:
-                        raise _General from None
-                    else:
-                        fps = (fp,) if fp.hash_func in accepted else ()
-                    last_text, last_fps = text, fps
-            elif fingerprint:
-                fps = _fast_fingerprints(fingerprint, accepted)
+        fingerprint = _fingerprint_values(piece)
+        if len(fingerprint) == 1:  # the common case of _fast_fingerprints, inline
+            text = fingerprint[0]
+            if text == last_text:
+                fps: tuple[Fingerprint, ...] = last_fps
             else:
-                if session_fps is None:
-                    session_fps = _fast_fingerprints(_fingerprint_values(session), accepted)
-                fps = session_fps
-            if port == 0:
-                treatment: Treatment = "rejected"
-            elif proto in PLAIN_PROTO:
-                requested = False
-                for value in _e2ae_values(piece):
-                    if value.strip().lower() == "requested":
-                        requested = True
-                        break
-                if requested and _mechanism_ok(proto, mechanisms, policy):
-                    if not fps:
-                        raise _General
-                    setups = _setup_values(piece)
-                    if setups:
-                        ue_setup = _SETUP_OF.get(setups[0].strip().lower())
-                    else:
-                        if session_setup is None:
-                            session_setup = _fast_setup([], session)
-                        ue_setup = session_setup
+                try:
+                    fp = _parse_fingerprint(text)
+                except UnsupportedHash:
+                    fps = ()
+                except InvalidFingerprint:
+                    raise _General from None
+                else:
+                    fps = (fp,) if fp.hash_func in accepted else ()
+                last_text, last_fps = text, fps
+        elif fingerprint:
+            fps = _fast_fingerprints(fingerprint, accepted)
+        else:
+            if session_fps is None:
+                session_fps = _fast_fingerprints(_fingerprint_values(session), accepted)
+            fps = session_fps
+        # the proto as _canonical_proto gives it, if it is a TLS one (PLAIN_PROTO's keys)
+        plain = PLAIN_PROTO.get(proto_in)
+        if plain is None and not proto_in.isupper():
+            plain = PLAIN_PROTO.get(proto_in.upper())
+        if port == 0 or plain is None:
+            treatment: Treatment = "rejected" if port == 0 else "passthrough"
+            append(_tnew(StreamPlan, (index, media, proto_in, proto_in, treatment, fps, *_NONE7)))
+            continue
+        requested = False
+        for value in _e2ae_values(piece):
+            if value == "requested" or value.strip().lower() == "requested":
+                requested = True
+                break
+        if requested:
+            mechanism = MECHANISM[plain]
+            if mechanism in policy.network_mechanisms and (
+                mechanism in mechanisms or not policy.require_registration_indication
+            ):
+                if not fps:
+                    raise _General
+                setups = _setup_values(piece)
+                if setups:
+                    value = setups[0]
+                    ue_setup = _SETUP_OF.get(value) or _SETUP_OF.get(value.strip().lower())
                     if ue_setup is None:
                         raise _General
-                    at = piece.find("\nc=")
-                    if at >= 0:
-                        end = piece.find("\r", at)
-                        conn = piece[at + 3 : end] if end > 0 else piece[at + 3 :]
-                    else:
-                        if session_host is None:
-                            session_host = _fast_host("", session)
-                        conn = session_host
-                    access_setup = _ANSWER_TO[ue_setup]
-                    plans.append(
-                        StreamPlan(
+                else:
+                    if session_setup is None:
+                        session_setup = _fast_setup([], session)
+                    ue_setup = session_setup
+                at = piece.find("\nc=")
+                if at >= 0:
+                    end = piece.find("\r", at)
+                    conn = piece[at + 3 : end] if end > 0 else piece[at + 3 :]
+                    host = conn.split()[2].split("/", 1)[0]
+                else:
+                    if session_host is None:
+                        session_host = _fast_host("", session)
+                    host = session_host
+                access_setup = _ANSWER_TO[ue_setup]
+                append(
+                    _tnew(
+                        StreamPlan,
+                        (
                             index,
                             media,
                             proto_in,
-                            PLAIN_PROTO[proto],
+                            plain,
                             "e2ae",
                             fps,
                             ue_setup,
@@ -535,34 +593,51 @@ def _plan_fast(
                             access_setup,
                             ue_setup,
                             _TLS_ROLE[access_setup],
-                            conn if at < 0 else conn.split()[2].split("/", 1)[0],
+                            host,
                             port,
-                        )
+                        ),
                     )
-                    continue
-                if not requested:
-                    key_mgmt = bool(_key_mgmt_values(piece))
-                    if not key_mgmt:
-                        if session_key_mgmt is None:
-                            session_key_mgmt = bool(_key_mgmt_values(session))
-                        key_mgmt = session_key_mgmt
-                    if key_mgmt:
-                        plans.append(StreamPlan(index, media, proto_in, proto_in, "e2e", fps))
-                        continue
-                if policy.non_e2ae_tls == "reject":
-                    raise _General
-                treatment = "passthrough"
-            else:
-                treatment = "passthrough"
+                )
+                continue
         else:
-            fps = ()
-            if port == 0:
-                treatment = "rejected"
-            elif proto in TLS_PROTO and _mechanism_ok(proto, mechanisms, policy):
-                core_offer = _fast_setup(_setup_values(piece), session)
-                access = _term_access_setup(core_offer)
-                plans.append(
-                    StreamPlan(
+            key_mgmt = bool(_key_mgmt_values(piece))
+            if not key_mgmt:
+                if session_key_mgmt is None:
+                    session_key_mgmt = bool(_key_mgmt_values(session))
+                key_mgmt = session_key_mgmt
+            if key_mgmt:
+                append(_tnew(StreamPlan, (index, media, proto_in, proto_in, "e2e", fps, *_NONE7)))
+                continue
+        if policy.non_e2ae_tls == "reject":
+            raise _General
+        append(_tnew(StreamPlan, (index, media, proto_in, proto_in, "passthrough", fps, *_NONE7)))
+    return _tnew(OfferPlan, (step, tuple(plans), accepted))
+
+
+def _plan_term_fast(
+    pieces: list[str],
+    mlines: list[MLine],
+    mechanisms: frozenset[str],
+    policy: Policy,
+) -> tuple[StreamPlan, ...]:
+    """The streams of :func:`_plan_fast` for a ``term-offer``."""
+    session = pieces[0]
+    session_key_mgmt: bool | None = None
+    plans: list[StreamPlan] = []
+    index = -1
+    for piece, (media, port, _count, proto_in, _fmts) in zip(pieces[1:], mlines, strict=True):
+        index += 1
+        upper = proto_in.upper()
+        proto = upper if upper in MECHANISM else proto_in
+        if port == 0:
+            treatment: Treatment = "rejected"
+        elif proto in TLS_PROTO and _mechanism_ok(proto, mechanisms, policy):
+            core_offer = _fast_setup(_setup_values(piece), session)
+            access = _term_access_setup(core_offer)
+            plans.append(
+                _tnew(
+                    StreamPlan,
+                    (
                         index,
                         media,
                         proto_in,
@@ -573,23 +648,24 @@ def _plan_fast(
                         None,
                         access,
                         None,
-                        tls_role(access),
+                        _TLS_ROLE[access],
                         _fast_host(piece, session),
                         port,
-                    )
+                    ),
                 )
-                continue
-            elif proto in PLAIN_PROTO:
-                key_mgmt = bool(_key_mgmt_values(piece))
-                if not key_mgmt:
-                    if session_key_mgmt is None:
-                        session_key_mgmt = bool(_key_mgmt_values(session))
-                    key_mgmt = session_key_mgmt
-                treatment = "e2e" if key_mgmt else "passthrough"
-            else:
-                treatment = "passthrough"
-        plans.append(StreamPlan(index, media, proto_in, proto_in, treatment, fps))
-    return OfferPlan(step, tuple(plans), accepted)
+            )
+            continue
+        elif proto in PLAIN_PROTO:
+            key_mgmt = bool(_key_mgmt_values(piece))
+            if not key_mgmt:
+                if session_key_mgmt is None:
+                    session_key_mgmt = bool(_key_mgmt_values(session))
+                key_mgmt = session_key_mgmt
+            treatment = "e2e" if key_mgmt else "passthrough"
+        else:
+            treatment = "passthrough"
+        plans.append(_tnew(StreamPlan, (index, media, proto_in, proto_in, treatment, (), *_NONE7)))
+    return tuple(plans)
 
 
 def _plan_orig_tls(
@@ -901,8 +977,8 @@ def rewrite_answer(step: Step, sdp: SessionDescription, state: RewriteState) -> 
         if stream.treatment != "e2ae":
             treatment: Treatment = "rejected" if section.port == 0 else stream.treatment
             plans.append(
-                attrs.evolve(
-                    stream, proto_in=section.proto, proto_out=section.proto, treatment=treatment
+                stream._replace(
+                    proto_in=section.proto, proto_out=section.proto, treatment=treatment
                 )
             )
             continue
@@ -949,9 +1025,7 @@ def _orig_answer_stream(
     if section.port == 0:
         section.set_proto(stream.proto_in)
         section.remove_attributes("fingerprint")
-        plan = attrs.evolve(
-            stream, proto_in=proto_in, proto_out=stream.proto_in, treatment="rejected"
-        )
+        plan = stream._replace(proto_in=proto_in, proto_out=stream.proto_in, treatment="rejected")
         return plan, AgwUpdate(index, True, "core")
     _check_answer_proto(section, index, stream.proto_out)
     assert stream.core_setup is not None and stream.access_setup is not None
@@ -964,8 +1038,8 @@ def _orig_answer_stream(
     _write_setup(out, index, stream.access_setup, "passive")
     section.add_attribute("fingerprint", _fingerprint_value(reservation.fingerprint))
     section.add_attribute("3ge2ae", "applied")
-    plan = attrs.evolve(
-        stream, proto_in=proto_in, proto_out=stream.proto_in, core_setup=answer_to(core_answer)
+    plan = stream._replace(
+        proto_in=proto_in, proto_out=stream.proto_in, core_setup=answer_to(core_answer)
     )
     update = AgwUpdate(
         index,
@@ -992,9 +1066,7 @@ def _term_answer_stream(
     if section.port == 0:
         section.set_proto(stream.proto_in)
         section.remove_attributes("fingerprint", "3ge2ae")
-        plan = attrs.evolve(
-            stream, proto_in=proto_in, proto_out=stream.proto_in, treatment="rejected"
-        )
+        plan = stream._replace(proto_in=proto_in, proto_out=stream.proto_in, treatment="rejected")
         return plan, AgwUpdate(index, True, "access")
     _check_answer_proto(section, index, stream.proto_out)
     assert stream.access_setup is not None and stream.offer_setup is not None
@@ -1013,8 +1085,7 @@ def _term_answer_stream(
     section.set_connection(Connection.for_ip(reservation.core_address))
     section.remove_attributes("fingerprint", "3ge2ae")
     _write_setup(out, index, core_answer, "passive")
-    plan = attrs.evolve(
-        stream,
+    plan = stream._replace(
         proto_in=proto_in,
         proto_out=stream.proto_in,
         fingerprints=fps,

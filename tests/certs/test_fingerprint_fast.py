@@ -73,6 +73,10 @@ def test_canonical_values(value: str) -> None:
 @example("sha-1  AB" + ":AB" * 19)
 @example("sha-1 " + "AB:" * 19 + "A\u0663")
 @example("sha-1 " + ":".join([" A"] * 20))
+@example("sha-1 " + ":".join(["AB"] * 19 + ["  "]))  # read with the colons as spaces: shorter
+@example("sha-1 " + ":".join(["AB"] * 10 + ["\tA"] + ["AB"] * 9))
+@example("sha-1 " + ":".join(["AB"] * 10 + ["A\x0b"] + ["AB"] * 9))
+@example("sha-256 " + ":".join(["AB"] * 31).replace(":", " ", 1) + ":AB")
 def test_values_near_the_usual_spelling(value: str) -> None:
     _same(value)
 

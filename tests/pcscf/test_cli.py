@@ -227,3 +227,38 @@ def test_workers_need_so_reuseport() -> None:
     )
     assert result.returncode == 2, result.stderr
     assert "needs SO_REUSEPORT" in result.stderr.decode()
+
+
+def test_the_running_service_has_the_collector_thresholds_and_start_up_frozen() -> None:
+    """The real ``e2ae pcscf`` start-up, with the reactor's run replaced by a report: the
+    collector thresholds of docs/performance.md ("The garbage collector") are in force and what
+    start-up made is frozen out of the collector's way."""
+    import os
+    import subprocess
+    import sys
+
+    from pcscf.service import GC_THRESHOLDS
+    from tests.conftest import REPO
+
+    script = (
+        "import gc, sys\n"
+        "from twisted.internet import reactor\n"
+        "reactor.run = lambda *a, **k: print('gc', *gc.get_threshold(), gc.get_freeze_count())\n"
+        "from lab.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    args = [*BASE, "--iq", "127.0.0.1:0", "--iq-insecure", "--iq-allow", "<agw1>@127.0.0.1"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        cwd=REPO,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    report = next(line for line in result.stdout.decode().splitlines() if line.startswith("gc "))
+    *thresholds, frozen = (int(word) for word in report.split()[1:])
+    assert tuple(thresholds) == GC_THRESHOLDS != (700, 10, 10)
+    assert frozen > 10_000

@@ -308,6 +308,16 @@ class _Base:
         values = (", ".join(rest), *old[1:]) if rest else tuple(old[1:])
         return self._edited(self.dropping_first_value(name), (wanted, values))
 
+    def _shed(self, keep_wire: bool) -> None:
+        """Drop what lookups and :meth:`serialise` remembered (``keep_wire``: keep the
+        serialised bytes). For a message kept only in case it is asked for again: a transaction
+        lingers 32 s after its final response (Timer J, K, D, L over UDP), and its messages'
+        lookups are about half of what it holds. A lookup after this rebuilds them."""
+        object.__setattr__(self, "_index", None)
+        object.__setattr__(self, "_items", None)
+        if not keep_wire:
+            object.__setattr__(self, "_wire", None)
+
     def _head(self, start: str) -> bytes:
         """The start line and the header lines (a Content-Length of the body's size last), with
         the blank line after them, encoded."""

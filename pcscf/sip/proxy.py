@@ -47,6 +47,7 @@ from pcscf.sip.media import (
 )
 from pcscf.sip.message import (
     Header,
+    Message,
     MessageError,
     Request,
     Response,
@@ -365,10 +366,17 @@ class ProxyCore:
         self._via_starts: dict[tuple[Side, Transport], str] = {}
         #: our two sent-by values (Via host:port), as loop detection compares them
         self._own_sent_by = frozenset({self._sent_by("gm"), self._sent_by("core")})
+        #: The messages of transactions that reached their final response since the last
+        #: call in, each with whether to keep its serialised bytes (a response that may be
+        #: sent again): their lookups are dropped at the start of the next call in, once the
+        #: edge has sent what the call before asked for (:meth:`_shed_finished`).
+        self._finished: list[tuple[Message, bool]] = []
 
     # ======================================================================= public interface
     def receive(self, peer: Peer, message: Request | Response, now: float) -> list[Action]:
         """A parsed message arrived from ``peer``."""
+        if self._finished:
+            self._shed_finished()
         out: list[Action] = []
         try:
             if isinstance(message, Request):
@@ -396,6 +404,8 @@ class ProxyCore:
 
     def media_result(self, token: int, result: MediaResult, now: float) -> list[Action]:
         """The media handler answered the :class:`MediaRequest` ``token``."""
+        if self._finished:
+            self._shed_finished()
         out: list[Action] = []
         pending = self._pending.pop(token, None)
         if pending is None:
@@ -456,6 +466,8 @@ class ProxyCore:
 
     def tick(self, now: float) -> list[Action]:
         """Run every timer due at ``now``."""
+        if self._finished:
+            self._shed_finished()
         out: list[Action] = []
         while (due := self._timers.pop_due(now)) is not None:
             if isinstance(due, ClientDue):
@@ -469,6 +481,14 @@ class ProxyCore:
             for gone in self.registrar.expire(now):
                 out.append(Log("info", "Registration of {aor} expired", {"aor": gone.aor}))
         return out
+
+    def _shed_finished(self) -> None:
+        """Drop the lookups of the messages of the transactions finished since the last call
+        in (held until Timer J/K/D/L for retransmissions only; memory per call under load about
+        halves: docs/performance.md, "Finished transactions")."""
+        for message, keep_wire in self._finished:
+            message._shed(keep_wire)
+        self._finished.clear()
 
     def end_call(self, dialog_id: DialogId, cause: int, text: str, now: float) -> list[Action]:
         """End a call from the inside: BYE both ways (or CANCEL + error final if not answered),
@@ -951,7 +971,10 @@ class ProxyCore:
     ) -> bool:
         """Run ``msg`` through ``txn``'s state machine (ACKing a non-2xx final to an INVITE):
         False if it goes no further, a retransmission the transaction absorbs."""
+        final = msg.status >= 200 and txn.machine.pending
         reception = txn.machine.receive(msg.status, now)
+        if final:
+            self._finished.append((txn.request, False))
         if reception.ack:
             self._send_ack(txn, msg, out)
         if reception.wake is not None:  # (add would drop None; no entry made for it)
@@ -1596,6 +1619,9 @@ class ProxyCore:
         first_final = response.status >= 200 and not txn.final
         wakes = txn.machine.respond(response, now)
         out.append(Send(txn.peer, response, relayed))
+        if first_final:
+            self._finished.append((txn.request, False))
+            self._finished.append((response, True))
         for when in wakes:
             self._timers.add(when, ServerDue(txn.key))
         if first_final and txn.request.method == MESSAGE:

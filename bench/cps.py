@@ -58,7 +58,10 @@ for this call; the P-CSCF's above it is its own work.
 ``--cpu`` also prints, under each step, the CPU milliseconds per offered call that the P-CSCF
 (its workers included), the AGW(s) and the SIPp processes used during the step (utime + stime
 from ``/proc/PID/stat``; SIPp's from the rusage of the children the benchmark waited for): where
-a call's CPU goes, and whether the P-CSCF's core is the one that runs out first.
+a call's CPU goes, and whether the P-CSCF's core is the one that runs out first. A line after
+the e2ae one gives the P-CSCF's peak resident memory so far (``VmHWM``): it keeps every finished
+transaction for 32 s (Timer J/K/D/L over UDP), so a step shorter than that shows less than a
+sustained load holds.
 
 Usage: ``python bench/cps.py [--quick] [--start 100] [--step 100] [--max 1500] [--seconds 5]
 [--transport udp|tcp] [--agw-cmd CMD | --accessgw] [--pcscf-arg ARG ...] [--profile DIR]
@@ -245,6 +248,17 @@ class CpuMeter:
     def cell(self, calls: float, names: tuple[str, ...] = ALL) -> str:
         per = self.per_call(calls)
         return "cpu ms/call " + " ".join(f"{name} {per[name]:.2f}" for name in names)
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """The peak resident memory of a process so far (``VmHWM`` in ``/proc/PID/status``), MB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _log(log_dir: Path | None, name: str) -> Any:
@@ -670,10 +684,13 @@ def main() -> int:
         "--cpu",
         action="store_true",
         help="also print, per step, the CPU milliseconds per offered call of the P-CSCF"
-        " (with its workers), the AGW(s) and SIPp (from /proc and the children's rusage)",
+        " (with its workers), the AGW(s) and SIPp (from /proc and the children's rusage),"
+        " and the P-CSCF's peak resident memory so far (VmHWM)",
     )
     parser.add_argument(
-        "--log-dir", type=Path, help="keep the P-CSCF, AGW and SIPp error logs here"
+        "--log-dir",
+        type=Path,
+        help="keep the P-CSCF, AGW and SIPp error logs here (made if missing)",
     )
     parser.add_argument(
         "--settle",
@@ -703,6 +720,8 @@ def main() -> int:
     binary = shutil.which("sipp")
     if binary is None:
         raise SystemExit("sipp is not installed (Debian package sip-tester)")
+    if args.log_dir is not None:
+        args.log_dir.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(prefix="e2ae-cps-") as tmp:
         sipp = Sipp(binary, args.log_dir or Path(tmp), args.transport)
@@ -766,6 +785,9 @@ def main() -> int:
                         shown = {"direct": ("sipp",), "floor": ("relay", "echo", "sipp")}
                         used = meter.cell(calls, shown.get(name, CpuMeter.ALL))
                         cpu_lines.append(f"{'':>6} {name:>6} {used}")
+                        peak = peak_rss_mb(pcscf.pid) if name == "e2ae" else None
+                        if peak is not None:
+                            cpu_lines.append(f"{'':>6} {name:>6} pcscf peak rss {peak:.0f} MB")
                     if ok:
                         best[name] = rate
                     alive[name] = ok

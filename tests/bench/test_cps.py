@@ -50,6 +50,10 @@ def test_cps_cpu_lines_give_each_process_its_share() -> None:
     assert sum(float(words[4]) for words in e2ae) > 0, done.stdout  # the P-CSCF
     assert sum(float(words[8]) for words in e2ae) > 0, done.stdout  # SIPp through it
     assert sum(float(words[4]) for words in direct) > 0, done.stdout
+    # and the P-CSCF's peak memory after each e2ae step, never less than before
+    peaks = [line.split() for line in done.stdout.splitlines() if " e2ae pcscf peak rss " in line]
+    assert len(peaks) == 2 and all(words[-1] == "MB" for words in peaks), done.stdout
+    assert 10 < float(peaks[0][-2]) <= float(peaks[1][-2]) < 10_000, done.stdout
 
 
 def test_cps_floor_runs_every_call_through_the_relay_and_its_round_trips() -> None:

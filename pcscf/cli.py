@@ -70,6 +70,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ("max_registrations", int, "registrations held; more: 503 (10000)"),
         ("max_registrations_per_source", int, "registrations per source address (16)"),
         ("max_calls", int, "call legs at once; more: 503 (5000)"),
+        ("max_transactions", int, "SIP server transactions held; more: 503 (100000)"),
         ("retry_after", int, "Retry-After of those 503s, seconds (30)"),
         ("max_connections", int, "SIP TCP connections per side (1024)"),
         ("idle_timeout", float, "seconds a SIP TCP connection may be silent; 0: never (900)"),

@@ -22,6 +22,7 @@ the policy, unless a separate ``policy`` file is named)::
     max_registrations = 10000      # bindings held; a REGISTER from a new flow beyond: 503
     max_registrations_per_source = 16  # bindings per source address
     max_calls = 5000               # call legs (dialogs) at once; a new INVITE beyond: 503
+    max_transactions = 100000      # SIP server transactions held (finished: 32 s); beyond: 503
     retry_after = 30               # Retry-After of those 503s (seconds)
     max_connections = 1024         # SIP TCP connections per side (Gm, core)
     idle_timeout = 900             # seconds a SIP TCP connection may be silent; 0: never
@@ -175,6 +176,7 @@ SIP_LIMIT_KEYS = (
     "max_registrations",
     "max_registrations_per_source",
     "max_calls",
+    "max_transactions",
     "retry_after",
     "max_connections",
     "idle_timeout",

@@ -188,6 +188,11 @@ class ProxyConfig:
     #: Call legs (dialogs, originating and terminating counted apart) at once; a new INVITE
     #: beyond is answered 503 with Retry-After.
     max_calls: int = 5_000
+    #: Server transactions held at once (the ones still running and the finished ones kept
+    #: until Timer J/K/D/L, 32 s over UDP, to answer retransmissions); a new request beyond is
+    #: answered 503 with Retry-After, statelessly (no transaction is made for it). The client
+    #: transactions follow: one per forwarded request, besides the proxy's own in-dialog ones.
+    max_transactions: int = 100_000
     #: Seconds in the Retry-After of those 503s.
     retry_after: int = 30
     #: (The edge) TCP connections held per side at most; more are closed at accept.
@@ -202,6 +207,7 @@ class ProxyConfig:
 
     def __attrs_post_init__(self) -> None:
         names = ("max_registrations", "max_registrations_per_source", "max_calls")
+        names += ("max_transactions",)
         for name in (*names, "max_connections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -572,6 +578,9 @@ class ProxyCore:
                 )
             )
             return
+        if len(self.server_txns) >= self.config.max_transactions:
+            self._transactions_full(peer, msg, out)
+            return
         machine = ServerTransaction.for_method(msg.method, peer.transport, self._timer_values)
         txn = ServerTxn(key, msg, peer, machine)
         self.server_txns[key] = txn
@@ -653,6 +662,22 @@ class ProxyCore:
             limit = self.config.max_registrations_per_source
             return f"too many registrations from {peer.host} ({limit})"
         return None
+
+    def _transactions_full(self, peer: Peer, msg: Request, out: list[Action]) -> None:
+        """A new request while ``max_transactions`` server transactions are held: 503 with
+        Retry-After, sent without a transaction (a retransmission gets another one)."""
+        limit = f"transactions full ({self.config.max_transactions})"
+        out.append(
+            Log(
+                "warn",
+                "{method} {call_id} from {peer} refused: {limit}",
+                {"method": msg.method, "call_id": msg.call_id, "peer": str(peer), "limit": limit},
+            )
+        )
+        retry = [("Retry-After", str(self.config.retry_after))]
+        reason = f"Service Unavailable ({limit})"
+        response = make_response(msg, 503, reason, to_tag=self._new_id(), extra=retry)
+        out.append(Send(peer, response))
 
     def _overloaded(self, txn: ServerTxn, now: float, out: list[Action], why: str) -> None:
         retry = [("Retry-After", str(self.config.retry_after))]

@@ -262,3 +262,59 @@ def test_the_running_service_has_the_collector_thresholds_and_start_up_frozen() 
     *thresholds, frozen = (int(word) for word in report.split()[1:])
     assert tuple(thresholds) == GC_THRESHOLDS != (700, 10, 10)
     assert frozen > 10_000
+
+
+def test_max_transactions_flag_bounds_the_running_service() -> None:
+    """``--max-transactions 1`` on the real process: an unregistered UE's OPTIONS is answered
+    403 and its transaction held (Timer J); the next new request gets 503 with Retry-After
+    over the same UDP socket, and a retransmission of the first still gets its 403."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    args = [*BASE, "--iq", "127.0.0.1:0", "--iq-insecure", "--iq-allow", "<agw1>@127.0.0.1"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lab.cli", *args, "--max-transactions", "1", "--retry-after", "5"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        fields = dict(word.split("=", 1) for word in line.split()[1:])
+        host, port = fields["gm"].rsplit(":", 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(10)
+        me = sock.getsockname()
+
+        def options(n: int) -> bytes:
+            return (
+                f"OPTIONS sip:bob@ims.test SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {me[0]}:{me[1]};branch=z9hG4bKmt{n}\r\n"
+                f"Max-Forwards: 70\r\nFrom: <sip:alice@ims.test>;tag=t{n}\r\n"
+                f"To: <sip:bob@ims.test>\r\nCall-ID: mt-{n}\r\nCSeq: 1 OPTIONS\r\n"
+                "Content-Length: 0\r\n\r\n"
+            ).encode()
+
+        def answer(data: bytes) -> str:
+            sock.sendto(data, (host, int(port)))
+            return sock.recv(65535).decode()
+
+        first = answer(options(1))
+        assert first.startswith("SIP/2.0 403 "), first
+        refused = answer(options(2))
+        assert refused.startswith("SIP/2.0 503 Service Unavailable (transactions full (1))")
+        assert "\r\nRetry-After: 5\r\n" in refused and "Call-ID: mt-2" in refused
+        assert answer(options(1)) == first  # the held transaction answers its retransmission
+    finally:
+        sock.close()
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert b"OPTIONS mt-2 from" in err and b"refused: transactions full (1)" in err, err[-2000:]

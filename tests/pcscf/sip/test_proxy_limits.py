@@ -1,14 +1,26 @@
-"""What the proxy core holds is bounded: registrations in all and per source address, and call
-legs. Beyond a bound a new REGISTER or INVITE gets 503 with Retry-After and a log event; what
-is already held (refreshes, removals, live calls) goes on."""
+"""What the proxy core holds is bounded: registrations in all and per source address, call legs
+and server transactions. Beyond a bound a new REGISTER, INVITE or request gets 503 with
+Retry-After and a log event; what is already held (refreshes, removals, live calls, the
+transactions' retransmissions) goes on."""
 
 from __future__ import annotations
 
 import pytest
 
-from pcscf.sip.message import Response
+from pcscf.sip.message import Request, Response
 from pcscf.sip.proxy import Log, Peer, ProxyConfig, ProxyCore
-from tests.pcscf.sip.test_proxy import CORE, GM, SCSCF, SDP, _ids, invite, register, req, sends
+from tests.pcscf.sip.test_proxy import (
+    CORE,
+    GM,
+    SCSCF,
+    SDP,
+    _ids,
+    invite,
+    register,
+    req,
+    resp_to,
+    sends,
+)
 
 
 def _core(**limits: int) -> ProxyCore:
@@ -81,6 +93,51 @@ def test_calls_in_all() -> None:
     assert "calls full (2)" in refused[-1].reason
 
 
+def _options(ue: Peer, n: int) -> Request:
+    return req(
+        f"""OPTIONS sip:bob@ims.test SIP/2.0
+Via: SIP/2.0/UDP {ue.host}:{ue.port};branch=z9hG4bKopt{n}
+Max-Forwards: 70
+From: <sip:alice@ims.test>;tag=o{n}
+To: <sip:bob@ims.test>
+Call-ID: opt-{n}
+CSeq: 1 OPTIONS"""
+    )
+
+
+def test_server_transactions_in_all() -> None:
+    """Finished transactions count until they end (Timer J, 32 s over UDP): a flood of new
+    requests is refused statelessly once the table is full, retransmissions of the held ones
+    are still answered, and the table takes new ones again when the held ones end."""
+    core = _core(max_transactions=3, retry_after=9)
+    ue = Peer("gm", "udp", "192.0.2.10", 40000)
+    register(core, ue, "alice")  # one server transaction (finished, held)
+    for n in range(2):
+        out = core.receive(ue, _options(ue, n), 2.0)
+        (fwd,) = sends(out, "core")
+        assert isinstance(fwd.message, Request)
+        core.receive(SCSCF, resp_to(fwd.message, 200), 2.1)
+    assert len(core.server_txns) == 3
+    out = core.receive(ue, _options(ue, 9), 3.0)
+    refused = _refused(out)
+    assert refused.status == 503 and "transactions full (3)" in refused.reason
+    assert refused.get("Retry-After") == "9"
+    assert refused.to.tag is not None
+    (event,) = [a for a in out if isinstance(a, Log)]
+    assert event.level == "warn" and event.fields["limit"] == "transactions full (3)"
+    assert event.fields["call_id"] == "opt-9" and event.fields["method"] == "OPTIONS"
+    assert len(core.server_txns) == 3 and sends(out, "core") == []  # nothing forwarded
+    # a retransmission of a held one gets its 200 again
+    again = sends(core.receive(ue, _options(ue, 0), 3.1), "gm")
+    assert [getattr(s.message, "status", None) for s in again] == [200]
+    # after Timer J the held ones end and a new request is forwarded
+    core.tick(2.1 + 32.1)
+    assert len(core.server_txns) == 0
+    assert len(sends(core.receive(ue, _options(ue, 10), 35.0), "core")) == 1
+
+
 def test_limits_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_calls"):
         ProxyConfig(gm=GM, core=CORE, next_hop=SCSCF, max_calls=0)
+    with pytest.raises(ValueError, match="max_transactions"):
+        ProxyConfig(gm=GM, core=CORE, next_hop=SCSCF, max_transactions=0)

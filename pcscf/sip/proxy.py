@@ -207,8 +207,7 @@ class ProxyConfig:
 
     def __attrs_post_init__(self) -> None:
         names = ("max_registrations", "max_registrations_per_source", "max_calls")
-        names += ("max_transactions",)
-        for name in (*names, "max_connections"):
+        for name in (*names, "max_transactions", "max_connections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.retry_after < 0 or not self.idle_timeout >= 0:

@@ -66,6 +66,7 @@ from pcscf.sdp import (
     MLine,
     Section,
     SessionDescription,
+    _connection_for_ip,
     _parse_fingerprint,
     _removal_pattern,
     _rewritten_piece,
@@ -842,7 +843,7 @@ def _rewrite_fast(
         if stream.index != position:
             raise _General
         if stream.treatment != "e2ae":
-            states.append(StreamState(stream))
+            states.append(_tnew(StreamState, (stream, None)))
             out_pieces.append(piece)
             out_mlines.append(mline)
             continue
@@ -874,13 +875,12 @@ def _rewrite_fast(
         out_pieces.append(new)
         out_mlines.append((mline[0], port, None, proto, mline[4]))
         rewritten = True
-        states.append(StreamState(stream, reservation))
+        states.append(_tnew(StreamState, (stream, reservation)))
     if rewritten and _fingerprint_values(pieces[0]):
         _move_session_fingerprints_fast(out_pieces, out_mlines, streams)
-    state = RewriteState(plan.step, tuple(states), plan.accepted_hash_funcs)
-    return RewriteResult(
-        SessionDescription._from_pieces(out_pieces, out_mlines), state, tuple(streams)
-    )
+    state = _tnew(RewriteState, (plan.step, tuple(states), plan.accepted_hash_funcs))
+    sdp = SessionDescription._from_pieces(out_pieces, out_mlines)
+    return _tnew(RewriteResult, (sdp, state, tuple(streams), ()))
 
 
 def _move_session_fingerprints_fast(
@@ -1120,7 +1120,7 @@ def deterministic_reservations(
     """Reservations as the offline CLI makes them: for the stream at m-line index ``i``, the
     access port is ``port_base + 2*i + 1`` and the core port ``port_base + 2*i + 2``."""
     for ip in (access_address, core_address):
-        Connection.for_ip(ip)  # raises LocalPcscfError if not an IP address
+        _connection_for_ip(ip)  # raises LocalPcscfError if not an IP address
     if not 0 <= port_base <= 65533:
         raise LocalRewriteError(f"port base must be 0-65533, not {port_base}")
     out: dict[int, AgwAddresses] = {}
@@ -1133,7 +1133,8 @@ def deterministic_reservations(
             raise LocalRewriteError(
                 f"port base {port_base} gives stream {stream.index} ports outside 1-65535"
             )
-        out[stream.index] = AgwAddresses(access_address, access, core_address, core, fingerprint)
+        addresses = (access_address, access, core_address, core, fingerprint)
+        out[stream.index] = _tnew(AgwAddresses, addresses)
     return out
 
 

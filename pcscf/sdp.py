@@ -136,7 +136,9 @@ def _line_remover(names: tuple[str, ...]) -> Callable[[str], str]:
         if len(_LINE_REMOVERS) >= 256:
             _LINE_REMOVERS.clear()
         alternation = "|".join(re.escape(name) for name in names)
-        pattern = re.compile("\r\na=(?:" + alternation + ")(?::[^\r]*)?(?=\r|\\Z)", re.IGNORECASE)
+        # the names in any case, "\r\na=" as written (a literal prefix, which sre scans for
+        # fast; the fast parser's texts have no "A=" line)
+        pattern = re.compile("\r\na=(?i:" + alternation + ")(?::[^\r]*)?(?=\r|\\Z)")
         remover = _LINE_REMOVERS[names] = functools.partial(pattern.sub, "")
     return remover
 

@@ -1,5 +1,6 @@
 """The P-CSCF's Prometheus metrics (docs/metrics.md): calls by outcome and cause, SIP responses
-by code, Iq transactions with their latency, the registrations and e2ae calls held.
+by code, Iq transactions with their latency, the registrations, e2ae calls and SIP transactions
+held.
 
 :mod:`pcscf.service` counts the actions of the proxy core as it carries them out, and the Iq
 controller tells :meth:`PcscfMetrics.iq_transaction` of every request; the gauges read the
@@ -60,15 +61,31 @@ class PcscfMetrics:
             "Calls holding e2ae streams on an AGW",
             registry=registry,
         )
+        self._transactions = Gauge(
+            "e2ae_pcscf_sip_transactions",
+            "SIP transactions held, the finished ones kept for Timer J/K/D/L included, by kind"
+            " (server: requests received, bounded by max_transactions; client: requests sent)",
+            ("kind",),
+            registry=registry,
+        )
         self._call_children: dict[tuple[str, str], Counter] = {}
         self._response_children: dict[tuple[int, bool], Counter] = {}
         self._iq_children: dict[tuple[str, str], Counter] = {}
         self._iq_seconds_children: dict[str, Histogram] = {}
 
-    def watch(self, registrations: Callable[[], int], e2ae_calls: Callable[[], int]) -> None:
-        """Read the two gauges from these functions at each scrape."""
+    def watch(
+        self,
+        registrations: Callable[[], int],
+        e2ae_calls: Callable[[], int],
+        transactions: Callable[[], tuple[int, int]] | None = None,
+    ) -> None:
+        """Read the gauges from these functions at each scrape (``transactions``: the server
+        and client transactions held)."""
         self._registrations.set_function(lambda: float(registrations()))
         self._e2ae_calls.set_function(lambda: float(e2ae_calls()))
+        if transactions is not None:
+            self._transactions.labels("server").set_function(lambda: float(transactions()[0]))
+            self._transactions.labels("client").set_function(lambda: float(transactions()[1]))
 
     def call_ended(self, outcome: str, reason: str) -> None:
         key = (outcome, reason)

@@ -548,6 +548,7 @@ def build(
         counters.watch(
             lambda: len(sip.core.registrar),
             lambda: sum(1 for call in table.calls.values() if call.streams),
+            lambda: (len(sip.core.server_txns), len(sip.core.client_txns)),
         )
     return PcscfService(config, sip, controller, e2ae, server)
 

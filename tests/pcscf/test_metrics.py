@@ -142,6 +142,13 @@ async def test_a_call_through_pcscf_and_agw_moves_their_counters(
 
     during = samples(await threads.deferToThread(scrape, pcscf_at))
     assert value(during, "e2ae_pcscf_e2ae_calls") == 1
+    # the REGISTER's and the INVITE's server transactions, held until Timer J/L; the INVITE's
+    # client transaction (Timer M) and the REGISTER's (Timer K)
+    held = pcscf.sip.core
+    assert value(during, "e2ae_pcscf_sip_transactions", kind="server") == len(held.server_txns)
+    assert value(during, "e2ae_pcscf_sip_transactions", kind="client") == len(held.client_txns)
+    assert value(during, "e2ae_pcscf_sip_transactions", kind="server") >= 2
+    assert value(during, "e2ae_pcscf_sip_transactions", kind="client") >= 1
     assert value(during, "e2ae_pcscf_sip_responses_total", code="200", origin="relayed") >= 2
     assert value(during, "e2ae_pcscf_iq_transactions_total", command="reserve", result="ok") == 1
     assert value(during, "e2ae_pcscf_iq_transactions_total", command="configure", result="ok") >= 1

@@ -20,7 +20,6 @@ Usage: ``python bench/wakeup.py [--seconds 2] [--gaps 0.2,1,5]`` (gaps in millis
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+from cps import machine  # noqa: E402
 from sdp_rewrite import full_rewrite, typical_offer  # noqa: E402
 
 
@@ -48,18 +48,6 @@ def cpu_per_round(
             time.sleep(gap)
         rounds += 1
     return (time.process_time() - cpu) / max(rounds, 1), rounds
-
-
-def _machine() -> str:
-    model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"nproc {os.cpu_count()}, {model}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for _ in range(500):  # warm up: imports, caches, the regexes compiled
         unit()
-    print(f"machine: {_machine()}")
+    print(f"machine: {machine()}")
     tight, count = cpu_per_round(unit, 0.0, args.seconds)
     print(f"work back to back: {tight * 1e6:8.1f} us CPU per unit ({count} units)")
     print(f"{'sleep':>8} {'sleep+wake alone':>18} {'unit after a sleep':>20} {'ratio':>7}")

@@ -312,7 +312,8 @@ class _Base:
         """Drop what lookups and :meth:`serialise` remembered (``keep_wire``: keep the
         serialised bytes). For a message kept only in case it is asked for again: a transaction
         lingers 32 s after its final response (Timer J, K, D, L over UDP), and its messages'
-        lookups are about half of what it holds. A lookup after this rebuilds them."""
+        lookups and bytes are about two fifths of what it holds. A lookup after this rebuilds
+        them."""
         object.__setattr__(self, "_index", None)
         object.__setattr__(self, "_items", None)
         if not keep_wire:

@@ -222,3 +222,36 @@ def test_streams_with_the_same_or_another_fingerprint_each_get_their_own() -> No
     )
     want = [(Fingerprint.parse(v),) if v != md5 else () for v in values]
     assert [s.fingerprints for s in plan.streams] == want
+
+
+def test_one_pass_scan_flags_what_is_not_simple_and_reads_the_m_fields() -> None:
+    """:func:`pcscf.sdp._parse_fast`: the one regex pass gives the simplest m= lines' fields,
+    refuses a body with a line that is not simple (or, for a body whose breaks are not known
+    to be CRLF, an LF without its CR), and leaves other m= spellings to _parse_m_line."""
+    from pcscf.sdp import _SCAN_CRLF, _SCAN_LINES, _parse_fast
+
+    head = "v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0"
+    body = head + "\r\nm=message 7394/2 TCP/TLS/MSRP *\r\na=setup:active\r\nm=audio 0 RTP/AVP 0 8"
+    for scan in (_SCAN_LINES, _SCAN_CRLF):
+        parsed = _parse_fast(body, scan)
+        assert parsed is not None
+        pieces, mlines = parsed
+        assert pieces == [
+            head,
+            "message 7394/2 TCP/TLS/MSRP *\r\na=setup:active",
+            "audio 0 RTP/AVP 0 8",
+        ]
+        assert mlines == [
+            ("message", 7394, 2, "TCP/TLS/MSRP", ("*",)),
+            ("audio", 0, None, "RTP/AVP", ("0", "8")),
+        ]
+        for odd in ("a=bad name", "c=IN  IP4 192.0.2.1", "A=setup:active", "=x", "a="):
+            assert _parse_fast(body + "\r\n" + odd, scan) is None, odd
+        for bad_m in ("m=audio 70000 RTP/AVP 0", "m=audio 1/0 RTP/AVP 0"):
+            assert _parse_fast(body + "\r\n" + bad_m, scan) is None, bad_m
+        # another spelling of m= (two spaces): not the simplest, read by _parse_m_line
+        other = _parse_fast(body + "\r\nm=video  9 RTP/AVP 99", scan)
+        assert other is not None and other[1][-1] == ("video", 9, None, "RTP/AVP", ("99",))
+    stray_lf = head + "\na=x\r\nm=audio 1 RTP/AVP 0"
+    assert _parse_fast(stray_lf, _SCAN_CRLF) is None
+    assert _parse_fast(stray_lf, _SCAN_LINES) is not None  # its caller made every break CRLF

@@ -9,14 +9,15 @@ import sys
 from tests.conftest import REPO
 
 
+def _wakeup(*args: str) -> subprocess.CompletedProcess[str]:
+    """``bench/wakeup.py ARGS`` as a process."""
+    script = str(REPO / "bench" / "wakeup.py")
+    command = [sys.executable, script, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
 def test_wakeup_prints_the_cpu_of_a_sleep_and_of_the_work_after_it() -> None:
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "wakeup.py"), "--seconds", "0.2", "--gaps", "1,2"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _wakeup("--seconds", "0.2", "--gaps", "1,2")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("machine: nproc ")
@@ -30,11 +31,5 @@ def test_wakeup_prints_the_cpu_of_a_sleep_and_of_the_work_after_it() -> None:
 
 
 def test_wakeup_refuses_bad_gaps() -> None:
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "wakeup.py"), "--gaps", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _wakeup("--gaps", "0")
     assert done.returncode == 2 and "must be positive" in done.stderr

@@ -19,31 +19,28 @@ def _lookups(message: Request | Response) -> tuple[object, object, object]:
 def test_a_finished_server_transaction_sheds_at_the_next_call_and_answers_the_same(
     core: ProxyCore,
 ) -> None:
-    proxy = core
-    sent = _forward_first_invite(proxy)
-    out = proxy.receive(SCSCF, resp_to(sent, 486), 2)
+    sent = _forward_first_invite(core)  # the client transaction's request
+    out = core.receive(SCSCF, resp_to(sent, 486), 2)
     (busy,) = sends(out, "gm")
     wire = busy.message.serialise()  # what the edge sends
-    (txn,) = [t for t in proxy.server_txns.values() if t.request.method == "INVITE"]
-    client = sent
+    (txn,) = [t for t in core.server_txns.values() if t.request.method == "INVITE"]
     assert txn.request._index is not None  # looked up while it was handled
     # the next call in drops the lookups of both transactions' messages
-    assert sends(proxy.tick(2.05)) == []
+    assert sends(core.tick(2.05)) == []
     assert _lookups(txn.request) == (None, None, None)
-    assert _lookups(client)[:2] == (None, None)
-    assert client._wire is None
+    assert _lookups(sent) == (None, None, None)
     last = txn.last
     assert last is not None
     assert last._index is None and last._items is None
     assert last._wire == wire  # kept: the response is sent again as it was
     # Timer G: the 486 again, byte for byte
-    again = sends(proxy.tick(2.0 + 0.5), "gm")
+    again = sends(core.tick(2.0 + 0.5), "gm")
     assert [s.message.serialise() for s in again] == [wire]
     # a retransmitted INVITE from the UE: the 486 again
-    out = invite(proxy)
+    out = invite(core)
     assert [s.message.serialise() for s in sends(out)] == [wire]
     # a retransmitted 486 from the next hop: ACKed again from the shed request (rebuilt)
-    acked = sends(proxy.receive(SCSCF, resp_to(sent, 486), 2.6), "core")
+    acked = sends(core.receive(SCSCF, resp_to(sent, 486), 2.6), "core")
     assert [s.message.method for s in acked] == ["ACK"]  # type: ignore[union-attr]
     assert acked[0].message.get("Call-ID") == "c1"
 

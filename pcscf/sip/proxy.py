@@ -1002,7 +1002,7 @@ class ProxyCore:
         if reception.ack:
             self._send_ack(txn, msg, out)
         if reception.wake is not None:  # (add would drop None; no entry made for it)
-            self._timers.add(reception.wake, ClientDue(txn.key))
+            self._timers.add(reception.wake, ClientDue(txn.key), now)
         return reception.pass_up
 
     def _answer_own_request(
@@ -1239,7 +1239,7 @@ class ProxyCore:
         value = (msg.get("session-expires") or "").split(";")[0].strip()
         if value.isdigit() and 0 < int(value) < 2**31:
             dialog.expires_at = now + int(value)
-            self._timers.add(dialog.expires_at, SessionDue(dialog.id))
+            self._timers.add(dialog.expires_at, SessionDue(dialog.id), now)
 
     def _session_timer_due(self, dialog_id: DialogId, now: float, out: list[Action]) -> None:
         dialog = self.dialogs.get(dialog_id)
@@ -1542,7 +1542,7 @@ class ProxyCore:
         self.client_txns[txn.key] = txn
         out.append(Send(txn.peer, txn.request))
         for when in txn.machine.start(now):
-            self._timers.add(when, ClientDue(txn.key))
+            self._timers.add(when, ClientDue(txn.key), now)
 
     def _client_machine(
         self, method: str, peer: Peer, *, internal: bool = False
@@ -1568,7 +1568,7 @@ class ProxyCore:
             case Timer.D | Timer.K | Timer.M:
                 del self.client_txns[key]
         if fired.wake is not None:
-            self._timers.add(fired.wake, ClientDue(key))
+            self._timers.add(fired.wake, ClientDue(key), now)
 
     def _client_timeout(self, txn: ClientTxn, now: float, out: list[Action]) -> None:
         out.append(
@@ -1615,7 +1615,7 @@ class ProxyCore:
             case Timer.H | Timer.J | Timer.L:
                 del self.server_txns[key]
         if fired.wake is not None:
-            self._timers.add(fired.wake, ServerDue(key))
+            self._timers.add(fired.wake, ServerDue(key), now)
 
     def _respond(
         self,
@@ -1647,7 +1647,7 @@ class ProxyCore:
             self._finished.append((txn.request, False))
             self._finished.append((response, True))
         for when in wakes:
-            self._timers.add(when, ServerDue(txn.key))
+            self._timers.add(when, ServerDue(txn.key), now)
         if first_final and txn.request.method == MESSAGE:
             out.append(self._message_log(txn, response.status, relayed))
 

@@ -3,8 +3,13 @@ each timer is checked at exactly its deadline (and just before it)."""
 
 from __future__ import annotations
 
-import pytest
+import heapq
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pcscf.sip import transaction
 from pcscf.sip.message import Response
 from pcscf.sip.transaction import (
     ClientDue,
@@ -437,3 +442,72 @@ def test_schedule_pops_in_time_order_ties_in_the_order_set() -> None:
     ]
     assert schedule.pop_due(5.0) == "late"
     assert schedule.next_deadline() is None
+
+
+class _OneHeap:
+    """The schedule's order, kept the plain way: one heap of (when, order set, entry)."""
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[float, int, int]] = []
+        self.seq = 0
+
+    def add(self, when: float | None, entry: int) -> None:
+        if when is not None:
+            heapq.heappush(self.heap, (when, self.seq, entry))
+            self.seq += 1
+
+    def pop_due(self, now: float) -> int | None:
+        if not self.heap or self.heap[0][0] > now:
+            return None
+        return heapq.heappop(self.heap)[2]
+
+
+#: Delays as a SIP element sets them (T1 doublings, T2, T4, 64*T1), a few odd ones, and None.
+_DELAYS = st.sampled_from([0.5, 1.0, 2.0, 4.0, 5.0, 32.0, 0.0, 0.1, 90.0, None])
+_STEP = st.one_of(
+    st.tuples(st.just("add"), _DELAYS, st.booleans(), st.floats(0.0, 3.0)),
+    st.tuples(st.just("pop"), st.just(None), st.booleans(), st.floats(-1.0, 6.0)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_STEP, max_size=300), st.integers(1, 70))
+def test_schedule_order_is_that_of_one_heap(steps: list[tuple], max_lanes: int) -> None:
+    """Whatever the delays, with or without ``now``, the clock going back or not, and however
+    few lanes may be made: what comes out, and when, is what one heap gives."""
+    schedule: Schedule[int] = Schedule()
+    reference = _OneHeap()
+    now = 100.0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(transaction, "MAX_LANES", max_lanes)
+        for n, (kind, delay, with_now, x) in enumerate(steps):
+            if kind == "add":
+                when = None if delay is None else now + x * delay if x > 2.5 else now + delay
+                schedule.add(when, n, now if with_now else None)
+                reference.add(when, n)
+            else:
+                now += x  # below zero: the clock went back
+                while (got := schedule.pop_due(now)) is not None:
+                    assert got == reference.pop_due(now)
+                assert reference.pop_due(now) is None
+            assert len(schedule) == len(reference.heap)
+            expected = reference.heap[0][0] if reference.heap else None
+            assert schedule.next_deadline() == expected
+
+
+def test_schedule_keeps_a_lane_per_delay() -> None:
+    """Deadlines set with ``now`` from a few delays go to a lane each, not to the heap (whose
+    pops, with tens of thousands pending, are what the lanes spare)."""
+    schedule: Schedule[int] = Schedule()
+    for n in range(1000):
+        now = n * 0.003
+        schedule.add(now + 0.5, n, now)
+        schedule.add(now + 32.0, n, now)
+    assert len(schedule) == 2000
+    assert schedule._heap == [] and len(schedule._lanes) == 2 and len(schedule._heads) == 2
+    schedule.add(1.5, -1, 1.0)  # 0.5 s, before its lane's last (the clock went back): heap
+    schedule.add(0.25, -2)  # no now: the heap
+    assert len(schedule._heap) == 2
+    popped = [schedule.pop_due(40.0) for _ in range(2002)]
+    assert popped[:3] == [-2, 0, 1] and popped.count(-1) == 1 and None not in popped
+    assert schedule.pop_due(1e9) is None and schedule._lanes == {} and schedule._heads == []

@@ -34,11 +34,9 @@ from typing import Any
 
 import attrs
 
-from certs.errors import CertsError
-from certs.fingerprint import Fingerprint
 from e2ae.address import AddressError, parse_host_port
 from e2ae.tomlfile import TomlFileError, read_toml
-from kms.client import read_shared_key
+from kms.link import KmsLink, link_from_values
 
 KEYS = (
     "sip",
@@ -53,7 +51,6 @@ KEYS = (
     "kms",
     "groups",
 )
-KMS_KEYS = ("address", "pin", "key_file", "cert", "identity", "timeout")
 GROUP_KEYS = ("members", "kms_group")
 DEFAULTS = {
     "max_stored_per_member": 100,
@@ -65,20 +62,6 @@ DEFAULTS = {
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; says which key and why."""
-
-
-@attrs.frozen
-class KmsLink:
-    """How the list server reaches the KMS: address, the pinned fingerprint of its
-    certificate, the key shared with it (left out of ``repr``), the client certificate."""
-
-    address: tuple[str, int]
-    pin: Fingerprint
-    key: bytes = attrs.field(repr=False)
-    cert: Path = Path()
-    key_file: Path = Path()
-    identity: str = "kms.e2ae.lab"
-    timeout: float = 10.0
 
 
 @attrs.frozen
@@ -144,33 +127,7 @@ def _unknown(values: dict[str, Any], known: tuple[str, ...], where: str) -> None
 
 
 def _kms(values: Any, base: Path) -> KmsLink:
-    if not isinstance(values, dict):
-        raise ConfigError("[kms] must be a table")
-    _unknown(values, KMS_KEYS, "[kms]")
-    missing = [k for k in ("address", "pin", "key_file", "cert") if not values.get(k)]
-    if missing:
-        raise ConfigError(f"[kms]: missing {', '.join(missing)}")
-    address = _address(values["address"], "[kms] address", listen=False)
-    try:
-        pin = Fingerprint.parse(str(values["pin"]))
-    except CertsError as exc:
-        raise ConfigError(f"[kms] pin: {exc}") from None
-    try:
-        key = read_shared_key(base / str(values["key_file"]))
-    except ValueError as exc:
-        raise ConfigError(f"[kms] key_file: {exc}") from None
-    prefix = base / str(values["cert"])
-    cert, key_file = Path(f"{prefix}.crt"), Path(f"{prefix}.key")
-    for path in (cert, key_file):
-        if not path.is_file():
-            raise ConfigError(f"[kms] cert: no {path}")
-    identity = values.get("identity", "kms.e2ae.lab")
-    if not isinstance(identity, str) or not identity:
-        raise ConfigError("[kms] identity must be a non-empty string")
-    timeout = values.get("timeout", 10.0)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise ConfigError(f"[kms] timeout must be a positive number, not {timeout!r}")
-    return KmsLink(address, pin, key, cert, key_file, identity, float(timeout))
+    return link_from_values(values, base, ConfigError)
 
 
 def _registrars(value: Any, core: tuple[str, int]) -> tuple[tuple[str, int], ...]:

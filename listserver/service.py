@@ -27,12 +27,14 @@ from typing import Any
 
 import attrs
 from twisted.application import service
-from twisted.internet import defer, task, threads
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from immsg import core as im
 from kms import client as kms_client
+from kms.exchange import KmsUnreachable
+from kms.exchange import exchange as kms_exchange
 from listserver import core
 from listserver.config import Group, ListServerConfig
 from listserver.store import MessageStore, StoreError, StoreFull
@@ -52,10 +54,6 @@ NAME = "list-server"
 ALLOW = "MESSAGE, REGISTER"
 #: Seconds between two sweeps of expired stored messages.
 EXPIRE_EVERY = 60.0
-
-
-class _KmsUnreachable(Exception):
-    pass
 
 
 @attrs.frozen
@@ -294,21 +292,8 @@ class ListServerService(service.Service):
         )
 
     async def _kms(self, request: MikeyMessage) -> tuple[MikeyMessage, tuple[KeyData, ...]]:
-        kms = self.config.kms
         self.kms_exchanges.append(request.data_type.name)
-        try:
-            _, body = await threads.deferToThread(
-                self._post,
-                kms.address,
-                kms.pin,
-                kms.cert,
-                kms.key_file,
-                request.encode(),
-                kms.timeout,
-            )
-        except Exception as exc:
-            raise _KmsUnreachable(f"{type(exc).__name__}: {exc}") from None
-        return kms_client.open_reply(body, kms.key, request)
+        return await kms_exchange(self.config.kms, request, self._post)
 
     async def _accept(
         self,
@@ -338,7 +323,7 @@ class ListServerService(service.Service):
                 )
                 self._refuse(request, addr, 403, reason, group=group.psi)
                 return
-            except _KmsUnreachable as exc:
+            except KmsUnreachable as exc:
                 self._refuse(
                     request, addr, 503, f"the KMS cannot be reached: {exc}", group=group.psi
                 )
@@ -428,7 +413,7 @@ class ListServerService(service.Service):
                 gtgk_spi=own.gtgk_spi,
                 now=self._now(),
             )
-        except (MikeyError, _KmsUnreachable, KeyError) as exc:
+        except (MikeyError, KmsUnreachable, KeyError) as exc:
             log.warn(
                 "list-server: {call_id} to {member} of {group}: no ticket of its own: {error}",
                 call_id=call_id,

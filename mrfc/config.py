@@ -46,7 +46,7 @@ from certs.fingerprint import Fingerprint
 from certs.psk import ALLOWED_PSK_CIPHERS, DEFAULT_PSK_CIPHERS
 from e2ae.address import AddressError, parse_host_port
 from e2ae.tomlfile import TomlFileError, read_toml
-from kms.client import read_shared_key
+from kms.link import KmsLink, link_from_values
 from mrfc.core import Conference
 
 TicketSource = Literal["kms", "self"]
@@ -66,26 +66,11 @@ KEYS = (
     "conferences",
 )
 MP_KEYS = ("listen", "tls", "peer", "insecure", "mid")
-KMS_KEYS = ("address", "pin", "key_file", "cert", "identity", "timeout")
 CONFERENCE_KEYS = ("participants", "floors", "allow_plain")
 
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; says which key and why."""
-
-
-@attrs.frozen
-class KmsLink:
-    """How the MRFC reaches a KMS: address, the pinned fingerprint of its certificate, the key
-    shared with it (left out of ``repr``), the MRFC's client certificate and key files."""
-
-    address: tuple[str, int]
-    pin: Fingerprint
-    key: bytes = attrs.field(repr=False)
-    cert: Path = Path()
-    key_file: Path = Path()
-    identity: str = "kms.e2ae.lab"
-    timeout: float = 10.0
 
 
 @attrs.frozen
@@ -169,26 +154,8 @@ def _fingerprint(value: Any, where: str) -> Fingerprint:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def _kms(raw: Any, base: Path) -> KmsLink:
-    values = _table(raw, "[kms]")
-    _unknown(values, KMS_KEYS, "[kms]")
-    missing = [k for k in ("address", "pin", "key_file", "cert") if not values.get(k)]
-    if missing:
-        raise ConfigError(f"[kms]: missing {', '.join(missing)}")
-    address = _address(values["address"], "[kms] address", listen=False)
-    pin = _fingerprint(values["pin"], "[kms] pin")
-    try:
-        key = read_shared_key(base / str(values["key_file"]))
-    except ValueError as exc:
-        raise ConfigError(f"[kms] key_file: {exc}") from None
-    cert, key_file = _pair(base / str(values["cert"]), "[kms] cert")
-    identity = values.get("identity", "kms.e2ae.lab")
-    if not isinstance(identity, str) or not identity:
-        raise ConfigError("[kms] identity must be a non-empty string")
-    timeout = values.get("timeout", 10.0)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise ConfigError(f"[kms] timeout must be a positive number, not {timeout!r}")
-    return KmsLink(address, pin, key, cert, key_file, identity, float(timeout))
+def _kms(values: Any, base: Path) -> KmsLink:
+    return link_from_values(values, base, ConfigError)
 
 
 def _mp(raw: Any, base: Path) -> MpLink:

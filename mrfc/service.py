@@ -32,7 +32,7 @@ from typing import Any
 
 import attrs
 from twisted.application import service
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -40,6 +40,9 @@ from certs import load_pair
 from iq.config import IqTlsConfig
 from iq.errors import IqError
 from kms import client as kms_client
+from kms.exchange import KmsUnreachable
+from kms.exchange import exchange as kms_exchange
+from kms.link import KmsLink
 from mikey import transfer
 from mikey.constants import ErrorNo
 from mikey.errors import MikeyError
@@ -57,7 +60,7 @@ from mp.profile import (
     StartTlsRequest,
 )
 from mrfc import core
-from mrfc.config import KmsLink, MrfcConfig
+from mrfc.config import MrfcConfig
 from pcscf.sdp import KeyMgmt
 from pcscf.sip import Request, Response, SipUri, make_response
 from pcscf.sip.message import Message
@@ -364,18 +367,9 @@ class MrfcService(service.Service):
     ) -> tuple[MikeyMessage, tuple[KeyData, ...]]:
         self.kms_exchanges.append(request.data_type.name)
         try:
-            _, body = await threads.deferToThread(
-                self._post,
-                kms.address,
-                kms.pin,
-                kms.cert,
-                kms.key_file,
-                request.encode(),
-                kms.timeout,
-            )
-        except Exception as exc:
-            raise MikeyError(ErrorNo.UNSPECIFIED, f"the KMS: {type(exc).__name__}: {exc}") from None
-        return kms_client.open_reply(body, kms.key, request)
+            return await kms_exchange(kms, request, self._post)
+        except KmsUnreachable as exc:
+            raise MikeyError(ErrorNo.UNSPECIFIED, f"the KMS: {exc}") from None
 
     async def _dial_in(self, p: Participant) -> None:
         assert p.invite is not None

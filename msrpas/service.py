@@ -30,7 +30,7 @@ from typing import Any
 
 import attrs
 from twisted.application import service
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.internet.interfaces import (
     IHandshakeListener,
 )
@@ -40,12 +40,14 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from certs.fingerprint import Fingerprint
 from certs.psk import DEFAULT_PSK_CIPHERS, psk_context
 from certs.tls import KeyLogWriter
 from e2ae import msrp
 from e2ae.tlsconn import ContextCreator
 from kms import client as kms_client
+from kms.exchange import KmsUnreachable
+from kms.exchange import exchange as kms_exchange
+from kms.link import KmsLink
 from mikey import transfer
 from mikey.constants import ErrorNo
 from mikey.errors import MikeyError
@@ -63,20 +65,6 @@ log = Logger(namespace="msrpas")
 Address = tuple[str, int]
 #: Seconds a call outlives a closed media connection, waiting for the BYE.
 BYE_GRACE = 2.0
-
-
-@attrs.frozen
-class KmsLink:
-    """How the AS reaches the KMS: address, the pinned fingerprint of its certificate, the key
-    the AS shares with it (left out of ``repr``), the AS's client certificate and key files."""
-
-    address: Address
-    pin: Fingerprint
-    key: bytes = attrs.field(repr=False)
-    cert: Path = Path()
-    key_file: Path = Path()
-    kms_identity: str = "kms.e2ae.lab"
-    timeout: float = 10.0
 
 
 @attrs.frozen
@@ -484,21 +472,11 @@ class MsrpAsService(service.Service):
         self.end_call(call, warning or str(status), bye=False)
 
     async def _kms(self, request: MikeyMessage) -> tuple[MikeyMessage, tuple[KeyData, ...]]:
-        kms = self.config.kms
         self.kms_exchanges.append(request.data_type.name)
         try:
-            _, body = await threads.deferToThread(
-                self._post,
-                kms.address,
-                kms.pin,
-                kms.cert,
-                kms.key_file,
-                request.encode(),
-                kms.timeout,
-            )
-        except Exception as exc:
-            raise MikeyError(ErrorNo.UNSPECIFIED, f"the KMS: {type(exc).__name__}: {exc}") from None
-        return kms_client.open_reply(body, kms.key, request)
+            return await kms_exchange(self.config.kms, request, self._post)
+        except KmsUnreachable as exc:
+            raise MikeyError(ErrorNo.UNSPECIFIED, f"the KMS: {exc}") from None
 
     async def _setup(self, call: _Call) -> None:
         me = self.config.identity
@@ -513,7 +491,7 @@ class MsrpAsService(service.Service):
             info = core.read_inbound(init, me=me, streams=len(streams), now=now)
             kms = self.config.kms
             resolve = kms_client.resolve_init(
-                me, kms.key, info.ticket, now, kms=kms.kms_identity, csb_id=info.csb_id
+                me, kms.key, info.ticket, now, kms=kms.identity, csb_id=info.csb_id
             )
             _, keys = await self._kms(resolve)
             mpk_a, tgks_a = kms_client.ticket_keys(keys)
@@ -521,7 +499,7 @@ class MsrpAsService(service.Service):
             # 2. a ticket of the AS's own for the callee
             now = float(self.reactor.seconds())
             request = kms_client.request_init(
-                me, kms.key, (callee,), now, kms=kms.kms_identity, sessions=len(streams)
+                me, kms.key, (callee,), now, kms=kms.identity, sessions=len(streams)
             )
             reply, keys_b = await self._kms(request)
             ticket_b = kms_client.ticket_of(reply)

@@ -12,8 +12,9 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -66,6 +67,19 @@ def run_e2ae(
         timeout=timeout,
         check=False,
     )
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[Any]]:
+    """Things to undo after the test (callables), last first, each waited for if it returns
+    a Deferred. A test or fixture appends to the list as it sets things up."""
+    import pytest_twisted
+    from twisted.internet import defer
+
+    things: list[Any] = []
+    yield things
+    for thing in reversed(things):
+        pytest_twisted.blockon(defer.maybeDeferred(thing))
 
 
 def run_cleanups(cleanups: Sequence[Callable[[], object]]) -> None:

@@ -6,13 +6,11 @@ from __future__ import annotations
 import datetime
 import os
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, threads
+from twisted.internet import reactor, threads
 
 import certs
 from kms import client as kms_client
@@ -30,14 +28,6 @@ KMS_ID = "kms.e2ae.lab"
 
 def aor(name: str) -> str:
     return f"sip:{name}@{DOMAIN}"
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list[Any]]:
-    things: list[Any] = []
-    yield things
-    for thing in reversed(things):
-        pytest_twisted.blockon(defer.maybeDeferred(thing))
 
 
 def _scrape(address: tuple[str, int]) -> str:

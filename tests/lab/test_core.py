@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task
+from twisted.internet import reactor, task
 from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
 
@@ -54,14 +54,6 @@ def events() -> Iterator[Events]:
     globalLogPublisher.addObserver(seen)
     yield seen
     globalLogPublisher.removeObserver(seen)
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list[Any]]:
-    things: list[Any] = []
-    yield things
-    for thing in reversed(things):
-        pytest_twisted.blockon(defer.maybeDeferred(thing))
 
 
 def _udp(cleanup: list[Any], endpoint: Endpoint) -> Endpoint:

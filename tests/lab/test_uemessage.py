@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +55,6 @@ def ids() -> dict[str, certs.CertAndKey]:
 @pytest.fixture(scope="module")
 def keys() -> dict[str, bytes]:
     return {name: os.urandom(16) for name in USERS}
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list[Any]]:
-    things: list[Any] = []
-    yield things
-    for thing in reversed(things):
-        pytest_twisted.blockon(defer.maybeDeferred(thing))
 
 
 @pytest.fixture

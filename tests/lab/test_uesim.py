@@ -8,12 +8,11 @@ and TCP/BFCP. The e2ae path (P-CSCF + AGW over Iq) is covered by the demo tests.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task
+from twisted.internet import reactor, task
 from twisted.internet.protocol import DatagramProtocol
 
 import certs
@@ -30,14 +29,6 @@ NOW = datetime.datetime.now(datetime.UTC)
 @pytest.fixture(scope="module")
 def ids() -> dict[str, certs.CertAndKey]:
     return {name: certs.generate(name, now=NOW) for name in ("alice", "bob")}
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list[Any]]:
-    things: list[Any] = []
-    yield things
-    for thing in reversed(things):
-        pytest_twisted.blockon(defer.maybeDeferred(thing))
 
 
 def _lab(cleanup: list[Any], echo: bool = False) -> tuple[CoreStub, tuple[str, int]]:

@@ -13,13 +13,13 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task, threads
+from twisted.internet import reactor, task, threads
 from twisted.internet.protocol import DatagramProtocol
 
 import certs
@@ -63,14 +63,6 @@ def ids() -> dict[str, certs.CertAndKey]:
 @pytest.fixture(scope="module")
 def keys() -> dict[str, bytes]:
     return {name: os.urandom(16) for name in USERS}
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list[Any]]:
-    things: list[Any] = []
-    yield things
-    for thing in reversed(things):
-        pytest_twisted.blockon(defer.maybeDeferred(thing))
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import datetime
 import os
 import secrets
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +62,6 @@ def ids() -> dict[str, certs.CertAndKey]:
 @pytest.fixture(scope="module")
 def keys() -> dict[str, bytes]:
     return {name: os.urandom(16) for name in (*USERS, "lists")}
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list[Any]]:
-    things: list[Any] = []
-    yield things
-    for thing in reversed(things):
-        pytest_twisted.blockon(defer.maybeDeferred(thing))
 
 
 @pytest.fixture

@@ -77,14 +77,6 @@ def keys() -> dict[str, bytes]:
 
 
 @pytest.fixture
-def cleanup() -> Iterator[list[Any]]:
-    things: list[Any] = []
-    yield things
-    for thing in reversed(things):
-        pytest_twisted.blockon(defer.maybeDeferred(thing))
-
-
-@pytest.fixture
 def logs() -> Iterator[list[str]]:
     seen: list[str] = []
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +47,6 @@ def ids() -> dict[str, certs.CertAndKey]:
 @pytest.fixture(scope="module")
 def keys() -> dict[str, bytes]:
     return {name: os.urandom(16) for name in (*USERS, "msrp-as")}
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list[Any]]:
-    things: list[Any] = []
-    yield things
-    for thing in reversed(things):
-        pytest_twisted.blockon(defer.maybeDeferred(thing))
 
 
 @pytest.fixture

@@ -14,13 +14,12 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, threads
+from twisted.internet import reactor, threads
 
 import certs
 from accessgw.config import AgwConfig
@@ -76,14 +75,6 @@ def total(found: dict[str, float], name: str, **labels: str) -> float:
         if metric == name and labels.items() <= got.items():
             result += number
     return result
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list[Any]]:
-    things: list[Any] = []
-    yield things
-    for thing in reversed(things):
-        pytest_twisted.blockon(defer.maybeDeferred(thing))
 
 
 @pytest_twisted.ensureDeferred

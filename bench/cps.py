@@ -61,11 +61,13 @@ from ``/proc/PID/stat``; SIPp's from the rusage of the children the benchmark wa
 a call's CPU goes, and whether the P-CSCF's core is the one that runs out first. A line after
 the e2ae one gives the P-CSCF's peak resident memory so far (``VmHWM``): it keeps every finished
 transaction for 32 s (Timer J/K/D/L over UDP), so a step shorter than that shows less than a
-sustained load holds.
+sustained load holds. For an e2ae step longer than ``--cpu-split`` seconds (32 by default) one
+more line splits the P-CSCF's CPU there: ms per offered call and share of a core over the first
+32 s, when no transaction has ended yet, and over the rest, when ending them is part of the load.
 
 Usage: ``python bench/cps.py [--quick] [--start 100] [--step 100] [--max 1500] [--seconds 5]
 [--transport udp|tcp] [--agw-cmd CMD | --accessgw] [--pcscf-arg ARG ...] [--profile DIR]
-[--workers 1,2,4] [--cpu] [--floor]``
+[--workers 1,2,4] [--cpu [--cpu-split S]] [--floor]``
 """
 
 from __future__ import annotations
@@ -235,10 +237,38 @@ class CpuMeter:
     def __init__(self, pcscf: list[int], agw: list[int], **others: list[int]) -> None:
         self.pids = {"pcscf": pcscf, "agw": agw, **others}
         self.before: dict[str, float] = {}
+        #: (monotonic time, P-CSCF CPU seconds) at the start, at the split, at the end.
+        self.marks: list[tuple[float, float]] = []
+        self._timer: threading.Timer | None = None
 
-    def start(self) -> None:
+    def start(self, split: float | None = None) -> None:
+        """Take the step's first reading; ``split``: also read the P-CSCF's CPU that many
+        seconds in (for :meth:`split_cell`)."""
         self.before = {name: cpu_seconds(pids) for name, pids in self.pids.items()}
         self.before["sipp"] = children_cpu()
+        self.marks = [(time.monotonic(), self.before["pcscf"])]
+        if split is not None:
+            self._timer = threading.Timer(split, self._mark)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _mark(self) -> None:
+        self.marks.append((time.monotonic(), cpu_seconds(self.pids["pcscf"])))
+
+    def split_cell(self, rate: float) -> str | None:
+        """The P-CSCF's CPU before and after the split: ms per offered call (at ``rate``)
+        and share of one core, or None if the step ended before the split."""
+        if self._timer is not None:
+            self._timer.cancel()
+        if len(self.marks) != 2:
+            return None
+        self._mark()
+        (t0, c0), (t1, c1), (t2, c2) = self.marks
+        parts = []
+        for cpu, seconds in ((c1 - c0, t1 - t0), (c2 - c1, t2 - t1)):
+            seconds = max(seconds, 1e-9)
+            parts.append(f"{1000 * cpu / (rate * seconds):.2f} ms/call {100 * cpu / seconds:.0f} %")
+        return f"first {t1 - t0:.1f} s {parts[0]}, after {parts[1]} (of a core)"
 
     def per_call(self, calls: float) -> dict[str, float]:
         after = {name: cpu_seconds(pids) for name, pids in self.pids.items()}
@@ -688,6 +718,15 @@ def main() -> int:
         " and the P-CSCF's peak resident memory so far (VmHWM)",
     )
     parser.add_argument(
+        "--cpu-split",
+        type=float,
+        default=32.0,
+        metavar="S",
+        help="with --cpu, for e2ae steps longer than S seconds, also print the P-CSCF's CPU"
+        " (ms per offered call, share of a core) over the first S seconds and over the rest"
+        " (default 32: when the first transactions end, Timer J/K/D/L over UDP)",
+    )
+    parser.add_argument(
         "--log-dir",
         type=Path,
         help="keep the P-CSCF, AGW and SIPp error logs here (made if missing)",
@@ -779,12 +818,16 @@ def main() -> int:
                         continue
                     relay = {"relay": [floor[1].pid], "echo": [floor[0].pid]} if floor else {}
                     meter = CpuMeter([pcscf.pid], [agw.pid], **relay)
-                    meter.start()
+                    split = args.cpu and name == "e2ae" and args.seconds > args.cpu_split
+                    meter.start(args.cpu_split if split else None)
                     ok, cps = run_calls(sipp, uas_port, uac_port, target, rate, calls, rsa)
                     if args.cpu:
                         shown = {"direct": ("sipp",), "floor": ("relay", "echo", "sipp")}
                         used = meter.cell(calls, shown.get(name, CpuMeter.ALL))
                         cpu_lines.append(f"{'':>6} {name:>6} {used}")
+                        halves = meter.split_cell(rate) if split else None
+                        if halves is not None:
+                            cpu_lines.append(f"{'':>6} {name:>6} pcscf cpu {halves}")
                         peak = peak_rss_mb(pcscf.pid) if name == "e2ae" else None
                         if peak is not None:
                             cpu_lines.append(f"{'':>6} {name:>6} pcscf peak rss {peak:.0f} MB")

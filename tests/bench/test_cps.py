@@ -4,6 +4,7 @@ no figure is asserted."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -38,7 +39,7 @@ def test_cps_quick_runs_and_leaks_nothing() -> None:
 def test_cps_cpu_lines_give_each_process_its_share() -> None:
     """``--cpu`` prints, per step, the CPU per call of the P-CSCF, the AGW and SIPp: the
     P-CSCF and SIPp used some during the e2ae step, SIPp alone on the direct path."""
-    done = _cps("--cpu")
+    done = _cps("--cpu", "--cpu-split", "0.5")
     e2ae = [line.split() for line in done.stdout.splitlines() if " e2ae cpu ms/call " in line]
     direct = [line.split() for line in done.stdout.splitlines() if " direct cpu ms/call " in line]
     assert len(e2ae) == len(direct) == 2, done.stdout
@@ -54,6 +55,16 @@ def test_cps_cpu_lines_give_each_process_its_share() -> None:
     peaks = [line.split() for line in done.stdout.splitlines() if " e2ae pcscf peak rss " in line]
     assert len(peaks) == 2 and all(words[-1] == "MB" for words in peaks), done.stdout
     assert 10 < float(peaks[0][-2]) <= float(peaks[1][-2]) < 10_000, done.stdout
+    # the 1 s steps split at 0.5 s: the P-CSCF's CPU before and after, per call and per core
+    halves = [line for line in done.stdout.splitlines() if " e2ae pcscf cpu first " in line]
+    assert len(halves) == 2, done.stdout
+    half = r"([\d.]+) ms/call (\d+) %"
+    shape = rf"e2ae pcscf cpu first (0\.[4-9]|1\.\d) s {half}, after {half}"
+    for line in halves:
+        found = re.search(shape + r" \(of a core\)$", line)
+        assert found is not None, line
+        assert all(0 <= float(x) < 10_000 for x in found.groups()), line
+    assert " direct pcscf cpu " not in done.stdout, done.stdout  # the e2ae steps only
 
 
 def test_cps_floor_runs_every_call_through_the_relay_and_its_round_trips() -> None:

@@ -126,10 +126,6 @@ def _unknown(values: dict[str, Any], known: tuple[str, ...], where: str) -> None
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
 
 
-def _kms(values: Any, base: Path) -> KmsLink:
-    return link_from_values(values, base, ConfigError)
-
-
 def _registrars(value: Any, core: tuple[str, int]) -> tuple[tuple[str, int], ...]:
     if value is None:
         return ((str(ipaddress.ip_address(core[0])), core[1]),)
@@ -184,7 +180,7 @@ def from_values(values: dict[str, Any], base: Path = Path()) -> ListServerConfig
         sip=_address(values["sip"], "sip", listen=True),
         core=core,
         identity=_uri(values["identity"], "identity"),
-        kms=_kms(values["kms"], base),
+        kms=link_from_values(values["kms"], base, ConfigError),
         store=base / store,
         groups=_groups(values.get("groups", {}), max_members),
         max_stored_per_member=_count(values, "max_stored_per_member"),

@@ -22,7 +22,6 @@ Bounds: ``max_pending`` SIP client transactions and KMS resolves at once (503 be
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -34,6 +33,7 @@ from twisted.python.failure import Failure
 from immsg import core as im
 from kms import client as kms_client
 from kms.exchange import KmsUnreachable
+from kms.exchange import Post as KmsPost
 from kms.exchange import exchange as kms_exchange
 from listserver import core
 from listserver.config import Group, ListServerConfig
@@ -94,7 +94,7 @@ class ListServerService(service.Service):
         config: ListServerConfig,
         *,
         reactor: Any = None,
-        post: Callable[..., tuple[int, bytes]] | None = None,
+        post: KmsPost | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor

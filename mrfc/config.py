@@ -154,10 +154,6 @@ def _fingerprint(value: Any, where: str) -> Fingerprint:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def _kms(values: Any, base: Path) -> KmsLink:
-    return link_from_values(values, base, ConfigError)
-
-
 def _mp(raw: Any, base: Path) -> MpLink:
     values = _table(raw, "[mp]")
     _unknown(values, MP_KEYS, "[mp]")
@@ -261,7 +257,7 @@ def from_values(values: dict[str, Any], base: Path = Path()) -> MrfcConfig:
     return MrfcConfig(
         sip=sip,
         identity=identity,
-        kms=_kms(values["kms"], base),
+        kms=link_from_values(values["kms"], base, ConfigError),
         mp=_mp(values["mp"], base),
         conferences=_conferences(values["conferences"]),
         next_hop=next_hop,

@@ -41,6 +41,7 @@ from iq.config import IqTlsConfig
 from iq.errors import IqError
 from kms import client as kms_client
 from kms.exchange import KmsUnreachable
+from kms.exchange import Post as KmsPost
 from kms.exchange import exchange as kms_exchange
 from kms.link import KmsLink
 from mikey import transfer
@@ -142,7 +143,7 @@ class MrfcService(service.Service):
         config: MrfcConfig,
         *,
         reactor: Any = None,
-        post: Callable[..., tuple[int, bytes]] | None = None,
+        post: KmsPost | None = None,
         mp: Any = None,
         self_kms: Any = None,
     ) -> None:

@@ -46,6 +46,7 @@ from e2ae import msrp
 from e2ae.tlsconn import ContextCreator
 from kms import client as kms_client
 from kms.exchange import KmsUnreachable
+from kms.exchange import Post as KmsPost
 from kms.exchange import exchange as kms_exchange
 from kms.link import KmsLink
 from mikey import transfer
@@ -321,7 +322,7 @@ class MsrpAsService(service.Service):
         config: AsConfig,
         *,
         reactor: Any = None,
-        post: Callable[..., tuple[int, bytes]] | None = None,
+        post: KmsPost | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
